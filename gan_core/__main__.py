@@ -1,0 +1,3 @@
+from gan_core.cli import main
+
+main()

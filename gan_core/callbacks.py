@@ -1,0 +1,24 @@
+"""The trainer's observability interface: it calls these hooks and imports no tracking library.
+
+Subclass TrainCallback and override what you need (gan_core.tracking.MLflowCallback logs to MLflow).
+All hooks run on rank 0 only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class TrainCallback:
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        """Once, before the first step: device, parameter counts, dataset meta, resumed-from step."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Every train.log_every steps: losses, D(x), D(G(z)), gradient norms, images/s, diversity."""
+
+    def on_samples(self, step: int, grid_png: Path) -> None:
+        """Every train.sample_every steps and at the end: a PNG grid from the fixed latent batch (EMA G)."""
+
+    def on_train_end(self, result: dict[str, Any]) -> None:
+        """Once, after the generator package and metrics JSON are written."""

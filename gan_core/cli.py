@@ -1,0 +1,106 @@
+"""`python -m gan_core` — the DVC stages' entry points; each command calls one gan_core function.
+
+    python -m gan_core prepare                          # params.yaml → data/prepared
+    python -m gan_core prepare data.source=digits data.resolution=16
+    python -m gan_core train train.steps=200
+    python -m gan_core classifier                       # the offline domain feature extractor
+    python -m gan_core evaluate
+    python -m gan_core --help
+
+Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from gan_core.config import DEFAULT_PARAMS, Config, load_config
+from gan_core.errors import UserError
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides of params.yaml, e.g. train.steps=200", show_default=False)
+]
+Params = Annotated[Path, typer.Option("--params", help="params file to read instead of ./params.yaml")]
+
+console = Console(stderr=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
+
+
+def config_from(params: Path, overrides: list[str] | None) -> Config:
+    return load_config(params, overrides or [])
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run a Typer app so that user errors print one line (`error: ...`) and exit 2, with no traceback."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+@app.command()
+def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Build the prepared dataset (uint8 images, labels, meta.json) from data.source."""
+    from gan_core.data import prepare as prepare_dataset
+
+    cfg = config_from(params, overrides)
+    meta = prepare_dataset(cfg.data)
+    print_json(meta)
+
+
+@app.command()
+def train(
+    overrides: Overrides = None,
+    params: Params = DEFAULT_PARAMS,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in train.out_dir")] = True,
+) -> None:
+    """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir."""
+    from gan_core.train import train as train_gan
+
+    cfg = config_from(params, overrides)
+    result = train_gan(cfg, resume=resume)
+    print_json(result)
+
+
+@app.command()
+def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
+    from gan_core.classifier import train_classifier
+
+    cfg = config_from(params, overrides)
+    print_json(train_classifier(cfg))
+
+
+@app.command()
+def evaluate(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
+    from gan_core.evaluate import evaluate as evaluate_generator
+
+    cfg = config_from(params, overrides)
+    print_json(evaluate_generator(cfg))
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app(app, argv))
+
+
+__all__ = ["app", "main", "run_app", "config_from", "print_json"]
