@@ -21,5 +21,245 @@ from gan_core.cli import run_app
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
 
+# ----------------------------------------------------------------------------- flows (issue 6)
+from pathlib import Path  # noqa: E402
+
+from gan_core.cli import Overrides, Params  # noqa: E402
+from gan_core.config import DEFAULT_PARAMS  # noqa: E402
+
+
+def _echo_result(result: dict) -> None:
+    """One line per fact a user acts on: what happened, which version, why."""
+    status, version = result.get("status"), result.get("version")
+    typer.echo(f"status: {status}" + (f" (version {version})" if version else ""))
+    if result.get("reason"):
+        typer.echo(f"reason: {result['reason']}")
+    for reason in (result.get("gate") or {}).get("reasons", []):
+        typer.echo(f"gate: {reason}")
+
+
+def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
+    from flows.retrain import RetrainFailed, retrain
+
+    try:
+        return retrain(params=str(params), overrides=overrides or None)
+    except RetrainFailed as e:
+        typer.echo(f"error: retrain failed: {e} (no alias was moved)", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("retrain")
+def retrain_command(
+    overrides: Overrides = None,
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Run the retrain flow: data → train → evaluate → register → gate → promote (skips when nothing changed)."""
+    _echo_result(_run_retrain(params, overrides))
+
+
+@app.command("demo")
+def demo_command(
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
+    from flows.retrain import current_champion
+    from gan_core.config import load_config
+
+    result = _run_retrain(params, None)
+    _echo_result(result)
+    cfg = load_config(params)
+    champion = current_champion(cfg)
+    model = f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    if champion is None:
+        typer.echo(f"no champion yet: the gate rejected this candidate; see `ganops models` (wanted {model})")
+        raise typer.Exit(1)
+    typer.echo(f"champion: {model} = version {champion['version']}")
+    typer.echo("next:")
+    typer.echo("  ganops ui                          # compare runs in the MLflow UI")
+    typer.echo(f"  ganops generate --model {model} -n 64 --out grid.png")
+
+
+@app.command("monitor")
+def monitor_command(
+    overrides: Overrides = None,
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Re-evaluate the champion on the latest data; retrain when quality drifted or the data changed."""
+    from flows.monitor import monitor
+    from flows.retrain import RetrainFailed
+
+    try:
+        result = monitor(params=str(params), overrides=overrides or None)
+    except RetrainFailed as e:
+        typer.echo(f"error: monitor failed: {e} (no alias was moved)", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"action: {result['action']}")
+    for reason in result["reasons"]:
+        typer.echo(f"reason: {reason}")
+    if result.get("retrain"):
+        _echo_result(result["retrain"])
+
+
+@app.command("schedule")
+def schedule_command(
+    overrides: Overrides = None,
+    cron: str | None = typer.Option(None, "--cron", help='cron expression, e.g. "0 3 * * *"'),
+    interval: float | None = typer.Option(None, "--interval", help="seconds between runs"),
+    params: Params = DEFAULT_PARAMS,
+    name: str = typer.Option("ganops-retrain", "--name", help="deployment name"),
+) -> None:
+    """Serve the retrain flow on a schedule (needs `prefect server start` and PREFECT_API_URL)."""
+    from flows.schedule import SERVER_HELP, serve_retrain
+
+    typer.echo(f"note: {SERVER_HELP}", err=True)
+    serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
+
+
+# ----------------------------------------------------------------------------- registry and consumption (issue 5)
+from typing import TYPE_CHECKING, Annotated  # noqa: E402
+
+if TYPE_CHECKING:
+    from gan_core.config import Config
+
+
+def _registry_config(params: Path, overrides: list[str] | None) -> Config:
+    from gan_core.cli import config_from
+    from gan_core.tracking import configure
+
+    cfg = config_from(params, overrides)
+    configure(cfg.registry)
+    return cfg
+
+
+@app.command("generate")
+def generate_command(
+    overrides: Overrides = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="models:/<name>@<alias>, models:/<name>/<version> or a package directory "
+        "(default: models:/<registry.model_name>@<registry.champion_alias>)")] = None,
+    n: Annotated[int, typer.Option("-n", "--num", help="number of images")] = 64,
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write (atomically)")] = Path("grid.png"),
+    seed: Annotated[int, typer.Option("--seed", help="noise seed: the same seed gives the same grid")] = 0,
+    labels: Annotated[str | None, typer.Option(
+        "--labels", help="class ids, comma-separated, one per image, e.g. 0,1,2")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Sample a generator (the champion by default) into a PNG grid."""
+    from gan_core.errors import UserError
+    from gan_core.generate import generate_grid
+
+    cfg = _registry_config(params, overrides)
+    source = model or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    label_ids = None
+    if labels is not None:
+        try:
+            label_ids = [int(x) for x in labels.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--labels {labels!r}: expected comma-separated class ids, e.g. 0,1,2") from None
+    path = generate_grid(source, n, out, seed=seed, labels=label_ids, device=device)
+    typer.echo(f"wrote {n} images from {source} to {path}")
+
+
+@app.command("models")
+def models_command(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.registry import list_versions
+
+    cfg = _registry_config(params, overrides)
+    versions = list_versions(cfg)
+    keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
+    table = Table(title=f"{cfg.registry.model_name} ({len(versions)} versions)")
+    for column in ["version", *keys, "gate", "promotion", "aliases", "data", "commit", "created"]:
+        table.add_column(column, no_wrap=True)
+    for v in versions:
+        tags = v["tags"]
+        table.add_row(
+            v["version"],
+            *[f"{v['metrics'][k]:.4g}" if k in v["metrics"] else "-" for k in keys],
+            tags.get("gate.decision", "-"),
+            tags.get("promotion.decision", "-"),
+            ", ".join(f"@{a}" for a in v["aliases"]) or "-",
+            tags.get("data_version", "-")[:12],
+            tags.get("git_commit", "-")[:8] + ("*" if tags.get("git_dirty") == "true" else ""),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)),
+        )
+    # Wide enough that no column is cut when stdout is not a terminal (pipes, tests).
+    Console(width=max(160, Console().width)).print(table)
+
+
+@app.command("promote")
+def promote_command(
+    version: Annotated[str, typer.Argument(help="model version number (see `ganops models`)")],
+    overrides: Overrides = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the gate (a failed run is never promoted)")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="why the gate is overridden (with --force)")] = None,
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Move the champion alias to VERSION when it passes the gate (thresholds + beat the champion)."""
+    from flows.registry import promote
+
+    cfg = _registry_config(params, overrides)
+    result = promote(cfg, version, force=force, reason=reason)
+    alias = cfg.registry.champion_alias
+    if result["promoted"]:
+        previous = f" (was v{result['previous_champion']})" if result["previous_champion"] else ""
+        typer.echo(f"{result['decision']}: v{result['version']} is now @{alias}{previous}")
+    elif result["decision"] == "unchanged":
+        typer.echo(f"unchanged: v{result['version']} already is @{alias}")
+    else:
+        typer.echo(f"rejected: v{result['version']} stays off @{alias} (champion: v{result['champion']})")
+    for line in result["reasons"]:
+        typer.echo(f"  {line}")
+    if result["decision"] == "rejected":
+        raise typer.Exit(1)
+
+
+@app.command("rollback")
+def rollback_command(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Point the champion alias back at the version it replaced."""
+    from flows.registry import rollback
+
+    cfg = _registry_config(params, overrides)
+    result = rollback(cfg)
+    alias = cfg.registry.champion_alias
+    typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
+
+
+def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
+    """`mlflow ui` on this project's store, listening on loopback only."""
+    import sys
+
+    from gan_core.tracking import artifact_location, tracking_uri
+
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg.registry),
+            "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port)]
+
+
+@app.command("ui")
+def ui_command(
+    overrides: Overrides = None,
+    port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
+    import subprocess
+
+    from gan_core.cli import config_from
+
+    cfg = config_from(params, overrides)
+    argv = ui_command_line(cfg, port)
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {argv[argv.index('--backend-store-uri') + 1]})")
+    raise typer.Exit(subprocess.call(argv))
+
 def main(argv: list[str] | None = None) -> None:
     raise SystemExit(run_app(app, argv))
+
+
+if __name__ == "__main__":
+    main()

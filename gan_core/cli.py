@@ -59,12 +59,17 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
 
 @app.command()
 def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
-    """Build the prepared dataset (uint8 images, labels, meta.json) from data.source."""
+    """Build the prepared dataset (uint8 images, labels, meta.json) from data.source; print where and its version."""
     from gan_core.data import prepare as prepare_dataset
+    from gan_core.lineage import data_version_info
 
     cfg = config_from(params, overrides)
     meta = prepare_dataset(cfg.data)
-    print_json(meta)
+    summary = {key: meta[key] for key in ("source", "count", "shape", "classes", "content_hash")}
+    summary["skipped_files"] = len(meta["skipped_files"])
+    # The version printed is the md5 `dvc repro` records in dvc.lock for this directory (computed the same way).
+    where = {"prepared_dir": str(Path(cfg.data.prepared_dir).resolve())}
+    print_json({**where, **summary, **data_version_info(cfg.data.prepared_dir)})
 
 
 @app.command()
@@ -74,8 +79,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in train.out_dir")] = True,
 ) -> None:
     """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir."""
+    import logging
+
     from gan_core.train import train as train_gan
 
+    # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result JSON.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     cfg = config_from(params, overrides)
     result = train_gan(cfg, resume=resume)
     print_json(result)
@@ -91,12 +100,19 @@ def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> 
 
 
 @app.command()
-def evaluate(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+def evaluate(
+    overrides: Overrides = None,
+    params: Params = DEFAULT_PARAMS,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="package directory or models:/<name>@<alias>; default {train.out_dir}/generator"),
+    ] = None,
+) -> None:
     """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
     from gan_core.evaluate import evaluate as evaluate_generator
 
     cfg = config_from(params, overrides)
-    print_json(evaluate_generator(cfg))
+    print_json(evaluate_generator(cfg, generator))
 
 
 def main(argv: list[str] | None = None) -> None:

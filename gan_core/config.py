@@ -140,12 +140,15 @@ class TrainConfig(_Section):
 class ClassifierConfig(_Section):
     """The offline domain feature extractor: a small CNN trained on the prepared labelled data."""
 
-    epochs: int = Field(4, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate of the one-cycle schedule."""
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
     min_accuracy: float = Field(0.97, ge=0, le=1)
     """Held-out accuracy below this makes the classifier's metrics untrusted (evaluation fails)."""
+    resolution: int = Field(32, ge=8, le=256)
+    """Side the classifier sees: real and generated images are resized to it (bilinear, antialiased)."""
     seed: int = 0
     out_dir: str = "outputs/classifier"
 
@@ -158,6 +161,11 @@ class EvalConfig(_Section):
     extractors: list[Literal["lenet", "inception"]] = ["lenet"]
     """Feature spaces to compute FID/KID/PR in; metric names carry the extractor (fid_lenet, fid_inception)."""
     kid_subset_size: int = Field(1000, ge=2)
+    """KID subset size; clamped to the smaller sample count (the value used is recorded in metrics.json)."""
+    coverage_min_share: float = Field(0.2, gt=0, le=1)
+    """class_coverage counts a class as present when it gets at least this fraction of a uniform share (n/K)."""
+    device: str = "auto"
+    """auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: where generation and feature extraction run."""
     inception_weights: str | None = None
     """Local file of torch-fidelity's Inception weights, for air-gapped machines (or env GANOPS_INCEPTION_WEIGHTS)."""
     cache_dir: str = "outputs/cache"
@@ -170,7 +178,16 @@ class EvalConfig(_Section):
     def _non_empty(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one feature extractor is needed (lenet, inception)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate feature extractor in {v}")
         return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_eval_device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown eval device {v!r}; expected auto, cpu, cuda or cuda:N")
 
 
 # ----------------------------------------------------------------------------- gate
@@ -195,6 +212,9 @@ class GateConfig(_Section):
     """The metric a challenger must improve on the champion."""
     min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
     """Relative improvement over the champion's primary metric needed to take the alias (0.05 = 5%)."""
+    max_drift: float = Field(0.1, ge=0.0)
+    """Monitor: relative worsening of the champion's primary metric, re-measured on the latest data, that
+    triggers a retrain (0.1 = 10% worse than recorded at registration)."""
 
 
 # ----------------------------------------------------------------------------- registry
@@ -253,6 +273,8 @@ def parse_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+            value = raw  # `data.source=folder:` is a string, not the YAML mapping {folder: null}
         parsed[key.strip()] = value
     return parsed
 

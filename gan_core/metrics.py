@@ -19,12 +19,23 @@ ISC = "isc"
 CLASS_COVERAGE = "class_coverage"  # fraction of classes present among generated samples
 CLASS_ENTROPY = "class_entropy"  # normalised entropy of the generated class histogram, 1 = uniform
 CLASS_ACCURACY = "class_accuracy"  # conditional generators: accuracy on the requested class
+CLASSIFIER_ACCURACY = "classifier_accuracy"  # the domain classifier's held-out accuracy (trust in the _lenet numbers)
+
+# Spread over KID subsets / IS splits: "kid_lenet_std", "isc_inception_std".
+STD_SUFFIX = "_std"
+# Non-numeric facts beside the metrics in an evaluation's metrics.json (extractors, data version, sample count).
+INFO_KEY = "info"
 
 _LOWER_IS_BETTER = (FID, KID)
 
 
 def metric_name(base: str, extractor: str) -> str:
     return f"{base}_{extractor}"
+
+
+def metric_values(result: dict) -> dict[str, float]:
+    """The numeric metrics of an evaluation result (what MLflow logs and the gate reads), without its info block."""
+    return {k: float(v) for k, v in result.items() if k != INFO_KEY and isinstance(v, int | float)}
 
 
 def better(name: str) -> Literal["lower", "higher"]:

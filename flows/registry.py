@@ -1,0 +1,412 @@
+"""The MLflow registry policy: register candidates, gate them, move the champion alias, roll back.
+
+    v = register_candidate(cfg, model_uri, run_id=run_id, metrics=metrics, tags=training_tags(cfg))["version"]
+    decision = gate(cfg, v)        # thresholds + beat the champion; tags the version; passing → @challenger
+    promote(cfg, v)                # under the promotion lock: re-check against the current champion, move @champion
+    promote(cfg, v, force=True, reason="hotfix: ...")   # skips the gate, records why
+    rollback(cfg)                  # @champion back to the version it replaced
+
+A version's tags tell what produced it and why it was or was not promoted:
+    data_version, data_source, git_commit, git_dirty, config_hash, device, torch_version, run_id   lineage
+    metric.<name> = value, metric.<name>.extractor = lenet | inception                              evaluation
+    gate.decision = passed | failed, gate.reasons = one line per threshold / comparison             the gate
+    promotion.decision = promoted | forced | rejected, promotion.reasons, promotion.previous_champion,
+    promotion.force_reason, promotion.at                                                            promotion
+The registered model's `champion_history` tag (JSON list, oldest first) holds the champions that were replaced,
+so `rollback` can restore them in turn.
+
+Concurrency: every alias move happens under one promotion lock (a lock file beside the SQLite store), and the
+comparison with the champion is redone inside it, so two promotions finishing together serialise and the better
+model ends as champion. A tracking server shared by several hosts needs a shared lock instead (see promotion_lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from filelock import FileLock, Timeout
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from gan_core.config import Config, GateConfig
+from gan_core.errors import UserError
+from gan_core.metrics import EXTRACTORS, better
+from gan_core.tracking import configure, sqlite_path, tracking_uri
+
+METRIC_PREFIX = "metric."
+HISTORY_TAG = "champion_history"
+HISTORY_LIMIT = 100
+LOCK_TIMEOUT_S = 120.0
+FAILED_RUN_STATUSES = ("FAILED", "KILLED")
+# The classifier-based checks (class_coverage, ...) use the domain classifier, which is the lenet extractor.
+DOMAIN_EXTRACTOR = "lenet"
+
+
+# ----------------------------------------------------------------------------- the gate (pure)
+@dataclass(frozen=True)
+class Check:
+    passed: bool
+    reason: str
+
+
+def metric_extractor(name: str) -> str:
+    """The feature extractor a metric was computed in: its name's suffix, else the domain classifier's."""
+    suffix = name.rsplit("_", 1)[-1]
+    return suffix if suffix in EXTRACTORS else DOMAIN_EXTRACTOR
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def threshold_checks(metrics: Mapping[str, float], gate: GateConfig) -> list[Check]:
+    """One check per configured bound; a missing or non-finite metric fails (the gate never skips one)."""
+    checks = []
+    for name, bound in sorted(gate.thresholds.items()):
+        value = metrics.get(name)
+        if not _finite(value):
+            checks.append(Check(False, f"{name} = {value}: missing or not finite, fails (a metric is never skipped)"))
+            continue
+        if bound.max is not None:
+            ok = value <= bound.max
+            checks.append(Check(ok, f"{name} = {value:.6g} {'<=' if ok else '>'} max {bound.max:g}: {_word(ok)}"))
+        if bound.min is not None:
+            ok = value >= bound.min
+            checks.append(Check(ok, f"{name} = {value:.6g} {'>=' if ok else '<'} min {bound.min:g}: {_word(ok)}"))
+    return checks
+
+
+def champion_check(
+    metrics: Mapping[str, float], champion: str | None, champion_metrics: Mapping[str, float], gate: GateConfig
+) -> Check:
+    """Does the candidate beat the champion on the primary metric, in its direction, by ≥ min_improvement?"""
+    name = gate.primary_metric
+    value = metrics.get(name)
+    if not _finite(value):
+        return Check(False, f"{name} = {value}: missing or not finite, cannot be compared with the champion: fail")
+    if champion is None:
+        return Check(True, f"no champion yet: {name} = {value:.6g} takes the alias: pass")
+    best = champion_metrics.get(name)
+    if not _finite(best):
+        return Check(True, f"champion v{champion} has no finite {name} ({best}): {value:.6g} beats it: pass")
+    lower = better(name) == "lower"
+    strictly_better = value < best if lower else value > best
+    # Relative gain in the metric's direction; a zero champion value makes any strict improvement infinite.
+    delta = best - value if lower else value - best
+    gain = delta / abs(best) if best != 0 else (math.inf if strictly_better else 0.0)
+    ok = strictly_better and gain >= gate.min_improvement
+    return Check(
+        ok,
+        f"{name} = {value:.6g} vs champion v{champion} {best:.6g} ({better(name)} is better): "
+        f"improvement {gain:+.2%} {'>=' if ok else 'short of'} {gate.min_improvement:.2%}: {_word(ok)}",
+    )
+
+
+def _word(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+# ----------------------------------------------------------------------------- store helpers
+def _client(cfg: Config) -> MlflowClient:
+    return configure(cfg.registry)
+
+
+def _is_missing(e: MlflowException) -> bool:
+    return e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
+def _version(client: MlflowClient, cfg: Config, version: str | int) -> ModelVersion:
+    name = cfg.registry.model_name
+    if not str(version).isdigit():
+        raise UserError(f"model version {version!r} is not a version number; expected e.g. 3 (see `ganops models`)")
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as e:
+        if not _is_missing(e):
+            raise
+    _require_model(client, cfg)
+    raise UserError(f"{name!r} has no version {version}; `ganops models` lists the versions")
+
+
+def _model_exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if _is_missing(e):
+            return False
+        raise
+    return True
+
+
+def _require_model(client: MlflowClient, cfg: Config) -> None:
+    name = cfg.registry.model_name
+    if not _model_exists(client, name):
+        uri = tracking_uri(cfg.registry)
+        raise UserError(f"no registered model {name!r} in {uri}; run `ganops retrain` to register one")
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    # The registered model's alias map (a missing alias is simply absent; get_model_version_by_alias raises).
+    version = (client.get_registered_model(name).aliases or {}).get(alias)
+    return str(version) if version is not None else None
+
+
+def version_metrics(mv: ModelVersion) -> dict[str, float]:
+    """The evaluation metrics recorded on a version (`metric.<name>` tags)."""
+    out = {}
+    for key, value in mv.tags.items():
+        name = key.removeprefix(METRIC_PREFIX)
+        if key.startswith(METRIC_PREFIX) and "." not in name:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                out[name] = math.nan
+    return out
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    raw = client.get_registered_model(name).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
+
+
+def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextmanager
+def promotion_lock(cfg: Config) -> Iterator[None]:
+    """Serialise alias moves: a lock file beside a SQLite store, else one per tracking URI on this host.
+
+    fcntl-style locks (filelock) are released by the OS if the holder dies, so a crash never wedges promotion.
+    """
+    uri = tracking_uri(cfg.registry)
+    db = sqlite_path(uri)
+    if db is not None:
+        lock_path = db.with_name(db.name + ".promote.lock")
+    else:
+        # One host only: several hosts promoting against one tracking server need a shared lock service.
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        lock_path = Path.home() / ".cache" / "ganops" / "locks" / f"{digest}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except Timeout:
+        raise UserError(f"another promotion holds {lock_path} for over {LOCK_TIMEOUT_S:.0f} s; retry later") from None
+
+
+# ----------------------------------------------------------------------------- registration
+def register_candidate(
+    cfg: Config,
+    model_uri: str,
+    run_id: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A new version of cfg.registry.model_name from `model_uri`, tagged with lineage, run id and metrics.
+
+    `tags` carries the lineage (gan_core.tracking.training_tags); numeric `metrics` become `metric.<name>` tags
+    with the extractor that produced each. Returns latest_version()'s form for the new version.
+    """
+    client = _client(cfg)
+    metric_values = {k: float(v) for k, v in (metrics or {}).items() if _is_number(v)}
+    version_tags: dict[str, str] = {k: str(v) for k, v in (tags or {}).items()}
+    if run_id:
+        version_tags["run_id"] = run_id
+    for name, value in sorted(metric_values.items()):
+        version_tags[f"{METRIC_PREFIX}{name}"] = repr(value)
+        version_tags[f"{METRIC_PREFIX}{name}.extractor"] = metric_extractor(name)
+    version_tags["registered_at"] = _now()
+    mv = mlflow.register_model(model_uri, cfg.registry.model_name, tags=version_tags)
+    return _describe(client.get_model_version(cfg.registry.model_name, mv.version))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _describe(mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id or mv.tags.get("run_id"),
+        "source": mv.source,
+        "created": mv.creation_timestamp,
+        "aliases": sorted(mv.aliases or []),
+        "metrics": version_metrics(mv),
+        "tags": dict(mv.tags),
+    }
+
+
+def latest_version(cfg: Config) -> dict[str, Any] | None:
+    """The newest version of the model (version, run_id, aliases, metrics, tags), or None when there is none."""
+    versions = list_versions(cfg, missing_ok=True)
+    return versions[0] if versions else None
+
+
+def list_versions(cfg: Config, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every version of the model, newest first, with aliases, metrics and tags."""
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    if missing_ok and not _model_exists(client, name):
+        return []
+    _require_model(client, cfg)
+    # search_model_versions may leave aliases out; the registered model holds the authoritative map.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in _aliases(client, name).items():
+        aliases.setdefault(version, []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name = '{name}'", max_results=10_000):
+        row = _describe(mv)
+        row["aliases"] = sorted(aliases.get(row["version"], []))
+        rows.append(row)
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (client.get_registered_model(name).aliases or {}).items()}
+
+
+# ----------------------------------------------------------------------------- gate and promotion
+def _evaluate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: str | None) -> tuple[bool, list[str]]:
+    """The gate on one version against `champion`: (passed, one reason line per check)."""
+    checks: list[Check] = []
+    run_id = mv.run_id or mv.tags.get("run_id")
+    if run_id:
+        status = client.get_run(run_id).info.status
+        checks.append(Check(status not in FAILED_RUN_STATUSES, f"run {run_id} status {status}: "
+                            f"{_word(status not in FAILED_RUN_STATUSES)}"))
+    metrics = version_metrics(mv)
+    checks += threshold_checks(metrics, cfg.gate)
+    if champion == str(mv.version):
+        checks.append(Check(True, f"v{mv.version} is already the champion: pass"))
+    else:
+        champ_metrics = version_metrics(client.get_model_version(mv.name, champion)) if champion else {}
+        checks.append(champion_check(metrics, champion, champ_metrics, cfg.gate))
+    return all(c.passed for c in checks), [c.reason for c in checks]
+
+
+def _record_gate(client: MlflowClient, mv: ModelVersion, passed: bool, reasons: list[str], cfg: Config) -> None:
+    _set_tags(
+        client,
+        mv.name,
+        mv.version,
+        {
+            "gate.decision": "passed" if passed else "failed",
+            "gate.reasons": "\n".join(reasons),
+            "gate.policy": json.dumps(cfg.gate.model_dump(mode="json"), sort_keys=True),
+            "gate.checked_at": _now(),
+        },
+    )
+
+
+def gate(cfg: Config, version: str | int) -> dict[str, Any]:
+    """Apply the gate (run not failed, thresholds, beat the champion) to a version and tag the decision.
+
+    A passing version gets the challenger alias; nothing else moves. Returns
+    {"version", "passed", "reasons", "champion"}.
+    """
+    client = _client(cfg)
+    mv = _version(client, cfg, version)
+    with promotion_lock(cfg):
+        champion = _alias_version(client, mv.name, cfg.registry.champion_alias)
+        passed, reasons = _evaluate(client, cfg, mv, champion)
+        _record_gate(client, mv, passed, reasons, cfg)
+        if passed:
+            client.set_registered_model_alias(mv.name, cfg.registry.challenger_alias, mv.version)
+    return {"version": str(mv.version), "passed": passed, "reasons": reasons, "champion": champion}
+
+
+def promote(cfg: Config, version: str | int, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+    """Move the champion alias to `version` when it passes the gate against the current champion.
+
+    The check is redone under the promotion lock, so of two promotions racing, the better model ends as champion.
+    `force=True` skips the gate (never a failed run's) and needs `reason`; both are recorded as tags.
+    Returns {"version", "promoted", "decision", "reasons", "champion", "previous_champion"}.
+    """
+    if force and not (reason and reason.strip()):
+        raise UserError("--force needs --reason TEXT saying why the gate is overridden (it is recorded on the version)")
+    client = _client(cfg)
+    mv = _version(client, cfg, version)
+    name, v = mv.name, str(mv.version)
+    with promotion_lock(cfg):
+        champion = _alias_version(client, name, cfg.registry.champion_alias)
+        passed, reasons = _evaluate(client, cfg, mv, champion)
+        _record_gate(client, mv, passed, reasons, cfg)
+        run_id = mv.run_id or mv.tags.get("run_id")
+        if force and run_id and client.get_run(run_id).info.status in FAILED_RUN_STATUSES:
+            raise UserError(f"version {v} comes from run {run_id}, which failed; a failed run is never promoted")
+        if champion == v:
+            return _result(v, False, "unchanged", reasons, champion, None)
+        if not (passed or force):
+            _set_tags(client, name, v, {"promotion.decision": "rejected", "promotion.reasons": "\n".join(reasons),
+                                        "promotion.at": _now()})
+            return _result(v, False, "rejected", reasons, champion, None)
+        if passed:
+            client.set_registered_model_alias(name, cfg.registry.challenger_alias, v)
+        client.set_registered_model_alias(name, cfg.registry.champion_alias, v)
+        if champion is not None:
+            _set_history(client, name, [*_history(client, name), champion])
+        decision = "promoted" if passed else "forced"
+        tags = {"promotion.decision": decision, "promotion.reasons": "\n".join(reasons),
+                "promotion.previous_champion": champion or "none", "promotion.at": _now()}
+        if not passed:
+            tags["promotion.force_reason"] = reason.strip()  # type: ignore[union-attr]  # checked above
+        _set_tags(client, name, v, tags)
+        return _result(v, True, decision, reasons, v, champion)
+
+
+def _result(
+    version: str, promoted: bool, decision: str, reasons: list[str], champion: str | None, previous: str | None
+) -> dict[str, Any]:
+    return {"version": version, "promoted": promoted, "decision": decision, "reasons": reasons,
+            "champion": champion, "previous_champion": previous}
+
+
+def rollback(cfg: Config) -> dict[str, Any]:
+    """Point the champion alias back at the version it replaced; {"champion", "replaced"}.
+
+    Raises UserError when there is no champion or nothing to roll back to.
+    """
+    client = _client(cfg)
+    _require_model(client, cfg)
+    name, alias = cfg.registry.model_name, cfg.registry.champion_alias
+    with promotion_lock(cfg):
+        current = _alias_version(client, name, alias)
+        if current is None:
+            raise UserError(f"{name!r} has no @{alias}; nothing to roll back (promote a version first)")
+        history = _history(client, name)
+        while history:
+            previous = history.pop()
+            try:
+                client.get_model_version(name, previous)
+                break
+            except MlflowException as e:
+                if not _is_missing(e):
+                    raise
+        else:
+            raise UserError(f"@{alias} v{current} of {name!r} replaced no earlier champion; nothing to roll back to")
+        client.set_registered_model_alias(name, alias, previous)
+        _set_history(client, name, history)
+        at = _now()
+        _set_tags(client, name, current, {"rollback.demoted_at": at, "rollback.replaced_by": previous})
+        _set_tags(client, name, previous, {"rollback.restored_at": at, "rollback.restored_over": current})
+    return {"champion": previous, "replaced": current}

@@ -1,0 +1,194 @@
+"""What a retrain run did, as Prefect artifacts: a markdown summary and a table of recent model versions.
+
+    publish_report(cfg, result)            # after a promoted / rejected / skipped run
+    publish_failure(cfg, result, error)    # after a failed step: which step, why, and that no alias moved
+
+The markdown is built by pure functions (`summary_markdown`, `failure_markdown`) so it can be read in tests
+and printed by the CLI; `publish_*` only hand it to Prefect (artifacts appear in the UI under the flow run and,
+by key, on the Artifacts page).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from gan_core.config import Config
+from gan_core.metrics import better
+
+SUMMARY_KEY = "retrain-summary"
+VERSIONS_KEY = "model-versions"
+MLFLOW_UI_ENV = "GANOPS_MLFLOW_UI"
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+"""Where `ganops ui` serves the MLflow UI; GANOPS_MLFLOW_UI overrides it (an http tracking server is its own UI)."""
+MAX_INLINE_IMAGE_BYTES = 200_000
+RECENT_VERSIONS = 10
+
+
+def mlflow_ui_base(cfg: Config) -> str:
+    """The MLflow UI to link to: GANOPS_MLFLOW_UI, an http(s) tracking server itself, or `ganops ui`'s address."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.registry.tracking_uri
+    if os.environ.get(MLFLOW_UI_ENV):
+        return os.environ[MLFLOW_UI_ENV].rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return DEFAULT_MLFLOW_UI
+
+
+def run_url(cfg: Config, experiment_id: str | None, run_id: str | None) -> str | None:
+    """Link to an MLflow run in the UI, e.g. http://127.0.0.1:5000/#/experiments/1/runs/<id>."""
+    if not (experiment_id and run_id):
+        return None
+    return f"{mlflow_ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def _threshold_text(threshold: Any) -> str:
+    parts = []
+    if getattr(threshold, "max", None) is not None:
+        parts.append(f"≤ {threshold.max:g}")
+    if getattr(threshold, "min", None) is not None:
+        parts.append(f"≥ {threshold.min:g}")
+    return " and ".join(parts) or "—"
+
+
+def metrics_table_markdown(cfg: Config, metrics: dict[str, Any], champion_metrics: dict[str, Any]) -> str:
+    """Rows: every numeric metric, gated ones first — candidate value, threshold, champion value, direction."""
+    names = list(dict.fromkeys([cfg.gate.primary_metric, *cfg.gate.thresholds, *sorted(metrics)]))
+    lines = ["| metric | candidate | threshold | champion | better |", "| --- | --- | --- | --- | --- |"]
+    for name in names:
+        value = metrics.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        threshold = cfg.gate.thresholds.get(name)
+        label = f"{name} (primary)" if name == cfg.gate.primary_metric else name
+        limit = _threshold_text(threshold) if threshold else "—"
+        lines.append(f"| {label} | {_fmt(value)} | {limit} | {_fmt(champion_metrics.get(name))} | {better(name)} |")
+    return "\n".join(lines)
+
+
+def sample_grid_markdown(cfg: Config) -> str:
+    """The evaluation's sample grid, inlined as a data URI when small (the UI cannot read local files)."""
+    path = Path(cfg.eval.out_dir) / "samples.png"
+    if not path.is_file():
+        return ""
+    if path.stat().st_size > MAX_INLINE_IMAGE_BYTES:
+        return f"Sample grid: `{path.resolve()}`"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![samples](data:image/png;base64,{data})"
+
+
+def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
+    """The run summary: outcome, data version, metrics vs thresholds vs champion, gate reasons, MLflow link."""
+    status = result.get("status", "unknown")
+    name = cfg.registry.model_name
+    version = result.get("version")
+    headline = {
+        "promoted": f"✅ version {version} of `{name}` promoted to `@{cfg.registry.champion_alias}`",
+        "rejected": f"⛔ version {version} of `{name}` registered but rejected by the gate (champion unchanged)",
+        "skipped": f"⏭️ training skipped: {result.get('reason', 'nothing changed')}",
+    }.get(status, f"status: {status}")
+    data = result.get("data") or {}
+    lines = [
+        "# GAN retrain",
+        "",
+        f"**{headline}**",
+        "",
+        f"- data version: `{result.get('data_version')}` ({data.get('data_source', cfg.data.source)}, "
+        f"{data.get('count', '?')} images, shape {data.get('shape', '?')})",
+        f"- model: `models:/{name}/{version}`" if version else "- model: none registered",
+        f"- champion: `models:/{name}@{cfg.registry.champion_alias}`",
+    ]
+    url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
+    if url:
+        lines.append(f"- MLflow run: [{result.get('run_id')}]({url}) (open the UI with `ganops ui`)")
+    decision = result.get("gate") or {}
+    if decision:
+        lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
+        lines += [f"- {reason}" for reason in decision.get("reasons", [])] or ["- all checks passed"]
+    metrics = result.get("metrics") or {}
+    if metrics:
+        champion_metrics = decision.get("champion_metrics") or {}
+        lines += ["", "## Metrics", "", metrics_table_markdown(cfg, metrics, champion_metrics)]
+    if status != "skipped":
+        grid = sample_grid_markdown(cfg)
+        if grid:
+            lines += ["", "## Samples", "", grid]
+    return "\n".join(lines) + "\n"
+
+
+def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> str:
+    """Which step failed and why; states that no alias was moved."""
+    step = getattr(failure, "step", "unknown")
+    alias = cfg.registry.champion_alias if cfg is not None else "champion"
+    lines = [
+        "# GAN retrain",
+        "",
+        f"**❌ failed at step `{step}`**",
+        "",
+        f"- cause: `{failure}`",
+        f"- data version: `{result.get('data_version', '—')}`",
+        f"- no alias was moved: `@{alias}` still points where it did before this run",
+    ]
+    if result.get("version"):
+        lines.append(f"- version {result['version']} was registered but not promoted")
+    if cfg is not None:
+        url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
+        if url:
+            lines.append(f"- MLflow run: [{result.get('run_id')}]({url})")
+    return "\n".join(lines) + "\n"
+
+
+def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
+    """The newest model versions as table rows (version, aliases, data version, primary metric, gate, created)."""
+    from flows import registry
+
+    rows = []
+    for v in registry.list_versions(cfg)[:limit]:
+        metrics = v.get("metrics") or {}
+        tags = v.get("tags") or {}
+        rows.append(
+            {
+                "version": v["version"],
+                "aliases": ", ".join(v.get("aliases") or []),
+                "data_version": tags.get("data_version", ""),
+                cfg.gate.primary_metric: _fmt(metrics.get(cfg.gate.primary_metric)),
+                "gate": tags.get("gate.decision", ""),
+                "git_commit": tags.get("git_commit", "")[:10],
+                "run_id": v.get("run_id", ""),
+            }
+        )
+    return rows
+
+
+def publish_report(cfg: Config, result: dict[str, Any]) -> None:
+    """Markdown summary + recent-versions table as artifacts of the current flow run."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(summary_markdown(cfg, result), key=SUMMARY_KEY, description="what this retrain did")
+    rows = versions_rows(cfg)
+    if rows:
+        create_table_artifact(rows, key=VERSIONS_KEY, description=f"recent versions of {cfg.registry.model_name}")
+
+
+def publish_failure(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> None:
+    """Failure summary as an artifact (and the versions table when the registry is reachable)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(failure_markdown(cfg, result, failure), key=SUMMARY_KEY, description="retrain failed")
+    if cfg is None:
+        return
+    try:
+        rows = versions_rows(cfg)
+    except Exception:  # the registry may be what failed; the failure summary above is what matters
+        return
+    if rows:
+        create_table_artifact(rows, key=VERSIONS_KEY, description=f"recent versions of {cfg.registry.model_name}")

@@ -1,0 +1,364 @@
+"""The retrain flow: version the data, train, evaluate, register, gate and promote — one Prefect flow.
+
+    ganops retrain                                  # params.yaml
+    ganops retrain train.steps=200 model.arch=mlp   # dotted overrides, as in `dvc exp run -S`
+    ganops demo                                     # the same flow on the defaults, then how to use the champion
+
+    from flows.retrain import retrain
+    result = retrain(params="params.yaml", overrides=["train.steps=200"])
+    result["status"]     # "promoted" | "rejected" | "skipped"
+
+Each task calls the same function as the CLI (`python -m gan_core ...`) and the DVC stages:
+gan_core.data.prepare, gan_core.classifier.train_classifier, gan_core.train.train, gan_core.evaluate.evaluate,
+and flows.registry's register / gate / promote.
+
+Data versioning. When the run is exactly the DVC `prepare` stage (the repo's params.yaml, no `data.*` overrides,
+data.prepared_dir = the stage's output) the data step runs `dvc repro prepare`, so dvc.lock and the DVC cache
+record the dataset (and `dvc push` sends it to the default remote when one is configured). Otherwise — a temp
+directory, overrides, another params file — it calls gan_core.data.prepare directly. Either way the data version
+is gan_core.lineage.data_version: the md5 DVC records for the directory, so both paths name the same data alike.
+
+Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, git commit).
+When the newest registered candidate carries the same three, nothing is trained: the flow says so and reports
+that version. gate and registry settings are policy, not inputs of the candidate, so they are left out.
+
+Failures. Every step runs under `named_step(name)`: an exception becomes RetrainFailed("<step>: <cause>"), a failure
+report is published, and since promotion is the last step and a single alias move, no alias moves on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.runtime import task_run
+from prefect.tasks import exponential_backoff
+
+from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
+from gan_core.errors import UserError
+
+TRAINING_HASH_TAG = "training_hash"
+"""Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
+TRAINING_SECTIONS = ("data", "model", "train", "eval")
+PREPARE_STAGE = "prepare"
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what a second try may fix: not a UserError, not MLflow's 4xx answers (missing, invalid)."""
+    from mlflow.exceptions import MlflowException
+
+    error = state.data
+    if isinstance(error, UserError):
+        return False
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        return status >= 500 or status == 429
+    return True
+
+
+# Steps that talk to services (the MLflow store, a DVC remote) retry with exponential backoff: 2 s, 4 s, 8 s.
+SERVICE_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.2,
+    "retry_condition_fn": is_transient,
+}
+
+
+class RetrainFailed(RuntimeError):
+    """A step of the retrain flow failed; the message is `<step>: <cause>` on one line."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        super().__init__(f"step {step!r} failed: {type(cause).__name__}: {first_line}")
+
+
+# ----------------------------------------------------------------------------- data
+def dvc_stage_applies(cfg: Config, params: str | Path, overrides: Mapping[str, Any]) -> bool:
+    """True when `dvc repro prepare` would build exactly cfg.data: same params file, no data overrides, same output."""
+    dvc_yaml = Path("dvc.yaml")
+    if not (dvc_yaml.is_file() and Path(".dvc").is_dir()):
+        return False
+    if Path(params).resolve() != DEFAULT_PARAMS.resolve() or any(k.startswith("data.") for k in overrides):
+        return False
+    stage = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(PREPARE_STAGE) or {}
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+    return any(Path(o).resolve() == Path(cfg.data.prepared_dir).resolve() for o in outs)
+
+
+def _dvc(*args: str) -> str:
+    """Run the DVC that lives beside this Python (stages call `python`, so our venv goes first on PATH)."""
+    bindir = Path(sys.executable).parent
+    exe = bindir / "dvc" if (bindir / "dvc").exists() else shutil.which("dvc")
+    if exe is None:
+        raise RuntimeError("dvc is not installed in this environment; pip install dvc")
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [""]
+        raise RuntimeError(f"`dvc {' '.join(args)}` exited with {proc.returncode}: {tail[0]}")
+    return proc.stdout
+
+
+@task(name="version_data")
+def version_data(cfg: Config, use_dvc: bool) -> dict[str, Any]:
+    """Prepare the dataset (via `dvc repro prepare` when it is the DVC stage) and return its data version."""
+    from gan_core.data import load_prepared, prepare
+    from gan_core.lineage import data_version_info
+
+    if use_dvc:
+        _dvc("repro", PREPARE_STAGE)
+        meta = load_prepared(cfg.data.prepared_dir).meta
+    else:
+        meta = prepare(cfg.data)
+    info = data_version_info(cfg.data.prepared_dir)
+    return {**info, "data_source": cfg.data.source, "count": meta.get("count"), "shape": meta.get("shape")}
+
+
+@task(name="push_data", **SERVICE_RETRIES)
+def push_data() -> bool:
+    """`dvc push` the prepared dataset to the default DVC remote."""
+    _dvc("push", PREPARE_STAGE)
+    return True
+
+
+def _has_default_remote() -> bool:
+    try:
+        return bool(_dvc("remote", "default").strip())
+    except RuntimeError:  # `dvc remote default` exits non-zero when none is set
+        return False
+
+
+# ----------------------------------------------------------------------------- skip check
+def training_key(cfg: Config, data_version: str) -> dict[str, str]:
+    """What identifies a training: data version, hash of its config sections, code commit."""
+    from gan_core.lineage import git_info
+
+    return {
+        "data_version": data_version,
+        TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
+        "git_commit": str(git_info()["git_commit"]),
+    }
+
+
+@task(name="find_unchanged", **SERVICE_RETRIES)
+def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
+    """The newest registered candidate when it was trained from the same key and gated, else None."""
+    from flows import registry
+
+    latest = registry.latest_version(cfg)
+    if latest is None or key["git_commit"] == "unknown":
+        return None
+    tags = latest["tags"]
+    # A version registered by a run that crashed before its gate is not a finished candidate: train again.
+    if "gate.decision" not in tags or any(tags.get(k) != v for k, v in key.items()):
+        return None
+    return latest
+
+
+def current_champion(cfg: Config) -> dict[str, Any] | None:
+    """The version holding the champion alias (version, metrics, tags), or None."""
+    from flows import registry
+
+    for version in registry.list_versions(cfg, missing_ok=True):
+        if cfg.registry.champion_alias in version["aliases"]:
+            return version
+    return None
+
+
+# ----------------------------------------------------------------------------- train + evaluate
+@task(name="train_classifier")
+def train_classifier(cfg: Config) -> dict[str, Any]:
+    """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.classifier keys its
+    model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
+    from gan_core.classifier import train_classifier as fit_classifier
+
+    return json.loads(json.dumps(fit_classifier(cfg), default=str))
+
+
+@task(name="train", retries=1, retry_delay_seconds=5)
+def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
+    """Train the GAN, logging to the MLflow run; a retry resumes from the last checkpoint of this attempt."""
+    from gan_core.tracking import MLflowCallback
+    from gan_core.train import train
+
+    resume = (task_run.get_run_count() or 1) > 1
+    result = train(cfg, resume=resume, callbacks=[MLflowCallback(run_id)])
+    return json.loads(json.dumps(result, default=str))
+
+
+@task(name="evaluate")
+def evaluate_generator(cfg: Config) -> dict[str, Any]:
+    """Evaluate the freshly trained generator package against the prepared data."""
+    from gan_core.evaluate import evaluate
+
+    return json.loads(json.dumps(evaluate(cfg), default=str))
+
+
+@task(name="log_candidate", **SERVICE_RETRIES)
+def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str) -> str:
+    """Log evaluation metrics, the metrics JSON, the sample grid and the pyfunc model; return the model URI."""
+    from gan_core.tracking import configure, log_evaluation, log_generator_model
+
+    configure(cfg.registry)
+    eval_dir = Path(cfg.eval.out_dir)
+    samples = eval_dir / "samples.png"
+    log_evaluation(
+        run_id,
+        metrics,
+        metrics_json=eval_dir / "metrics.json" if (eval_dir / "metrics.json").is_file() else None,
+        samples_png=samples if samples.is_file() else None,
+    )
+    return log_generator_model(run_id, package_dir)
+
+
+# ----------------------------------------------------------------------------- registry
+@task(name="register", **SERVICE_RETRIES)
+def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    """Register the candidate as a new model version carrying lineage tags and metrics."""
+    from flows import registry
+
+    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags)
+
+
+@task(name="gate", **SERVICE_RETRIES)
+def gate(cfg: Config, version: str) -> dict[str, Any]:
+    """Apply the gate policy (thresholds + beat the champion) to a version; returns the decision and reasons."""
+    from flows import registry
+
+    return registry.gate(cfg, version)
+
+
+@task(name="promote", **SERVICE_RETRIES)
+def promote(cfg: Config, version: str) -> dict[str, Any]:
+    """Move the champion alias to the version (one alias update: nothing is half-promoted)."""
+    from flows import registry
+
+    return registry.promote(cfg, version)
+
+
+# ----------------------------------------------------------------------------- the flow
+@contextmanager
+def named_step(name: str, state: dict[str, Any]) -> Iterator[None]:
+    """Name the step an exception came from; the flow reports it and re-raises RetrainFailed."""
+    state["step"] = name
+    try:
+        yield
+    except RetrainFailed:
+        raise
+    except Exception as e:
+        raise RetrainFailed(name, e) from e
+
+
+def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    return parse_overrides(overrides) if overrides else {}
+
+
+@flow(name="retrain", validate_parameters=False)
+def retrain(
+    params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[str] | None = None
+) -> dict[str, Any]:
+    """Data → classifier → train → evaluate → register → gate → promote; skips training when nothing changed.
+
+    Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "gate", ...}.
+    Raises RetrainFailed naming the step that failed.
+    """
+    from flows.report import publish_failure, publish_report
+
+    logger = get_run_logger()
+    state: dict[str, Any] = {"step": "config"}
+    result: dict[str, Any] = {"params": str(params)}
+    cfg: Config | None = None
+    try:
+        with named_step("config", state):
+            parsed = as_overrides(overrides)
+            cfg = load_config(params, parsed)
+        result["model_name"] = cfg.registry.model_name
+        with named_step("version_data", state):
+            use_dvc = dvc_stage_applies(cfg, params, parsed)
+            data = version_data(cfg, use_dvc)
+            if use_dvc and _has_default_remote():
+                push_data()
+        result.update(data_version=data["data_version"], data=data)
+        logger.info("data version %s (%s images from %s)", data["data_version"], data["count"], cfg.data.source)
+
+        with named_step("find_unchanged", state):
+            key = training_key(cfg, data["data_version"])
+            previous = find_unchanged(cfg, key)
+        if previous is not None:
+            logger.info(
+                "skipping training: version %s of %s was trained from the same data, config and code (%s)",
+                previous["version"], cfg.registry.model_name, ", ".join(f"{k}={v}" for k, v in key.items()),
+            )
+            outcome = previous["tags"]["gate.decision"]
+            result.update(
+                status="skipped",
+                version=previous["version"],
+                run_id=previous.get("run_id"),
+                metrics=previous.get("metrics", {}),
+                reason=f"data, config and code unchanged since version {previous['version']} (gate {outcome})",
+            )
+            publish_report(cfg, result)
+            return result
+
+        with named_step("train_classifier", state):
+            classifier = train_classifier(cfg)
+        result["classifier_accuracy"] = classifier.get("holdout_accuracy")
+
+        from gan_core.tracking import start_training_run
+
+        run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG]}
+        with named_step("train", state), start_training_run(cfg, extra_tags=run_tags) as run:
+            run_id = run.info.run_id
+            result["run_id"] = run_id
+            result["experiment_id"] = run.info.experiment_id
+            trained = train_generator(cfg, run_id)
+            with named_step("evaluate", state):
+                metrics = evaluate_generator(cfg)
+            result["metrics"] = metrics
+            with named_step("log_candidate", state):
+                model_uri = log_candidate(cfg, run_id, metrics, str(trained["package_dir"]))
+        with named_step("register", state):
+            from gan_core.tracking import training_tags
+
+            tags = {**training_tags(cfg), **key}
+            version = register(cfg, model_uri, run_id, metrics, tags)
+        result["version"] = version["version"]
+        with named_step("gate", state):
+            champion_before = current_champion(cfg)
+            decision = gate(cfg, version["version"])
+        result["gate"] = {**decision, "champion_metrics": (champion_before or {}).get("metrics", {})}
+        promoted = False
+        if decision["passed"]:
+            with named_step("promote", state):
+                # promote() re-checks against the champion under the promotion lock; a faster rival may win.
+                outcome = promote(cfg, version["version"])
+            promoted = outcome["promoted"]
+            if not promoted:
+                result["gate"]["reasons"] = outcome["reasons"]
+        result["status"] = "promoted" if promoted else "rejected"
+        if promoted:
+            logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
+        else:
+            logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
+        publish_report(cfg, result)
+        return result
+    except RetrainFailed as failure:
+        logger.error("retrain %s", failure)
+        publish_failure(cfg, result, failure)
+        raise
+
+
+if __name__ == "__main__":
+    print(json.dumps(retrain(), indent=2, default=str))

@@ -1,0 +1,98 @@
+"""Training checkpoints: one self-describing file, `{out_dir}/checkpoints/last.pt`, with a small JSON beside it.
+
+    save_checkpoint(path, state)          # atomic: temp file + os.replace
+    state = load_checkpoint(path)         # torch.load(weights_only=True): tensors, dicts, lists, numbers, strings
+
+The state holds G, D, the EMA generator, both optimizers, the grad scaler (None: bf16 needs none), the step,
+RNG states (torch CPU and CUDA, NumPy, Python), the data sampler's position, the config and the data version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gan_core.errors import UserError
+
+FORMAT = "ganops-checkpoint/1"
+CHECKPOINT_FILE = "last.pt"
+SUMMARY_FILE = "last.json"
+
+# Settings that change only how a run is observed or where it runs, not the weights it produces:
+# a checkpoint written under other values of these may be resumed.
+NON_SHAPING_TRAIN_KEYS = frozenset(
+    {"steps", "log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last",
+     "compile"}
+)
+
+
+def training_identity(config: dict[str, Any], data_version: str) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: model, train (minus cadence/placement) and data version."""
+    train = {k: v for k, v in config["train"].items() if k not in NON_SHAPING_TRAIN_KEYS}
+    return {"model": config["model"], "train": train, "data_version": data_version}
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG, as tensors and plain values so weights_only loading accepts it."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], summary: dict[str, Any] | None = None) -> Path:
+    """Write `state` to `path` atomically (a killed process leaves the previous checkpoint whole), then the JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    if summary is not None:
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        _atomic_write(path.with_name(SUMMARY_FILE), lambda f: f.write(text.encode()))
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint without unpickling arbitrary objects (weights_only=True)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
+        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or run with --no-resume") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a ganops checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

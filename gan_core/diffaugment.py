@@ -1,0 +1,80 @@
+"""DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees, real and fake,
+so D cannot memorise a small dataset while G still gets gradients through the augmentation.
+
+    x = diff_augment(x, "color,translation,cutout", generator=g)   # (B, C, H, W) in [-1, 1] → same shape
+
+Ported from mit-han-lab/data-efficient-gans (BSD-2-Clause, DiffAugment_pytorch.py), with an explicit
+torch.Generator so a seeded run (and a resumed one) draws the same augmentations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import pad
+
+
+def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply the comma-separated policy (color, translation, cutout) to a batch (B, C, H, W); '' is identity."""
+    for name in filter(None, policy.split(",")):
+        for fn in _AUGMENTS[name]:
+            x = fn(x, generator)
+    return x
+
+
+def _rand(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    """One uniform [0, 1) draw per image, (B, 1, 1, 1)."""
+    return torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device, generator=g)
+
+
+def _brightness(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    return x + (_rand(x, g) - 0.5)
+
+
+def _saturation(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (_rand(x, g) * 2) + mean
+
+
+def _contrast(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand(x, g) + 0.5) + mean
+
+
+def _translation(x: torch.Tensor, g: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+    """Shift each image by up to `ratio` of its side, filling with zeros (mid-grey in [-1, 1])."""
+    b, _, h, w = x.shape
+    sx, sy = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    tx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device, generator=g)
+    ty = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device, generator=g)
+    gb, gx, gy = torch.meshgrid(
+        torch.arange(b, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device),
+        indexing="ij",
+    )
+    gx = torch.clamp(gx + tx + 1, 0, h + 1)
+    gy = torch.clamp(gy + ty + 1, 0, w + 1)
+    padded = pad(x, [1, 1, 1, 1])  # (B, C, H+2, W+2)
+    return padded.permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
+
+
+def _cutout(x: torch.Tensor, g: torch.Generator | None, ratio: float = 0.5) -> torch.Tensor:
+    """Zero a random square of `ratio` × the side in each image."""
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ox = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device, generator=g)
+    oy = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device, generator=g)
+    gb, gx, gy = torch.meshgrid(
+        torch.arange(b, device=x.device), torch.arange(ch, device=x.device), torch.arange(cw, device=x.device),
+        indexing="ij",
+    )
+    gx = torch.clamp(gx + ox - ch // 2, min=0, max=h - 1)
+    gy = torch.clamp(gy + oy - cw // 2, min=0, max=w - 1)
+    mask = torch.ones(b, h, w, dtype=x.dtype, device=x.device)
+    mask[gb, gx, gy] = 0
+    return x * mask.unsqueeze(1)
+
+
+_AUGMENTS = {
+    "color": (_brightness, _saturation, _contrast),
+    "translation": (_translation,),
+    "cutout": (_cutout,),
+}

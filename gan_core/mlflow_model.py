@@ -1,0 +1,208 @@
+"""The generator package as an MLflow pyfunc model: safetensors + JSON inside, nothing pickled.
+
+    info = log_generator("outputs/train/generator", run_id=run_id)       # "models from code"
+    model = mlflow.pyfunc.load_model("models:/ganops-generator@champion")
+    out = model.predict(pd.DataFrame([{"n": 4, "seed": 0, "labels": [0, 1, 2, 3]}]))
+
+The model is logged "from code" (`python_model` is the path of gan_core/pyfunc_entry.py), so MLflow stores
+that file's source instead of a cloudpickle; loading runs it, which imports the installed `gan_core` and
+rebuilds the network from the package with `gan_core.package.load_generator`.
+
+Input (signature): one row per request, columns
+    n       int            number of images, 1..MAX_SAMPLES
+    seed    int, optional  noise seed (default 0): the same seed gives the same images
+    labels  list[int], opt one class per image for conditional generators; omitted or [] = classes cycled 0, 1, ...
+            (when some rows give labels and others do not, send [] in the others: MLflow rejects a missing cell)
+Output: one row per image, columns
+    request     int        index of the input row it answers
+    index       int        position within that request
+    label       int        class it was conditioned on, -1 for unconditional generators
+    shape       list[int]  [C, H, W]
+    png_base64  str        the image as a base64 PNG (8-bit grayscale or RGB)
+Through `mlflow models serve`, POST /invocations with {"dataframe_records": [{"n": 4, "seed": 0}]} answers
+{"predictions": [{"request": 0, "index": 0, "label": -1, "shape": [1, 32, 32], "png_base64": "iVBOR..."}, ...]}.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import Array, ColSpec, Schema
+
+from gan_core.errors import UserError
+from gan_core.package import find_package, load_generator, sample_images
+
+PACKAGE_ARTIFACT = "generator"
+"""Key of the package directory in the pyfunc model's artifacts (the model dir holds artifacts/<package>/)."""
+MAX_SAMPLES = 1024
+"""Most images one request may ask for (a larger request is a 400 from the scoring server)."""
+ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+OUTPUT_COLUMNS = ["request", "index", "label", "shape", "png_base64"]
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("long", "n"),
+            ColSpec("long", "seed", required=False),
+            ColSpec(Array("long"), "labels", required=False),
+        ]
+    ),
+    outputs=Schema(
+        [
+            ColSpec("long", "request"),
+            ColSpec("long", "index"),
+            ColSpec("long", "label"),
+            ColSpec(Array("long"), "shape"),
+            ColSpec("string", "png_base64"),
+        ]
+    ),
+)
+INPUT_EXAMPLE = pd.DataFrame([{"n": 2, "seed": 0}])
+
+# The serving environment's needs, listed so MLflow does not infer them (inference loads the model in a
+# subprocess, seconds). ganops itself is not on PyPI: install it where the model is loaded (`pip install -e .`).
+PIP_REQUIREMENTS = [
+    f"mlflow=={mlflow.__version__}",
+    f"torch=={torch.__version__.split('+')[0]}",
+    "safetensors>=0.4",
+    "numpy>=1.26",
+    "pandas",
+    "pillow>=10",
+    "pydantic>=2.7,<3",
+    "pyyaml>=6",
+]
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: loads the package from the model's artifacts, answers sampling requests with PNGs."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        # GPU first: GANOPS_DEVICE picks explicitly (e.g. cpu on a shared GPU host).
+        device = os.environ.get("GANOPS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.generator = load_generator(find_package(context.artifacts[PACKAGE_ARTIFACT]), device=device)
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """One output row per generated image (see the module docstring for the columns)."""
+        records: list[dict[str, Any]] = []
+        for r, (n, seed, labels) in enumerate(parse_requests(model_input)):
+            try:
+                images = sample_images(self.generator, n, seed=seed, labels=labels)  # uint8 (n, C, H, W)
+            except UserError as e:
+                raise MlflowException.invalid_parameter_value(f"request {r}: {e}") from None
+            for i, img in enumerate(images):
+                label = int(labels[i]) if labels is not None else _cycled_label(self.generator, i)
+                records.append(
+                    {"request": r, "index": i, "label": label, "shape": list(img.shape), "png_base64": encode_png(img)}
+                )
+        return pd.DataFrame.from_records(records, columns=OUTPUT_COLUMNS)
+
+
+def _cycled_label(generator: torch.nn.Module, i: int) -> int:
+    num_classes = int(getattr(generator, "num_classes", 0))
+    return i % num_classes if num_classes else -1
+
+
+def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[tuple[int, int, list[int] | None]]:
+    """(n, seed, labels) per input row; bad values raise MlflowException (HTTP 400 through the server)."""
+    frame = pd.DataFrame([model_input]) if isinstance(model_input, Mapping) else model_input
+    if "n" not in frame.columns:
+        raise MlflowException.invalid_parameter_value("each request needs `n`, the number of images")
+    out = []
+    for r, row in enumerate(frame.to_dict(orient="records")):
+        n, seed, labels = row["n"], row.get("seed"), row.get("labels")
+        if not _is_int(n) or not 1 <= int(n) <= MAX_SAMPLES:
+            raise MlflowException.invalid_parameter_value(
+                f"request {r}: n={n!r}; expected an integer in [1, {MAX_SAMPLES}]"
+            )
+        seed = 0 if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed
+        if not _is_int(seed):
+            raise MlflowException.invalid_parameter_value(f"request {r}: seed={seed!r}; expected an integer")
+        labels = None if labels is None or (isinstance(labels, float) and math.isnan(labels)) else list(labels)
+        if labels:
+            if len(labels) != int(n) or not all(_is_int(x) for x in labels):
+                raise MlflowException.invalid_parameter_value(
+                    f"request {r}: labels={labels[:8]!r}; expected {int(n)} integer class ids, one per image"
+                )
+            labels = [int(x) for x in labels]
+        else:
+            labels = None
+        out.append((int(n), int(seed), labels))
+    return out
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int | np.integer) or (isinstance(x, float | np.floating) and float(x).is_integer())
+
+
+def encode_png(image: torch.Tensor) -> str:
+    """uint8 (C, H, W) → base64 PNG (mode L for one channel, RGB for three)."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()  # (H, W, C)
+    pil = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_predictions(predictions: pd.DataFrame | Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """The inverse of `predict` for clients: rows (DataFrame or the server's JSON records) → uint8 (N, C, H, W)."""
+    from PIL import Image
+
+    rows = predictions.to_dict(orient="records") if isinstance(predictions, pd.DataFrame) else list(predictions)
+    images = []
+    for row in rows:
+        with Image.open(io.BytesIO(base64.b64decode(row["png_base64"]))) as pil:
+            array = np.asarray(pil)
+        array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
+        images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
+        if list(images[-1].shape) != list(row["shape"]):
+            raise ValueError(f"decoded image has shape {list(images[-1].shape)}, row says {row['shape']}")
+    return torch.stack(images)
+
+
+def _model_arguments(package_dir: str | Path) -> dict[str, Any]:
+    """The pyfunc arguments shared by log and save: code entry file, package artifact, signature, example, pins."""
+    return {
+        "python_model": str(ENTRY_FILE),
+        "artifacts": {PACKAGE_ARTIFACT: str(find_package(package_dir))},
+        "signature": SIGNATURE,
+        "input_example": INPUT_EXAMPLE,
+        "pip_requirements": PIP_REQUIREMENTS,
+    }
+
+
+def log_generator(package_dir: str | Path, run_id: str, name: str = "generator") -> ModelInfo:
+    """Log a generator package as a pyfunc model of `run_id` (signature, input example, pinned requirements).
+
+    MLflow loads the logged model once and predicts the input example to validate it, so a package that cannot
+    be served fails here, at logging time.
+    """
+    return mlflow.models.Model.log(
+        artifact_path=None,  # deprecated in MLflow 3; `name` replaces it
+        name=name,
+        flavor=mlflow.pyfunc,
+        run_id=run_id,
+        **_model_arguments(package_dir),
+    )
+
+
+def save_generator_model(package_dir: str | Path, path: str | Path) -> Path:
+    """Write the same pyfunc model to a local directory (no tracking server), e.g. to ship or inspect it."""
+    mlflow.pyfunc.save_model(path=str(path), **_model_arguments(package_dir))
+    return Path(path)

@@ -1,0 +1,456 @@
+"""Train a GAN on the prepared dataset; write checkpoints, sample grids, the generator package and metrics.
+
+    python -m gan_core train                                        # params.yaml
+    python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
+    python -m gan_core train --no-resume                            # ignore {out_dir}/checkpoints/last.pt
+    torchrun --standalone --nproc_per_node 2 -m gan_core train      # data parallel (gloo on CPU, NCCL on GPUs)
+
+    from gan_core.train import train
+    result = train(cfg, callbacks=[MyCallback()])   # {"package_dir": ..., "metrics_path": ..., "steps": ..., ...}
+
+Outputs under train.out_dir: checkpoints/last.pt (+ last.json), samples/step_XXXXXX.png, generator/ (EMA weights,
+safetensors + JSON), metrics.json. Only rank 0 logs, samples and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from gan_core import distributed
+from gan_core.batching import EpochBatches
+from gan_core.callbacks import TrainCallback
+from gan_core.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    training_identity,
+)
+from gan_core.config import Config
+from gan_core.data import PreparedDataset, load_prepared
+from gan_core.device import choose_runtime, deterministic
+from gan_core.diffaugment import diff_augment
+from gan_core.ema import EMA
+from gan_core.errors import UserError
+from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
+from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
+from gan_core.package import save_generator
+
+log = logging.getLogger(__name__)
+
+GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
+# Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
+ON_DEVICE_DATA_BYTES = 1 << 30
+
+
+class DivergenceError(UserError):
+    """A loss became NaN or infinite: training stops, and the last good checkpoint stays as it was."""
+
+
+def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()) -> dict[str, Any]:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches); return the result dict:
+    package_dir, metrics_path, samples_dir, checkpoint, steps, resumed_from, final losses and throughput."""
+    return Trainer(cfg, resume=resume, callbacks=callbacks).run()
+
+
+class Trainer:
+    """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools."""
+
+    def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()):
+        self.cfg, self.resume, self.callbacks = cfg, resume, list(callbacks)
+        tc = cfg.train
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.runtime = choose_runtime(tc, local_rank)
+        self.dist = distributed.init_from_env(self.runtime.device)
+        self.device = self.runtime.device
+        self.out_dir = Path(tc.out_dir)
+        self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_FILE
+
+        self.data = load_prepared(cfg.data.prepared_dir)
+        self.data_version = _data_version(self.data)
+        self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
+        self.num_classes = self._num_classes(self.data)
+        on_device = self.data.images.numel() <= ON_DEVICE_DATA_BYTES
+        self.images = self.data.images.to(self.device) if on_device else self.data.images  # uint8 (N, C, H, W)
+        self.labels = None
+        if self.num_classes:
+            self.labels = self.data.labels.to(self.images.device)  # int64 (N,)
+        self.batches = EpochBatches(len(self.data), tc.batch_size, tc.seed, self.dist.rank, self.dist.world_size,
+                                    self.images.device)
+
+        # Same seed on every rank → identical initial weights (broadcast below makes sure).
+        torch.manual_seed(tc.seed)
+        mc = cfg.model
+        self.g_kwargs = generator_kwargs(mc, self.image_shape, self.num_classes)
+        self.d_kwargs = discriminator_kwargs(mc, tc.loss, self.image_shape, self.num_classes)
+        self.G = self.runtime.prepare(build_generator(mc.arch, **self.g_kwargs))
+        self.D = self.runtime.prepare(build_discriminator(mc.arch, **self.d_kwargs))
+        distributed.broadcast_module(self.G, self.dist)
+        distributed.broadcast_module(self.D, self.dist)
+        self.G_step, self.D_step = self.runtime.compiled(self.G), self.runtime.compiled(self.D)
+        fused = self.device.type == "cuda"  # one kernel per optimizer step on GPUs
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.g_optimizer.lr, betas=tc.g_optimizer.betas,
+                                      fused=fused or None)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tc.d_optimizer.lr, betas=tc.d_optimizer.betas,
+                                      fused=fused or None)
+        self.ema = EMA(self.G, tc.ema_decay)
+
+        # Noise for z, gradient-penalty mixing and DiffAugment: reseeded from (seed, rank, step) every step, so a
+        # resumed run draws what the killed one would have, and ranks draw different noise.
+        self.noise = torch.Generator(device=self.device)
+        grid_gen = torch.Generator().manual_seed(tc.seed)
+        self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
+        self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
+
+        # Per-window accumulators, on the device: synced to the host only every log_every steps.
+        self._sums = torch.zeros(4, device=self.device)  # d_loss, g_loss, D(x) logit, D(G(z)) logit
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._last_real: torch.Tensor | None = None
+        self._last_fake: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------- setup helpers
+    def _num_classes(self, data: PreparedDataset) -> int:
+        if not self.cfg.model.conditional:
+            return 0
+        if data.labels is None or not data.num_classes:
+            raise UserError(
+                f"model.conditional=true needs class labels, but the dataset at {str(data.path)!r} "
+                f"(source {data.meta.get('source')!r}) has none; use a labelled source (mnist5k, digits, a folder "
+                "of class subfolders) or set model.conditional=false"
+            )
+        return data.num_classes
+
+    def _step_seed(self, step: int) -> int:
+        return ((self.cfg.train.seed * 1_000_003 + self.dist.rank) * 1_000_033 + step) % (2**63)
+
+    # ------------------------------------------------------------------------- the step
+    def _real_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None."""
+        idx = self.batches.indices(k)
+        x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        y = self.labels[idx].to(self.device, non_blocking=True) if self.labels is not None else None
+        return self.runtime.layout(x), y
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.train.diffaugment, self.noise)
+
+    def train_step(self, step: int) -> None:
+        """One G update (step = 1, 2, ...) preceded by n_critic D updates."""
+        tc = self.cfg.train
+        self.noise.manual_seed(self._step_seed(step))
+        batch = tc.batch_size
+
+        # ---- D update(s): real up, fake down; fake is detached so only D learns here.
+        self.D.requires_grad_(True)
+        for i in range(tc.n_critic):
+            real, labels = self._real_batch((step - 1) * tc.n_critic + i)
+            z = torch.randn(batch, self.cfg.model.latent_dim, device=self.device, generator=self.noise)  # (B, Z)
+            # Fake images take the real batch's labels: the class mix G is trained on matches the data's.
+            with self.runtime.autocast():
+                fake = self.G_step(z, labels)  # (B, C, H, W)
+                d_real = self.D_step(self._augment(real), labels)  # (B,) logits
+                d_fake = self.D_step(self._augment(fake.detach()), labels)
+                d_loss = discriminator_loss(tc.loss, d_real, d_fake)
+            if tc.loss == "wgan-gp":
+                # Through the uncompiled D: torch.compile does not support the double backward.
+                d_loss = d_loss + tc.gp_weight * gradient_penalty(self.D, real, fake.detach(), labels, self.noise)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            distributed.average_gradients(self.D, self.dist)
+            self.opt_d.step()
+        distributed.broadcast_buffers(self.D, self.dist)
+
+        # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
+        self.D.requires_grad_(False)
+        with self.runtime.autocast():
+            g_loss = generator_loss(tc.loss, self.D_step(self._augment(fake), labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        distributed.average_gradients(self.G, self.dist)
+        self.opt_g.step()
+        distributed.broadcast_buffers(self.G, self.dist)
+        self.ema.update(self.G)
+
+        # ---- bookkeeping on the device (no host sync)
+        with torch.no_grad():
+            stats = torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach().float().mean(),
+                                 d_fake.detach().float().mean()])
+            self._sums += stats
+            bad = ~torch.isfinite(stats[:2]).all()
+            self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+        self._last_real, self._last_fake = real, fake.detach()
+
+    # ------------------------------------------------------------------------- observation
+    def _raise_if_diverged(self) -> None:
+        """Stop on a non-finite loss (all ranks together) before anything is written from the broken weights."""
+        first_bad = self._first_bad_step
+        if self.dist.enabled:
+            # The earliest bad step over ranks; ranks with none report a step past the end.
+            mask = first_bad < 0
+            t = torch.where(mask, torch.full_like(first_bad, 2**62), first_bad).clone()
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            first_bad = torch.where(t >= 2**62, torch.full_like(t, -1), t)
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            kept = f"the last good checkpoint {self.checkpoint_path} is unchanged" if self.checkpoint_path.exists() \
+                else "no checkpoint was written"
+            raise DivergenceError(
+                f"training diverged: non-finite loss at step {bad_step} (train.loss={self.cfg.train.loss}, "
+                f"d lr={self.cfg.train.d_optimizer.lr}, g lr={self.cfg.train.g_optimizer.lr}); {kept}; "
+                "lower the learning rates or try train.loss=hinge / model.spectral_norm=true"
+            )
+
+    @torch.no_grad()
+    def _window_metrics(self, steps_in_window: int, seconds: float) -> dict[str, float]:
+        """Means over the steps since the last log, plus gradient norms and diversity at this step."""
+        sums = distributed.all_reduce_mean(self._sums, self.dist) / max(steps_in_window, 1)
+        d_loss, g_loss, d_real, d_fake = sums.tolist()  # the one host sync per window
+        self._sums.zero_()
+        images = steps_in_window * self.cfg.train.batch_size * self.cfg.train.n_critic * self.dist.world_size
+        d_grads = [p.grad for p in self.D.parameters() if p.grad is not None]
+        g_grads = [p.grad for p in self.G.parameters() if p.grad is not None]
+        return {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real_logit": d_real,  # mean raw D(x); sigmoid of it is D's probability for the BCE losses
+            "d_fake_logit": d_fake,  # mean raw D(G(z))
+            "d_grad_norm": float(nn.utils.get_total_norm(d_grads)) if d_grads else 0.0,
+            "g_grad_norm": float(nn.utils.get_total_norm(g_grads)) if g_grads else 0.0,
+            "images_per_s": images / max(seconds, 1e-9),
+            "diversity": self._diversity(),
+            "ema_decay": self.ema.current_decay(),
+        }
+
+    def _diversity(self) -> float:
+        """Mode-collapse signal: mean pairwise L2 distance within the generated batch over that within the real
+        batch; near 1 is healthy, falling towards 0 means G draws the same few images."""
+        if self._last_fake is None or self._last_fake.shape[0] < 2:
+            return float("nan")
+        fake = torch.pdist(self._last_fake.float().flatten(1)).mean()
+        real = torch.pdist(self._last_real.float().flatten(1)).mean()
+        return float(fake / real.clamp_min(1e-8))
+
+    @torch.no_grad()
+    def write_samples(self, step: int) -> Path:
+        """The EMA generator's images for the fixed latent batch, as an 8×8 PNG grid (atomic)."""
+        images = self.ema.module(self.grid_z, self.grid_labels).float().cpu()  # (64, C, H, W) in [-1, 1]
+        path = self.out_dir / "samples" / f"step_{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_image(images, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------------------- checkpoints
+    def _state(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "ema": self.ema.state_dict(),
+            "g_optimizer": self.opt_g.state_dict(),
+            "d_optimizer": self.opt_d.state_dict(),
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            "rng": rng_state(),
+            "sampler": {"seed": self.cfg.train.seed, "world_size": self.dist.world_size,
+                        **self.batches.position(step * self.cfg.train.n_critic)},
+            "config": self.cfg.model_dump(mode="json"),
+            "data_version": self.data_version,
+        }
+
+    def write_checkpoint(self, step: int) -> None:
+        summary = {"step": step, "steps": self.cfg.train.steps, "config_hash": self.cfg.hash("model", "train"),
+                   "data_version": self.data_version, "device": self.runtime.describe(),
+                   "torch_version": torch.__version__, "written_at": time.time()}
+        save_checkpoint(self.checkpoint_path, self._state(step), summary)
+
+    def _try_resume(self) -> int:
+        """Load the last checkpoint when it was trained under the same settings; return the step to continue from."""
+        if not (self.resume and self.checkpoint_path.exists()):
+            return 0
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        mine = training_identity(self.cfg.model_dump(mode="json"), self.data_version)
+        theirs = training_identity(state["config"], state["data_version"])
+        if mine != theirs:
+            if self.dist.is_main:
+                log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,
+                            _first_difference(theirs, mine))
+            return 0
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["g_optimizer"])
+        self.opt_d.load_state_dict(state["d_optimizer"])
+        set_rng_state(state["rng"])
+        if self.dist.is_main:
+            log.info("resuming from %s at step %d", self.checkpoint_path, state["step"])
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------- the run
+    def run(self) -> dict[str, Any]:
+        try:
+            with deterministic(self.device.type == "cpu"):
+                return self._run()
+        finally:
+            distributed.shutdown(self.dist)
+
+    def _run(self) -> dict[str, Any]:
+        tc = self.cfg.train
+        main = self.dist.is_main
+        start = self._try_resume()
+        self.resumed_from = start
+        if main:
+            info = {
+                "device": self.runtime.describe(), "world_size": self.dist.world_size,
+                "g_params": sum(p.numel() for p in self.G.parameters()),
+                "d_params": sum(p.numel() for p in self.D.parameters()),
+                "dataset": self.data.meta, "data_version": self.data_version, "resumed_from": start,
+            }
+            for cb in self.callbacks:
+                cb.on_train_start(info)
+        metrics: dict[str, float] = {}
+        t_run = t_window = time.perf_counter()
+        window_start = start
+        last_grid: Path | None = None
+        with _progress(main, start, tc.steps) as advance:
+            for step in range(start + 1, tc.steps + 1):
+                self.train_step(step)
+                advance()
+                last = step == tc.steps
+                if step % tc.log_every == 0 or last:
+                    self._raise_if_diverged()
+                    now = time.perf_counter()
+                    metrics = self._window_metrics(step - window_start, now - t_window)
+                    t_window, window_start = now, step
+                    if main:
+                        log.info("step %d/%d  %s", step, tc.steps,
+                                 "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                        for cb in self.callbacks:
+                            cb.on_metrics(step, metrics)
+                if main and (step % tc.sample_every == 0 or last):
+                    last_grid = self.write_samples(step)
+                    for cb in self.callbacks:
+                        cb.on_samples(step, last_grid)
+                if step % tc.checkpoint_every == 0 or last:
+                    self._raise_if_diverged()
+                    if main:
+                        self.write_checkpoint(step)
+        wall = time.perf_counter() - t_run
+        trained = tc.steps - start if tc.steps > start else 0
+        result = self._finish(metrics, trained, wall, last_grid)
+        if main:
+            for cb in self.callbacks:
+                cb.on_train_end(result)
+        return result
+
+    def _finish(self, metrics: dict[str, float], trained: int, wall: float, grid: Path | None) -> dict[str, Any]:
+        """Write the generator package (EMA weights) and metrics.json; return the result dict."""
+        tc = self.cfg.train
+        steps = max(tc.steps, self.resumed_from)
+        images = trained * tc.batch_size * tc.n_critic * self.dist.world_size
+        summary = {
+            "steps": steps,
+            "trained_steps": trained,
+            "resumed_from": self.resumed_from,
+            "wall_time_s": round(wall, 3),
+            "images_per_s": images / wall if trained and wall > 0 else 0.0,
+            **{k: v for k, v in metrics.items() if k != "images_per_s"},
+        }
+        package_dir = self.out_dir / "generator"
+        metrics_path = self.out_dir / "metrics.json"
+        if self.dist.is_main:
+            if grid is None:
+                grid = self.write_samples(steps)
+            save_generator(self.ema.module, self._package_spec(steps), package_dir)
+            tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
+            tmp.write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, metrics_path)
+        return {
+            **summary,
+            "package_dir": str(package_dir),
+            "metrics_path": str(metrics_path),
+            "samples_dir": str(self.out_dir / "samples"),
+            "last_samples": str(grid) if grid else None,
+            "checkpoint": str(self.checkpoint_path),
+            "device": self.runtime.describe(),
+            "world_size": self.dist.world_size,
+        }
+
+    def _package_spec(self, steps: int) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "steps": steps,
+            "loss": self.cfg.train.loss,
+            "ema_decay": self.cfg.train.ema_decay,
+            "config_hash": self.cfg.hash(),
+            "data_version": self.data_version,
+            "data_source": self.data.meta.get("source"),
+            "torch_version": torch.__version__,
+            "device": self.runtime.describe(),
+        }
+        try:  # the lineage module (data room) knows the DVC md5 and git commit when they exist
+            from gan_core.lineage import lineage
+
+            metadata.update(lineage(self.cfg))
+        except ImportError:
+            pass
+        return {
+            "arch": self.cfg.model.arch,
+            "kwargs": self.g_kwargs,
+            "latent_dim": self.cfg.model.latent_dim,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.data.classes if self.num_classes else None,
+            "metadata": metadata,
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+def _data_version(data: PreparedDataset) -> str:
+    """What identifies the training data for resume decisions: meta.json's content hash (stable across DVC runs)."""
+    return str(data.meta.get("content_hash") or data.meta.get("count"))
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    """'train.loss: hinge → nonsaturating' for the first setting that differs between two config trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: {old!r} → now {new!r}"
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN/inf are not JSON: write them as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+class _progress:
+    """A rich progress bar on a terminal (rank 0); nothing when stderr is not a TTY (CI, DVC, Prefect logs)."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, disable=not (enabled and console.is_terminal))
+        self.task = self.bar.add_task("train", total=total, completed=start)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda: self.bar.advance(self.task)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)

@@ -1,0 +1,162 @@
+"""Checkpoints: a SIGKILLed run resumes to bit-identical weights; the divergence guard keeps the last good one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_core.callbacks import TrainCallback
+from gan_core.checkpoint import load_checkpoint
+from gan_core.train import DivergenceError, Trainer, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs training in a child process whose callback blocks forever once `block_at` is logged, i.e. after the
+# checkpoint at step 10 is on disk and before the run can finish, so the SIGKILL lands mid-run every time.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from gan_core.callbacks import TrainCallback
+from gan_core.config import load_config
+from gan_core.train import train
+
+params, overrides, marker = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+
+class BlockAt(TrainCallback):
+    def on_metrics(self, step, metrics):
+        if step == 15:
+            marker.write_text(str(step))
+            time.sleep(600)
+
+train(load_config(params, overrides), callbacks=[BlockAt()])
+"""
+
+
+def _tensors(tree, prefix=""):
+    """Flatten a checkpoint's nested dicts/lists into {path: tensor-or-value}."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_tensors(v, f"{prefix}{k}."))
+        return out
+    if isinstance(tree, (list, tuple)):
+        out = {}
+        for i, v in enumerate(tree):
+            out.update(_tensors(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_matches_uninterrupted_run(mnist_prepared, tiny_train_config, tmp_path):
+    overrides = {"model.arch": "dcgan", "train.steps": 30, "train.log_every": 5, "train.checkpoint_every": 10,
+                 "train.sample_every": 100, "train.diffaugment": "translation,cutout"}
+    killed_cfg = tiny_train_config(mnist_prepared, **overrides, **{"train.out_dir": str(tmp_path / "killed")})
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps(killed_cfg.model_dump(mode="json")))  # JSON is YAML
+    marker = tmp_path / "blocked"
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(params), "{}", str(marker)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "child never reached step 15"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    ckpt = Path(killed_cfg.train.out_dir) / "checkpoints" / "last.pt"
+    assert load_checkpoint(ckpt)["step"] == 10  # steps 11-15 were lost with the process
+    assert not list(ckpt.parent.glob(".*.tmp")), "an interrupted write must leave no temp files behind"
+
+    resumed = train(killed_cfg)
+    assert resumed["resumed_from"] == 10 and resumed["steps"] == 30
+
+    straight_cfg = tiny_train_config(mnist_prepared, **overrides, **{"train.out_dir": str(tmp_path / "straight")})
+    straight = train(straight_cfg, resume=False)
+    assert straight["resumed_from"] == 0
+
+    a = load_checkpoint(resumed["checkpoint"])
+    b = load_checkpoint(straight["checkpoint"])
+    for part in ("generator", "discriminator", "ema", "g_optimizer", "d_optimizer"):
+        ta, tb = _tensors(a[part]), _tensors(b[part])
+        assert ta.keys() == tb.keys()
+        for key, va in ta.items():
+            if isinstance(va, torch.Tensor):
+                assert torch.equal(va, tb[key]), f"{part}.{key} differs after resume"
+            else:
+                assert va == tb[key], f"{part}.{key} differs after resume"
+    assert resumed["g_loss"] == straight["g_loss"] and resumed["d_loss"] == straight["d_loss"]
+
+
+def test_checkpoint_is_self_describing_and_weights_only(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 4})
+    result = train(cfg)
+    path = Path(result["checkpoint"])
+    state = torch.load(path, weights_only=True)  # no pickled objects inside
+    assert state["step"] == 4 and state["scaler"] is None
+    assert state["config"] == cfg.model_dump(mode="json")
+    assert {"torch", "cuda", "numpy", "python"} <= state["rng"].keys()
+    assert state["sampler"]["epoch"] == 0 and state["sampler"]["batch"] == 4
+    assert set(state["generator"]) == set(Trainer(cfg).G.state_dict())
+    summary = json.loads(path.with_name("last.json").read_text())
+    assert summary["step"] == 4 and summary["config_hash"] == cfg.hash("model", "train")
+
+
+class Poison(TrainCallback):
+    """Turns D's weights into NaN right after step 15 is logged: step 16's losses are NaN."""
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+        self.logged: list[int] = []
+
+    def on_metrics(self, step, metrics):
+        self.logged.append(step)
+        if step == 15:
+            with torch.no_grad():
+                for p in self.trainer.D.parameters():
+                    p.fill_(float("nan"))
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 30, "train.log_every": 5,
+                                               "train.checkpoint_every": 10, "train.sample_every": 100})
+    poison = Poison()
+    trainer = Trainer(cfg, resume=False, callbacks=[poison])
+    poison.trainer = trainer
+    ckpt = Path(cfg.train.out_dir) / "checkpoints" / "last.pt"
+    digest_at_10: str | None = None
+    real_write = trainer.write_checkpoint
+
+    def write_and_remember(step: int) -> None:
+        nonlocal digest_at_10
+        real_write(step)
+        if step == 10:
+            digest_at_10 = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+    trainer.write_checkpoint = write_and_remember
+    with pytest.raises(DivergenceError, match=r"non-finite loss at step 16\b.*checkpoint .*last.pt is unchanged"):
+        trainer.run()
+
+    assert poison.logged == [5, 10, 15]  # stopped at the check of step 20, before logging or checkpointing it
+    assert digest_at_10 is not None and hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest_at_10
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in state["discriminator"].values() if v.is_floating_point())
+    assert not (Path(cfg.train.out_dir) / "generator").exists(), "no package from diverged weights"

@@ -1,0 +1,312 @@
+"""Registration, the gate, promotion, rollback and concurrent promotions against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows import registry
+from flows.cli import app, ui_command_line
+from gan_core.cli import run_app
+from gan_core.config import Config, GateConfig, Threshold, load_config
+from gan_core.errors import UserError
+from gan_core.lineage import data_version
+from gan_core.tracking import configure, experiment_id, training_tags
+
+GATE_YAML = """
+gate:
+  thresholds:
+    fid_lenet: {max: 50.0}
+    class_coverage: {min: 0.8}
+  primary_metric: fid_lenet
+  min_improvement: 0.05
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generator package saved once as a real pyfunc model directory; each candidate run gets a copy."""
+    from gan_core.mlflow_model import save_generator_model
+
+    return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
+
+
+@pytest.fixture()
+def cfg(mlflow_store, digits_prepared: Path, tmp_path: Path) -> Config:
+    params = tmp_path / "params.yaml"
+    params.write_text(GATE_YAML)
+    return load_config(params, [*mlflow_store.overrides, f"data.prepared_dir={digits_prepared}", "data.source=digits"])
+
+
+def _client(cfg: Config) -> MlflowClient:
+    return configure(cfg.registry)
+
+
+def _candidate(cfg: Config, model: Path, metrics: dict[str, float], status: str = "FINISHED") -> str:
+    """A real run holding the pyfunc generator model, ended with `status`, registered as a new version."""
+    client = _client(cfg)
+    run = client.create_run(experiment_id(cfg.registry, client))
+    run_id = run.info.run_id
+    client.log_artifacts(run_id, str(model), "generator")
+    client.set_terminated(run_id, status)
+    result = registry.register_candidate(
+        cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics, tags=training_tags(cfg)
+    )
+    return result["version"]
+
+
+def _aliases(cfg: Config) -> dict[str, str]:
+    return {k: str(v) for k, v in _client(cfg).get_registered_model(cfg.registry.model_name).aliases.items()}
+
+
+def _champion(cfg: Config) -> str | None:
+    return _aliases(cfg).get(cfg.registry.champion_alias)
+
+
+def _tags(cfg: Config, version: str) -> dict[str, str]:
+    return dict(_client(cfg).get_model_version(cfg.registry.model_name, version).tags)
+
+
+GOOD = {"fid_lenet": 40.0, "class_coverage": 1.0, "kid_lenet": 0.02}
+
+
+# ----------------------------------------------------------------------------- the gate, pure
+def test_thresholds_pass_fail_and_never_skip_missing_or_nan() -> None:
+    gate = GateConfig(thresholds={"fid_lenet": Threshold(max=50.0), "class_coverage": Threshold(min=0.8)})
+    ok = registry.threshold_checks({"fid_lenet": 49.9, "class_coverage": 0.8}, gate)
+    assert [c.passed for c in ok] == [True, True]
+    high_fid = registry.threshold_checks({"fid_lenet": 50.1, "class_coverage": 0.9}, gate)
+    assert [c.passed for c in high_fid] == [True, False]  # sorted by name: class_coverage, fid_lenet
+    assert "fid_lenet = 50.1 > max 50" in high_fid[1].reason
+    nan = registry.threshold_checks({"fid_lenet": math.nan, "class_coverage": 0.9}, gate)
+    assert not nan[1].passed and "not finite" in nan[1].reason
+    missing = registry.threshold_checks({"fid_lenet": 10.0}, gate)
+    assert not missing[0].passed and "class_coverage = None" in missing[0].reason
+
+
+def test_champion_check_follows_the_metric_direction_and_min_improvement() -> None:
+    fid = GateConfig(primary_metric="fid_lenet", min_improvement=0.05)
+    assert registry.champion_check({"fid_lenet": 40.0}, None, {}, fid).passed  # no champion yet
+    assert registry.champion_check({"fid_lenet": 90.0}, "1", {"fid_lenet": 100.0}, fid).passed  # 10% lower
+    assert not registry.champion_check({"fid_lenet": 97.0}, "1", {"fid_lenet": 100.0}, fid).passed  # only 3%
+    assert not registry.champion_check({"fid_lenet": 110.0}, "1", {"fid_lenet": 100.0}, fid).passed  # worse
+    coverage = GateConfig(primary_metric="class_coverage", min_improvement=0.0)
+    assert registry.champion_check({"class_coverage": 0.9}, "1", {"class_coverage": 0.8}, coverage).passed
+    # min_improvement 0 still means strictly better: an equal model does not take the alias.
+    assert not registry.champion_check({"class_coverage": 0.8}, "1", {"class_coverage": 0.8}, coverage).passed
+    assert not registry.champion_check({"class_coverage": math.nan}, None, {}, coverage).passed
+
+
+# ----------------------------------------------------------------------------- registration
+def test_register_candidate_tags_lineage_metrics_and_extractors(
+    cfg: Config, model_dir: Path, digits_prepared: Path
+) -> None:
+    v1 = _candidate(cfg, model_dir, GOOD)
+    v2 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 30.0})
+    assert (v1, v2) == ("1", "2")
+    tags = _tags(cfg, v1)
+    assert tags["data_version"] == data_version(digits_prepared)
+    assert tags["data_source"] == "digits"
+    assert tags["config_hash"] == cfg.hash()
+    assert len(tags["git_commit"]) in (40, len("unknown")) and tags["git_dirty"] in ("true", "false", "unknown")
+    assert {"device", "torch_version", "run_id"} <= tags.keys()
+    assert float(tags["metric.fid_lenet"]) == 40.0 and tags["metric.fid_lenet.extractor"] == "lenet"
+    assert float(tags["metric.kid_lenet"]) == 0.02
+    assert tags["metric.class_coverage.extractor"] == "lenet"  # the domain classifier
+    latest = registry.latest_version(cfg)
+    assert latest is not None and latest["version"] == "2" and latest["metrics"]["fid_lenet"] == 30.0
+
+
+# ----------------------------------------------------------------------------- gate + promotion
+def test_gate_tags_decision_and_gives_passing_versions_the_challenger_alias(
+    cfg: Config, model_dir: Path
+) -> None:
+    good = _candidate(cfg, model_dir, GOOD)
+    decision = registry.gate(cfg, good)
+    assert decision["passed"] and decision["champion"] is None
+    tags = _tags(cfg, good)
+    assert tags["gate.decision"] == "passed"
+    assert any(line.startswith("fid_lenet = 40 <= max 50") for line in tags["gate.reasons"].splitlines())
+    assert json.loads(tags["gate.policy"])["min_improvement"] == 0.05
+    assert _aliases(cfg) == {cfg.registry.challenger_alias: good}  # the gate moves no champion
+
+    bad = _candidate(cfg, model_dir, {**GOOD, "class_coverage": 0.5})
+    nan = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": math.nan})
+    for version, failing in ((bad, "class_coverage = 0.5 < min 0.8"), (nan, "fid_lenet = nan")):
+        decision = registry.gate(cfg, version)
+        assert not decision["passed"]
+        assert any(failing in r and r.endswith("fail") for r in decision["reasons"])
+        assert _tags(cfg, version)["gate.decision"] == "failed"
+    # Failing versions never take an alias.
+    assert _aliases(cfg) == {cfg.registry.challenger_alias: good}
+
+
+def test_promote_needs_to_beat_the_champion_and_rollback_restores_it(cfg: Config, model_dir: Path) -> None:
+    v1 = _candidate(cfg, model_dir, GOOD)  # fid 40
+    first = registry.promote(cfg, v1)
+    assert first["promoted"] and first["previous_champion"] is None and _champion(cfg) == v1
+
+    v2 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 36.0})  # 10% better than 40: ≥ 5%
+    second = registry.promote(cfg, v2)
+    assert second == {**second, "promoted": True, "decision": "promoted", "champion": v2, "previous_champion": v1}
+    assert _tags(cfg, v2)["promotion.previous_champion"] == v1
+
+    v3 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 35.0})  # 2.8% better than 36: short of 5%
+    third = registry.promote(cfg, v3)
+    assert not third["promoted"] and third["decision"] == "rejected" and _champion(cfg) == v2
+    assert "short of 5.00%" in _tags(cfg, v3)["promotion.reasons"]
+
+    v4 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": math.nan})
+    assert not registry.promote(cfg, v4)["promoted"] and _champion(cfg) == v2
+
+    assert registry.rollback(cfg) == {"champion": v1, "replaced": v2}
+    assert _champion(cfg) == v1
+    assert _tags(cfg, v2)["rollback.replaced_by"] == v1
+    with pytest.raises(UserError, match="nothing to roll back"):
+        registry.rollback(cfg)
+    assert _champion(cfg) == v1
+
+
+def test_force_needs_a_reason_is_recorded_and_never_promotes_a_failed_run(
+    cfg: Config, model_dir: Path
+) -> None:
+    bad = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 80.0})
+    with pytest.raises(UserError, match="--reason"):
+        registry.promote(cfg, bad, force=True)
+    assert not registry.promote(cfg, bad)["promoted"]
+    forced = registry.promote(cfg, bad, force=True, reason="pinning a known-good baseline")
+    assert forced["promoted"] and forced["decision"] == "forced" and _champion(cfg) == bad
+    tags = _tags(cfg, bad)
+    assert tags["promotion.decision"] == "forced" and tags["promotion.force_reason"] == "pinning a known-good baseline"
+    assert tags["gate.decision"] == "failed"  # the gate's verdict stays on record
+
+    crashed = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 10.0}, status="FAILED")
+    decision = registry.gate(cfg, crashed)
+    assert not decision["passed"] and any("status FAILED: fail" in r for r in decision["reasons"])
+    assert not registry.promote(cfg, crashed)["promoted"]
+    with pytest.raises(UserError, match="failed"):
+        registry.promote(cfg, crashed, force=True, reason="no")
+    assert _champion(cfg) == bad
+
+
+def test_bad_versions_and_unknown_models_are_one_line_user_errors(cfg: Config, model_dir: Path) -> None:
+    with pytest.raises(UserError, match="no registered model 'ganops-generator'"):
+        registry.promote(cfg, "1")
+    with pytest.raises(UserError, match="no registered model"):
+        registry.rollback(cfg)
+    assert registry.latest_version(cfg) is None
+    v1 = _candidate(cfg, model_dir, GOOD)
+    with pytest.raises(UserError, match="has no version 7"):
+        registry.promote(cfg, "7")
+    with pytest.raises(UserError, match="'v1' is not a version number"):
+        registry.promote(cfg, "v1")
+    with pytest.raises(UserError, match="has no @champion"):
+        registry.rollback(cfg)
+    assert registry.promote(cfg, v1)["promoted"]
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_models_promote_rollback(
+    cfg: Config, mlflow_store, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = ["--params", str(tmp_path / "params.yaml")]
+    over = [*mlflow_store.overrides, f"data.prepared_dir={cfg.data.prepared_dir}"]
+    assert run_app(app, ["models", *over, *params]) == 2
+    assert "no registered model 'ganops-generator'" in capsys.readouterr().err
+
+    v1 = _candidate(cfg, model_dir, GOOD)
+    v2 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 30.0})
+    v3 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 99.0})
+    assert run_app(app, ["promote", v1, *over, *params]) == 0
+    assert f"promoted: v{v1} is now @champion" in capsys.readouterr().out
+    assert run_app(app, ["promote", v2, *over, *params]) == 0
+    assert run_app(app, ["promote", v3, *over, *params]) == 1  # rejected: exit status says so
+    out = capsys.readouterr().out
+    assert f"rejected: v{v3} stays off @champion" in out and "fid_lenet = 99 > max 50: fail" in out
+    assert run_app(app, ["promote", v3, "--force", *over, *params]) == 2
+    err = capsys.readouterr().err
+    assert "--force needs --reason" in err and len(err.strip().splitlines()) == 1
+    assert run_app(app, ["promote", "42", *over, *params]) == 2
+    assert "has no version 42" in capsys.readouterr().err
+
+    assert run_app(app, ["models", *over, *params]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 3}
+    assert "@champion" in rows[v2] and "@challenger" in rows[v2] and "passed" in rows[v2] and "30" in rows[v2]
+    assert "failed" in rows[v3] and "rejected" in rows[v3] and "@" not in rows[v3]
+
+    assert run_app(app, ["rollback", *over, *params]) == 0
+    assert f"@champion is v{v1} again (was v{v2})" in capsys.readouterr().out
+    assert _champion(cfg) == v1
+
+
+def test_ui_command_serves_the_configured_store_on_loopback(cfg: Config, mlflow_store) -> None:
+    argv = ui_command_line(cfg, port=5123)
+    assert argv[1:4] == ["-m", "mlflow", "ui"]
+    assert argv[argv.index("--backend-store-uri") + 1] == mlflow_store.uri
+    assert argv[argv.index("--default-artifact-root") + 1] == mlflow_store.artifacts.as_uri()
+    assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "5123"
+
+
+# ----------------------------------------------------------------------------- concurrency
+def _promote_worker(params: str, overrides: list[str], barrier, jobs, results) -> None:  # noqa: ANN001
+    """A separate process: for each job, wait for the other promoter, then promote at the same moment."""
+    cfg = load_config(params, overrides)
+    registry.promote(cfg, "1")  # warm up imports and the store connection before the first round
+    while (version := jobs.get()) is not None:
+        barrier.wait(timeout=60)
+        results.put(registry.promote(cfg, version)["promoted"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_concurrent_promotions_end_with_the_better_model_as_champion(
+    cfg: Config, mlflow_store, model_dir: Path, tmp_path: Path
+) -> None:
+    overrides = [*mlflow_store.overrides, f"data.prepared_dir={cfg.data.prepared_dir}", "data.source=digits"]
+    base = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 49.0})
+    assert registry.promote(cfg, base)["promoted"]
+    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited MLflow/SQLite state
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    queues = [ctx.Queue(), ctx.Queue()]
+    workers = [
+        ctx.Process(target=_promote_worker, args=(str(tmp_path / "params.yaml"), overrides, barrier, q, results))
+        for q in queues
+    ]
+    for w in workers:
+        w.start()
+    try:
+        champion, fid, expected_history = base, 49.0, []
+        for round_ in range(8):
+            # Both beat the champion by > 5%; `better` beats `worse` by > 5% too.
+            better = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.80})
+            worse = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.90})
+            pair = (better, worse) if round_ % 2 == 0 else (worse, better)
+            for q, version in zip(queues, pair, strict=True):
+                q.put(version)
+            outcomes = sorted(results.get(timeout=120) for _ in range(2))
+            history = json.loads(
+                _client(cfg).get_registered_model(cfg.registry.model_name).tags[registry.HISTORY_TAG]
+            )
+            assert _champion(cfg) == better, f"round {round_}: the worse version {worse} ended as champion"
+            # Either `better` went first (worse rejected) or `worse` went first and was then replaced.
+            if outcomes == [False, True]:
+                expected_history.append(champion)
+            else:
+                assert outcomes == [True, True]
+                expected_history += [champion, worse]
+            assert history == expected_history, f"round {round_}: champion history {history}"
+            champion, fid = better, fid * 0.80
+    finally:
+        for q in queues:
+            q.put(None)
+        for w in workers:
+            w.join(timeout=30)
+            if w.is_alive():
+                w.kill()
+    assert all(w.exitcode == 0 for w in workers)

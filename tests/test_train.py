@@ -1,0 +1,185 @@
+"""The trainer on tiny CPU configs: every architecture × loss, EMA, outputs, package round-trip, resume rules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gan_core.callbacks import TrainCallback
+from gan_core.config import DataConfig
+from gan_core.data import prepare
+from gan_core.errors import UserError
+from gan_core.package import load_generator, read_spec
+from gan_core.train import Trainer, train
+
+
+@pytest.fixture(scope="module")
+def mnist28(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 28 px, 64-image labelled set (DCGAN's 7×7-seed path)."""
+    out = tmp_path_factory.mktemp("mnist28") / "prepared"
+    prepare(DataConfig(source="mnist5k", resolution=28, channels=1, max_images=64, prepared_dir=str(out)))
+    return out
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+class Recorder(TrainCallback):
+    def __init__(self) -> None:
+        self.start: dict | None = None
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.samples: list[tuple[int, Path]] = []
+        self.end: dict | None = None
+
+    def on_train_start(self, info):
+        self.start = info
+
+    def on_metrics(self, step, metrics):
+        self.metrics.append((step, metrics))
+
+    def on_samples(self, step, grid_png):
+        self.samples.append((step, grid_png))
+
+    def on_train_end(self, result):
+        self.end = result
+
+
+# arch, resolution (28 = the module fixture, 32 = mnist_prepared), loss, extra overrides
+MATRIX = [
+    *[("dcgan", 32, loss, {}) for loss in ("nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan")],
+    *[("mlp", 28, loss, {}) for loss in ("nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan")],
+    ("dcgan", 28, "hinge", {"model.conditional": True, "model.cond_mode": "projection", "model.spectral_norm": True}),
+    ("dcgan", 32, "wgan-gp", {"model.conditional": True, "model.cond_mode": "concat", "train.n_critic": 2}),
+    ("mlp", 32, "lsgan", {"model.conditional": True, "model.cond_mode": "projection"}),
+    ("mlp", 28, "nonsaturating", {"model.conditional": True, "model.cond_mode": "concat", "model.spectral_norm": True}),
+    ("dcgan", 32, "nonsaturating", {"train.diffaugment": "color,translation,cutout"}),
+]
+
+
+def _case_id(arch: str, res: int, loss: str, extra: dict) -> str:
+    return "-".join([f"{arch}{res}", loss, *(f"{k.rsplit('.', 1)[1]}={v}" for k, v in extra.items())])
+
+
+@pytest.mark.parametrize(("arch", "res", "loss", "extra"), MATRIX, ids=[_case_id(*case) for case in MATRIX])
+def test_every_architecture_and_loss_trains(arch, res, loss, extra, mnist_prepared, mnist28, tiny_train_config):
+    prepared = mnist_prepared if res == 32 else mnist28
+    cfg = tiny_train_config(prepared, **{"model.arch": arch, "train.loss": loss, "train.steps": 3,
+                                         "train.log_every": 3, "train.checkpoint_every": 3, **extra})
+    trainer = Trainer(cfg, resume=False)
+    g0, d0 = _params(trainer.G), _params(trainer.D)
+    result = trainer.run()
+
+    assert result["steps"] == 3
+    for key in ("d_loss", "g_loss", "d_real_logit", "d_fake_logit", "d_grad_norm", "g_grad_norm"):
+        assert torch.isfinite(torch.tensor(result[key])), key
+    # Both networks learned: every parameter tensor moved. D's output bias is exempt: it cancels out of the
+    # wgan-gp loss, and its hinge gradient is zero while all logits lie inside the margin.
+    for before, module in ((g0, trainer.G), (d0, trainer.D)):
+        still = [k for k, v in module.named_parameters() if torch.equal(before[k], v) and k != "head.linear.bias"]
+        assert not still
+    cond = extra.get("model.conditional", False)
+    G = load_generator(result["package_dir"])
+    labels = torch.arange(4) if cond else None
+    assert G(torch.randn(4, 16), labels).shape == (4, 1, res, res)
+    assert G.num_classes == (10 if cond else 0)
+
+
+def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"model.conditional": True, "train.steps": 6, "train.log_every": 3,
+                                               "train.sample_every": 3, "train.checkpoint_every": 6})
+    rec = Recorder()
+    trainer = Trainer(cfg, resume=False, callbacks=[rec])
+    result = trainer.run()
+    out = Path(cfg.train.out_dir)
+
+    assert rec.start["world_size"] == 1 and rec.start["resumed_from"] == 0 and rec.start["g_params"] > 0
+    assert [s for s, _ in rec.metrics] == [3, 6]
+    expected = {"d_loss", "g_loss", "d_real_logit", "d_fake_logit", "d_grad_norm", "g_grad_norm", "images_per_s",
+                "diversity", "ema_decay"}
+    assert set(rec.metrics[0][1]) == expected
+    assert rec.metrics[-1][1]["images_per_s"] > 0 and rec.metrics[-1][1]["diversity"] > 0
+    assert [s for s, _ in rec.samples] == [3, 6]
+    with Image.open(out / "samples" / "step_000006.png") as grid:  # 8×8 grid of 32 px with 2 px padding
+        assert grid.size == (8 * 34 + 2, 8 * 34 + 2)
+    assert rec.end == result
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["trained_steps"] == 6 and metrics["g_loss"] == result["g_loss"]
+    spec = read_spec(out / "generator")
+    assert spec["arch"] == "dcgan" and spec["num_classes"] == 10 and spec["image_shape"] == [1, 32, 32]
+    assert spec["class_names"] == [str(i) for i in range(10)]
+    meta = json.loads((Path(mnist_prepared) / "meta.json").read_text())
+    assert spec["metadata"]["steps"] == 6 and spec["metadata"]["config_hash"] == cfg.hash()
+    assert spec["metadata"]["data_source"] == meta["source"]
+
+    # The package holds the EMA weights: a reloaded G reproduces the in-memory EMA generator exactly.
+    z, labels = torch.randn(5, 16), torch.tensor([0, 1, 2, 3, 9])
+    G = load_generator(out / "generator")
+    with torch.no_grad():
+        assert torch.equal(G(z, labels), trainer.ema.module.eval()(z, labels))
+
+
+def test_ema_differs_from_g_and_tracks_it(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 8, "train.ema_decay": 0.9})
+    trainer = Trainer(cfg, resume=False)
+    init = _params(trainer.G)
+    trainer.run()
+    g, ema = _params(trainer.G), dict(trainer.ema.module.named_parameters())
+
+    def dist(a, b):
+        return sum(((a[k] - b[k]) ** 2).sum() for k in a).sqrt()
+
+    assert dist(g, ema) > 0, "EMA must average, not copy"
+    # Tracking: the average sits between the start and where G is now, closer to G.
+    assert dist(g, ema) < dist(g, init)
+    assert dist(init, ema) > 0
+
+    # decay 0 turns the average off: the EMA generator is G.
+    cfg0 = tiny_train_config(mnist_prepared, **{"train.steps": 3, "train.ema_decay": 0.0,
+                                                "train.out_dir": str(Path(cfg.train.out_dir) / "decay0")})
+    t0 = Trainer(cfg0, resume=False)
+    t0.run()
+    assert all(torch.equal(a, b) for a, b in zip(t0.G.parameters(), t0.ema.module.parameters(), strict=True))
+
+
+def test_conditional_needs_labels(mnist_prepared, tiny_train_config, tmp_path):
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(mnist_prepared, unlabelled)
+    (unlabelled / "labels.npy").unlink()
+    meta = json.loads((unlabelled / "meta.json").read_text())
+    meta["classes"] = None
+    (unlabelled / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="model.conditional=true needs class labels.*unlabelled"):
+        Trainer(tiny_train_config(unlabelled, **{"model.conditional": True}))
+
+
+def test_batch_larger_than_dataset_is_a_user_error(mnist28, tiny_train_config):
+    with pytest.raises(UserError, match="64 images, fewer than one batch of 128"):
+        Trainer(tiny_train_config(mnist28, **{"train.batch_size": 128}))
+
+
+def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, caplog):
+    first = train(tiny_train_config(mnist_prepared, **{"train.steps": 4}))
+    assert first["resumed_from"] == 0
+
+    # More steps, same training settings: continue from the checkpoint at step 4.
+    more = train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.log_every": 3}))
+    assert more["resumed_from"] == 4 and more["steps"] == 6 and more["trained_steps"] == 2
+    assert json.loads((Path(more["checkpoint"]).with_name("last.json")).read_text())["step"] == 6
+
+    # A setting that shapes the weights changed: the checkpoint is not used, and the log says why.
+    with caplog.at_level(logging.WARNING, logger="gan_core.train"):
+        fresh = train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}))
+    assert fresh["resumed_from"] == 0 and fresh["trained_steps"] == 6
+    assert "train.loss: 'nonsaturating' → now 'hinge'" in caplog.text
+
+    # resume=False ignores a matching checkpoint.
+    assert train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}),
+                 resume=False)["resumed_from"] == 0
