@@ -209,7 +209,8 @@ def promotion_lock(cfg: Config) -> Iterator[None]:
         lock_path = Path.home() / ".cache" / "ganops" / "locks" / f"{digest}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        yield
+        with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+            yield
     except Timeout:
         raise UserError(f"another promotion holds {lock_path} for over {LOCK_TIMEOUT_S:.0f} s; retry later") from None
 

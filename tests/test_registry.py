@@ -47,7 +47,9 @@ def _client(cfg: Config) -> MlflowClient:
     return configure(cfg.registry)
 
 
-def _candidate(cfg: Config, model: Path, metrics: dict[str, float], status: str = "FINISHED") -> str:
+def _candidate(
+    cfg: Config, model: Path, metrics: dict[str, float], status: str = "FINISHED", tags: dict[str, str] | None = None
+) -> str:
     """A real run holding the pyfunc generator model, ended with `status`, registered as a new version."""
     client = _client(cfg)
     run = client.create_run(experiment_id(cfg.registry, client))
@@ -55,7 +57,7 @@ def _candidate(cfg: Config, model: Path, metrics: dict[str, float], status: str 
     client.log_artifacts(run_id, str(model), "generator")
     client.set_terminated(run_id, status)
     result = registry.register_candidate(
-        cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics, tags=training_tags(cfg)
+        cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics, tags=tags or training_tags(cfg)
     )
     return result["version"]
 
@@ -281,11 +283,11 @@ def test_concurrent_promotions_end_with_the_better_model_as_champion(
     for w in workers:
         w.start()
     try:
-        champion, fid, expected_history = base, 49.0, []
-        for round_ in range(8):
+        champion, fid, expected_history, tags = base, 49.0, [], training_tags(cfg)
+        for round_ in range(6):
             # Both beat the champion by > 5%; `better` beats `worse` by > 5% too.
-            better = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.80})
-            worse = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.90})
+            better = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.80}, tags=tags)
+            worse = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid * 0.90}, tags=tags)
             pair = (better, worse) if round_ % 2 == 0 else (worse, better)
             for q, version in zip(queues, pair, strict=True):
                 q.put(version)

@@ -111,7 +111,7 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Works
     client = _client(workspace)
     name = cfg.registry.model_name
     champion = client.get_model_version_by_alias(name, cfg.registry.champion_alias)
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     # Lineage: the version names the data, the code and the config that produced it.
     tags = champion.tags
     assert tags["data_version"] == data_version(cfg.data.prepared_dir) == result["data_version"]
@@ -159,7 +159,7 @@ def test_unchanged_inputs_skip_training(workspace: Workspace, first_run: dict) -
     assert result["version"] == first_run["result"]["version"]
     assert "unchanged since version 1" in result["reason"]
     versions = client.search_model_versions(f"name = '{cfg.registry.model_name}'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     runs_after = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id])
     assert len(runs_after) == len(runs_before)
     assert package.stat().st_mtime_ns == mtime  # nothing was retrained
@@ -183,7 +183,7 @@ def test_failing_step_is_named_and_moves_no_alias(
     client = _client(workspace)
     cfg = workspace.config(overrides)
     name = cfg.registry.model_name
-    versions_before = {v.version for v in client.search_model_versions(f"name = '{name}'")}
+    versions_before = {str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
 
     state = retrain(params=str(workspace.params), overrides=overrides, return_state=True)
 
@@ -195,8 +195,8 @@ def test_failing_step_is_named_and_moves_no_alias(
     assert str(failure.value).startswith(f"step {step!r} failed:") and cause in str(failure.value)
     report = _artifact(state.state_details.flow_run_id, "retrain-summary").data
     assert f"failed at step `{step}`" in report and "no alias was moved" in report
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
-    assert {v.version for v in client.search_model_versions(f"name = '{name}'")} == versions_before
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == versions_before
     if step == "evaluate":
         # The MLflow run that trained the rejected attempt is marked failed, not left running.
         exp = client.get_experiment_by_name(cfg.registry.experiment).experiment_id
