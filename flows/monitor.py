@@ -50,7 +50,6 @@ def monitor_config(cfg: Config) -> Config:
 def evaluate_champion(cfg: Config, model_uri: str) -> dict[str, Any]:
     """Evaluate a registered generator (models:/...) on the prepared data."""
     from gan_core.evaluate import evaluate
-
     from gan_core.package import load_generator
     from gan_core.tracking import configure
 
@@ -100,13 +99,12 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     )
 
     logger = get_run_logger()
-    state: dict[str, Any] = {}
-    with named_step("config", state):
+    with named_step("config"):
         parsed = as_overrides(overrides)
         cfg = load_config(params, parsed)
-    with named_step("version_data", state):
+    with named_step("version_data"):
         data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
-    with named_step("find_champion", state):
+    with named_step("find_champion"):
         champion = current_champion(cfg)
     result: dict[str, Any] = {
         "data_version": data["data_version"],
@@ -125,9 +123,9 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
                 f"{result['champion_data_version']}, the latest is {data['data_version']}"
             )
         name = cfg.gate.primary_metric
-        with named_step("train_classifier", state):
+        with named_step("train_classifier"):
             train_classifier(cfg)
-        with named_step("evaluate_champion", state):
+        with named_step("evaluate_champion"):
             uri = f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
             metrics = evaluate_champion(monitor_config(cfg), uri)
         recorded = float(champion["metrics"].get(name, math.nan))

@@ -250,9 +250,8 @@ def promote(cfg: Config, version: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the flow
 @contextmanager
-def named_step(name: str, state: dict[str, Any]) -> Iterator[None]:
-    """Name the step an exception came from; the flow reports it and re-raises RetrainFailed."""
-    state["step"] = name
+def named_step(name: str) -> Iterator[None]:
+    """Name the step an exception came from: any exception inside becomes RetrainFailed(name, cause)."""
     try:
         yield
     except RetrainFailed:
@@ -277,23 +276,23 @@ def retrain(
     from flows.report import publish_failure, publish_report
 
     logger = get_run_logger()
-    state: dict[str, Any] = {"step": "config"}
     result: dict[str, Any] = {"params": str(params)}
     cfg: Config | None = None
     try:
-        with named_step("config", state):
+        with named_step("config"):
             parsed = as_overrides(overrides)
             cfg = load_config(params, parsed)
         result["model_name"] = cfg.registry.model_name
-        with named_step("version_data", state):
+        with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
             data = version_data(cfg, use_dvc)
-            if use_dvc and _has_default_remote():
+        if use_dvc and _has_default_remote():
+            with named_step("push_data"):
                 push_data()
         result.update(data_version=data["data_version"], data=data)
         logger.info("data version %s (%s images from %s)", data["data_version"], data["count"], cfg.data.source)
 
-        with named_step("find_unchanged", state):
+        with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])
             previous = find_unchanged(cfg, key)
         if previous is not None:
@@ -312,36 +311,36 @@ def retrain(
             publish_report(cfg, result)
             return result
 
-        with named_step("train_classifier", state):
+        with named_step("train_classifier"):
             classifier = train_classifier(cfg)
         result["classifier_accuracy"] = classifier.get("holdout_accuracy")
 
         from gan_core.tracking import start_training_run
 
         run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG]}
-        with named_step("train", state), start_training_run(cfg, extra_tags=run_tags) as run:
+        with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
             run_id = run.info.run_id
             result["run_id"] = run_id
             result["experiment_id"] = run.info.experiment_id
             trained = train_generator(cfg, run_id)
-            with named_step("evaluate", state):
+            with named_step("evaluate"):
                 metrics = evaluate_generator(cfg)
             result["metrics"] = metrics
-            with named_step("log_candidate", state):
+            with named_step("log_candidate"):
                 model_uri = log_candidate(cfg, run_id, metrics, str(trained["package_dir"]))
-        with named_step("register", state):
+        with named_step("register"):
             from gan_core.tracking import training_tags
 
             tags = {**training_tags(cfg), **key}
             version = register(cfg, model_uri, run_id, metrics, tags)
         result["version"] = version["version"]
-        with named_step("gate", state):
+        with named_step("gate"):
             champion_before = current_champion(cfg)
             decision = gate(cfg, version["version"])
         result["gate"] = {**decision, "champion_metrics": (champion_before or {}).get("metrics", {})}
         promoted = False
         if decision["passed"]:
-            with named_step("promote", state):
+            with named_step("promote"):
                 # promote() re-checks against the champion under the promotion lock; a faster rival may win.
                 outcome = promote(cfg, version["version"])
             promoted = outcome["promoted"]

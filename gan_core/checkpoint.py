@@ -79,7 +79,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
-        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or run with --no-resume") from None
+        raise UserError(
+            f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or run with --no-resume"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a ganops checkpoint (expected format {FORMAT!r})")
     return state

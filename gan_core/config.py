@@ -196,7 +196,7 @@ class Threshold(_Section):
     min: float | None = None
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "Threshold":
+    def _one_bound(self) -> Threshold:
         if self.max is None and self.min is None:
             raise ValueError("a threshold needs max or min")
         return self
@@ -220,12 +220,26 @@ class GateConfig(_Section):
 # ----------------------------------------------------------------------------- registry
 class RegistryConfig(_Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    """Overridden by MLFLOW_TRACKING_URI when set."""
+    """Overridden by MLFLOW_TRACKING_URI when set. sqlite:///<path> (relative to the working directory) or a
+    tracking server's http(s):// URL; plain-file stores (file:./mlruns) are refused by MLflow 3.13+."""
     artifact_location: str = "mlruns/artifacts"
+    """Artifact root of the experiment when ganops creates it: a local path (made absolute) or a URI (s3://...)."""
     experiment: str = "ganops"
+    """MLflow experiment holding one run per training."""
     model_name: str = "ganops-generator"
+    """Registered model that every evaluated candidate becomes a version of."""
     champion_alias: str = "champion"
+    """Alias of the promoted generator: `models:/<model_name>@<champion_alias>`."""
     challenger_alias: str = "challenger"
+    """Alias of the latest version that passed the gate."""
+
+    @field_validator("champion_alias", "challenger_alias")
+    @classmethod
+    def _valid_alias(cls, v: str) -> str:
+        # MLflow reserves v<number> and "latest" as version references.
+        if not v or v.lower() == "latest" or (v[:1] in "vV" and v[1:].isdigit()):
+            raise ValueError(f"alias {v!r} is reserved or empty; use a name such as champion")
+        return v
 
 
 class Config(_Section):

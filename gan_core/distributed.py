@@ -39,7 +39,8 @@ def init_from_env(backend_device: torch.device | None = None) -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and (backend_device is None or backend_device.type == "cuda") else "gloo"
+        on_gpu = backend_device.type == "cuda" if backend_device is not None else torch.cuda.is_available()
+        backend = "nccl" if on_gpu else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
         dist.init_process_group(backend=backend)

@@ -170,7 +170,6 @@ class Trainer:
             d_loss.backward()
             distributed.average_gradients(self.D, self.dist)
             self.opt_d.step()
-        distributed.broadcast_buffers(self.D, self.dist)
 
         # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
         self.D.requires_grad_(False)
@@ -180,7 +179,9 @@ class Trainer:
         g_loss.backward()
         distributed.average_gradients(self.G, self.dist)
         self.opt_g.step()
+        # BatchNorm running stats saw only this rank's batches (D's in both passes): take rank 0's, as DDP does.
         distributed.broadcast_buffers(self.G, self.dist)
+        distributed.broadcast_buffers(self.D, self.dist)
         self.ema.update(self.G)
 
         # ---- bookkeeping on the device (no host sync)

@@ -1,70 +1,24 @@
 """The retrain flow end to end on a tiny config: real Prefect (one session harness), real MLflow SQLite store,
 real training/evaluation on scikit-learn's digits at 16 px.
 
-One module-scoped store is shared in file order: the first run promotes version 1, the next checks the skip
+Every flow test is marked slow: the first run (harness start, migrations, training) takes tens of seconds on
+2 cores. One module-scoped store is shared in file order: the first run promotes version 1, the next checks the skip
 path against it, then failures must leave @champion on version 1.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
-
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def tiny_params(root: Path, db_uri: str) -> dict[str, Any]:
-    """A params.yaml tree for a seconds-long retrain under `root`: digits 16 px, MLP, 20 steps, 200 samples."""
-    return {
-        "data": {"source": "digits", "resolution": 16, "max_images": 400,
-                 "prepared_dir": str(root / "data" / "prepared"), "raw_dir": str(root / "data" / "raw")},
-        "model": {"arch": "mlp", "latent_dim": 16, "g_width": 32, "d_width": 32},
-        "train": {"steps": 20, "batch_size": 16, "log_every": 10, "sample_every": 20, "checkpoint_every": 20,
-                  "device": "cpu", "out_dir": str(root / "train")},
-        "eval": {"num_samples": 200, "batch_size": 100, "kid_subset_size": 50, "device": "cpu",
-                 "cache_dir": str(root / "cache"), "out_dir": str(root / "eval"),
-                 # One epoch on 360 digits reaches ~0.5-0.9; the production 0.97 bar needs the full recipe.
-                 "classifier": {"epochs": 1, "min_accuracy": 0.3, "resolution": 16,
-                                "out_dir": str(root / "classifier")}},
-        # 20 MLP steps draw blobs: thresholds loose enough that the first candidate becomes champion.
-        "gate": {"thresholds": {"fid_lenet": {"max": 1.0e9}, "class_coverage": {"min": 0.0}}},
-        "registry": {"tracking_uri": db_uri, "artifact_location": str(root / "mlruns" / "artifacts")},
-    }
-
-
-@dataclass
-class Workspace:
-    root: Path
-    params: Path
-    db_uri: str
-
-    def config(self, overrides: list[str] | None = None):
-        from gan_core.config import load_config
-
-        return load_config(self.params, overrides or [])
-
-
-def make_workspace(root: Path, template_db: Path) -> Workspace:
-    """A tmp dir with a params file and a copy of the session's migrated MLflow store."""
-    db = root / "mlruns" / "mlflow.db"
-    db.parent.mkdir(parents=True)
-    shutil.copyfile(template_db, db)
-    uri = f"sqlite:///{db}"
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(tiny_params(root, uri), sort_keys=False))
-    return Workspace(root, params, uri)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path) -> Iterator[Workspace]:
-    ws = make_workspace(tmp_path_factory.mktemp("retrain"), _mlflow_template_db)
+def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace) -> Iterator[Any]:
+    ws = retrain_workspace(tmp_path_factory.mktemp("retrain"))
     with pytest.MonkeyPatch.context() as mp:
         # tracking.tracking_uri prefers the env var: point it at this store too, whatever the caller exported.
         mp.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
@@ -72,18 +26,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Pat
 
 
 @pytest.fixture(scope="module")
-def first_run(workspace: Workspace) -> dict[str, Any]:
+def first_run(prefect_harness: None, workspace: Any) -> dict[str, Any]:
     """The first retrain in the store, with its flow run id: everything after builds on it."""
     from flows.retrain import retrain
 
     state = retrain(params=str(workspace.params), return_state=True)
     return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id}
-
-
-def _client(ws: Workspace):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=ws.db_uri, registry_uri=ws.db_uri)
 
 
 def _artifact(flow_run_id: Any, key: str) -> Any:
@@ -100,7 +48,8 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
     return found[0]
 
 
-def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Workspace, first_run: dict) -> None:
+@pytest.mark.slow
+def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
     from gan_core.lineage import data_version, git_info
     from gan_core.package import load_generator, sample_images
 
@@ -108,7 +57,7 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Works
     cfg = workspace.config()
     assert result["status"] == "promoted"
     assert result["version"] == "1"
-    client = _client(workspace)
+    client = workspace.client()
     name = cfg.registry.model_name
     champion = client.get_model_version_by_alias(name, cfg.registry.champion_alias)
     assert str(champion.version) == "1"
@@ -131,7 +80,8 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Works
     assert images.shape == (4, 1, 16, 16) and images.dtype == torch.uint8
 
 
-def test_report_artifacts_summarise_the_run(workspace: Workspace, first_run: dict) -> None:
+@pytest.mark.slow
+def test_report_artifacts_summarise_the_run(workspace: Any, first_run: dict) -> None:
     result = first_run["result"]
     summary = _artifact(first_run["flow_run_id"], "retrain-summary")
     text = summary.data
@@ -144,10 +94,11 @@ def test_report_artifacts_summarise_the_run(workspace: Workspace, first_run: dic
     assert '"version": "1"' in table.data and "champion" in table.data
 
 
-def test_unchanged_inputs_skip_training(workspace: Workspace, first_run: dict) -> None:
+@pytest.mark.slow
+def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None:
     from flows.retrain import retrain
 
-    client = _client(workspace)
+    client = workspace.client()
     cfg = workspace.config()
     runs_before = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id])
     package = Path(cfg.train.out_dir) / "generator" / "weights.safetensors"
@@ -165,6 +116,7 @@ def test_unchanged_inputs_skip_training(workspace: Workspace, first_run: dict) -
     assert package.stat().st_mtime_ns == mtime  # nothing was retrained
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "step", "cause"),
     [
@@ -176,11 +128,11 @@ def test_unchanged_inputs_skip_training(workspace: Workspace, first_run: dict) -
     ids=["missing-data", "untrusted-classifier"],
 )
 def test_failing_step_is_named_and_moves_no_alias(
-    workspace: Workspace, first_run: dict, overrides: list[str], step: str, cause: str
+    workspace: Any, first_run: dict, overrides: list[str], step: str, cause: str
 ) -> None:
     from flows.retrain import RetrainFailed, retrain
 
-    client = _client(workspace)
+    client = workspace.client()
     cfg = workspace.config(overrides)
     name = cfg.registry.model_name
     versions_before = {str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
@@ -202,3 +154,43 @@ def test_failing_step_is_named_and_moves_no_alias(
         exp = client.get_experiment_by_name(cfg.registry.experiment).experiment_id
         latest = client.search_runs([exp], order_by=["attributes.start_time DESC"], max_results=1)[0]
         assert latest.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_cli_retrain_reports_skip_and_names_a_failed_step_on_one_line(
+    workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["retrain", "--params", str(workspace.params)])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "status: skipped (version 1)" in out and "unchanged since version 1" in out
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["retrain", "--params", str(workspace.params), "train.steps=-3"])
+    assert exit_.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "step 'config' failed" in errors[0] and "train.steps" in errors[0] and "no alias was moved" in errors[0]
+
+
+def test_summary_of_a_rejected_candidate_shows_reasons_thresholds_and_champion() -> None:
+    from flows.report import summary_markdown
+    from gan_core.config import Config
+
+    cfg = Config()
+    result = {
+        "status": "rejected", "version": "4", "data_version": "abc.dir", "run_id": "r1", "experiment_id": "7",
+        "metrics": {"fid_lenet": 75.5, "class_coverage": 1.0, "info": {"num_samples": 2000}},
+        "gate": {
+            "passed": False, "reasons": ["fid_lenet = 75.5 > max 60: fail"], "champion_metrics": {"fid_lenet": 40.0}
+        },
+    }
+    text = summary_markdown(cfg, result)
+    assert "version 4" in text and "rejected by the gate" in text
+    assert "- fid_lenet = 75.5 > max 60: fail" in text
+    assert "| fid_lenet (primary) | 75.5 | ≤ 60 | 40 | lower |" in text
+    assert "| class_coverage | 1 | ≥ 0.9 | — | higher |" in text
+    assert "http://127.0.0.1:5000/#/experiments/7/runs/r1" in text

@@ -1,0 +1,119 @@
+"""The generator as a pickle-free pyfunc model: log, register, load by alias, predict, and `ganops generate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from PIL import Image
+from safetensors.torch import load_file
+
+from flows.cli import app
+from gan_core.cli import run_app
+from gan_core.config import RegistryConfig
+from gan_core.mlflow_model import decode_predictions, log_generator
+from gan_core.package import WEIGHTS_FILE, load_generator, sample_images
+from gan_core.tracking import experiment_id
+
+NAME = "ganops-generator"
+
+
+@pytest.fixture()
+def champion_uri(mlflow_store, generator_package: Path) -> str:
+    """The package logged as a pyfunc model in a real run, registered, and given the champion alias."""
+    registry = RegistryConfig(tracking_uri=mlflow_store.uri, artifact_location=str(mlflow_store.artifacts))
+    client = MlflowClient(mlflow_store.uri)
+    run = client.create_run(experiment_id(registry, client))
+    info = log_generator(generator_package, run_id=run.info.run_id)
+    client.set_terminated(run.info.run_id)
+    version = mlflow.register_model(info.model_uri, NAME).version
+    client.set_registered_model_alias(NAME, "champion", version)
+    return f"models:/{NAME}@champion"
+
+
+def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: str, tmp_path: Path) -> None:
+    local = Path(mlflow.artifacts.download_artifacts(champion_uri, dst_path=str(tmp_path)))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
+    assert {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "pyfunc_entry.py"} <= files
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    pyfunc = mlmodel["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # "models from code": no cloudpickle
+    assert Path(pyfunc["model_code_path"]).name == "pyfunc_entry.py"
+    inputs = yaml.safe_load(mlmodel["signature"]["inputs"])
+    assert [(c["name"], c["required"]) for c in inputs] == [("n", True), ("seed", False), ("labels", False)]
+    assert (local / "input_example.json").is_file() and (local / "serving_input_example.json").is_file()
+
+
+def test_predict_by_alias_returns_the_generators_images_as_png(champion_uri: str, generator_package: Path) -> None:
+    model = mlflow.pyfunc.load_model(champion_uri)
+    requests = pd.DataFrame([{"n": 3, "seed": 7, "labels": [4, 5, 6]}, {"n": 2, "seed": 1, "labels": []}])
+    out = model.predict(requests)
+    assert list(out.columns) == ["request", "index", "label", "shape", "png_base64"]
+    assert out["request"].tolist() == [0, 0, 0, 1, 1] and out["index"].tolist() == [0, 1, 2, 0, 1]
+    assert out["label"].tolist() == [4, 5, 6, 0, 1]  # no labels: classes cycle from 0
+    assert all(list(s) == [1, 16, 16] for s in out["shape"])
+    images = decode_predictions(out)  # uint8 (5, 1, 16, 16)
+
+    direct = load_generator(generator_package)
+    assert torch.equal(images[:3], sample_images(direct, 3, seed=7, labels=[4, 5, 6]))
+    assert torch.equal(images[3:], sample_images(direct, 2, seed=1))
+    # The same request gives the same images; another seed gives others.
+    assert torch.equal(decode_predictions(model.predict({"n": 2, "seed": 1})), images[3:])
+    assert not torch.equal(decode_predictions(model.predict({"n": 2, "seed": 2})), images[3:])
+
+
+@pytest.mark.parametrize(
+    ("request_row", "message"),
+    [
+        ({"n": 0}, r"n=0; expected an integer in \[1, 1024\]"),
+        ({"n": 2000}, "n=2000"),
+        ({"n": 2, "labels": [1, 2, 3]}, "expected 2 integer class ids"),
+        ({"n": 2, "labels": [1, 10]}, r"labels must lie in \[0, 9\]"),
+    ],
+)
+def test_predict_rejects_bad_requests(champion_uri: str, request_row: dict, message: str) -> None:
+    model = mlflow.pyfunc.load_model(champion_uri)
+    with pytest.raises(MlflowException, match=message):
+        model.predict(pd.DataFrame([request_row]))
+
+
+def test_load_generator_by_alias_gives_the_packaged_weights(champion_uri: str, generator_package: Path) -> None:
+    generator = load_generator(champion_uri, device="cpu")
+    weights = load_file(generator_package / WEIGHTS_FILE)
+    state = generator.state_dict()
+    assert state.keys() == weights.keys()
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+    assert not generator.training and generator.spec["num_classes"] == 10
+
+
+def test_ganops_generate_writes_a_grid_of_the_champions_images(
+    champion_uri: str, mlflow_store, generator_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "grids" / "grid.png"
+    labels = ",".join(str(i) for i in range(10))
+    argv = ["generate", "-n", "10", "--out", str(out), "--seed", "3", "--labels", labels, "--device", "cpu",
+            *mlflow_store.overrides]
+    assert run_app(app, argv) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    grid = np.asarray(Image.open(out))  # ceil(sqrt(10)) = 4 per row, 3 rows, 2 px borders: (56, 74, 3)
+    assert grid.shape == (3 * 18 + 2, 4 * 18 + 2, 3)
+    expected = sample_images(load_generator(generator_package), 10, seed=3, labels=list(range(10)))
+    for i in range(10):
+        row, col = divmod(i, 4)
+        tile = grid[2 + 18 * row : 18 + 18 * row, 2 + 18 * col : 18 + 18 * col, 0]
+        assert np.array_equal(tile, expected[i, 0].numpy()), f"tile {i}"
+    assert [p.name for p in out.parent.iterdir()] == ["grid.png"]  # no temp file left behind
+
+    assert run_app(app, ["generate", "--labels", "a,b", "--out", str(out), *mlflow_store.overrides]) == 2
+    assert "--labels 'a,b'" in capsys.readouterr().err
+    missing = f"models:/{NAME}@nonexistent"
+    assert run_app(app, ["generate", "--model", missing, "--out", str(out), *mlflow_store.overrides]) == 2
+    assert f"cannot fetch '{missing}'" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""`mlflow models serve --env-manager local` on the champion answers a real HTTP request with PNG images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from gan_core.config import RegistryConfig
+from gan_core.mlflow_model import decode_predictions, log_generator
+from gan_core.package import load_generator, sample_images
+from gan_core.tracking import experiment_id
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "ganops-generator"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _wait_until_ready(server: subprocess.Popen, url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited with status {server.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {url} within {timeout_s:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: Path, tmp_path: Path) -> None:
+    registry = RegistryConfig(tracking_uri=mlflow_store.uri, artifact_location=str(mlflow_store.artifacts))
+    client = MlflowClient(mlflow_store.uri)
+    run = client.create_run(experiment_id(registry, client))
+    info = log_generator(generator_package, run_id=run.info.run_id)
+    client.set_terminated(run.info.run_id)
+    client.set_registered_model_alias(NAME, "champion", mlflow.register_model(info.model_uri, NAME).version)
+
+    port = _free_port()
+    # As in an activated venv: MLflow execs `uvicorn` from PATH, and gan_core must be importable by the server
+    # (installed with `pip install -e .`, or here on PYTHONPATH).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_ready(server, f"{base}/ping")
+
+        request = {"dataframe_records": [{"n": 4, "seed": 0, "labels": [3, 1, 4, 1]}]}
+        status, body = _post(f"{base}/invocations", request)
+        assert status == 200, body
+        rows = body["predictions"]
+        assert [(r["request"], r["index"], r["label"], r["shape"]) for r in rows] == [
+            (0, i, label, [1, 16, 16]) for i, label in enumerate([3, 1, 4, 1])
+        ]
+        expected = sample_images(load_generator(generator_package), 4, seed=0, labels=[3, 1, 4, 1])
+        assert torch.equal(decode_predictions(rows), expected)
+
+        # The split form works too, and a request without labels cycles the classes.
+        status, body = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["n", "seed"], "data": [[2, 5]]}})
+        assert status == 200 and [r["label"] for r in body["predictions"]] == [0, 1]
+
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [{"n": 0}]})
+        assert status == 400 and "n=0" in body["message"]
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server and its uvicorn worker: the process group this test started, and nothing else."""
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 20)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone already
+        try:
+            server.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    server.wait(timeout=20)

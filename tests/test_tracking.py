@@ -1,0 +1,149 @@
+"""One MLflow run per training: params, lineage tags, step metrics, per-step sample grids, artifacts, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+from PIL import Image
+
+from gan_core.config import Config, RegistryConfig
+from gan_core.errors import UserError
+from gan_core.lineage import lineage
+from gan_core.tracking import (
+    SAMPLES_KEY,
+    MLflowCallback,
+    configure,
+    log_evaluation,
+    start_training_run,
+    tracking_uri,
+)
+from gan_core.train import train
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    """Every file under `path` in the run's artifacts, recursively."""
+    out = []
+    for info in client.list_artifacts(run_id, path):
+        out.extend(_artifact_paths(client, run_id, info.path) if info.is_dir else [info.path])
+    return out
+
+
+def _wait_for_system_metrics(client: MlflowClient, run_id: str, timeout_s: float = 30.0) -> list[str]:
+    """MLflow's monitor thread logs on its own clock: poll (bounded) until its first sample lands."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("system/")]
+        if keys:
+            return keys
+        time.sleep(0.2)
+    return []
+
+
+@pytest.fixture()
+def cfg(tiny_train_config, digits_prepared: Path, mlflow_store) -> Config:
+    return tiny_train_config(
+        digits_prepared,
+        **{
+            "data.source": "digits",
+            "train.steps": 4,
+            "train.log_every": 2,
+            "train.sample_every": 2,
+            "registry.tracking_uri": mlflow_store.uri,
+            "registry.artifact_location": str(mlflow_store.artifacts),
+        },
+    )
+
+
+def test_a_training_run_records_params_lineage_step_metrics_sample_grids_and_evaluation(
+    cfg: Config, mlflow_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    client = MlflowClient(mlflow_store.uri)
+    eval_json = tmp_path / "eval_metrics.json"
+    eval_json.write_text(json.dumps({"fid_lenet": 12.5, "class_coverage": 0.9}))
+    with start_training_run(cfg, run_name="tiny") as run:
+        run_id = run.info.run_id
+        result = train(cfg, callbacks=[MLflowCallback(run_id)])
+        system_keys = _wait_for_system_metrics(client, run_id)
+        log_evaluation(run_id, {"fid_lenet": 12.5, "class_coverage": 0.9, "extractor": "lenet"}, metrics_json=eval_json)
+
+    logged = client.get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.info.artifact_uri.startswith(mlflow_store.artifacts.as_uri())
+    # Params: every config key, dotted, as params.yaml would spell it.
+    params = logged.data.params
+    assert len(params) == len(cfg.flat())
+    assert params["train.steps"] == "4" and params["model.arch"] == "dcgan" and params["eval.extractors"] == '["lenet"]'
+    assert params["data.max_images"] == "null" and params["data.prepared_dir"] == cfg.data.prepared_dir
+    # Lineage tags: what produced the run.
+    tags = logged.data.tags
+    for key, value in lineage(cfg).items():
+        assert tags[key] == value, key
+    assert tags["config_hash"] == cfg.hash()
+    assert tags["train.device"].startswith("cpu") and int(tags["train.g_params"]) > 0
+    # Step metrics from the trainer's callback, at their steps.
+    eval_keys = ("fid_lenet", "class_coverage")
+    step_keys = [k for k in logged.data.metrics if not k.startswith("system/") and k not in eval_keys]
+    assert step_keys, "the trainer logged no step metrics"
+    for key in step_keys:
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == [2, 4], key
+    # metrics.json repeats the last window's values (its images_per_s is the whole run's, so not compared).
+    for key, value in json.loads(Path(result["metrics_path"]).read_text()).items():
+        if key in step_keys and key != "images_per_s" and value is not None:
+            assert client.get_metric_history(run_id, key)[-1].value == pytest.approx(value), key
+    # Evaluation metrics (strings are not metrics), with the JSON files as artifacts.
+    assert logged.data.metrics["fid_lenet"] == 12.5 and logged.data.metrics["class_coverage"] == 0.9
+    assert "extractor" not in logged.data.metrics
+    assert system_keys, "no system/ metrics within 30 s"
+
+    files = _artifact_paths(client, run_id)
+    assert {"config.yaml", "train_start.json", "train_result.json", "train/metrics.json",
+            "eval/metrics.json", "eval/files/eval_metrics.json"} <= set(files)
+    config_yaml = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path)))
+    assert yaml.safe_load(config_yaml.read_text()) == cfg.model_dump(mode="json")
+    # Sample grids as step images: one full-size PNG per step, identical to the trainer's grid.
+    grids = sorted(f for f in files if f.startswith(f"images/{SAMPLES_KEY}+step+") and f.endswith(".png"))
+    assert [g.split("+")[2] for g in grids] == ["2", "4"]
+    logged_grid = Path(client.download_artifacts(run_id, grids[1], str(tmp_path)))
+    trainer_grid = Path(cfg.train.out_dir) / "samples" / "step_000004.png"
+    assert np.array_equal(np.asarray(Image.open(logged_grid)), np.asarray(Image.open(trainer_grid)))
+
+
+def test_a_run_that_raises_ends_failed(cfg: Config, mlflow_store) -> None:
+    with pytest.raises(RuntimeError, match="diverged"):
+        with start_training_run(cfg) as run:
+            raise RuntimeError("diverged")
+    assert MlflowClient(mlflow_store.uri).get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_tracking_uri_env_wins_relative_sqlite_resolves_and_file_stores_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry = RegistryConfig(tracking_uri="sqlite:///store/mlflow.db")
+    assert tracking_uri(registry) == f"sqlite:///{tmp_path}/store/mlflow.db"
+    assert (tmp_path / "store").is_dir()  # SQLite creates the file, not its folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    assert tracking_uri(registry) == f"sqlite:///{tmp_path}/other.db"
+    # configure() must not leave its URI in the environment for the next configuration to mistake as the user's.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    try:
+        # An http URI: the client connects lazily, so no store is created (a new SQLite file would be migrated).
+        configure(RegistryConfig(tracking_uri="http://127.0.0.1:5999"))
+        assert mlflow.get_tracking_uri() == "http://127.0.0.1:5999" and "MLFLOW_TRACKING_URI" not in os.environ
+        assert tracking_uri(RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/third.db")).endswith("third.db")
+    finally:
+        mlflow.set_tracking_uri(None)  # MLflow's module global: leave no trace for later tests
+    for bad in ("file:./mlruns", "mlruns"):
+        with pytest.raises(UserError, match="plain-file store"):
+            tracking_uri(RegistryConfig(tracking_uri=bad))
