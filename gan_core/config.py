@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_PARAMS = Path("params.yaml")
-
-
 from gan_core.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
 
 
 class ConfigError(UserError, ValueError):
@@ -125,7 +125,9 @@ class TrainConfig(_Section):
         parts = [p.strip() for p in v.split(",") if p.strip()]
         bad = [p for p in parts if p not in allowed]
         if bad:
-            raise ValueError(f"unknown DiffAugment policy {bad[0]!r}; expected a comma list of color,translation,cutout")
+            raise ValueError(
+                f"unknown DiffAugment policy {bad[0]!r}; expected a comma list of color,translation,cutout"
+            )
         return ",".join(parts)
 
     @field_validator("device")

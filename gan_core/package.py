@@ -68,7 +68,10 @@ def save_generator(generator: nn.Module, spec: dict[str, Any], out_dir: str | Pa
 def read_spec(package_dir: str | Path) -> dict[str, Any]:
     path = Path(package_dir) / SPEC_FILE
     if not path.is_file():
-        raise UserError(f"{package_dir}: not a generator package (no {SPEC_FILE}); expected a directory written by `python -m gan_core train`")
+        raise UserError(
+            f"{package_dir}: not a generator package (no {SPEC_FILE}); "
+            "expected a directory written by `python -m gan_core train`"
+        )
     spec = json.loads(path.read_text())
     if spec.get("format") != FORMAT:
         raise UserError(f"{path}: unknown format {spec.get('format')!r}; expected {FORMAT!r}")
@@ -97,7 +100,8 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> nn
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=src)
         except Exception as e:  # MLflow raises several types for a missing name/alias/version
-            raise UserError(f"cannot fetch {src!r} from MLflow ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            raise UserError(f"cannot fetch {src!r} from MLflow ({reason})") from None
         package_dir = find_package(local)
     else:
         package_dir = Path(src)
