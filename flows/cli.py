@@ -7,6 +7,7 @@
     ganops rollback                               # champion back to the previous one
     ganops generate --model models:/ganops-generator@champion -n 64 --out grid.png
     ganops schedule --cron "0 3 * * *"            # serve the retrain flow on a schedule
+    ganops monitor                                # re-evaluate the champion; retrain on drift or new data
     ganops ui                                     # the MLflow UI on the local store
 
 Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file.
@@ -59,15 +60,16 @@ def retrain_command(
 
 @app.command("demo")
 def demo_command(
+    overrides: Overrides = None,
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
     from flows.retrain import current_champion
     from gan_core.config import load_config
 
-    result = _run_retrain(params, None)
+    result = _run_retrain(params, overrides)
     _echo_result(result)
-    cfg = load_config(params)
+    cfg = load_config(params, overrides or [])
     champion = current_champion(cfg)
     model = f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
     if champion is None:

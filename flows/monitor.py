@@ -126,7 +126,8 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
         with named_step("train_classifier"):
             train_classifier(cfg)
         with named_step("evaluate_champion"):
-            uri = f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+            # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
+            uri = f"models:/{cfg.registry.model_name}/{champion['version']}"
             metrics = evaluate_champion(monitor_config(cfg), uri)
         recorded = float(champion["metrics"].get(name, math.nan))
         current = float(metrics.get(name, math.nan))

@@ -18,8 +18,9 @@ record the dataset (and `dvc push` sends it to the default remote when one is co
 directory, overrides, another params file — it calls gan_core.data.prepare directly. Either way the data version
 is gan_core.lineage.data_version: the md5 DVC records for the directory, so both paths name the same data alike.
 
-Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, git commit).
-When the newest registered candidate carries the same three, nothing is trained: the flow says so and reports
+Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, git commit,
+hash of gan_core's source — so uncommitted code edits count).
+When the newest registered candidate carries the same four, nothing is trained: the flow says so and reports
 that version. gate and registry settings are policy, not inputs of the candidate, so they are left out.
 
 Failures. Every step runs under `named_step(name)`: an exception becomes RetrainFailed("<step>: <cause>"), a failure
@@ -28,6 +29,7 @@ report is published, and since promotion is the last step and a single alias mov
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +51,8 @@ from gan_core.errors import UserError
 TRAINING_HASH_TAG = "training_hash"
 """Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
 TRAINING_SECTIONS = ("data", "model", "train", "eval")
+CODE_HASH_TAG = "code_hash"
+"""Run tag: hash of gan_core's source, so a dirty work tree's edits are not mistaken for the commit's code."""
 PREPARE_STAGE = "prepare"
 
 
@@ -141,14 +145,26 @@ def _has_default_remote() -> bool:
 
 
 # ----------------------------------------------------------------------------- skip check
+def code_hash() -> str:
+    """sha256 (16 hex) of gan_core's source files: uncommitted edits to the training code count as a change."""
+    import gan_core
+
+    root = Path(gan_core.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def training_key(cfg: Config, data_version: str) -> dict[str, str]:
-    """What identifies a training: data version, hash of its config sections, code commit."""
+    """What identifies a training: data version, hash of its config sections, code commit and code content."""
     from gan_core.lineage import git_info
 
     return {
         "data_version": data_version,
         TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
         "git_commit": str(git_info()["git_commit"]),
+        CODE_HASH_TAG: code_hash(),
     }
 
 
@@ -158,7 +174,7 @@ def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
     from flows import registry
 
     latest = registry.latest_version(cfg)
-    if latest is None or key["git_commit"] == "unknown":
+    if latest is None:
         return None
     tags = latest["tags"]
     # A version registered by a run that crashed before its gate is not a finished candidate: train again.
@@ -187,7 +203,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     return json.loads(json.dumps(fit_classifier(cfg), default=str))
 
 
-@task(name="train", retries=1, retry_delay_seconds=5)
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
     """Train the GAN, logging to the MLflow run; a retry resumes from the last checkpoint of this attempt."""
     from gan_core.tracking import MLflowCallback
@@ -317,7 +333,7 @@ def retrain(
 
         from gan_core.tracking import start_training_run
 
-        run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG]}
+        run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG], CODE_HASH_TAG: key[CODE_HASH_TAG]}
         with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
             run_id = run.info.run_id
             result["run_id"] = run_id

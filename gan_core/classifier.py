@@ -119,9 +119,10 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     out = model_dir(cfg)
     existing = _read_spec(out)
     if existing is not None and existing.get("training_key") == key and (out / WEIGHTS_FILE).is_file():
-        info = {**existing, "model_dir": str(out), "trained": False}
-        _write_json(Path(ccfg.out_dir) / METRICS_FILE, _metrics(existing))
-        return info
+        metrics_path = Path(ccfg.out_dir) / METRICS_FILE
+        if not metrics_path.is_file() or json.loads(metrics_path.read_text()) != _metrics(existing):
+            _write_json(metrics_path, _metrics(existing))  # untouched otherwise: the DVC stage's output stays as is
+        return {**existing, "model_dir": str(out), "trained": False}
 
     device = resolve_device(cfg.eval.device)
     net, accuracy, counts = _fit(prepared, ccfg, device)

@@ -68,9 +68,9 @@ class ModelConfig(_Section):
     cond_mode: Literal["projection", "concat"] = "projection"
     """How D sees the label: projection discriminator or label concatenation."""
     latent_dim: int = Field(64, ge=1, le=4096)
-    g_width: int = Field(64, ge=4, le=4096)
+    g_width: int = Field(32, ge=4, le=4096)
     """DCGAN: feature maps of G's last conv (ngf). MLP: hidden units of G's first layer."""
-    d_width: int = Field(64, ge=4, le=4096)
+    d_width: int = Field(32, ge=4, le=4096)
     """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer."""
     spectral_norm: bool = False
     """Spectral normalisation on D's layers."""
@@ -91,7 +91,7 @@ class OptimizerConfig(_Section):
 
 class TrainConfig(_Section):
     loss: Literal["nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan"] = "nonsaturating"
-    steps: int = Field(1500, ge=1)
+    steps: int = Field(1000, ge=1)
     """Generator updates."""
     batch_size: int = Field(64, ge=1, le=65536)
     n_critic: int = Field(1, ge=1, le=100)

@@ -149,9 +149,8 @@ class ClassTally:
 
     def metrics(self, min_share: float) -> dict[str, float]:
         """class_coverage, class_entropy (normalised to [0, 1]) and, for conditional generators, class_accuracy."""
-        missing = set(range(self.fake.num_chunks)) - self.per_chunk.keys()
-        for k in sorted(missing):  # only when no pass covered every chunk; normally empty
-            self.fake.chunk(k)
+        for k in range(self.fake.num_chunks):  # chunks made before this observer was attached (the shape check)
+            self(k, self.fake.chunk(k), self.fake.labels_for(k))  # no-op for chunks already seen
         predicted = torch.cat([self.per_chunk[k][0] for k in range(self.fake.num_chunks)])  # (n,)
         counts = torch.bincount(predicted, minlength=self.num_classes).double()  # (K,)
         share = counts / counts.sum()

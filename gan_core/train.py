@@ -44,6 +44,7 @@ from gan_core.device import choose_runtime, deterministic
 from gan_core.diffaugment import diff_augment
 from gan_core.ema import EMA
 from gan_core.errors import UserError
+from gan_core.lineage import lineage
 from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
 from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
 from gan_core.package import save_generator
@@ -390,22 +391,14 @@ class Trainer:
         }
 
     def _package_spec(self, steps: int) -> dict[str, Any]:
+        # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
         metadata: dict[str, Any] = {
+            **lineage(self.cfg),
             "steps": steps,
             "loss": self.cfg.train.loss,
             "ema_decay": self.cfg.train.ema_decay,
-            "config_hash": self.cfg.hash(),
-            "data_version": self.data_version,
-            "data_source": self.data.meta.get("source"),
-            "torch_version": torch.__version__,
-            "device": self.runtime.describe(),
+            "data_content_hash": self.data_version,
         }
-        try:  # the lineage module (data room) knows the DVC md5 and git commit when they exist
-            from gan_core.lineage import lineage
-
-            metadata.update(lineage(self.cfg))
-        except ImportError:
-            pass
         return {
             "arch": self.cfg.model.arch,
             "kwargs": self.g_kwargs,

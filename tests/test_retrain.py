@@ -50,6 +50,7 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 
 @pytest.mark.slow
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
+    from flows.retrain import code_hash
     from gan_core.lineage import data_version, git_info
     from gan_core.package import load_generator, sample_images
 
@@ -68,6 +69,7 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, 
     assert tags["git_commit"] == git_info()["git_commit"]
     assert tags["config_hash"] == cfg.hash()
     assert tags["training_hash"] == cfg.hash("data", "model", "train", "eval")
+    assert tags["code_hash"] == code_hash() and len(tags["code_hash"]) == 16
     assert tags["gate.decision"] == "passed"
     # The MLflow run holds the evaluation the gate read.
     run = client.get_run(result["run_id"])
@@ -157,7 +159,7 @@ def test_failing_step_is_named_and_moves_no_alias(
 
 
 @pytest.mark.slow
-def test_cli_retrain_reports_skip_and_names_a_failed_step_on_one_line(
+def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
     workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.cli import main
@@ -167,6 +169,15 @@ def test_cli_retrain_reports_skip_and_names_a_failed_step_on_one_line(
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "status: skipped (version 1)" in out and "unchanged since version 1" in out
+
+    # `ganops demo` (what `make demo` runs) on unchanged inputs: skips, then says how to use the champion.
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--params", str(workspace.params)])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "status: skipped (version 1)" in out
+    assert "champion: models:/ganops-generator@champion = version 1" in out
+    assert "ganops ui" in out and "ganops generate --model models:/ganops-generator@champion -n 64" in out
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params), "train.steps=-3"])
@@ -194,3 +205,42 @@ def test_summary_of_a_rejected_candidate_shows_reasons_thresholds_and_champion()
     assert "| fid_lenet (primary) | 75.5 | ≤ 60 | 40 | lower |" in text
     assert "| class_coverage | 1 | ≥ 0.9 | — | higher |" in text
     assert "http://127.0.0.1:5000/#/experiments/7/runs/r1" in text
+
+
+@pytest.mark.slow
+def test_data_step_runs_the_dvc_stage_and_pushes_to_the_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a DVC project (a temp copy: dvc.yaml + gan_core), the data step is `dvc repro prepare` + `dvc push`."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from flows.retrain import _has_default_remote, dvc_stage_applies, push_data, version_data
+    from gan_core.config import load_config
+
+    repo_root = Path(__file__).resolve().parents[1]
+    project = tmp_path / "project"
+    shutil.copytree(repo_root / "gan_core", project / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo_root / "dvc.yaml", project / "dvc.yaml")
+    (project / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "digits", "resolution": 8}}))
+    monkeypatch.chdir(project)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", str(tmp_path / "remote")]):
+        subprocess.run([dvc, *args], check=True, capture_output=True)
+    cfg = load_config("params.yaml")
+    assert dvc_stage_applies(cfg, "params.yaml", {})
+    assert not dvc_stage_applies(cfg, "params.yaml", {"data.max_images": 100})  # overrides: not the stage
+
+    data = version_data.fn(cfg, use_dvc=True)
+
+    # dvc.lock now records the prepared directory, and the data version is that record.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    locked = next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
+    assert data["data_version"] == locked and data["data_version_source"] == "dvc.lock"
+    assert data["count"] == 1797 and data["shape"] == [1, 8, 8]
+    assert _has_default_remote()
+    assert push_data.fn()
+    # The remote holds the directory manifest under its md5 (DVC 3 layout: files/md5/<2>/<rest>).
+    manifest = tmp_path / "remote" / "files" / "md5" / locked[:2] / locked[2:]
+    assert manifest.is_file()

@@ -15,6 +15,7 @@ from gan_core.callbacks import TrainCallback
 from gan_core.config import DataConfig
 from gan_core.data import prepare
 from gan_core.errors import UserError
+from gan_core.lineage import data_version
 from gan_core.package import load_generator, read_spec
 from gan_core.train import Trainer, train
 
@@ -127,6 +128,8 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
     meta = json.loads((Path(mnist_prepared) / "meta.json").read_text())
     assert spec["metadata"]["steps"] == 6 and spec["metadata"]["config_hash"] == cfg.hash()
     assert spec["metadata"]["data_source"] == meta["source"]
+    assert spec["metadata"]["data_content_hash"] == meta["content_hash"]
+    assert spec["metadata"]["data_version"] == data_version(mnist_prepared)  # what MLflow lineage tags carry
 
     # The package holds the EMA weights: a reloaded G reproduces the in-memory EMA generator exactly.
     z, labels = torch.randn(5, 16), torch.tensor([0, 1, 2, 3, 9])
