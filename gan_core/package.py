@@ -49,6 +49,7 @@ def save_generator(generator: nn.Module, spec: dict[str, Any], out_dir: str | Pa
     state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; the package is meant to be shared like any output directory
         save_file(state, tmp / WEIGHTS_FILE)
         (tmp / SPEC_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         old = None

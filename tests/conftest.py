@@ -171,10 +171,17 @@ class RetrainWorkspace:
 def retrain_workspace(_mlflow_template_db: Path):
     """Factory: `retrain_workspace(root)` → RetrainWorkspace under root (copy of the session's migrated store).
 
-    Callers also point MLFLOW_TRACKING_URI at ws.db_uri (it wins over registry.tracking_uri)."""
+    Callers chdir to ws.root and point MLFLOW_TRACKING_URI at ws.db_uri (it wins over registry.tracking_uri)."""
+    import subprocess
+
     import yaml
 
     def make(root: Path) -> RetrainWorkspace:
+        # Its own git repo with one commit: run the flow from here (chdir) and the lineage's git_commit stays
+        # fixed, whatever is committed to the project meanwhile.
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        subprocess.run(["git", "-C", str(root), "-c", "user.name=ganops-tests", "-c", "user.email=tests@ganops.invalid",
+                        "commit", "-q", "--allow-empty", "-m", "workspace"], check=True)
         db = root / "mlruns" / "mlflow.db"
         db.parent.mkdir(parents=True)
         shutil.copyfile(_mlflow_template_db, db)

@@ -31,6 +31,7 @@ def test_monitor_holds_steady_then_retrains_on_drift_and_on_new_data(
 
     ws = retrain_workspace(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+    monkeypatch.chdir(ws.root)
     cfg = ws.config()
     name = cfg.registry.model_name
     client = ws.client()

@@ -22,6 +22,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace) -> It
     with pytest.MonkeyPatch.context() as mp:
         # tracking.tracking_uri prefers the env var: point it at this store too, whatever the caller exported.
         mp.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+        mp.chdir(ws.root)
         yield ws
 
 

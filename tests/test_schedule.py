@@ -138,13 +138,14 @@ def test_scheduled_retrain_fires_and_completes(
     prefect_server: dict[str, str], retrain_workspace, tmp_path: Path
 ) -> None:
     ws = retrain_workspace(tmp_path / "ws")
-    env = {**prefect_server, "MLFLOW_TRACKING_URI": ws.db_uri}
+    # Served from the workspace, not the repo: the deployment imports flows.retrain by module path.
+    env = {**prefect_server, "MLFLOW_TRACKING_URI": ws.db_uri, "PYTHONPATH": str(REPO)}
     api = env["PREFECT_API_URL"]
     log_path = tmp_path / "runner.log"
     with log_path.open("w") as log:
         runner = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "schedule", "--interval", "5", "--params", str(ws.params)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ws.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 180

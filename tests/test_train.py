@@ -195,3 +195,31 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
     # resume=False ignores a matching checkpoint.
     assert train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}),
                  resume=False)["resumed_from"] == 0
+
+
+def test_cli_train_prints_result_json_and_reports_user_errors(mnist_prepared, tmp_path, capsys):
+    from gan_core.cli import app, run_app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    common = ["--params", str(params), f"data.prepared_dir={mnist_prepared}", "model.g_width=8", "model.d_width=8",
+              "train.batch_size=8", "train.steps=2", "train.device=cpu", f"train.out_dir={tmp_path / 'out'}"]
+    assert run_app(app, ["train", *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
+
+    assert run_app(app, ["train", *common, "train.batch_size=5000"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "fewer than one batch of 5000" in err and "Traceback" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_step(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"train.device": "cuda", "train.steps": 3, "train.log_every": 3,
+                                               "train.channels_last": True})
+    trainer = Trainer(cfg, resume=False)
+    assert trainer.runtime.bf16 and trainer.runtime.channels_last
+    result = trainer.run()
+    assert torch.isfinite(torch.tensor([result["d_loss"], result["g_loss"]])).all()
+    assert load_generator(result["package_dir"])(torch.randn(2, 16)).shape == (2, 1, 32, 32)
