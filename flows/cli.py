@@ -45,7 +45,8 @@ def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
     try:
         return retrain(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
-        typer.echo(f"error: retrain failed: {e} (no alias was moved)", err=True)
+        moved = "check `ganops models` for the champion" if e.step == "promote" else "no alias was moved"
+        typer.echo(f"error: retrain failed: {e} ({moved})", err=True)
         raise typer.Exit(1) from None
 
 
@@ -93,7 +94,8 @@ def monitor_command(
     try:
         result = monitor(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
-        typer.echo(f"error: monitor failed: {e} (no alias was moved)", err=True)
+        moved = "check `ganops models` for the champion" if e.step == "promote" else "no alias was moved"
+        typer.echo(f"error: monitor failed: {e} ({moved})", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"action: {result['action']}")
     for reason in result["reasons"]:

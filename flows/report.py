@@ -136,8 +136,11 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
         "",
         f"- cause: `{failure}`",
         f"- data version: `{result.get('data_version', '—')}`",
-        f"- no alias was moved: `@{alias}` still points where it did before this run",
     ]
+    if step == "promote":
+        lines.append(f"- the alias move itself failed: check where `@{alias}` points with `ganops models`")
+    else:
+        lines.append(f"- no alias was moved: `@{alias}` still points where it did before this run")
     if result.get("version"):
         lines.append(f"- version {result['version']} was registered but not promoted")
     if cfg is not None:

@@ -324,7 +324,7 @@ def retrain(
                 metrics=previous.get("metrics", {}),
                 reason=f"data, config and code unchanged since version {previous['version']} (gate {outcome})",
             )
-            publish_report(cfg, result)
+            _publish(publish_report, cfg, result)
             return result
 
         with named_step("train_classifier"):
@@ -367,12 +367,20 @@ def retrain(
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
         else:
             logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
-        publish_report(cfg, result)
+        _publish(publish_report, cfg, result)
         return result
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
-        publish_failure(cfg, result, failure)
+        _publish(publish_failure, cfg, result, failure)
         raise
+
+
+def _publish(publisher: Any, *args: Any) -> None:
+    """Artifacts explain a run; failing to write them must not turn a finished promotion into a failed run."""
+    try:
+        publisher(*args)
+    except Exception as e:  # the Prefect API is unreachable, the registry listing failed, ...
+        get_run_logger().warning("could not publish the run report: %s: %s", type(e).__name__, e)
 
 
 if __name__ == "__main__":
