@@ -81,8 +81,7 @@ def test_fid_real_halves_small_noise_large(mnist, lenet_classifier: dict, tmp_pa
     assert noise_vs_real["recall_lenet"] < 0.05  # noise covers none of the digits
 
 
-@pytest.mark.slow
-def test_trained_generator_lies_between_and_more_training_lowers_fid(
+def test_more_training_lowers_fid_toward_real_data(
     mnist_prepared: Path, mnist5k_full_prepared: Path, mnist, lenet_classifier: dict, tiny_train_config, eval_config,
 ) -> None:
     from gan_core.train import train

@@ -75,7 +75,6 @@ def test_env_var_names_the_weights(offline: None, inception_weights_file: Path, 
     assert inception_weights(None) == str(inception_weights_file)
 
 
-@pytest.mark.slow
 def test_inception_metrics_from_a_local_weights_file(
     offline: None, inception_weights_file: Path, tmp_path: Path, eval_config
 ) -> None:
