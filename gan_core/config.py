@@ -91,7 +91,7 @@ class OptimizerConfig(_Section):
 
 class TrainConfig(_Section):
     loss: Literal["nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan"] = "nonsaturating"
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(2000, ge=1)
     """Generator updates."""
     batch_size: int = Field(64, ge=1, le=65536)
     n_critic: int = Field(1, ge=1, le=100)
@@ -206,7 +206,7 @@ class Threshold(_Section):
 
 class GateConfig(_Section):
     thresholds: dict[str, Threshold] = {
-        "fid_lenet": Threshold(max=60.0),
+        "fid_lenet": Threshold(max=100.0),
         "class_coverage": Threshold(min=0.9),
     }
     """Absolute limits per metric name; a missing or NaN metric fails the gate."""
