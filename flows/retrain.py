@@ -17,6 +17,9 @@ data.prepared_dir = the stage's output) the data step runs `dvc repro prepare`, 
 record the dataset (and `dvc push` sends it to the default remote when one is configured). Otherwise — a temp
 directory, overrides, another params file — it calls gan_core.data.prepare directly. Either way the data version
 is gan_core.lineage.data_version: the md5 DVC records for the directory, so both paths name the same data alike.
+When the run is the whole DVC pipeline (params.yaml, no overrides), the flow runs the classifier/train/evaluate
+steps itself (training must log into its MLflow run) and then `dvc commit`s those stages, so dvc.lock records
+what it produced and `dvc status` reports nothing changed.
 
 Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, git commit,
 hash of gan_core's source — so uncommitted code edits count).
@@ -29,7 +32,6 @@ report is published, and since promotion is the last step and a single alias mov
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -101,6 +103,29 @@ def dvc_stage_applies(cfg: Config, params: str | Path, overrides: Mapping[str, A
     return any(Path(o).resolve() == Path(cfg.data.prepared_dir).resolve() for o in outs)
 
 
+# The stages the flow runs itself (inside an MLflow run) rather than through `dvc repro`, and the config
+# directory each one's outputs must lie in for `dvc commit` to record what the flow produced.
+FLOW_STAGES = {
+    "classifier": lambda cfg: cfg.eval.classifier.out_dir,
+    "train": lambda cfg: cfg.train.out_dir,
+    "evaluate": lambda cfg: cfg.eval.out_dir,
+}
+
+
+def dvc_pipeline_applies(cfg: Config, params: str | Path, overrides: Mapping[str, Any]) -> bool:
+    """True when the whole run is the repo's DVC pipeline: the prepare stage applies, there are no overrides, and
+    every output of the classifier/train/evaluate stages lies where cfg makes the flow write it."""
+    if overrides or not dvc_stage_applies(cfg, params, overrides):
+        return False
+    stages = (yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {})
+    for name, out_dir in FLOW_STAGES.items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in (stages.get(name) or {}).get("outs", [])]
+        root = Path(out_dir(cfg)).resolve()
+        if not outs or not all(Path(o).resolve().is_relative_to(root) for o in outs):
+            return False
+    return True
+
+
 def _dvc(*args: str) -> str:
     """Run the DVC that lives beside this Python (stages call `python`, so our venv goes first on PATH)."""
     bindir = Path(sys.executable).parent
@@ -137,6 +162,12 @@ def push_data() -> bool:
     return True
 
 
+@task(name="record_dvc_stages")
+def record_dvc_stages() -> None:
+    """`dvc commit` the stages this flow ran itself, so dvc.lock records their outputs and `dvc status` is clean."""
+    _dvc("commit", "--force", *FLOW_STAGES)
+
+
 def _has_default_remote() -> bool:
     try:
         return bool(_dvc("remote", "default").strip())
@@ -145,20 +176,9 @@ def _has_default_remote() -> bool:
 
 
 # ----------------------------------------------------------------------------- skip check
-def code_hash() -> str:
-    """sha256 (16 hex) of gan_core's source files: uncommitted edits to the training code count as a change."""
-    import gan_core
-
-    root = Path(gan_core.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def training_key(cfg: Config, data_version: str) -> dict[str, str]:
     """What identifies a training: data version, hash of its config sections, code commit and code content."""
-    from gan_core.lineage import git_info
+    from gan_core.lineage import code_hash, git_info
 
     return {
         "data_version": data_version,
@@ -344,6 +364,9 @@ def retrain(
             result["metrics"] = metrics
             with named_step("log_candidate"):
                 model_uri = log_candidate(cfg, run_id, metrics, str(trained["package_dir"]))
+        if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
+            with named_step("record_dvc_stages"):
+                record_dvc_stages()
         with named_step("register"):
             from gan_core.tracking import training_tags
 

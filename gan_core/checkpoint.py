@@ -33,10 +33,11 @@ NON_SHAPING_TRAIN_KEYS = frozenset(
 )
 
 
-def training_identity(config: dict[str, Any], data_version: str) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: model, train (minus cadence/placement) and data version."""
+def training_identity(config: dict[str, Any], data_version: str, code: str) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: model, train (minus cadence/placement), data version and
+    code (`dvc repro train` after a fix to the losses must retrain, not resume a finished run of the old code)."""
     train = {k: v for k, v in config["train"].items() if k not in NON_SHAPING_TRAIN_KEYS}
-    return {"model": config["model"], "train": train, "data_version": data_version}
+    return {"model": config["model"], "train": train, "data_version": data_version, "code": code}
 
 
 def rng_state() -> dict[str, Any]:

@@ -2,4 +2,6 @@
 
 
 class UserError(Exception):
-    """Bad input from the user (config, paths, data, model URIs). The message names the bad value and what is accepted."""
+    """Bad input from the user (config, paths, data, model URIs).
+
+    The message names the bad value and what is accepted."""

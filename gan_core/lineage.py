@@ -112,3 +112,13 @@ def lineage(cfg: Config) -> dict[str, str]:
         "torch_version": torch.__version__,
         "device": pick_device(cfg.train.device).type,  # cuda | mps | cpu
     }
+
+
+def code_hash() -> str:
+    """sha256 (16 hex) of gan_core's source files: uncommitted edits to the code count as a change, which the
+    git commit alone would miss."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -44,7 +44,7 @@ from gan_core.device import choose_runtime, deterministic
 from gan_core.diffaugment import diff_augment
 from gan_core.ema import EMA
 from gan_core.errors import UserError
-from gan_core.lineage import lineage
+from gan_core.lineage import code_hash, lineage
 from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
 from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
 from gan_core.package import save_generator
@@ -81,6 +81,7 @@ class Trainer:
 
         self.data = load_prepared(cfg.data.prepared_dir)
         self.data_version = _data_version(self.data)
+        self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
         on_device = self.data.images.numel() <= ON_DEVICE_DATA_BYTES
@@ -270,6 +271,7 @@ class Trainer:
                         **self.batches.position(step * self.cfg.train.n_critic)},
             "config": self.cfg.model_dump(mode="json"),
             "data_version": self.data_version,
+            "code_hash": self.code_hash,
         }
 
     def write_checkpoint(self, step: int) -> None:
@@ -283,8 +285,8 @@ class Trainer:
         if not (self.resume and self.checkpoint_path.exists()):
             return 0
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        mine = training_identity(self.cfg.model_dump(mode="json"), self.data_version)
-        theirs = training_identity(state["config"], state["data_version"])
+        mine = training_identity(self.cfg.model_dump(mode="json"), self.data_version, self.code_hash)
+        theirs = training_identity(state["config"], state["data_version"], state.get("code_hash", ""))
         if mine != theirs:
             if self.dist.is_main:
                 log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,

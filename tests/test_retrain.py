@@ -51,8 +51,7 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 
 @pytest.mark.slow
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
-    from flows.retrain import code_hash
-    from gan_core.lineage import data_version, git_info
+    from gan_core.lineage import code_hash, data_version, git_info
     from gan_core.package import load_generator, sample_images
 
     result = first_run["result"]
@@ -245,3 +244,41 @@ def test_data_step_runs_the_dvc_stage_and_pushes_to_the_remote(tmp_path: Path, m
     # The remote holds the directory manifest under its md5 (DVC 3 layout: files/md5/<2>/<rest>).
     manifest = tmp_path / "remote" / "files" / "md5" / locked[:2] / locked[2:]
     assert manifest.is_file()
+
+
+@pytest.mark.slow
+def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
+    prefect_harness: None, retrain_workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the repo's params.yaml and no overrides, the flow is the DVC pipeline: prepare runs as `dvc repro`, the
+    stages it runs itself are `dvc commit`ted, so afterwards dvc.lock records every stage and nothing is changed."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from flows.retrain import retrain
+
+    ws = retrain_workspace(tmp_path / "project")
+    repo_root = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo_root / "gan_core", ws.root / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo_root / "dvc.yaml", ws.root / "dvc.yaml")
+    # The stages' paths as dvc.yaml names them; a complete params.yaml, as the repo's is (stages list eval.seed, ...).
+    relocated = {"data.prepared_dir": "data/prepared", "train.out_dir": "outputs/train", "eval.out_dir": "outputs/eval",
+                 "eval.cache_dir": "outputs/cache", "eval.classifier.out_dir": "outputs/classifier"}
+    ws.params.write_text(yaml.safe_dump(ws.config(relocated).model_dump(mode="json"), sort_keys=False))
+    monkeypatch.chdir(ws.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "-q"], check=True)
+
+    result = retrain(params="params.yaml")
+
+    assert result["status"] == "promoted"
+    lock = yaml.safe_load((ws.root / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "classifier", "train", "evaluate"}
+    generator_md5 = next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "outputs/train/generator")
+    assert generator_md5.endswith(".dir")
+    status = subprocess.run([dvc, "status"], check=True, capture_output=True, text=True).stdout
+    assert "up to date" in status, status

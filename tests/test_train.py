@@ -192,6 +192,15 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
     assert fresh["resumed_from"] == 0 and fresh["trained_steps"] == 6
     assert "train.loss: 'nonsaturating' → now 'hinge'" in caplog.text
 
+    # A checkpoint written by other code (e.g. before a fix to the losses) is not resumed either.
+    checkpoint = Path(fresh["checkpoint"])
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "code_hash": "0" * 16}, checkpoint)
+    with caplog.at_level(logging.WARNING, logger="gan_core.train"):
+        rerun = train(tiny_train_config(mnist_prepared, **{"train.steps": 7, "train.loss": "hinge"}))
+    assert rerun["resumed_from"] == 0 and rerun["trained_steps"] == 7
+    assert "code: '0000000000000000'" in caplog.text
+
     # resume=False ignores a matching checkpoint.
     assert train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}),
                  resume=False)["resumed_from"] == 0
