@@ -1,34 +1,42 @@
 """`ganops` — the service's command line.
 
-    ganops demo                                   # the main job on defaults (what `make demo` runs)
-    ganops retrain train.steps=200                # the retrain flow, with dotted overrides
-    ganops models                                 # registered versions, metrics, gate results, aliases
-    ganops promote 3                              # gated; --force needs --reason
-    ganops rollback                               # champion back to the previous one
-    ganops generate --model models:/ganops-generator@champion -n 64 --out grid.png
-    ganops schedule --cron "0 3 * * *"            # serve the retrain flow on a schedule
-    ganops monitor                                # re-evaluate the champion; retrain on drift or new data
-    ganops ui                                     # the MLflow UI on the local store
+ganops demo                           # the main job on defaults (make demo)
+ganops retrain train.steps=200        # the retrain flow, dotted overrides
+ganops models                         # versions: metrics, gate, aliases
+ganops promote 3                      # gated; --force needs --reason
+ganops rollback                       # champion back to the previous one
+ganops generate -n 64 --out grid.png  # sample the champion
+ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
+ganops monitor                        # retrain on drift or new data
+ganops ui                             # the MLflow UI on the local store
 
-Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file.
+Trailing `key=value` arguments override params.yaml; `--params PATH` picks
+another file. `generate --model` takes models:/<name>@<alias>,
+models:/<name>/<version> or a package directory.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from gan_core.cli import run_app
+from gan_core.cli import Overrides, Params, config_from, run_app
+from gan_core.config import DEFAULT_PARAMS
+from gan_core.errors import UserError
+
+if TYPE_CHECKING:
+    from flows.retrain import RetrainFailed
+    from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
 
 # ----------------------------------------------------------------------------- flows (issue 6)
-from pathlib import Path  # noqa: E402
-
-from gan_core.cli import Overrides, Params  # noqa: E402
-from gan_core.config import DEFAULT_PARAMS  # noqa: E402
-
-
 def _echo_result(result: dict) -> None:
     """One line per fact a user acts on: what happened, which version, why."""
     status, version = result.get("status"), result.get("version")
@@ -39,15 +47,20 @@ def _echo_result(result: dict) -> None:
         typer.echo(f"gate: {reason}")
 
 
+def _fail(what: str, error: RetrainFailed) -> typer.Exit:
+    """Print a failed flow's one-line error (step, cause, whether the alias may have moved); exit status 1."""
+    moved = "check `ganops models` for the champion" if error.step == "promote" else "no alias was moved"
+    typer.echo(f"error: {what} failed: {error} ({moved})", err=True)
+    return typer.Exit(1)
+
+
 def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
     from flows.retrain import RetrainFailed, retrain
 
     try:
         return retrain(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
-        moved = "check `ganops models` for the champion" if e.step == "promote" else "no alias was moved"
-        typer.echo(f"error: retrain failed: {e} ({moved})", err=True)
-        raise typer.Exit(1) from None
+        raise _fail("retrain", e) from None
 
 
 @app.command("retrain")
@@ -94,9 +107,7 @@ def monitor_command(
     try:
         result = monitor(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
-        moved = "check `ganops models` for the champion" if e.step == "promote" else "no alias was moved"
-        typer.echo(f"error: monitor failed: {e} ({moved})", err=True)
-        raise typer.Exit(1) from None
+        raise _fail("monitor", e) from None
     typer.echo(f"action: {result['action']}")
     for reason in result["reasons"]:
         typer.echo(f"reason: {reason}")
@@ -113,21 +124,14 @@ def schedule_command(
     name: str = typer.Option("ganops-retrain", "--name", help="deployment name"),
 ) -> None:
     """Serve the retrain flow on a schedule (needs `prefect server start` and PREFECT_API_URL)."""
-    from flows.schedule import SERVER_HELP, serve_retrain
+    from flows.schedule import serve_retrain
 
-    typer.echo(f"note: {SERVER_HELP}", err=True)
     serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
 
 
 # ----------------------------------------------------------------------------- registry and consumption (issue 5)
-from typing import TYPE_CHECKING, Annotated  # noqa: E402
-
-if TYPE_CHECKING:
-    from gan_core.config import Config
-
-
 def _registry_config(params: Path, overrides: list[str] | None) -> Config:
-    from gan_core.cli import config_from
+    """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API)."""
     from gan_core.tracking import configure
 
     cfg = config_from(params, overrides)
@@ -150,7 +154,6 @@ def generate_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """Sample a generator (the champion by default) into a PNG grid."""
-    from gan_core.errors import UserError
     from gan_core.generate import generate_grid
 
     cfg = _registry_config(params, overrides)
@@ -168,8 +171,6 @@ def generate_command(
 @app.command("models")
 def models_command(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
     """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
-    import time
-
     from rich.console import Console
     from rich.table import Table
 
@@ -237,10 +238,10 @@ def rollback_command(overrides: Overrides = None, params: Params = DEFAULT_PARAM
 
 def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
     """`mlflow ui` on this project's store, listening on loopback only."""
-    import sys
-
     from gan_core.tracking import artifact_location, tracking_uri
 
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: expected a TCP port in [1, 65535]")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg.registry),
             "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port)]
 
@@ -252,14 +253,11 @@ def ui_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
-    import subprocess
-
-    from gan_core.cli import config_from
-
     cfg = config_from(params, overrides)
     argv = ui_command_line(cfg, port)
     typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {argv[argv.index('--backend-store-uri') + 1]})")
     raise typer.Exit(subprocess.call(argv))
+
 
 def main(argv: list[str] | None = None) -> None:
     raise SystemExit(run_app(app, argv))

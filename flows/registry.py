@@ -227,18 +227,25 @@ def register_candidate(
 
     `tags` carries the lineage (gan_core.tracking.training_tags); numeric `metrics` become `metric.<name>` tags
     with the extractor that produced each. Returns latest_version()'s form for the new version.
+    One training run gives one version: when `run_id` already has one (a retried register whose first attempt
+    reached the store), that version is returned instead of registering a duplicate.
     """
     client = _client(cfg)
+    name = cfg.registry.model_name
+    if run_id:
+        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if existing:
+            return _describe(max(existing, key=lambda mv: int(mv.version)))
     metric_values = {k: float(v) for k, v in (metrics or {}).items() if _is_number(v)}
     version_tags: dict[str, str] = {k: str(v) for k, v in (tags or {}).items()}
     if run_id:
         version_tags["run_id"] = run_id
-    for name, value in sorted(metric_values.items()):
-        version_tags[f"{METRIC_PREFIX}{name}"] = repr(value)
-        version_tags[f"{METRIC_PREFIX}{name}.extractor"] = metric_extractor(name)
+    for metric, value in sorted(metric_values.items()):
+        version_tags[f"{METRIC_PREFIX}{metric}"] = repr(value)
+        version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = metric_extractor(metric)
     version_tags["registered_at"] = _now()
-    mv = mlflow.register_model(model_uri, cfg.registry.model_name, tags=version_tags)
-    return _describe(client.get_model_version(cfg.registry.model_name, mv.version))
+    mv = mlflow.register_model(model_uri, name, tags=version_tags)
+    return _describe(client.get_model_version(name, mv.version))
 
 
 def _is_number(v: Any) -> bool:

@@ -88,10 +88,11 @@ def serve_retrain(
     """Register the scheduled deployment with the Prefect server and run its flow runs until interrupted."""
     from prefect import serve
 
+    # Arguments first: a typo in --cron is reported as such, not as a missing server.
+    deployment = retrain_deployment(cron=cron, interval=interval, params=params, overrides=overrides, name=name)
     url = api_url()
     if url is None:
         raise UserError(SERVER_HELP)
     check_server(url)
-    deployment = retrain_deployment(cron=cron, interval=interval, params=params, overrides=overrides, name=name)
     # One retrain at a time: two trainings would fight over train.out_dir and the CPU.
     serve(deployment, limit=1)

@@ -31,6 +31,7 @@ from torch import nn
 
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_prepared
+from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 
@@ -226,10 +227,10 @@ def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto → CUDA when present, else CPU; anything else as named."""
+    """eval.device: auto → CUDA when present, else CPU; an explicit name must be available (UserError if not)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return pick_device(name, key="eval.device")
 
 
 # ----------------------------------------------------------------------------- files
@@ -259,14 +260,20 @@ def _save_model(net: LeNet, spec: dict[str, Any], out: Path) -> None:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS_FILE)
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
         tmp.chmod(0o755)
+        old: Path | None = None
         if out.exists():
+            # rename() cannot replace a non-empty directory: move the old one aside, delete it once the new is in.
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
-            shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, out)
     except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old / out.name, out)  # put the previous model back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

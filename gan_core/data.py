@@ -129,7 +129,12 @@ def load_prepared(path: str | Path) -> PreparedDataset:
             f"no prepared dataset at {str(root)!r} (no {META_FILE}); run `python -m gan_core prepare` "
             "or `dvc repro prepare` first, or set data.prepared_dir"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        meta = None
+    if not isinstance(meta, dict) or not {"shape", "count"} <= meta.keys():
+        raise UserError(f"prepared dataset {str(root)!r} has a damaged {META_FILE}; run prepare again")
     try:
         images = np.load(root / IMAGES_FILE, allow_pickle=False)
         labels = np.load(root / LABELS_FILE, allow_pickle=False) if meta.get("classes") is not None else None

@@ -51,8 +51,8 @@ class Runtime:
         return f"{self.device}" + (f" ({', '.join(flags)})" if flags else "")
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` → CUDA (this rank's GPU) > MPS > CPU; an explicit name must be available."""
+def pick_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """`auto` → CUDA (this rank's GPU) > MPS > CPU; an explicit name must be available (UserError naming `key`)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -60,9 +60,11 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={name!r} but no CUDA device is available; use train.device=auto or cpu")
+        raise UserError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"{key}={name!r} but there are {torch.cuda.device_count()} CUDA devices; use {key}=cuda")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("train.device='mps' but MPS is not available; use train.device=auto or cpu")
+        raise UserError(f"{key}='mps' but MPS is not available; use {key}=auto or cpu")
     if name == "cuda":
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)

@@ -92,10 +92,9 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Logical OR of a bool tensor over ranks, so all ranks stop together on divergence."""
+def all_reduce_min(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Minimum of a tensor over ranks (the earliest diverged step, so all ranks stop together)."""
     if info.enabled:
-        f = flag.to(torch.int32)
-        dist.all_reduce(f, op=dist.ReduceOp.MAX)
-        return f.bool()
-    return flag
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t

@@ -40,7 +40,9 @@ def generate_grid(
     generator = load_generator(source, device=pick_device(device))
     images = sample_images(generator, n, seed=seed, labels=list(labels) if labels is not None else None)  # uint8
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    # Written beside the target and renamed over it: readers see the old grid or the new one, never half of
+    # one; the pid keeps two concurrent writers of the same path off each other's temp file.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         save_image(images.float() / 255.0, tmp, nrow=math.ceil(math.sqrt(n)), format="png")
         os.replace(tmp, out)

@@ -52,6 +52,7 @@ from gan_core.package import save_generator
 log = logging.getLogger(__name__)
 
 GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
+NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
 # Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
 ON_DEVICE_DATA_BYTES = 1 << 30
 
@@ -118,7 +119,7 @@ class Trainer:
 
         # Per-window accumulators, on the device: synced to the host only every log_every steps.
         self._sums = torch.zeros(4, device=self.device)  # d_loss, g_loss, D(x) logit, D(G(z)) logit
-        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.long, device=self.device)
         self._last_real: torch.Tensor | None = None
         self._last_fake: torch.Tensor | None = None
 
@@ -192,21 +193,14 @@ class Trainer:
                                  d_fake.detach().float().mean()])
             self._sums += stats
             bad = ~torch.isfinite(stats[:2]).all()
-            self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+            self._first_bad_step = torch.where(bad, self._first_bad_step.clamp(max=step), self._first_bad_step)
         self._last_real, self._last_fake = real, fake.detach()
 
     # ------------------------------------------------------------------------- observation
     def _raise_if_diverged(self) -> None:
         """Stop on a non-finite loss (all ranks together) before anything is written from the broken weights."""
-        first_bad = self._first_bad_step
-        if self.dist.enabled:
-            # The earliest bad step over ranks; ranks with none report a step past the end.
-            mask = first_bad < 0
-            t = torch.where(mask, torch.full_like(first_bad, 2**62), first_bad).clone()
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-            first_bad = torch.where(t >= 2**62, torch.full_like(t, -1), t)
-        bad_step = int(first_bad)
-        if bad_step >= 0:
+        bad_step = int(distributed.all_reduce_min(self._first_bad_step, self.dist))  # earliest over ranks
+        if bad_step != NO_BAD_STEP:
             kept = f"the last good checkpoint {self.checkpoint_path} is unchanged" if self.checkpoint_path.exists() \
                 else "no checkpoint was written"
             raise DivergenceError(
@@ -284,7 +278,9 @@ class Trainer:
         """Load the last checkpoint when it was trained under the same settings; return the step to continue from."""
         if not (self.resume and self.checkpoint_path.exists()):
             return 0
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        # On the CPU: RNG states must be CPU tensors (set_rng_state refuses CUDA ones); load_state_dict and the
+        # optimizers copy the weights and their state to the networks' device.
+        state = load_checkpoint(self.checkpoint_path, map_location="cpu")
         mine = training_identity(self.cfg.model_dump(mode="json"), self.data_version, self.code_hash)
         theirs = training_identity(state["config"], state["data_version"], state.get("code_hash", ""))
         if mine != theirs:
@@ -333,8 +329,13 @@ class Trainer:
                 self.train_step(step)
                 advance()
                 last = step == tc.steps
-                if step % tc.log_every == 0 or last:
+                due_log = step % tc.log_every == 0 or last
+                due_samples = step % tc.sample_every == 0 or last
+                due_checkpoint = step % tc.checkpoint_every == 0 or last
+                if due_log or due_samples or due_checkpoint:
+                    # Every rank takes part (the check is collective); nothing is written from broken weights.
                     self._raise_if_diverged()
+                if due_log:
                     now = time.perf_counter()
                     metrics = self._window_metrics(step - window_start, now - t_window)
                     t_window, window_start = now, step
@@ -343,14 +344,12 @@ class Trainer:
                                  "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
                         for cb in self.callbacks:
                             cb.on_metrics(step, metrics)
-                if main and (step % tc.sample_every == 0 or last):
+                if due_samples and main:
                     last_grid = self.write_samples(step)
                     for cb in self.callbacks:
                         cb.on_samples(step, last_grid)
-                if step % tc.checkpoint_every == 0 or last:
-                    self._raise_if_diverged()
-                    if main:
-                        self.write_checkpoint(step)
+                if due_checkpoint and main:
+                    self.write_checkpoint(step)
         wall = time.perf_counter() - t_run
         trained = tc.steps - start if tc.steps > start else 0
         result = self._finish(metrics, trained, wall, last_grid)

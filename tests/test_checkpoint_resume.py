@@ -145,8 +145,9 @@ class Poison(TrainCallback):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(mnist_prepared, tiny_train_config):
+    # Sample grids every 3 steps, off the logging cadence: step 18's grid would come from the poisoned weights.
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 30, "train.log_every": 5,
-                                               "train.checkpoint_every": 10, "train.sample_every": 100})
+                                               "train.checkpoint_every": 10, "train.sample_every": 3})
     poison = Poison()
     trainer = Trainer(cfg, resume=False, callbacks=[poison])
     poison.trainer = trainer
@@ -164,7 +165,9 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(mnist_prepared, tiny_tr
     with pytest.raises(DivergenceError, match=r"non-finite loss at step 16\b.*checkpoint .*last.pt is unchanged"):
         trainer.run()
 
-    assert poison.logged == [5, 10, 15]  # stopped at the check of step 20, before logging or checkpointing it
+    assert poison.logged == [5, 10, 15]  # stopped at the check of step 18, before drawing its samples
+    grids = sorted(p.name for p in (Path(cfg.train.out_dir) / "samples").glob("*.png"))
+    assert grids == [f"step_{s:06d}.png" for s in (3, 6, 9, 12, 15)], "no sample grid from diverged weights"
     assert digest_at_10 is not None and hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest_at_10
     state = load_checkpoint(ckpt)
     assert state["step"] == 10

@@ -12,7 +12,14 @@ from safetensors.torch import load_file
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from gan_core.classifier import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_classifier, train_classifier
+from gan_core.classifier import (
+    METRICS_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    load_classifier,
+    resolve_device,
+    train_classifier,
+)
 from gan_core.config import DataConfig
 from gan_core.data import load_prepared, prepare
 from gan_core.errors import UserError
@@ -101,3 +108,10 @@ def test_lenet_is_a_registered_torch_fidelity_extractor(lenet_classifier: dict, 
     # Grayscale repeated to RGB and back is exact: the extractor sees what the classifier was trained on.
     net = load_classifier(lenet_classifier["model_dir"])
     assert torch.equal(logits.argmax(1), net.predict(images))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_eval_device_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"eval.device='cuda' but no CUDA device.*eval.device=auto"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")

@@ -181,6 +181,10 @@ def test_load_prepared_rejects_missing_and_inconsistent_datasets(tmp_path: Path)
     (out / IMAGES_FILE).write_bytes(b"not numpy")
     with pytest.raises(UserError, match="damaged"):
         load_prepared(out)
+    for meta_text in ("{truncated", "[]", '{"count": 10}'):  # a half-written or foreign meta.json
+        (out / "meta.json").write_text(meta_text)
+        with pytest.raises(UserError, match="damaged meta.json"):
+            load_prepared(out)
 
 
 # ----------------------------------------------------------------------------- torchvision

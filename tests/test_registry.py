@@ -124,6 +124,15 @@ def test_register_candidate_tags_lineage_metrics_and_extractors(
     assert latest is not None and latest["version"] == "2" and latest["metrics"]["fid_lenet"] == 30.0
 
 
+def test_a_retried_registration_of_the_same_run_returns_its_version(cfg: Config, model_dir: Path) -> None:
+    v1 = _candidate(cfg, model_dir, GOOD)
+    run_id = _tags(cfg, v1)["run_id"]
+    # The register task retries after a transient error; its first attempt may already have reached the store.
+    again = registry.register_candidate(cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=GOOD)
+    assert again["version"] == v1
+    assert [v["version"] for v in registry.list_versions(cfg)] == [v1]
+
+
 # ----------------------------------------------------------------------------- gate + promotion
 def test_gate_tags_decision_and_gives_passing_versions_the_challenger_alias(
     cfg: Config, model_dir: Path

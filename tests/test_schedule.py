@@ -63,6 +63,13 @@ def test_schedule_without_a_server_says_how_to_start_one(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "prefect server start" in err and "PREFECT_API_URL" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    # A bad argument is named as such, before the missing server.
+    with temporary_settings(updates={PREFECT_API_URL: None}), pytest.raises(SystemExit) as exit_:
+        main(["schedule", "--cron", "every night"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a cron expression" in err and "prefect server start" not in err
 
 
 # ----------------------------------------------------------------------------- a real server

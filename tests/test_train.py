@@ -14,6 +14,7 @@ from PIL import Image
 from gan_core.callbacks import TrainCallback
 from gan_core.config import DataConfig
 from gan_core.data import prepare
+from gan_core.diffaugment import diff_augment
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 from gan_core.package import load_generator, read_spec
@@ -159,6 +160,40 @@ def test_ema_differs_from_g_and_tracks_it(mnist_prepared, tiny_train_config):
     t0 = Trainer(cfg0, resume=False)
     t0.run()
     assert all(torch.equal(a, b) for a, b in zip(t0.G.parameters(), t0.ema.module.parameters(), strict=True))
+
+
+def test_diff_augment_is_seeded_differentiable_and_off_when_empty():
+    x = (torch.rand(6, 1, 16, 16) * 2 - 1).requires_grad_()  # (B, C, H, W) in [-1, 1]
+    policy = "color,translation,cutout"
+    a = diff_augment(x, policy, torch.Generator().manual_seed(5))
+    b = diff_augment(x, policy, torch.Generator().manual_seed(5))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, diff_augment(x, policy, torch.Generator().manual_seed(6)))
+    assert not torch.allclose(a, x)
+    a.sum().backward()  # G learns through the augmentation
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert diff_augment(x, "", torch.Generator()) is x
+
+
+def test_diffaugment_reaches_real_and_fake_in_d_and_fake_in_g(mnist_prepared, tiny_train_config):
+    cfg = tiny_train_config(mnist_prepared, **{"train.diffaugment": "translation", "train.n_critic": 2})
+    trainer = Trainer(cfg, resume=False)
+    seen: list[torch.Tensor] = []
+    augment = trainer._augment
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return augment(x)
+
+    trainer._augment = record
+    trainer.train_step(1)
+    # Each D update augments its real batch, then the detached fake; the G update augments the fake with its graph.
+    assert len(seen) == 2 * 2 + 1
+    for i in range(2):
+        real, fake = seen[2 * i], seen[2 * i + 1]
+        assert torch.equal(real, trainer._real_batch(i)[0]) and not real.requires_grad
+        assert fake.shape == real.shape and not fake.requires_grad
+    assert seen[4].requires_grad and torch.equal(seen[4], seen[3])  # G's pass: the last D update's fake
 
 
 def test_conditional_needs_labels(mnist_prepared, tiny_train_config, tmp_path):
