@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from gan_core.atomic import atomic_file
 from gan_core.errors import UserError
 
 FORMAT = "ganops-checkpoint/1"
@@ -88,14 +89,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    # fsync before the rename: after a power cut, last.pt is the old checkpoint or the new one, never empty.
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())

@@ -17,9 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import pick_device
@@ -122,7 +120,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     if existing is not None and existing.get("training_key") == key and (out / WEIGHTS_FILE).is_file():
         metrics_path = Path(ccfg.out_dir) / METRICS_FILE
         if not metrics_path.is_file() or json.loads(metrics_path.read_text()) != _metrics(existing):
-            _write_json(metrics_path, _metrics(existing))  # untouched otherwise: the DVC stage's output stays as is
+            write_json(metrics_path, _metrics(existing))  # untouched otherwise: the DVC stage's output stays as is
         return {**existing, "model_dir": str(out), "trained": False}
 
     device = resolve_device(cfg.eval.device)
@@ -143,7 +141,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
         "torch_version": torch.__version__,
     }
     _save_model(net, spec, out)
-    _write_json(Path(ccfg.out_dir) / METRICS_FILE, _metrics(spec))
+    write_json(Path(ccfg.out_dir) / METRICS_FILE, _metrics(spec))
     return {**spec, "model_dir": str(out), "trained": True}
 
 
@@ -254,30 +252,6 @@ def _read_spec(path: Path) -> dict[str, Any] | None:
 
 def _save_model(net: LeNet, spec: dict[str, Any], out: Path) -> None:
     """Build the model directory beside `out`, then swap it in (never half-written)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS_FILE)
-        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)
-        old: Path | None = None
-        if out.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside, delete it once the new is in.
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old / out.name, out)  # put the previous model back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+        write_json(tmp / SPEC_FILE, spec)

@@ -30,8 +30,6 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import DataConfig
 from gan_core.errors import UserError
 
@@ -397,25 +396,8 @@ def _meta(cfg: DataConfig, images: np.ndarray, labels: np.ndarray | None, source
 
 def _write_atomically(out: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict[str, Any]) -> None:
     """Build the directory beside `out`, then swap it in: readers see the old dataset or the new one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
+    with atomic_dir(out) as tmp:
         np.save(tmp / IMAGES_FILE, images, allow_pickle=False)
         if labels is not None:
             np.save(tmp / LABELS_FILE, labels, allow_pickle=False)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old / out.name, out)  # put the previous dataset back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_json(tmp / META_FILE, meta)

@@ -14,9 +14,7 @@ evaluation on the same data skips the real pass, and changed data never meets a 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from gan_core import metrics as m
+from gan_core.atomic import atomic_file, write_json
 from gan_core.classifier import (
     LeNet,
     load_classifier,
@@ -124,7 +123,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
 
     out = Path(ecfg.out_dir)
     _write_grid(fake, out / SAMPLES_FILE)
-    _write_json(out / METRICS_FILE, result)
+    write_json(out / METRICS_FILE, result)
     return result
 
 
@@ -200,14 +199,5 @@ def _check_finite(result: dict[str, float]) -> None:
 def _write_grid(fake: GeneratedImages, path: Path) -> None:
     images = fake.chunk(0)[:GRID_SIZE]  # (b, C, H, W) uint8, the evaluation's own first samples
     grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))), padding=2)  # (3, H', W')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="png")

@@ -15,9 +15,6 @@ images in [-1, 1] of shape (B, C, H, W), and exposes `latent_dim` and `num_class
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gan_core.atomic import atomic_dir, write_json
 from gan_core.errors import UserError
 
 FORMAT = "ganops-generator/1"
@@ -47,22 +45,9 @@ def save_generator(generator: nn.Module, spec: dict[str, Any], out_dir: str | Pa
     module = getattr(generator, "_orig_mod", generator)
     module = getattr(module, "module", module)
     state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; the package is meant to be shared like any output directory
+    with atomic_dir(out) as tmp:
         save_file(state, tmp / WEIGHTS_FILE)
-        (tmp / SPEC_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / SPEC_FILE, full)
     return out
 
 

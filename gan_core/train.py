@@ -14,7 +14,6 @@ safetensors + JSON), metrics.json. Only rank 0 logs, samples and writes files.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from gan_core import distributed
+from gan_core.atomic import atomic_file, write_json
 from gan_core.batching import EpochBatches
 from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import (
@@ -244,10 +244,8 @@ class Trainer:
         """The EMA generator's images for the fixed latent batch, as an 8×8 PNG grid (atomic)."""
         images = self.ema.module(self.grid_z, self.grid_labels).float().cpu()  # (64, C, H, W) in [-1, 1]
         path = self.out_dir / "samples" / f"step_{step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_image(images, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_image(images, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
         return path
 
     # ------------------------------------------------------------------------- checkpoints
@@ -377,9 +375,7 @@ class Trainer:
             if grid is None:
                 grid = self.write_samples(steps)
             save_generator(self.ema.module, self._package_spec(steps), package_dir)
-            tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
-            tmp.write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, metrics_path)
+            write_json(metrics_path, _json_safe(summary))
         return {
             **summary,
             "package_dir": str(package_dir),
