@@ -130,7 +130,14 @@ def schedule_command(
 
 
 # ----------------------------------------------------------------------------- registry and consumption (issue 5)
-def _registry_config(params: Path, overrides: list[str] | None) -> Config:
+# Downstream users pull and inspect models from anywhere, not only from a checkout with a params.yaml.
+RegistryParams = Annotated[
+    Path | None,
+    typer.Option("--params", help="params file (default: ./params.yaml when present, else the built-in defaults)"),
+]
+
+
+def _registry_config(params: Path | None, overrides: list[str] | None) -> Config:
     """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API)."""
     from gan_core.tracking import configure
 
@@ -151,7 +158,7 @@ def generate_command(
     labels: Annotated[str | None, typer.Option(
         "--labels", help="class ids, comma-separated, one per image, e.g. 0,1,2")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
-    params: Params = DEFAULT_PARAMS,
+    params: RegistryParams = None,
 ) -> None:
     """Sample a generator (the champion by default) into a PNG grid."""
     from gan_core.generate import generate_grid
@@ -169,17 +176,21 @@ def generate_command(
 
 
 @app.command("models")
-def models_command(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+def models_command(overrides: Overrides = None, params: RegistryParams = None) -> None:
     """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
     from rich.console import Console
     from rich.table import Table
 
     from flows.registry import list_versions
+    from gan_core.tracking import tracking_uri
 
     cfg = _registry_config(params, overrides)
     versions = list_versions(cfg)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
-    table = Table(title=f"{cfg.registry.model_name} ({len(versions)} versions)")
+    table = Table(
+        title=f"{cfg.registry.model_name} ({len(versions)} versions)",
+        caption=f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one",
+    )
     for column in ["version", *keys, "gate", "promotion", "aliases", "data", "commit", "created"]:
         table.add_column(column, no_wrap=True)
     for v in versions:
@@ -204,7 +215,7 @@ def promote_command(
     overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="skip the gate (a failed run is never promoted)")] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="why the gate is overridden (with --force)")] = None,
-    params: Params = DEFAULT_PARAMS,
+    params: RegistryParams = None,
 ) -> None:
     """Move the champion alias to VERSION when it passes the gate (thresholds + beat the champion)."""
     from flows.registry import promote
@@ -226,7 +237,7 @@ def promote_command(
 
 
 @app.command("rollback")
-def rollback_command(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+def rollback_command(overrides: Overrides = None, params: RegistryParams = None) -> None:
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
@@ -250,7 +261,7 @@ def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
 def ui_command(
     overrides: Overrides = None,
     port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
-    params: Params = DEFAULT_PARAMS,
+    params: RegistryParams = None,
 ) -> None:
     """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
     cfg = config_from(params, overrides)

@@ -21,9 +21,9 @@ When the run is the whole DVC pipeline (params.yaml, no overrides), the flow run
 steps itself (training must log into its MLflow run) and then `dvc commit`s those stages, so dvc.lock records
 what it produced and `dvc status` reports nothing changed.
 
-Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, git commit,
-hash of gan_core's source — so uncommitted code edits count).
-When the newest registered candidate carries the same four, nothing is trained: the flow says so and reports
+Skipping. A training is identified by (data version, hash of the data/model/train/eval sections, hash of
+gan_core's source — so uncommitted code edits count, and commits that touch no code do not).
+When the newest registered candidate carries the same three, nothing is trained: the flow says so and reports
 that version. gate and registry settings are policy, not inputs of the candidate, so they are left out.
 
 Failures. Every step runs under `named_step(name)`: an exception becomes RetrainFailed("<step>: <cause>"), a failure
@@ -177,13 +177,15 @@ def _has_default_remote() -> bool:
 
 # ----------------------------------------------------------------------------- skip check
 def training_key(cfg: Config, data_version: str) -> dict[str, str]:
-    """What identifies a training: data version, hash of its config sections, code commit and code content."""
-    from gan_core.lineage import code_hash, git_info
+    """What identifies a training: data version, hash of its config sections and gan_core's source.
+
+    Not the git commit: committing docs or dvc.lock changes nothing that is trained, and the source hash
+    already sees every code change, committed or not."""
+    from gan_core.lineage import code_hash
 
     return {
         "data_version": data_version,
         TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
-        "git_commit": str(git_info()["git_commit"]),
         CODE_HASH_TAG: code_hash(),
     }
 
@@ -226,11 +228,12 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
     """Train the GAN, logging to the MLflow run; a retry resumes from the last checkpoint of this attempt."""
-    from gan_core.tracking import MLflowCallback
+    from gan_core.tracking import MLflowCallback, configure
     from gan_core.train import train
 
     resume = (task_run.get_run_count() or 1) > 1
-    result = train(cfg, resume=resume, callbacks=[MLflowCallback(run_id)])
+    # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
+    result = train(cfg, resume=resume, callbacks=[MLflowCallback(run_id, configure(cfg.registry))])
     return json.loads(json.dumps(result, default=str))
 
 
@@ -337,12 +340,16 @@ def retrain(
                 previous["version"], cfg.registry.model_name, ", ".join(f"{k}={v}" for k, v in key.items()),
             )
             outcome = previous["tags"]["gate.decision"]
+            # Gate settings are not part of the key: after changing them, `ganops promote` re-applies the gate.
+            hint = ""
+            if outcome == "failed":
+                hint = f"; `ganops promote {previous['version']}` re-applies the current gate"
             result.update(
                 status="skipped",
                 version=previous["version"],
                 run_id=previous.get("run_id"),
                 metrics=previous.get("metrics", {}),
-                reason=f"data, config and code unchanged since version {previous['version']} (gate {outcome})",
+                reason=f"data, config and code unchanged since version {previous['version']} (gate {outcome}){hint}",
             )
             _publish(publish_report, cfg, result)
             return result

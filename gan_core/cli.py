@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -33,7 +32,8 @@ console = Console(stderr=True)
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
 
-def config_from(params: Path, overrides: list[str] | None) -> Config:
+def config_from(params: Path | None, overrides: list[str] | None) -> Config:
+    """params.yaml (or `params`; None: ./params.yaml when present, else the defaults) with the overrides applied."""
     return load_config(params, overrides or [])
 
 
@@ -48,10 +48,16 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     except UserError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.ClickException as e:
-        e.show()
+    except typer.TyperException as e:
+        # Usage errors (bad option value, unknown option). Typer vendors its own click, so these are
+        # TyperException subclasses, not click's ClickException.
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("aborted")
         return 130
     return result if isinstance(result, int) else 0

@@ -159,6 +159,18 @@ def test_python_m_gan_core_bad_value_exits_2_without_traceback(tmp_path: Path) -
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["train", "--bogus"], "No such option: --bogus"), (["prepare", "--params"], "requires an argument")],
+)
+def test_cli_usage_errors_exit_2_without_traceback(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_app(app, argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_cli_prepare_prints_where_and_the_data_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from gan_core.lineage import data_version
 

@@ -95,7 +95,12 @@ def test_load_generator_by_alias_gives_the_packaged_weights(champion_uri: str, g
 
 
 def test_ganops_generate_writes_a_grid_of_the_champions_images(
-    champion_uri: str, mlflow_store, generator_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    champion_uri: str,
+    mlflow_store,
+    generator_package: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "grids" / "grid.png"
     labels = ",".join(str(i) for i in range(10))
@@ -111,6 +116,13 @@ def test_ganops_generate_writes_a_grid_of_the_champions_images(
         tile = grid[2 + 18 * row : 18 + 18 * row, 2 + 18 * col : 18 + 18 * col, 0]
         assert np.array_equal(tile, expected[i, 0].numpy()), f"tile {i}"
     assert [p.name for p in out.parent.iterdir()] == ["grid.png"]  # no temp file left behind
+
+    # Downstream use needs no checkout: with no params.yaml in the cwd, the defaults + MLFLOW_TRACKING_URI serve.
+    monkeypatch.chdir(tmp_path)
+    assert run_app(app, ["generate", "--model", champion_uri, "-n", "4", "--out", "g.png", "--device", "cpu"]) == 0
+    assert (tmp_path / "g.png").is_file()
+    assert run_app(app, ["generate", "-n", "abc"]) == 2
+    assert "Invalid value for '-n'" in capsys.readouterr().err
 
     assert run_app(app, ["generate", "--labels", "a,b", "--out", str(out), *mlflow_store.overrides]) == 2
     assert "--labels 'a,b'" in capsys.readouterr().err

@@ -117,6 +117,13 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
     assert len(runs_after) == len(runs_before)
     assert package.stat().st_mtime_ns == mtime  # nothing was retrained
 
+    # A commit that changes no code (docs, dvc.lock) is not a reason to train again either.
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "--allow-empty",
+                    "-m", "docs"], cwd=workspace.root, check=True)
+    assert retrain(params=str(workspace.params))["status"] == "skipped"
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -189,9 +196,12 @@ def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
 
 def test_summary_of_a_rejected_candidate_shows_reasons_thresholds_and_champion() -> None:
     from flows.report import summary_markdown
-    from gan_core.config import Config
+    from gan_core.config import Config, GateConfig, Threshold
 
-    cfg = Config()
+    # The policy spelled out here, not taken from the defaults: the table must show these exact bounds.
+    gate = GateConfig(primary_metric="fid_lenet",
+                      thresholds={"fid_lenet": Threshold(max=60.0), "class_coverage": Threshold(min=0.9)})
+    cfg = Config(gate=gate)
     result = {
         "status": "rejected", "version": "4", "data_version": "abc.dir", "run_id": "r1", "experiment_id": "7",
         "metrics": {"fid_lenet": 75.5, "class_coverage": 1.0, "info": {"num_samples": 2000}},
