@@ -19,6 +19,18 @@ def _quiet_services() -> None:
     os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
+@pytest.fixture
+def one_cpu_thread() -> Iterator[None]:
+    """One torch intra-op thread for the test (restored after): tiny tensors run faster that way, far faster
+    when the 2 cores are shared with other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- data (issue 2)
 @pytest.fixture(scope="session")
 def mnist_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:

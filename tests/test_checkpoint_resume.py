@@ -18,14 +18,8 @@ from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import load_checkpoint
 from gan_core.train import DivergenceError, Trainer, train
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 REPO = Path(__file__).resolve().parents[1]

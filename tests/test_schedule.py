@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import free_port, stop_process_group
 
 from gan_core.errors import UserError
 
@@ -73,30 +72,12 @@ def test_schedule_without_a_server_says_how_to_start_one(
 
 
 # ----------------------------------------------------------------------------- a real server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group we started (runner → flow-run subprocesses), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME; yields the env that talks to it.
     One per module: it takes ~15-30 s to come up on 2 busy cores."""
     tmp_path = tmp_path_factory.mktemp("prefect_server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -126,7 +107,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             time.sleep(0.5)
         yield env
     finally:
-        _stop(server)
+        stop_process_group(server)
         log.close()
 
 
@@ -167,7 +148,7 @@ def test_scheduled_retrain_fires_and_completes(
                 completed = next((r for r in runs if r.state and r.state.type.value == "COMPLETED"), None)
                 time.sleep(1)
         finally:
-            _stop(runner)
+            stop_process_group(runner)
     # Created by the server's scheduler from the interval, not triggered by hand.
     assert completed.auto_scheduled
     assert completed.parameters["params"] == str(ws.params)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
+from processes import free_port, stop_process_group
 
 from gan_core.config import RegistryConfig
 from gan_core.mlflow_model import decode_predictions, log_generator
@@ -25,12 +24,6 @@ from gan_core.tracking import experiment_id
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ganops-generator"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -69,7 +62,7 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
     client.set_terminated(run.info.run_id)
     client.set_registered_model_alias(NAME, "champion", mlflow.register_model(info.model_uri, NAME).version)
 
-    port = _free_port()
+    port = free_port()
     # As in an activated venv: MLflow execs `uvicorn` from PATH, and gan_core must be importable by the server
     # (installed with `pip install -e .`, or here on PYTHONPATH).
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
@@ -102,20 +95,6 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
         status, body = _post(f"{base}/invocations", {"dataframe_records": [{"n": 0}]})
         assert status == 400 and "n=0" in body["message"]
     finally:
-        _stop(server)
+        stop_process_group(server)
         log.close()
 
-
-def _stop(server: subprocess.Popen) -> None:
-    """Stop the server and its uvicorn worker: the process group this test started, and nothing else."""
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 20)):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break  # the whole group is gone already
-        try:
-            server.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    server.wait(timeout=20)

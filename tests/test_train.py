@@ -29,13 +29,8 @@ def mnist28(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
