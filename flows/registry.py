@@ -158,8 +158,12 @@ def _require_model(client: MlflowClient, cfg: Config) -> None:
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     # The registered model's alias map (a missing alias is simply absent; get_model_version_by_alias raises).
-    version = (client.get_registered_model(name).aliases or {}).get(alias)
-    return str(version) if version is not None else None
+    return _aliases(client, name).get(alias)
+
+
+def _run_id(mv: ModelVersion) -> str | None:
+    """The training run behind a version (the tag covers versions registered from a non-run source)."""
+    return mv.run_id or mv.tags.get("run_id")
 
 
 def version_metrics(mv: ModelVersion) -> dict[str, float]:
@@ -255,7 +259,7 @@ def _is_number(v: Any) -> bool:
 def _describe(mv: ModelVersion) -> dict[str, Any]:
     return {
         "version": str(mv.version),
-        "run_id": mv.run_id or mv.tags.get("run_id"),
+        "run_id": _run_id(mv),
         "source": mv.source,
         "created": mv.creation_timestamp,
         "aliases": sorted(mv.aliases or []),
@@ -297,7 +301,7 @@ def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
 def _evaluate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: str | None) -> tuple[bool, list[str]]:
     """The gate on one version against `champion`: (passed, one reason line per check)."""
     checks: list[Check] = []
-    run_id = mv.run_id or mv.tags.get("run_id")
+    run_id = _run_id(mv)
     if run_id:
         status = client.get_run(run_id).info.status
         checks.append(Check(status not in FAILED_RUN_STATUSES, f"run {run_id} status {status}: "
@@ -359,7 +363,7 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
         champion = _alias_version(client, name, cfg.registry.champion_alias)
         passed, reasons = _evaluate(client, cfg, mv, champion)
         _record_gate(client, mv, passed, reasons, cfg)
-        run_id = mv.run_id or mv.tags.get("run_id")
+        run_id = _run_id(mv)
         if force and run_id and client.get_run(run_id).info.status in FAILED_RUN_STATUSES:
             raise UserError(f"version {v} comes from run {run_id}, which failed; a failed run is never promoted")
         if champion == v:

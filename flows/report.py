@@ -18,6 +18,7 @@ from typing import Any
 
 from gan_core.config import Config
 from gan_core.metrics import better
+from gan_core.tracking import tracking_uri
 
 SUMMARY_KEY = "retrain-summary"
 VERSIONS_KEY = "model-versions"
@@ -30,7 +31,7 @@ RECENT_VERSIONS = 10
 
 def mlflow_ui_base(cfg: Config) -> str:
     """The MLflow UI to link to: GANOPS_MLFLOW_UI, an http(s) tracking server itself, or `ganops ui`'s address."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.registry.tracking_uri
+    uri = tracking_uri(cfg.registry)
     if os.environ.get(MLFLOW_UI_ENV):
         return os.environ[MLFLOW_UI_ENV].rstrip("/")
     if uri.startswith(("http://", "https://")):

@@ -29,7 +29,7 @@ from torch import nn
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_prepared
-from gan_core.device import pick_device
+from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 
@@ -213,15 +213,10 @@ def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
     CPU kernels already give the same result run to run; forcing deterministic algorithms there only made this
     training 2x slower (measured), so the switch is CUDA-only, where atomics in backward passes vary.
     """
-    previous = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+    cuda_devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices), deterministic(device.type == "cuda"):
         torch.manual_seed(seed)
-        if device.type == "cuda":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(previous)
+        yield
 
 
 def resolve_device(name: str) -> torch.device:
