@@ -3,17 +3,27 @@
     cfg = load_config("params.yaml", ["train.steps=200", "data.source=digits"])
 
 Every section forbids unknown keys, so a typo fails at load time with its key path
-instead of being silently ignored. Override values are parsed as YAML scalars, so
-`train.steps=200` is an int and `train.compile=true` a bool.
+instead of being silently ignored.
+
+Override values are literal strings, converted to the field's type by validation (`train.steps=200` → 200,
+`train.compile=true` → True, `train.g_optimizer.lr=2e-4` → 0.0002), except where they are explicit YAML:
+    null or ~                   None
+    a plain decimal integer     int (so Literal[1, 3] fields accept `data.channels=3`)
+    [a, b] / {k: v}             a YAML flow list / mapping (the whole value, on one line)
+    'text' / "text"             the string inside the quotes (`'null'`, `'[x]'` stay strings)
+Nothing else goes through YAML, so `data.source=folder:/data/shots #2` keeps its ` #2` (YAML would drop it as
+a comment) and `registry.experiment=2024` stays a name. A repeated key: the last override wins.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +38,12 @@ class ConfigError(UserError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: a name written as a number (`experiment: 2024`) is that name, not a type error.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+# torch.manual_seed takes < 2**64, and seeds are multiplied by ~1e6 for derived streams: 32 bits leave room.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 # ----------------------------------------------------------------------------- data
@@ -44,7 +59,14 @@ class DataConfig(_Section):
     raw_dir: str = "data/raw"
     """Download cache for torchvision datasets."""
     prepared_dir: str = "data/prepared"
-    """Where `prepare` writes the prepared dataset (tracked by DVC)."""
+    """Where `prepare` writes the prepared dataset (tracked by DVC); `prepare` replaces this whole directory."""
+
+    @field_validator("raw_dir", "prepared_dir")
+    @classmethod
+    def _non_empty_path(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("needs a directory path, got an empty one")
+        return v
 
     @field_validator("source")
     @classmethod
@@ -104,7 +126,7 @@ class TrainConfig(_Section):
     """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging."""
     diffaugment: str = ""
     """DiffAugment policy, comma-separated subset of color,translation,cutout; empty = off."""
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     """auto (CUDA > MPS > CPU) | cpu | cuda | cuda:N | mps"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -143,7 +165,7 @@ class ClassifierConfig(_Section):
     """The offline domain feature extractor: a small CNN trained on the prepared labelled data."""
 
     epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65536)
     lr: float = Field(3e-3, gt=0)
     """Peak learning rate of the one-cycle schedule."""
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
@@ -151,15 +173,15 @@ class ClassifierConfig(_Section):
     """Held-out accuracy below this makes the classifier's metrics untrusted (evaluation fails)."""
     resolution: int = Field(32, ge=8, le=256)
     """Side the classifier sees: real and generated images are resized to it (bilinear, antialiased)."""
-    seed: int = 0
+    seed: Seed = 0
     out_dir: str = "outputs/classifier"
 
 
 class EvalConfig(_Section):
     num_samples: int = Field(2000, ge=2)
     """Generated samples per evaluation (fixed, so numbers are comparable across runs)."""
-    seed: int = 1234
-    batch_size: int = Field(200, ge=1)
+    seed: Seed = 1234
+    batch_size: int = Field(200, ge=1, le=65536)
     extractors: list[Literal["lenet", "inception"]] = ["lenet"]
     """Feature spaces to compute FID/KID/PR in; metric names carry the extractor (fid_lenet, fid_inception)."""
     kid_subset_size: int = Field(1000, ge=2)
@@ -201,6 +223,11 @@ class Threshold(_Section):
     def _one_bound(self) -> Threshold:
         if self.max is None and self.min is None:
             raise ValueError("a threshold needs max or min")
+        # NaN compares false with everything, so the gate would pass or fail regardless of the metric.
+        if any(b is not None and b != b for b in (self.max, self.min)):
+            raise ValueError("a threshold cannot be NaN; use a number, or leave the bound out")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}, so no value could pass")
         return self
 
 
@@ -275,35 +302,81 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """`["train.steps=200"]` or `{"train.steps": 200}` → `{"train.steps": 200}`."""
+    """`["train.steps=200"]` or `{"train.steps": 200}` → `{"train.steps": 200}`; values as in the module docstring.
+
+    A key repeated in the list keeps its last value (as on a command line)."""
     if not overrides:
         return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
+    items = overrides.items() if isinstance(overrides, Mapping) else (_split(item) for item in overrides)
     parsed: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"bad override {item!r}; expected key=value, e.g. train.steps=200")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
-            value = raw  # `data.source=folder:` is a string, not the YAML mapping {folder: null}
-        parsed[key.strip()] = value
+    for key, value in items:
+        parsed[_check_key(key)] = value
     return parsed
+
+
+_KEY = re.compile(r"[^.\s]+(\.[^.\s]+)*")
+_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # only spellings that an int prints back exactly (no 007, +5, 1_000)
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _split(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad override {item!r}; expected key=value, e.g. train.steps=200")
+    return key.strip(), _parse_value(key.strip(), raw)
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ConfigError(
+            f"bad override key {key!r}; expected dotted names without spaces or empty parts, e.g. train.steps"
+        )
+    return key
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    """One override value: a literal string unless it is explicit YAML (null, an integer, a flow list/mapping,
+    a quoted string). `key` only names the override in errors."""
+    text = raw.strip()
+    if "\n" in raw or "\r" in raw:
+        return raw  # YAML would fold or drop lines (a comment line inside a list), so multi-line stays literal
+    if text in _NULLS:
+        return None
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    flow = len(text) >= 2 and text[0] + text[-1] in ("[]", "{}")
+    if not (quoted or flow):
+        return raw
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        # e.g. `[a, b #c]`: the comment ate the closing bracket. Refuse rather than guess what was meant.
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"override {key}={raw!r} is not valid YAML ({problem}); quote a list item or string that holds "
+            "' #', ',' or brackets, e.g. [a, 'b #2'] or \"x #2\""
+        ) from None
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     parts = key.split(".")
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}  # a missing or empty (`train:` with nothing under it) section
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
         node = child
     node[parts[-1]] = value
+
+
+_short = reprlib.Repr()  # error messages quote the bad value, bounded: it may be a huge string or an anchor bomb
+_short.maxstring = _short.maxother = 80
+_short.maxlevel = 1
+MAX_PROBLEMS = 5
+"""A config error lists at most this many problems (then how many more), so the line stays readable."""
 
 
 def _describe(err: Mapping[str, Any]) -> str:
@@ -311,7 +384,56 @@ def _describe(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{path}: {msg} (got {err.get('input')!r})"
+    return f"{path}: {msg} (got {_short.repr(err.get('input'))})"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (plain PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"params file {str(path)!r} is a directory; pass --params PATH to a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} does not exist; pass --params PATH to an existing YAML file")
+    try:
+        # Bytes, so PyYAML checks the encoding (UTF-8/16) and a bad byte is a YAML error, not a UnicodeDecodeError.
+        tree = yaml.load(path.read_bytes(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no object tags
+    except OSError as e:
+        raise ConfigError(f"params file {str(path)!r} cannot be read ({e.strerror or type(e).__name__})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+    if tree is None:
+        return {}  # an empty file (or only comments): every default
+    if not isinstance(tree, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (data, model, train, ...), got a {type(tree).__name__}"
+        )
+    # A section header with everything under it commented out (`train:`) means "all defaults", like a missing one.
+    return {key: {} if value is None else value for key, value in tree.items()}
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.reader.ReaderError):
+        if error.encoding == "unicode":
+            return f"character {error.position} is a control character, which YAML does not allow"
+        return f"byte {error.position} is not {error.encoding} text; save the file as UTF-8"
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"line {mark.line + 1}: {problem}"
+    return str(error).splitlines()[0]
 
 
 def load_config(
@@ -320,20 +442,13 @@ def load_config(
 ) -> Config:
     """Load params.yaml (or `params`), apply dotted overrides, validate; raise ConfigError on any problem."""
     path = Path(params) if params is not None else DEFAULT_PARAMS
-    tree: dict[str, Any] = {}
-    if params is not None or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"params file {str(path)!r} does not exist; pass --params PATH to an existing YAML file")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, ...)")
+    tree = _read_params(path) if params is not None or path.exists() else {}
     for key, value in parse_overrides(overrides).items():
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        errors = e.errors()
+        problems = "; ".join(_describe(err) for err in errors[:MAX_PROBLEMS])
+        more = f"; and {len(errors) - MAX_PROBLEMS} more" if len(errors) > MAX_PROBLEMS else ""
+        raise ConfigError(f"{path}: {problems}{more}") from None

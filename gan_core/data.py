@@ -16,7 +16,8 @@ The prepared directory holds
     images.npy   uint8 (N, C, H, W), C = data.channels, H = W = data.resolution
     labels.npy   int64 (N,), only when the source is labelled
     meta.json    source, count, shape [C, H, W], classes, class_counts, content_hash (sha256 of the arrays),
-                 skipped_files (unreadable images, with the reason), ignored_files (non-image files)
+                 skipped_files and ignored_files ({path, reason}: unreadable images; non-image files, special
+                 files and symlinks not followed)
 
 Every image is centre-cropped to a square, resized with PIL's bicubic filter (antialiased when shrinking)
 and converted to L (ITU-R 601-2 luma) or RGB; transparency is composited onto black. Images are stored in a
@@ -30,19 +31,23 @@ import hashlib
 import inspect
 import json
 import os
+import struct
 import warnings
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import DataConfig
 from gan_core.errors import UserError
+from gan_core.preflight import ensure_free_space, ensure_writable_dir
 
 if TYPE_CHECKING:
     import torch
@@ -52,8 +57,12 @@ LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
 FORMAT = "ganops-prepared/1"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")
+"""What Pillow may decode a folder's files as (by content): its other, less-hardened plugins are never run."""
 ORDER_SEED = 0
 BUILTIN_ALTERNATIVES = "use data.source=mnist5k or digits (built in, offline) or folder:<path> (your own images)"
+FREE_SPACE_MARGIN = 1 << 20
+"""Bytes the free-space check adds to the arrays' size for meta.json and filesystem overhead."""
 OFFLINE_ENV = "GANOPS_OFFLINE"
 """Set to 1 to never attempt a torchvision download (air-gapped machines fail fast instead of timing out)."""
 
@@ -91,7 +100,7 @@ class _Source:
     fetch: Callable[[int], tuple[np.ndarray, int | None]]
     classes: list[str] | None
     skipped: list[dict[str, str]]
-    ignored: list[str]
+    ignored: list[dict[str, str]]
 
 
 # ----------------------------------------------------------------------------- public API
@@ -99,13 +108,19 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     """Build `cfg.prepared_dir` from `cfg.source`; return the meta dict written to meta.json.
 
     The directory is built beside its final place and renamed over it, so a failed prepare leaves
-    the previous dataset intact and never a half-written one. Raises UserError on bad input.
+    the previous dataset intact and never a half-written one. Raises UserError on bad input, and before
+    reading the source when the output cannot be written (or would damage other files).
     """
+    out = Path(cfg.prepared_dir)
+    _check_output(out, cfg)
     source = _open_source(cfg)
     order = np.random.default_rng(ORDER_SEED).permutation(source.count)
     if cfg.max_images is not None:
         order = order[: cfg.max_images]
     shape = (cfg.channels, cfg.resolution, cfg.resolution)
+    array_bytes = len(order) * (int(np.prod(shape)) + (8 if source.classes is not None else 0))
+    # Twice the arrays: `dvc repro` then copies the new directory into DVC's cache, usually on the same disk.
+    ensure_free_space(out, 2 * array_bytes + FREE_SPACE_MARGIN, "prepared dataset")
     images = np.empty((len(order), *shape), dtype=np.uint8)  # (N, C, H, W)
     labels = np.empty(len(order), dtype=np.int64) if source.classes is not None else None
     for row, index in enumerate(order):
@@ -113,8 +128,37 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         if labels is not None:
             labels[row] = label
     meta = _meta(cfg, images, labels, source)
-    _write_atomically(Path(cfg.prepared_dir), images, labels, meta)
+    _write_atomically(out, images, labels, meta)
     return meta
+
+
+def _check_output(out: Path, cfg: DataConfig) -> None:
+    """Refuse a prepared_dir that `prepare` could not write, or whose replacement (the whole directory) would
+    destroy files that are not a prepared dataset."""
+    setting = f"data.prepared_dir={str(out)!r}"
+    if out.name in ("", ".", ".."):
+        raise UserError(f"{setting} names no directory of its own; use a path such as data/prepared")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{setting} is a file; prepare writes a directory there, so choose another path")
+    if out.is_dir() and not (out / META_FILE).is_file() and any(out.iterdir()):
+        raise UserError(
+            f"{setting} holds files but no {META_FILE}, so it is not a prepared dataset and prepare would replace "
+            "it whole; choose a new or empty directory"
+        )
+    kind, _, folder = cfg.source.partition(":")
+    if kind == "folder":
+        images, target = Path(folder).resolve(), out.resolve()
+        if images.is_relative_to(target) or target.is_relative_to(images):
+            raise UserError(
+                f"{setting} overlaps the image folder of data.source={cfg.source!r}; prepare replaces "
+                "data.prepared_dir whole, so put it outside the image folder (and the images outside it)"
+            )
+    # Probe the nearest folder that exists: creating the missing ones now would leave them behind when the
+    # source then turns out to be bad.
+    base = out.absolute().parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    ensure_writable_dir(base, "a parent folder of data.prepared_dir")
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:
@@ -295,53 +339,56 @@ def _is_scalar_tensor(value: Any) -> bool:
 
 
 def _folder(root: Path, cfg: DataConfig) -> _Source:
-    """PNG/JPEG files under `root`: one level of class subfolders (labelled) or a flat folder (unlabelled)."""
+    """PNG/JPEG files under `root`: one level of class subfolders (labelled) or a flat folder (unlabelled).
+
+    Symlinks: a link to a file inside `root` is read like the file. Links to folders are not followed (one to a
+    parent would loop, one to a sibling would count its images twice), nor links that leave `root` or lead
+    nowhere; those are listed in meta.json's ignored_files with the reason, and a warning says so.
+    """
     if not root.exists():
         raise UserError(f"data folder {str(root)!r} does not exist; data.source=folder:<path> needs a folder of images")
     if not root.is_dir():
         raise UserError(f"data.source folder:{root} is a file, not a folder of PNG/JPEG images")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    class_dirs = [p for p in entries if p.is_dir()]
-    top_files = [p for p in entries if p.is_file()]
+    walk = _Walk(root)
+    class_dirs, top_files = walk.entries(root)
     top_images = [p for p in top_files if p.suffix.lower() in IMAGE_SUFFIXES]
     if class_dirs and top_images:
         raise UserError(
             f"folder {str(root)!r} mixes images ({top_images[0].name}, ...) with class subfolders "
             f"({class_dirs[0].name}, ...); put every image in a class folder, or use a flat folder"
         )
-    ignored = [p for p in top_files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    walk.ignore_non_images(top_files)
     groups: list[tuple[int | None, list[Path]]] = []
     classes: list[str] | None = None
     if class_dirs:
         classes = [d.name for d in class_dirs]
         for label, class_dir in enumerate(class_dirs):
-            found = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
+            found = walk.files_under(class_dir)
             groups.append((label, [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]))
-            ignored += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+            walk.ignore_non_images(found)
     else:
         groups.append((None, top_images))
 
     arrays: list[np.ndarray] = []
     labels: list[int | None] = []
     skipped: list[dict[str, str]] = []
-    for label, paths in groups:
-        kept = 0
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    image.load()  # decodes fully: truncated files raise here, not later
-                    arrays.append(fit_image(image, cfg.resolution, cfg.channels))
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-                skipped.append({"path": path.relative_to(root).as_posix(), "reason": _first_line(e)})
-                continue
-            labels.append(label)
-            kept += 1
-        if label is not None and kept == 0:
-            assert classes is not None
-            raise UserError(
-                f"class folder {str(root / classes[label])!r} has no readable PNG/JPEG images; "
-                "add images to it or remove it"
-            )
+    with _strict_decoding():
+        for label, paths in groups:
+            kept = 0
+            for path in paths:
+                try:
+                    arrays.append(_read_image(path, cfg))
+                except Exception as e:  # Pillow's plugins raise many types on damaged input: the file's problem
+                    skipped.append({"path": walk.name(path), "reason": _reason(e)})
+                    continue
+                labels.append(label)
+                kept += 1
+            if label is not None and kept == 0:
+                assert classes is not None
+                raise UserError(
+                    f"class folder {str(root / classes[label])!r} has no readable PNG/JPEG images; "
+                    "add images to it or remove it"
+                )
     if not arrays:
         what = "no readable PNG/JPEG images" if skipped else "no PNG/JPEG images (.png, .jpg, .jpeg)"
         raise UserError(f"data folder {str(root)!r} has {what}; data.source=folder:<path> needs at least one")
@@ -352,19 +399,158 @@ def _folder(root: Path, cfg: DataConfig) -> _Source:
             DataWarning,
             stacklevel=3,
         )
+    links = [entry for entry in walk.ignored if entry["reason"].startswith("symlink")]
+    if links:
+        warnings.warn(
+            f"did not follow {len(links)} symlink(s) in {str(root)!r} (first: {links[0]['path']}: "
+            f"{links[0]['reason']}); they are listed in meta.json ignored_files",
+            DataWarning,
+            stacklevel=3,
+        )
 
     def fetch(i: int) -> tuple[np.ndarray, int | None]:
         return arrays[i], labels[i]
 
-    ignored_names = sorted(p.relative_to(root).as_posix() for p in ignored)
-    return _Source(len(arrays), fetch, classes, skipped, ignored_names)
+    return _Source(len(arrays), fetch, classes, skipped, sorted(walk.ignored, key=lambda entry: entry["path"]))
 
 
-def _hidden(path: Path, base: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(base).parts)
+class _Walk:
+    """Lists a data folder without leaving it: hidden names are skipped silently; links that are not followed,
+    special files (FIFOs, sockets, devices) and non-images are collected in `ignored` with the reason."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.real_root = root, root.resolve()
+        self.ignored: list[dict[str, str]] = []
+
+    def name(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def entries(self, directory: Path) -> tuple[list[Path], list[Path]]:
+        """(sub-folders, regular files) of one directory, each sorted."""
+        try:
+            children = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+        except OSError as e:
+            raise UserError(
+                f"cannot list folder {str(directory)!r} ({e.strerror or type(e).__name__}); "
+                "make it readable or move it out of the data folder"
+            ) from None
+        dirs, files = [], []
+        for path in children:
+            reason = self._link_problem(path) if path.is_symlink() else None
+            if reason is None and path.is_dir() and not path.is_symlink():
+                dirs.append(path)
+            elif reason is None and path.is_file():
+                files.append(path)
+            else:
+                self.ignored.append({"path": self.name(path), "reason": reason or "not a regular file or folder"})
+        return dirs, files
+
+    def files_under(self, directory: Path) -> list[Path]:
+        """Regular files at any depth below `directory`, sorted (a stack, not recursion: depth is unbounded)."""
+        found, pending = [], [directory]
+        while pending:
+            dirs, files = self.entries(pending.pop())
+            found += files
+            pending += dirs
+        return sorted(found)
+
+    def ignore_non_images(self, files: list[Path]) -> None:
+        self.ignored += [
+            {"path": self.name(p), "reason": "not a .png/.jpg/.jpeg file"}
+            for p in files
+            if p.suffix.lower() not in IMAGE_SUFFIXES
+        ]
+
+    def _link_problem(self, link: Path) -> str | None:
+        """Why `link` is not followed, or None for a link to a regular file (or FIFO, ...) inside the folder."""
+        target = Path(os.path.realpath(link))
+        if not target.exists():
+            return "symlink leads nowhere (dangling, or a loop of links)"
+        if not target.is_relative_to(self.real_root):
+            return "symlink points outside the data folder"
+        if target.is_dir():
+            if link.parent.resolve().is_relative_to(target):
+                return "symlink loop: points to a folder that contains it"
+            return "symlink to a folder: not followed (its images would be read twice)"
+        return None
 
 
-def _first_line(error: BaseException) -> str:
+@contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Pillow set to fail on damaged files: truncated data raises even if another library relaxed
+    ImageFile.LOAD_TRUNCATED_IMAGES process-wide, and an image over Pillow's pixel limit (MAX_IMAGE_PIXELS,
+    a decompression bomb) raises instead of only warning."""
+    relaxed = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = relaxed
+
+
+def _read_image(path: Path, cfg: DataConfig) -> np.ndarray:
+    """Decode one PNG/JPEG fully and strictly (any other format is refused, whatever its name), then fit it."""
+    with Image.open(path, formats=IMAGE_FORMATS) as probe:
+        probe.verify()  # PNG: every chunk's checksum and the end marker, which load() does not check
+    with Image.open(path, formats=IMAGE_FORMATS) as image:
+        image.load()
+        if image.format == "PNG":
+            _check_png_pixel_data(path)
+        return fit_image(image, cfg.resolution, cfg.channels)
+
+
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""The 7 interlace passes: (first column, first row, column step, row step)."""
+
+
+def _check_png_pixel_data(path: Path) -> None:
+    """Raise when a PNG's compressed pixel stream inflates to fewer bytes than its header promises.
+
+    A stream that is well-formed but short (rows missing) passes Pillow's load() silently, the missing rows black."""
+    with path.open("rb") as f:
+        f.seek(8 + 8)  # signature, then IHDR's length and type (Pillow has checked that IHDR comes first)
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
+        if colour not in _PNG_SAMPLES:
+            return
+        expected = _png_pixel_bytes(width, height, depth * _PNG_SAMPLES[colour], bool(interlace))
+        f.seek(4, os.SEEK_CUR)  # IHDR's CRC
+        inflate, got = zlib.decompressobj(), 0
+        while got < expected and len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                break
+            left = length if kind == b"IDAT" else 0
+            while left and got < expected:
+                # Small pieces bound the memory an adversarial stream can inflate to (~1000x the piece).
+                piece = f.read(min(left, 1 << 14))
+                if not piece:
+                    break
+                left -= len(piece)
+                got += len(inflate.decompress(piece))
+            f.seek(left + 4 if kind == b"IDAT" else length + 4, os.SEEK_CUR)  # the rest of the chunk, its CRC
+    if got < expected:
+        raise OSError(f"image file is truncated: its pixel data stops after {got} of {expected} bytes")
+
+
+def _png_pixel_bytes(width: int, height: int, bits_per_pixel: int, interlaced: bool) -> int:
+    """Size of a PNG's decompressed pixel stream: per row a filter byte, then the packed pixels."""
+    total = 0
+    for x0, y0, dx, dy in _ADAM7 if interlaced else ((0, 0, 1, 1),):
+        columns, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if columns and rows:  # an empty pass has no rows, not even filter bytes
+            total += rows * (1 + -(-columns * bits_per_pixel // 8))
+    return total
+
+
+def _reason(error: BaseException) -> str:
+    """One deterministic line for meta.json (no absolute paths or object addresses)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "UnidentifiedImageError: not a PNG or JPEG image"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +283,7 @@ def test_corrupt_and_truncated_images_are_skipped_listed_and_warned(tmp_path: Pa
     assert meta["count"] == 3 and meta["class_counts"] == {"0": 1, "1": 2}
     listed = {entry["path"]: entry["reason"] for entry in meta["skipped_files"]}
     assert set(listed) == {"0/garbage.jpg", "1/truncated.png"}
-    assert "UnidentifiedImageError" in listed["0/garbage.jpg"] and "truncated" in listed["1/truncated.png"]
+    assert "UnidentifiedImageError" in listed["0/garbage.jpg"] and "truncated" in listed["1/truncated.png"].lower()
     saved = json.loads((tmp_path / "prepared" / META_FILE).read_text())
     assert saved["skipped_files"] == meta["skipped_files"]
     assert good.exists()  # input files are never touched
@@ -295,7 +298,10 @@ def test_non_image_files_are_ignored_and_listed(tmp_path: Path) -> None:
     (src / ".hidden_dir").mkdir()
     meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
     assert meta["count"] == 1 and meta["classes"] == ["a"]
-    assert meta["ignored_files"] == ["README.md", "a/notes.txt"]
+    assert meta["ignored_files"] == [
+        {"path": "README.md", "reason": "not a .png/.jpg/.jpeg file"},
+        {"path": "a/notes.txt", "reason": "not a .png/.jpg/.jpeg file"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -358,3 +364,277 @@ def test_bad_folders_raise_one_line_user_errors(tmp_path: Path, layout: str, exp
 def test_nonsense_data_settings_are_rejected_before_anything_runs(override: str, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+# ----------------------------------------------------------------------------- strict decoding
+def _png(width: int, height: int, pixels: bytes, depth: int = 8, colour: int = 0, interlace: int = 0) -> bytes:
+    """A PNG built chunk by chunk: `pixels` is the raw (filtered) stream that IDAT holds, compressed here."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+
+
+def _rows(width: int, height: int, seed: int) -> bytes:
+    """Raw 8-bit grayscale rows, each a filter byte (0 = none) then the pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    return b"".join(b"\0" + row.tobytes() for row in pixels)
+
+
+def _skipped(meta: dict) -> dict[str, str]:
+    return {entry["path"]: entry["reason"] for entry in meta["skipped_files"]}
+
+
+def test_png_whose_pixel_rows_stop_early_is_skipped_not_padded_with_black(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    src.mkdir()
+    (src / "good.png").write_bytes(_png(16, 16, _rows(16, 16, 0)))
+    # A complete, well-formed zlib stream holding 8 of the 16 rows: Pillow's load() fills the rest with black.
+    (src / "half.png").write_bytes(_png(16, 16, _rows(16, 16, 1)[: 8 * 17]))
+    with Image.open(src / "half.png") as lenient:
+        lenient.load()  # the old check: no error
+        assert np.asarray(lenient)[8:].max() == 0
+
+    with pytest.warns(DataWarning, match="skipped 1 unreadable"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["count"] == 1
+    reason = _skipped(meta)["half.png"]
+    assert "truncated" in reason and f"{8 * 17} of {16 * 17} bytes" in reason
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+def test_png_pixel_data_length_check_keeps_every_complete_geometry(tmp_path: Path, interlace: int) -> None:
+    """Odd sizes, sub-byte depths and Adam7 passes: each complete stream is kept; the stream without its last row
+    (which Pillow pads silently) and one byte short (which Pillow catches) are skipped. A wrong size formula
+    would drop good images or keep short ones."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    # (width, height, bit depth, colour type): 1- and 2-bit gray, RGB, 16-bit gray+alpha, RGBA.
+    shapes = [(1, 1, 1, 0), (5, 3, 2, 0), (9, 17, 8, 2), (3, 8, 16, 4), (13, 7, 8, 6)]
+    samples = {0: 1, 2: 3, 4: 2, 6: 4}
+    adam7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    for i, (w, h, depth, colour) in enumerate(shapes):
+        size, last_row = 0, 0
+        for x0, y0, dx, dy in adam7 if interlace else [(0, 0, 1, 1)]:
+            cols, rows = len(range(x0, w, dx)), len(range(y0, h, dy))
+            if cols and rows:  # an empty pass has no bytes at all
+                last_row = 1 + (cols * depth * samples[colour] + 7) // 8  # filter byte + packed pixels
+                size += rows * last_row
+        stream = bytes(size)  # all-zero rows: filter 0, black pixels
+        (src / f"full{i}.png").write_bytes(_png(w, h, stream, depth, colour, interlace))
+        (src / f"row_short{i}.png").write_bytes(_png(w, h, stream[:-last_row], depth, colour, interlace))
+        (src / f"byte_short{i}.png").write_bytes(_png(w, h, stream[:-1], depth, colour, interlace))
+
+    with pytest.warns(DataWarning):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    cut_short = [f"{cut}_short{i}.png" for i in range(len(shapes)) for cut in ("row", "byte")]
+    assert sorted(_skipped(meta)) == sorted(cut_short)
+    assert meta["count"] == len(shapes)
+
+
+def test_truncated_png_and_jpeg_are_skipped_even_when_another_library_relaxed_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import ImageFile
+
+    # Training scripts often set this process-wide; Pillow then pads cut-short files silently.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    src = tmp_path / "imgs"
+    _save(src / "good.png", _noise((16, 16), "L", 0))
+    full_png = _save(tmp_path / "full.png", _noise((64, 64), "RGB", 1)).read_bytes()
+    full_jpeg = _save(tmp_path / "full.jpg", _noise((64, 64), "RGB", 2), quality=90).read_bytes()
+    (src / "cut.png").write_bytes(full_png[: len(full_png) // 2])
+    (src / "cut.jpg").write_bytes(full_jpeg[: len(full_jpeg) // 2])
+    (src / "no_end.png").write_bytes(full_png[:-12])  # pixels complete, IEND chunk missing
+    bad_crc = bytearray(full_png)
+    bad_crc[-13] ^= 0xFF  # the last byte of IDAT's checksum: load() never checks it
+    (src / "bad_crc.png").write_bytes(bytes(bad_crc))
+
+    with pytest.warns(DataWarning, match="skipped 4 unreadable"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["count"] == 1
+    reasons = _skipped(meta)
+    assert set(reasons) == {"cut.png", "cut.jpg", "no_end.png", "bad_crc.png"}
+    assert all("truncated" in reasons[name].lower() for name in ("cut.png", "cut.jpg", "no_end.png"))
+    assert "crc" in reasons["bad_crc.png"].lower() or "checksum" in reasons["bad_crc.png"].lower()
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def test_decompression_bombs_are_skipped_with_a_reason_not_decoded(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    src.mkdir()
+    _save(src / "good.png", _noise((16, 16), "L", 0))
+    # 10,000 x 10,000 1-bit pixels: a valid 12 kB file over Pillow's 89.5 Mpx limit, which Pillow only warns
+    # about (and would decode into 100 MB); 20,000 x 20,000 is over twice the limit, where Pillow raises.
+    (src / "bomb.png").write_bytes(_png(10_000, 10_000, bytes(10_000 * 1_251), depth=1))
+    (src / "bigger_bomb.png").write_bytes(_png(20_000, 20_000, b"", depth=1))
+
+    with pytest.warns(DataWarning, match="skipped 2 unreadable"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    reasons = _skipped(meta)
+    assert meta["count"] == 1
+    assert "DecompressionBombWarning" in reasons["bomb.png"] and "100000000 pixels" in reasons["bomb.png"]
+    assert "DecompressionBombError" in reasons["bigger_bomb.png"]
+
+
+def test_files_named_png_that_are_not_png_or_jpeg_are_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    _save(src / "good.png", _noise((8, 8), "L", 0))
+    (src / "text.png").write_text("hello, I am text")
+    (src / "empty.png").write_bytes(b"")
+    _save(src / "really_a_gif.png", _noise((8, 8), "L", 1), format="GIF")  # other Pillow plugins are not run
+    _save(src / "really_a_png.jpg", _noise((8, 8), "L", 2), format="PNG")  # the content decides, not the name
+
+    with pytest.warns(DataWarning, match="skipped 3 unreadable"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["count"] == 2
+    assert _skipped(meta) == dict.fromkeys(
+        ["empty.png", "really_a_gif.png", "text.png"], "UnidentifiedImageError: not a PNG or JPEG image"
+    )
+    assert str(tmp_path) not in json.dumps(meta["skipped_files"])  # no absolute paths: meta.json is reproducible
+
+
+# ----------------------------------------------------------------------------- symlinks
+def test_symlink_loops_do_not_become_classes_or_repeat_images(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    _save(src / "a" / "x.png", _noise((8, 8), "L", 0))
+    _save(src / "b" / "y.png", _noise((8, 8), "L", 1))
+    (src / "loop").symlink_to(".")  # top level: a link to the data folder itself
+    (src / "a" / "up").symlink_to("..")  # inside a class: a link to its parent
+    (src / "b" / "sibling").symlink_to("../a")  # a second way to reach a's images
+
+    with pytest.warns(DataWarning, match="did not follow 3 symlink"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["classes"] == ["a", "b"] and meta["class_counts"] == {"a": 1, "b": 1}
+    ignored = {entry["path"]: entry["reason"] for entry in meta["ignored_files"]}
+    assert ignored["loop"].startswith("symlink loop") and ignored["a/up"].startswith("symlink loop")
+    assert ignored["b/sibling"].startswith("symlink to a folder")
+
+
+def test_symlinks_that_leave_the_folder_or_dangle_are_ignored_and_links_inside_are_read(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    secret = _save(outside / "secret.png", _noise((8, 8), "L", 9))
+    src = tmp_path / "imgs"
+    real = _save(src / "a" / "real.png", _noise((8, 8), "L", 0))
+    _save(src / "b" / "y.png", _noise((8, 8), "L", 1))
+    (src / "a" / "alias.png").symlink_to(real)  # a file link inside the folder: read like the file
+    (src / "a" / "leak.png").symlink_to(secret)  # a file outside
+    (src / "a" / "leak_dir").symlink_to(outside)  # a folder outside
+    (src / "a" / "dangling.png").symlink_to(src / "a" / "missing.png")
+    (src / "a" / "ping.png").symlink_to("pong.png")  # two links pointing at each other
+    (src / "a" / "pong.png").symlink_to("ping.png")
+    (src / "c").symlink_to(outside)  # top level: would have been a class "c" of outside images
+
+    with pytest.warns(DataWarning, match="did not follow 6 symlink"):
+        meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["classes"] == ["a", "b"] and meta["class_counts"] == {"a": 2, "b": 1}
+    ignored = {entry["path"]: entry["reason"] for entry in meta["ignored_files"]}
+    assert ignored == {
+        "a/dangling.png": "symlink leads nowhere (dangling, or a loop of links)",
+        "a/leak.png": "symlink points outside the data folder",
+        "a/leak_dir": "symlink points outside the data folder",
+        "a/ping.png": "symlink leads nowhere (dangling, or a loop of links)",
+        "a/pong.png": "symlink leads nowhere (dangling, or a loop of links)",
+        "c": "symlink points outside the data folder",
+    }
+    ds = load_prepared(tmp_path / "prepared")
+    a_images = ds.images.numpy()[ds.labels.numpy() == 0]
+    assert (a_images[0] == a_images[1]).all()  # alias.png is real.png
+
+
+def test_a_data_folder_given_through_a_symlink_is_read(tmp_path: Path) -> None:
+    _save(tmp_path / "store" / "a" / "x.png", _noise((8, 8), "L", 0))
+    (tmp_path / "link").symlink_to(tmp_path / "store")
+    meta = prepare(_config(tmp_path, source=f"folder:{tmp_path / 'link'}", resolution=8))
+    assert meta["classes"] == ["a"] and meta["ignored_files"] == []
+
+
+# ----------------------------------------------------------------------------- checks before work
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    from gan_core.cli import app, run_app
+
+    code = run_app(app, argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def test_prepared_dir_under_a_file_fails_at_once_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    line = _cli_error(capsys, ["prepare", "data.source=digits", f"data.prepared_dir={blocker / 'prepared'}"])
+    assert str(blocker) in line and "is a file" in line
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_not_enough_disk_space_fails_before_writing_and_keeps_the_previous_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gan_core.preflight import FREE_SPACE_ENV
+
+    out = tmp_path / "prepared"
+    prepare(_config(tmp_path, source="digits", resolution=8, max_images=5))
+    before = _files(out)
+    monkeypatch.setenv(FREE_SPACE_ENV, str(2**62))  # headroom no disk has: a full disk without filling one
+    line = _cli_error(capsys, ["prepare", "data.source=digits", "data.resolution=8", f"data.prepared_dir={out}"])
+    assert "disk space" in line and str(out) in line
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temp directory left behind
+
+
+@pytest.mark.parametrize("target", ["user_dir", "image_folder", "inside_images", "file", "dot"])
+def test_prepare_never_replaces_files_that_are_not_a_prepared_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    src = tmp_path / "imgs"
+    _save(src / "a" / "x.png", _noise((8, 8), "L", 0))
+    (tmp_path / "user_dir").mkdir()
+    (tmp_path / "user_dir" / "thesis.tex").write_text("years of work")
+    (tmp_path / "file").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    prepared_dir = {
+        "user_dir": "user_dir",
+        "image_folder": str(src),
+        "inside_images": str(src / "prepared"),
+        "file": "file",
+        "dot": ".",
+    }[target]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UserError) as caught:
+        prepare(DataConfig(source=f"folder:{src}", resolution=8, prepared_dir=prepared_dir))
+    assert prepared_dir in _one_line(caught)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# ----------------------------------------------------------------------------- careless input
+def test_unicode_class_folder_names_are_kept(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    names = ["chat_é", "犬", "Ωmega dir"]
+    for i, name in enumerate(names):
+        _save(src / name / "x.png", _noise((8, 8), "L", i))
+    meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["classes"] == sorted(names)
+    assert load_prepared(tmp_path / "prepared").meta["class_counts"] == dict.fromkeys(sorted(names), 1)
+
+
+def test_a_huge_max_images_keeps_everything(tmp_path: Path) -> None:
+    cfg = load_config(None, ["data.source=digits", "data.resolution=8", f"data.max_images={10**30}",
+                             f"data.prepared_dir={tmp_path / 'prepared'}"])
+    meta = prepare(cfg.data)
+    assert meta["count"] == meta["source_count"] == 1797 and meta["max_images"] == 10**30
+
+
+def test_special_files_in_the_folder_are_ignored_not_opened(tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    _save(src / "good.png", _noise((8, 8), "L", 0))
+    os.mkfifo(src / "pipe.png")  # opening a FIFO for reading would block prepare forever
+    meta = prepare(_config(tmp_path, source=f"folder:{src}", resolution=8))
+    assert meta["count"] == 1
+    assert meta["ignored_files"] == [{"path": "pipe.png", "reason": "not a regular file or folder"}]
