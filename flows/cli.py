@@ -13,6 +13,11 @@ ganops ui                             # the MLflow UI on the local store
 Trailing `key=value` arguments override params.yaml; `--params PATH` picks
 another file. `generate --model` takes models:/<name>@<alias>,
 models:/<name>/<version> or a package directory.
+
+Errors: a user error (bad value, missing file, unreachable service) prints one
+`error:` line and exits 2; an unexpected one prints a line, then a traceback,
+and exits 1. Unreachable services fail fast: GANOPS_SERVICE_TIMEOUT (seconds,
+default 120) bounds how long any one of them is waited for.
 """
 
 from __future__ import annotations
@@ -25,15 +30,24 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gan_core.cli import Overrides, Params, config_from, run_app
+from gan_core.cli import Overrides, Params, config_from, print_internal_error, run_app
 from gan_core.config import DEFAULT_PARAMS
-from gan_core.errors import UserError
+from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
 if TYPE_CHECKING:
     from flows.retrain import RetrainFailed
     from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+@app.callback()
+def _before_any_command() -> None:
+    # Before any command imports Prefect, which reads its client settings once, at import.
+    from flows.schedule import bound_prefect_client
+
+    bound_prefect_client()
 
 
 # ----------------------------------------------------------------------------- flows (issue 6)
@@ -47,16 +61,38 @@ def _echo_result(result: dict) -> None:
         typer.echo(f"gate: {reason}")
 
 
-def _fail(what: str, error: RetrainFailed) -> typer.Exit:
-    """Print a failed flow's one-line error (step, cause, whether the alias may have moved); exit status 1."""
+def _fail(what: str, error: RetrainFailed) -> Exception:
+    """The exception that reports a failed flow: a UserError (one line, exit 2) when a user error or an unreachable
+    service caused it; else the summary and traceback are printed here and the exit status is 1."""
     moved = "check `ganops models` for the champion" if error.step == "promote" else "no alias was moved"
-    typer.echo(f"error: {what} failed: {error} ({moved})", err=True)
+    user = find_user_error(error)
+    if isinstance(user, ServiceUnavailable):
+        return UserError(f"{user} ({what} stopped; {moved})")
+    if user is not None:
+        return UserError(f"{what} failed: {error} ({moved})")
+    print_internal_error(f"{what} failed: {error} ({moved})", error)
     return typer.Exit(1)
+
+
+def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> None:
+    """What would fail the flow's first step, checked before Prefect starts (its ephemeral API takes ~20 s):
+    the params file and overrides, the tracking server, a Prefect server named by PREFECT_API_URL."""
+    from flows.retrain import RetrainFailed
+    from flows.schedule import check_prefect_api
+    from gan_core.tracking import check_tracking
+
+    try:
+        cfg = config_from(params, overrides)
+        check_tracking(cfg.registry, "config", write=True)
+        check_prefect_api("config")
+    except UserError as e:
+        raise _fail(what, RetrainFailed("config", e)) from None
 
 
 def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
     from flows.retrain import RetrainFailed, retrain
 
+    _check_before_flow("retrain", params, overrides)
     try:
         return retrain(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
@@ -104,6 +140,7 @@ def monitor_command(
     from flows.monitor import monitor
     from flows.retrain import RetrainFailed
 
+    _check_before_flow("monitor", params, overrides)
     try:
         result = monitor(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
@@ -137,13 +174,21 @@ RegistryParams = Annotated[
 ]
 
 
-def _registry_config(params: Path | None, overrides: list[str] | None) -> Config:
-    """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API)."""
-    from gan_core.tracking import configure
+def _registry_config(params: Path | None, overrides: list[str] | None, command: str) -> Config:
+    """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API).
 
+    These commands read or move aliases: a missing SQLite store is an error (none is created), and a tracking
+    server that does not answer fails now, in seconds, naming the command."""
     cfg = config_from(params, overrides)
-    configure(cfg.registry)
+    _open_store(cfg, command)
     return cfg
+
+
+def _open_store(cfg: Config, command: str) -> None:
+    from gan_core.tracking import check_tracking, configure
+
+    check_tracking(cfg.registry, command)
+    configure(cfg.registry)
 
 
 @app.command("generate")
@@ -163,8 +208,11 @@ def generate_command(
     """Sample a generator (the champion by default) into a PNG grid."""
     from gan_core.generate import generate_grid
 
-    cfg = _registry_config(params, overrides)
+    cfg = config_from(params, overrides)
     source = model or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    if source.startswith(MLFLOW_SCHEMES):
+        _open_store(cfg, "generate")
+    # else a package directory: MLflow is not touched at all (no store is looked for or created).
     label_ids = None
     if labels is not None:
         try:
@@ -184,7 +232,7 @@ def models_command(overrides: Overrides = None, params: RegistryParams = None) -
     from flows.registry import list_versions
     from gan_core.tracking import tracking_uri
 
-    cfg = _registry_config(params, overrides)
+    cfg = _registry_config(params, overrides, "models")
     versions = list_versions(cfg)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     table = Table(
@@ -218,9 +266,10 @@ def promote_command(
     params: RegistryParams = None,
 ) -> None:
     """Move the champion alias to VERSION when it passes the gate (thresholds + beat the champion)."""
-    from flows.registry import promote
+    from flows.registry import check_promotion_args, promote
 
-    cfg = _registry_config(params, overrides)
+    check_promotion_args(version, force, reason)  # a typo is named as such, even where there is no store
+    cfg = _registry_config(params, overrides, "promote")
     result = promote(cfg, version, force=force, reason=reason)
     alias = cfg.registry.champion_alias
     if result["promoted"]:
@@ -241,7 +290,7 @@ def rollback_command(overrides: Overrides = None, params: RegistryParams = None)
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
-    cfg = _registry_config(params, overrides)
+    cfg = _registry_config(params, overrides, "rollback")
     result = rollback(cfg)
     alias = cfg.registry.champion_alias
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
@@ -249,11 +298,14 @@ def rollback_command(overrides: Overrides = None, params: RegistryParams = None)
 
 def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
     """`mlflow ui` on this project's store, listening on loopback only."""
-    from gan_core.tracking import artifact_location, tracking_uri
+    from gan_core.tracking import artifact_location, is_http_uri, require_store
 
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: expected a TCP port in [1, 65535]")
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg.registry),
+    uri = require_store(cfg.registry)  # `mlflow ui` would create an empty store where none is
+    if is_http_uri(uri):
+        raise UserError(f"the tracking URI {uri} is a tracking server, which serves its own UI: open it in a browser")
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port)]
 
 

@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task
 
 from gan_core.config import DEFAULT_PARAMS, Config, load_config
 from gan_core.metrics import better
+from gan_core.tracking import check_tracking
 
 MONITOR_KEY = "monitor-summary"
 
@@ -102,6 +103,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     with named_step("config"):
         parsed = as_overrides(overrides)
         cfg = load_config(params, parsed)
+        check_tracking(cfg.registry, "config", write=True)
     with named_step("version_data"):
         data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
     with named_step("find_champion"):

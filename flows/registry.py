@@ -42,7 +42,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from gan_core.config import Config, GateConfig
 from gan_core.errors import UserError
 from gan_core.metrics import EXTRACTORS, better
-from gan_core.tracking import configure, sqlite_path, tracking_uri
+from gan_core.tracking import configure, sqlite_path, store_exists, tracking_uri
 
 METRIC_PREFIX = "metric."
 HISTORY_TAG = "champion_history"
@@ -118,18 +118,26 @@ def _word(ok: bool) -> str:
 
 
 # ----------------------------------------------------------------------------- store helpers
-def _client(cfg: Config) -> MlflowClient:
-    return configure(cfg.registry)
+def _client(cfg: Config, create: bool = False) -> MlflowClient:
+    # Only registration creates a store; reads and alias moves need one that exists (configure says so).
+    return configure(cfg.registry, create=create)
 
 
 def _is_missing(e: MlflowException) -> bool:
     return e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
-def _version(client: MlflowClient, cfg: Config, version: str | int) -> ModelVersion:
-    name = cfg.registry.model_name
+def check_promotion_args(version: str | int, force: bool = False, reason: str | None = None) -> None:
+    """The arguments of a promotion, checked before any store is opened: a version number, a reason with force."""
     if not str(version).isdigit():
         raise UserError(f"model version {version!r} is not a version number; expected e.g. 3 (see `ganops models`)")
+    if force and not (reason and reason.strip()):
+        raise UserError("--force needs --reason TEXT saying why the gate is overridden (it is recorded on the version)")
+
+
+def _version(client: MlflowClient, cfg: Config, version: str | int) -> ModelVersion:
+    name = cfg.registry.model_name
+    check_promotion_args(version)
     try:
         return client.get_model_version(name, str(version))
     except MlflowException as e:
@@ -234,7 +242,7 @@ def register_candidate(
     One training run gives one version: when `run_id` already has one (a retried register whose first attempt
     reached the store), that version is returned instead of registering a duplicate.
     """
-    client = _client(cfg)
+    client = _client(cfg, create=True)
     name = cfg.registry.model_name
     if run_id:
         existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -275,7 +283,11 @@ def latest_version(cfg: Config) -> dict[str, Any] | None:
 
 
 def list_versions(cfg: Config, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """Every version of the model, newest first, with aliases, metrics and tags."""
+    """Every version of the model, newest first, with aliases, metrics and tags.
+
+    `missing_ok`: no store or no registered model yet gives [] (and creates no store)."""
+    if missing_ok and not store_exists(cfg.registry):
+        return []
     client = _client(cfg)
     name = cfg.registry.model_name
     if missing_ok and not _model_exists(client, name):
@@ -354,8 +366,7 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
     `force=True` skips the gate (never a failed run's) and needs `reason`; both are recorded as tags.
     Returns {"version", "promoted", "decision", "reasons", "champion", "previous_champion"}.
     """
-    if force and not (reason and reason.strip()):
-        raise UserError("--force needs --reason TEXT saying why the gate is overridden (it is recorded on the version)")
+    check_promotion_args(version, force, reason)
     client = _client(cfg)
     mv = _version(client, cfg, version)
     name, v = mv.name, str(mv.version)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.config import Config
+from gan_core.errors import ServiceUnavailable, find_user_error
 from gan_core.metrics import better
 from gan_core.tracking import tracking_uri
 
@@ -156,7 +157,7 @@ def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, A
     from flows import registry
 
     rows = []
-    for v in registry.list_versions(cfg)[:limit]:
+    for v in registry.list_versions(cfg, missing_ok=True)[:limit]:
         metrics = v.get("metrics") or {}
         tags = v.get("tags") or {}
         rows.append(
@@ -184,11 +185,14 @@ def publish_report(cfg: Config, result: dict[str, Any]) -> None:
 
 
 def publish_failure(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> None:
-    """Failure summary as an artifact (and the versions table when the registry is reachable)."""
+    """Failure summary as an artifact (and the versions table when the registry is reachable).
+
+    After an unreachable service the table is left out: asking the registry again would only add its timeouts
+    to a failure that is already known."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(failure_markdown(cfg, result, failure), key=SUMMARY_KEY, description="retrain failed")
-    if cfg is None:
+    if cfg is None or isinstance(find_user_error(failure), ServiceUnavailable):
         return
     try:
         rows = versions_rows(cfg)

@@ -28,11 +28,20 @@ that version. gate and registry settings are policy, not inputs of the candidate
 
 Failures. Every step runs under `named_step(name)`: an exception becomes RetrainFailed("<step>: <cause>"), a failure
 report is published, and since promotion is the last step and a single alias move, no alias moves on failure.
+A user error (gan_core.errors.UserError, a service outage included) appears in Prefect's log as one-line state
+lines, without a traceback (UserErrorsOnOneLine); an unexpected error keeps its traceback.
+
+Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step. One
+retry layer per service: MLflow's own HTTP retries for a tracking server (bounded by GANOPS_SERVICE_TIMEOUT, see
+gan_core.tracking.mlflow_http_env), Prefect task retries only for a local or database store, DVC's own clients
+for a remote (`dvc push` bounded by GANOPS_SERVICE_TIMEOUT). A step whose MLflow call failed while the server no
+longer answers the probe is reported as that outage.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -48,7 +57,8 @@ from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.errors import UserError
+from gan_core.errors import ServiceUnavailable, UserError, find_user_error, first_line
+from gan_core.tracking import check_tracking, check_tracking_server, connection_problem, is_http_uri, service_timeout_s
 
 TRAINING_HASH_TAG = "training_hash"
 """Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
@@ -59,19 +69,26 @@ PREPARE_STAGE = "prepare"
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what a second try may fix: not a UserError, not MLflow's 4xx answers (missing, invalid)."""
+    """Retry only what a second try may fix, and only where no lower layer retried already: not a UserError (a
+    service outage included), not an MLflow error from a tracking server (MLflow's HTTP client retried it),
+    not MLflow's 4xx answers (missing, invalid)."""
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     error = state.data
-    if isinstance(error, UserError):
+    if find_user_error(error) is not None:
         return False
     if isinstance(error, MlflowException):
+        if is_http_uri(mlflow.get_tracking_uri()):
+            return False
         status = error.get_http_status_code()
         return status >= 500 or status == 429
     return True
 
 
-# Steps that talk to services (the MLflow store, a DVC remote) retry with exponential backoff: 2 s, 4 s, 8 s.
+# Steps that talk to the MLflow store retry with exponential backoff: 2 s, 4 s, 8 s. Against a tracking server
+# is_transient declines (MLflow's HTTP retries are the one layer there), so only a local SQLite store (a lock
+# held by another process) or a database store is retried here.
 SERVICE_RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
@@ -81,13 +98,40 @@ SERVICE_RETRIES: dict[str, Any] = {
 
 
 class RetrainFailed(RuntimeError):
-    """A step of the retrain flow failed; the message is `<step>: <cause>` on one line."""
+    """A step of the retrain flow failed; the message is `step '<step>' failed: <cause>` on one line.
+
+    A user error's own message is the cause (it is written for the user); other errors get their type name."""
 
     def __init__(self, step: str, cause: BaseException) -> None:
         self.step = step
         self.cause = cause
-        first_line = (str(cause).strip().splitlines() or [""])[0]
-        super().__init__(f"step {step!r} failed: {type(cause).__name__}: {first_line}")
+        what = first_line(cause) if isinstance(cause, UserError) else f"{type(cause).__name__}: {first_line(cause)}"
+        super().__init__(f"step {step!r} failed: {what}")
+
+
+class UserErrorsOnOneLine(logging.Filter):
+    """Prefect logs a failed task or flow run's exception with its traceback ("Task run failed with exception",
+    "Encountered exception during execution"), then the run's final state on one line. For a user error, or a
+    RetrainFailed caused by one, that state line and the flow's own `step ... failed` line say it all: the
+    exception record is dropped. Unexpected errors keep theirs, traceback included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and find_user_error(record.exc_info[1]) is not None)
+
+
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def quiet_user_errors() -> None:
+    """Install UserErrorsOnOneLine on the loggers Prefect's engines log run failures to (once per process)."""
+    for name in PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorsOnOneLine) for f in logger.filters):
+            logger.addFilter(UserErrorsOnOneLine())
+
+
+# At import: every process that runs these flows imports this module first (CLI, tests, a served deployment).
+quiet_user_errors()
 
 
 # ----------------------------------------------------------------------------- data
@@ -126,18 +170,62 @@ def dvc_pipeline_applies(cfg: Config, params: str | Path, overrides: Mapping[str
     return True
 
 
-def _dvc(*args: str) -> str:
+class DvcFailed(RuntimeError):
+    """A `dvc` command exited non-zero; `reason` is its first ERROR line."""
+
+    def __init__(self, args: tuple[str, ...], returncode: int, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"`dvc {' '.join(args)}` exited with {returncode}: {reason}")
+
+
+def _dvc(*args: str, timeout: float = 3600) -> str:
     """Run the DVC that lives beside this Python (stages call `python`, so our venv goes first on PATH)."""
     bindir = Path(sys.executable).parent
     exe = bindir / "dvc" if (bindir / "dvc").exists() else shutil.which("dvc")
     if exe is None:
         raise RuntimeError("dvc is not installed in this environment; pip install dvc")
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=3600)
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [""]
-        raise RuntimeError(f"`dvc {' '.join(args)}` exited with {proc.returncode}: {tail[0]}")
+        # A stage that is one of our entry points (`python -m gan_core prepare`) printed a user error: pass it on.
+        ours = [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("error: ")]
+        if ours:
+            raise UserError(f"`dvc {' '.join(args)}`: {ours[0].removeprefix('error: ')}")
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        # DVC's first ERROR line says what failed (a transfer and why); the last one only counts the failures.
+        errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+        raise DvcFailed(args, proc.returncode, (errors or lines[-1:] or [""])[0])
     return proc.stdout
+
+
+def dvc_push(*targets: str, step: str = "push_data") -> None:
+    """`dvc push` to the default remote within GANOPS_SERVICE_TIMEOUT; a remote that refuses, fails or stays silent
+    is one ServiceUnavailable line naming it. DVC's own clients retry transfers: no retry on top."""
+    budget = service_timeout_s()
+    try:
+        _dvc("push", *targets, timeout=budget)
+        return
+    except subprocess.TimeoutExpired:
+        reason, state = f"`dvc push` did not finish within {budget:g} s", "unreachable"
+    except DvcFailed as e:
+        reason = connection_problem(e.reason)
+        state = "unreachable" if reason in ("connection refused", "host name not found") else "failed"
+    raise ServiceUnavailable(
+        "DVC remote", _default_remote_label(), step, reason,
+        "check it (`dvc remote list`, `dvc push`), or raise GANOPS_SERVICE_TIMEOUT for a large upload", state=state,
+    )
+
+
+def _default_remote_label() -> str:
+    """`'name' (url)` of the default DVC remote, as far as DVC's config tells."""
+    try:
+        name = _dvc("remote", "default", timeout=60).strip()
+        remotes = [line.split() for line in _dvc("remote", "list", timeout=60).splitlines()]
+    except (DvcFailed, subprocess.TimeoutExpired):
+        return "(default)"
+    # `dvc remote list` prints "<name> <url> [(default)]" per remote.
+    url = next((parts[1] for parts in remotes if len(parts) > 1 and parts[0] == name), "?")
+    return f"{name!r} ({url})"
 
 
 @task(name="version_data")
@@ -155,10 +243,10 @@ def version_data(cfg: Config, use_dvc: bool) -> dict[str, Any]:
     return {**info, "data_source": cfg.data.source, "count": meta.get("count"), "shape": meta.get("shape")}
 
 
-@task(name="push_data", **SERVICE_RETRIES)
+@task(name="push_data")
 def push_data() -> bool:
-    """`dvc push` the prepared dataset to the default DVC remote."""
-    _dvc("push", PREPARE_STAGE)
+    """`dvc push` the prepared dataset to the default DVC remote (bounded; DVC retries transfers itself)."""
+    dvc_push(PREPARE_STAGE)
     return True
 
 
@@ -170,8 +258,8 @@ def record_dvc_stages() -> None:
 
 def _has_default_remote() -> bool:
     try:
-        return bool(_dvc("remote", "default").strip())
-    except RuntimeError:  # `dvc remote default` exits non-zero when none is set
+        return bool(_dvc("remote", "default", timeout=60).strip())
+    except DvcFailed:  # `dvc remote default` exits non-zero when none is set
         return False
 
 
@@ -290,13 +378,29 @@ def promote(cfg: Config, version: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the flow
 @contextmanager
 def named_step(name: str) -> Iterator[None]:
-    """Name the step an exception came from: any exception inside becomes RetrainFailed(name, cause)."""
+    """Name the step an exception came from: any exception inside becomes RetrainFailed(name, cause); an MLflow
+    error while the tracking server no longer answers becomes that outage (one line, not the client's chain)."""
     try:
         yield
     except RetrainFailed:
         raise
     except Exception as e:
-        raise RetrainFailed(name, e) from e
+        raise RetrainFailed(name, tracking_outage(name, e) or e) from e
+
+
+def tracking_outage(step: str, error: Exception) -> ServiceUnavailable | None:
+    """ServiceUnavailable when `error` came from MLflow and its tracking server does not answer a probe now."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = mlflow.get_tracking_uri()
+    if not (isinstance(error, MlflowException) and is_http_uri(uri)):
+        return None
+    try:
+        check_tracking_server(uri, step)
+    except ServiceUnavailable as outage:
+        return outage
+    return None
 
 
 def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
@@ -321,6 +425,7 @@ def retrain(
         with named_step("config"):
             parsed = as_overrides(overrides)
             cfg = load_config(params, parsed)
+            check_tracking(cfg.registry, "config", write=True)
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from gan_core.errors import UserError
+from gan_core.errors import ServiceUnavailable, UserError
 
 DEPLOYMENT_NAME = "ganops-retrain"
 SERVER_HELP = (
@@ -31,15 +31,49 @@ def api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
-def check_server(url: str) -> None:
-    """Raise UserError unless the Prefect API at `url` answers its health check."""
+def check_server(url: str, step: str = "schedule", hint: str = SERVER_HELP) -> None:
+    """Raise ServiceUnavailable (one line, naming `step`) unless the Prefect API at `url` answers its health check
+    within the probe timeout: Prefect's own client would retry a silent server for minutes."""
     import httpx
 
+    from gan_core.tracking import PROBE_TIMEOUT_S, connection_problem, service_timeout_s
+
+    timeout = min(PROBE_TIMEOUT_S, service_timeout_s())
     try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except httpx.TimeoutException:
+        reason = f"no answer within {timeout:g} s"
     except httpx.HTTPError as e:
-        problem = f"no Prefect server answers at PREFECT_API_URL={url} ({type(e).__name__})"
-        raise UserError(f"{problem}; {SERVER_HELP}") from None
+        reason = connection_problem(e)
+    else:
+        if response.is_success:
+            return
+        reason = f"its /health answered HTTP {response.status_code} (PREFECT_API_URL should end in /api)"
+    raise ServiceUnavailable("Prefect API", f"PREFECT_API_URL={url}", step, reason, hint)
+
+
+def check_prefect_api(step: str) -> None:
+    """Probe the Prefect server when PREFECT_API_URL names one (the ephemeral API needs no check)."""
+    url = api_url()
+    if url is not None:
+        check_server(url, step, "start it (`prefect server start`), or unset PREFECT_API_URL to let ganops start a "
+                     "temporary local API")
+
+
+def bound_prefect_client() -> None:
+    """With a Prefect server (PREFECT_API_URL set), keep one API request that stops answering within about
+    GANOPS_SERVICE_TIMEOUT: 3 attempts of budget/4 s, 2 s and 4 s apart, instead of Prefect's 6 attempts of 60 s.
+    A user's own PREFECT_CLIENT_MAX_RETRIES / PREFECT_API_REQUEST_TIMEOUT win. Prefect reads its settings when
+    it is imported: call this first."""
+    import os
+
+    from gan_core.tracking import service_timeout_s
+
+    if not os.environ.get("PREFECT_API_URL"):
+        return
+    budget = service_timeout_s()
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
+    os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", f"{budget / 4:g}")
 
 
 def retrain_deployment(
@@ -88,8 +122,13 @@ def serve_retrain(
     """Register the scheduled deployment with the Prefect server and run its flow runs until interrupted."""
     from prefect import serve
 
-    # Arguments first: a typo in --cron is reported as such, not as a missing server.
+    from gan_core.config import load_config
+    from gan_core.tracking import check_tracking
+
+    # Arguments first: a typo in --cron is reported as such, not as a missing server. Then what every scheduled
+    # run would trip over (the params file, its values, the tracking server), now rather than at 03:00.
     deployment = retrain_deployment(cron=cron, interval=interval, params=params, overrides=overrides, name=name)
+    check_tracking(load_config(params, overrides or []).registry, "schedule")
     url = api_url()
     if url is None:
         raise UserError(SERVER_HELP)

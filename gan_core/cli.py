@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gan_core.config import DEFAULT_PARAMS, Config, load_config
-from gan_core.errors import UserError
+from gan_core.errors import find_user_error, first_line
 
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="Dotted overrides of params.yaml, e.g. train.steps=200", show_default=False)
@@ -42,12 +44,10 @@ def print_json(data: Any) -> None:
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
-    """Run a Typer app so that user errors print one line (`error: ...`) and exit 2, with no traceback."""
+    """Run a Typer app: user errors print one line (`error: ...`) and exit 2, without a traceback; unexpected
+    errors print a one-line summary, then the traceback (it is a bug to report), and exit 1."""
     try:
         result = app(args=argv, standalone_mode=False)
-    except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
     except typer.TyperException as e:
         # Usage errors (bad option value, unknown option). Typer vendors its own click, so these are
         # TyperException subclasses, not click's ClickException.
@@ -55,12 +55,34 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
         if show is not None:
             show()
         else:
-            console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+            print_error(e.format_message())
         return e.exit_code
     except typer.Abort:
         console.print("aborted")
         return 130
+    except Exception as e:
+        user = find_user_error(e)
+        if user is not None:
+            # A wrapper that quotes the user error (flows.retrain.RetrainFailed: "step 'x' failed: <message>") also
+            # says where it happened; any other wrapper's message would hide what the user has to fix.
+            print_error(first_line(e) if first_line(user) in str(e) else first_line(user))
+            return 2
+        print_internal_error(f"{type(e).__name__}: {first_line(e)}", e)
+        return 1
     return result if isinstance(result, int) else 0
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, on one line whatever the terminal width."""
+    # Escaped: a message quoting a value such as `[lenet]` must not be read as rich markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_internal_error(summary: str, exc: BaseException) -> None:
+    """The one-line summary of an unexpected error, then its traceback (with the chain of causes) for a bug report."""
+    print_error(f"{summary} (unexpected: please report it with the traceback below)")
+    sys.stderr.write("".join(traceback.format_exception(exc)))
+    sys.stderr.flush()
 
 
 @app.command()
@@ -118,6 +140,12 @@ def evaluate(
     from gan_core.evaluate import evaluate as evaluate_generator
 
     cfg = config_from(params, overrides)
+    if generator is not None and generator.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        from gan_core.tracking import check_tracking, configure
+
+        # The configured store, not MLflow's default (./mlflow.db, created on first use); it must exist already.
+        check_tracking(cfg.registry, "evaluate")
+        configure(cfg.registry)
     print_json(evaluate_generator(cfg, generator))
 
 
@@ -125,4 +153,4 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run_app(app, argv))
 
 
-__all__ = ["app", "main", "run_app", "config_from", "print_json"]
+__all__ = ["app", "main", "run_app", "config_from", "print_json", "print_error", "print_internal_error"]

@@ -8,11 +8,17 @@
 Every function here takes the run id explicitly and logs through an `MlflowClient`, so the hooks work from
 any thread (Prefect runs tasks in worker threads; MLflow's "active run" is thread-local).
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`.
+
+Stores are created only where ganops writes (configure(create=True): a training run, a registration); reads
+and alias moves need an existing store and create nothing. An http(s) tracking server is probed once at the
+start of a command (check_tracking_server), and MLflow's own HTTP retries, the one retry layer for it, are
+bounded by GANOPS_SERVICE_TIMEOUT (mlflow_http_env) unless the user set MLflow's variables.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -24,10 +30,12 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from gan_core.callbacks import TrainCallback
 from gan_core.config import Config, RegistryConfig
-from gan_core.errors import UserError
+from gan_core.errors import ServiceUnavailable, UserError, first_line
+from gan_core.preflight import ensure_writable_dir
 
 SAMPLES_KEY = "samples"
 """`mlflow.log_image` key of the training sample grids: the UI's image panel steps through them."""
@@ -41,19 +49,72 @@ _MAX_METRICS_PER_BATCH = 1000
 
 
 # ----------------------------------------------------------------------------- store
+SERVICE_TIMEOUT_ENV = "GANOPS_SERVICE_TIMEOUT"
+"""Seconds within which a command gives up on an unreachable service (MLflow, a DVC remote, the Prefect API)."""
+DEFAULT_SERVICE_TIMEOUT_S = 120.0
+PROBE_TIMEOUT_S = 10.0
+"""Longest wait for the reachability probe at the start of a command (a refused connection fails at once)."""
+MLFLOW_HTTP_RETRIES = 2
+"""Retries of one MLflow HTTP request (MLflow's own retry layer: the only one, Prefect does not retry on top)."""
+_HTTP_SCHEMES = ("http://", "https://")
+
+
+def service_timeout_s() -> float:
+    """GANOPS_SERVICE_TIMEOUT in seconds (default 120)."""
+    raw = os.environ.get(SERVICE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SERVICE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{SERVICE_TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0, e.g. 120")
+    return value
+
+
+def mlflow_http_env(budget_s: float) -> dict[str, str]:
+    """MLflow's HTTP retry settings that keep one request to a dead server within about 0.4 x `budget_s`.
+
+    3 attempts of at most budget/8 s each (connect or read), 0 s then 2 s apart plus up to 1 s jitter each:
+    at most 3 * 15 + 4 = 49 s at the default 120 s; a refused connection fails in about 3 s."""
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(MLFLOW_HTTP_RETRIES),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s // 8))),
+    }
+
+
+_ours: dict[str, str] = {}
+"""The MLflow variables this process set itself: updated when the budget changes; a user's own value is kept."""
+
+
+def bound_mlflow_http_retries() -> None:
+    """Set MLflow's HTTP retry variables from GANOPS_SERVICE_TIMEOUT unless the user set them (MLflow's defaults
+    retry one request for about 4 minutes, 7 times)."""
+    for key, value in mlflow_http_env(service_timeout_s()).items():
+        if key not in os.environ or os.environ[key] == _ours.get(key):
+            os.environ[key] = _ours[key] = value
+
+
+def _origin() -> str:
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "registry.tracking_uri"
+
+
 def tracking_uri(registry: RegistryConfig) -> str:
-    """`MLFLOW_TRACKING_URI` when set, else the configured URI; relative SQLite paths become absolute."""
+    """`MLFLOW_TRACKING_URI` when set, else the configured URI; relative SQLite paths become absolute.
+
+    Pure: creates nothing (read-only commands must leave no store behind; see configure(create=True))."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or registry.tracking_uri
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         # sqlite:////abs/path keeps its leading slash after the prefix; relative paths resolve against cwd.
         db = db if db.is_absolute() else Path.cwd() / db
-        # SQLite creates the file but not its directory.
-        db.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{db}"
     if uri.startswith("file:") or "://" not in uri:
         raise UserError(
-            f"tracking URI {uri!r} is a plain-file store, which MLflow 3.13+ refuses; "
+            f"{_origin()}={uri!r} is a plain-file store, which MLflow 3.13+ refuses; "
             "use sqlite:///mlruns/mlflow.db or an http(s):// tracking server"
         )
     return uri
@@ -74,12 +135,104 @@ def artifact_location(registry: RegistryConfig) -> str:
     return path.as_uri()
 
 
-def configure(registry: RegistryConfig) -> MlflowClient:
+def is_http_uri(uri: str) -> bool:
+    """True for a tracking server (http/https), whose client retries requests itself."""
+    return uri.startswith(_HTTP_SCHEMES)
+
+
+def store_exists(registry: RegistryConfig) -> bool:
+    """False only for a SQLite store whose file is missing (a server or database URI is assumed to exist)."""
+    db = sqlite_path(tracking_uri(registry))
+    return db is None or db.is_file()
+
+
+def require_store(registry: RegistryConfig) -> str:
+    """The tracking URI, after checking that a SQLite store exists there (read-only commands must not create one)."""
+    uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UserError(
+            f"no MLflow store at {db}: run `ganops demo` (or `ganops retrain`) first, or set MLFLOW_TRACKING_URI"
+        )
+    return uri
+
+
+def check_tracking(registry: RegistryConfig, step: str, write: bool = False) -> str:
+    """Fail fast, naming `step`, on a tracking setup that cannot work; return the URI. Creates no store.
+
+    A bad GANOPS_SERVICE_TIMEOUT, a plain-file URI or an unsupported scheme is a UserError; an http(s) server that
+    does not answer the probe is ServiceUnavailable. A missing SQLite store: `write=True` (a retrain will create
+    it) proves its directory writable now, not after training; reads leave it to configure(), which refuses."""
+    service_timeout_s()
+    uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if is_http_uri(uri):
+        check_tracking_server(uri, step)
+    elif db is None:
+        configure(registry)  # a database or plugin URI: MLflow itself says whether it supports the scheme
+    elif write and not db.is_file():
+        ensure_writable_dir(db.parent, f"the directory of {_origin()}")
+    return uri
+
+
+def check_tracking_server(uri: str, step: str) -> None:
+    """A cheap reachability probe of an http(s) tracking server: ServiceUnavailable in seconds, not minutes.
+
+    Any HTTP answer proves the server is there (auth and API errors are MLflow's to report); no-op for other URIs."""
+    if is_http_uri(uri):
+        probe_http("MLflow tracking server", uri, f"{uri.rstrip('/')}/health", step,
+                   "start it or set MLFLOW_TRACKING_URI")
+
+
+def probe_http(service: str, target: str, url: str, step: str, hint: str) -> None:
+    """GET `url` once with a short timeout; raise ServiceUnavailable(service, target, step) when nothing answers."""
+    import requests
+
+    timeout = min(PROBE_TIMEOUT_S, service_timeout_s())
+    try:
+        requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return  # something answered; certificate problems are the client's to report, with their own message
+    except requests.exceptions.Timeout:
+        raise ServiceUnavailable(service, target, step, f"no answer within {timeout:g} s", hint) from None
+    except requests.exceptions.RequestException as e:
+        raise ServiceUnavailable(service, target, step, connection_problem(e), hint) from None
+
+
+def connection_problem(error: BaseException) -> str:
+    """A short reason for a failed connection: refused, unknown host, or the library's first line."""
+    text = str(error)
+    # requests says "Connection refused", aiohttp (DVC's http remotes) "Connect call failed ... [Errno 111]".
+    if "refused" in text.lower() or "Errno 111" in text:
+        return "connection refused"
+    if any(s in text for s in ("Name or service not known", "NameResolution", "nodename nor servname",
+                               "Temporary failure in name resolution", "getaddrinfo failed")):
+        return "host name not found"
+    return first_line(text)[:200]
+
+
+def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
     """Point MLflow (fluent API and a client) at the configured store and return the client.
 
+    `create=False` (reads, alias moves): a missing SQLite store is a UserError and nothing is created.
+    `create=True` (training runs, registration): its directory is created and proven writable first.
     Every entry point calls this, so a later `MLFLOW_TRACKING_URI` change is honoured.
     """
     uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        if not create:
+            require_store(registry)
+        # SQLite creates the file but not its directory.
+        ensure_writable_dir(db.parent, f"the directory of {_origin()}")
+    bound_mlflow_http_retries()
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except UnsupportedModelRegistryStoreURIException:
+        raise UserError(
+            f"{_origin()}={uri!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
+            "http(s)://host:port of a tracking server, or a database URI (postgresql://, mysql://)"
+        ) from None
     exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # MLflow also exports the URI to the environment; undo that, or the next configure() with another config
@@ -88,7 +241,7 @@ def configure(registry: RegistryConfig) -> MlflowClient:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = exported
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client
 
 
 def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) -> str:
@@ -125,7 +278,7 @@ def start_training_run(
 
     Logs on entry: every config key as a param (dotted names), the lineage tags, `config.yaml` as an artifact.
     """
-    client = configure(cfg.registry)
+    client = configure(cfg.registry, create=True)
     exp_id = experiment_id(cfg.registry, client)
     tags = {**training_tags(cfg), **(extra_tags or {})}
     with mlflow.start_run(

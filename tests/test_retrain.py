@@ -137,9 +137,13 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
     ids=["missing-data", "untrusted-classifier"],
 )
 def test_failing_step_is_named_and_moves_no_alias(
-    workspace: Any, first_run: dict, overrides: list[str], step: str, cause: str
+    workspace: Any, first_run: dict, overrides: list[str], step: str, cause: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import logging
+
     from flows.retrain import RetrainFailed, retrain
+
+    caplog.set_level(logging.INFO)
 
     client = workspace.client()
     cfg = workspace.config(overrides)
@@ -154,6 +158,8 @@ def test_failing_step_is_named_and_moves_no_alias(
 
     assert failure.value.step == step
     assert str(failure.value).startswith(f"step {step!r} failed:") and cause in str(failure.value)
+    # Both causes are user errors: Prefect's log says which step failed, on one line, with no traceback.
+    assert f"retrain step {step!r} failed" in caplog.text and "Traceback" not in caplog.text
     report = _artifact(state.state_details.flow_run_id, "retrain-summary").data
     assert f"failed at step `{step}`" in report and "no alias was moved" in report
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
@@ -188,9 +194,10 @@ def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params), "train.steps=-3"])
-    assert exit_.value.code == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
+    assert exit_.value.code == 2  # a user error
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
     assert "step 'config' failed" in errors[0] and "train.steps" in errors[0] and "no alias was moved" in errors[0]
 
 

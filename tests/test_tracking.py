@@ -132,7 +132,7 @@ def test_tracking_uri_env_wins_relative_sqlite_resolves_and_file_stores_are_refu
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     registry = RegistryConfig(tracking_uri="sqlite:///store/mlflow.db")
     assert tracking_uri(registry) == f"sqlite:///{tmp_path}/store/mlflow.db"
-    assert (tmp_path / "store").is_dir()  # SQLite creates the file, not its folder
+    assert list(tmp_path.iterdir()) == []  # resolving a URI creates nothing
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
     assert tracking_uri(registry) == f"sqlite:///{tmp_path}/other.db"
     # configure() must not leave its URI in the environment for the next configuration to mistake as the user's.
@@ -147,3 +147,24 @@ def test_tracking_uri_env_wins_relative_sqlite_resolves_and_file_stores_are_refu
     for bad in ("file:./mlruns", "mlruns"):
         with pytest.raises(UserError, match="plain-file store"):
             tracking_uri(RegistryConfig(tracking_uri=bad))
+
+
+def test_only_write_paths_create_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry = RegistryConfig(tracking_uri="sqlite:///store/mlflow.db")
+    try:
+        with pytest.raises(UserError, match=f"no MLflow store at {tmp_path}/store/mlflow.db: run `ganops demo`"):
+            configure(registry)
+        assert list(tmp_path.iterdir()) == []
+        # A training run or a registration: SQLite creates the file, ganops its folder (checked writable first).
+        configure(registry, create=True).search_experiments()
+        assert (tmp_path / "store" / "mlflow.db").is_file()
+        configure(registry)  # now it exists, reads work
+        # A store path below a file cannot be created: one line naming the setting, before any work.
+        (tmp_path / "a-file").write_text("")
+        below_a_file = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/a-file/mlflow.db")
+        with pytest.raises(UserError, match="registry.tracking_uri='.*a-file' is a file, not a directory"):
+            configure(below_a_file, create=True)
+    finally:
+        mlflow.set_tracking_uri(None)
