@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,6 +34,7 @@ from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
+from gan_core.preflight import ensure_writable_dir
 
 FORMAT = "ganops-classifier/1"
 MODEL_DIR = "model"
@@ -116,13 +119,14 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     version = data_version(cfg.data.prepared_dir)
     key = training_key(ccfg, version)
     out = model_dir(cfg)
-    existing = _read_spec(out)
-    if existing is not None and existing.get("training_key") == key and (out / WEIGHTS_FILE).is_file():
+    existing = _reusable_spec(out, key)
+    if existing is not None:
         metrics_path = Path(ccfg.out_dir) / METRICS_FILE
-        if not metrics_path.is_file() or json.loads(metrics_path.read_text()) != _metrics(existing):
+        if _read_json_or_none(metrics_path) != _metrics(existing):
             write_json(metrics_path, _metrics(existing))  # untouched otherwise: the DVC stage's output stays as is
         return {**existing, "model_dir": str(out), "trained": False}
 
+    ensure_writable_dir(ccfg.out_dir, "eval.classifier.out_dir")  # before training, not after it
     device = resolve_device(cfg.eval.device)
     net, accuracy, counts = _fit(prepared, ccfg, device)
     spec = {
@@ -146,14 +150,31 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> LeNet:
-    """An eval-mode LeNet from a model directory written by train_classifier; `.info` holds classifier.json."""
-    spec = _read_spec(Path(path))
+    """An eval-mode LeNet from a model directory written by train_classifier; `.info` holds classifier.json.
+
+    Nothing is unpickled (JSON + safetensors); a missing or damaged file is a UserError naming it."""
+    path = Path(path)
+    spec = _read_spec(path)
     if spec is None:
         raise UserError(
             f"no domain classifier at {str(path)!r} (no {SPEC_FILE}); run `python -m gan_core classifier` first"
         )
-    net = LeNet(**spec["kwargs"])
-    net.load_state_dict(load_file(Path(path) / WEIGHTS_FILE))
+    weights = path / WEIGHTS_FILE
+    redo = f"delete {path} and run `python -m gan_core classifier` to retrain it"
+    try:
+        net = LeNet(**spec["kwargs"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path / SPEC_FILE}: bad classifier kwargs ({type(e).__name__}: {_why(e)}); {redo}") from None
+    try:
+        state = load_file(weights)
+    except FileNotFoundError:
+        raise UserError(f"{weights}: missing; {redo}") from None
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{weights}: not a readable safetensors file ({_why(e)}); {redo}") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:  # missing/unexpected keys or shapes: weights and classifier.json disagree
+        raise UserError(f"{weights}: does not match {SPEC_FILE} ({_why(e)}); {redo}") from None
     net.info = spec  # type: ignore[attr-defined]
     return net.to(device).eval()
 
@@ -236,13 +257,50 @@ def _metrics(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_spec(path: Path) -> dict[str, Any] | None:
+    """classifier.json in `path`, or None when there is none; UserError when it is damaged or of another format."""
     file = path / SPEC_FILE
     if not file.is_file():
         return None
-    spec = json.loads(file.read_text())
+    try:
+        spec = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{file}: not readable JSON ({_why(e)}); delete {path} and retrain the classifier "
+                        "(`python -m gan_core classifier`)") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{file}: a JSON {type(spec).__name__}, not the object train_classifier writes; delete {path} "
+                        "and retrain the classifier (`python -m gan_core classifier`)")
     if spec.get("format") != FORMAT:
         raise UserError(f"{file}: unknown format {spec.get('format')!r}; expected {FORMAT!r}")
     return spec
+
+
+def _reusable_spec(out: Path, key: str) -> dict[str, Any] | None:
+    """The stored model's classifier.json when it was trained with `key` and loads whole; else None (retrain).
+
+    The stored model is a cache of a deterministic training: a damaged one is rebuilt, not reported."""
+    try:
+        spec = _read_spec(out)
+        if spec is None or spec.get("training_key") != key:
+            return None
+        load_classifier(out)  # a few hundred kB: proves the weights are whole and fit the spec
+        float(spec["holdout_accuracy"]), _metrics(spec)
+        return spec
+    except (UserError, KeyError, TypeError, ValueError) as e:
+        warnings.warn(f"retraining the domain classifier: the stored one is damaged ({e})", stacklevel=3)
+        return None
+
+
+def _why(e: BaseException, limit: int = 200) -> str:
+    """A library's message on one line (torch's state-dict errors put the useful part on their second line)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def _save_model(net: LeNet, spec: dict[str, Any], out: Path) -> None:

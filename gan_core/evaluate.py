@@ -8,8 +8,9 @@ class checks from the domain classifier. The `evaluate` DVC stage.
 Writes {eval.out_dir}/metrics.json (the metrics, and under "info" the extractors, data version, sample count,
 seed and cache use) and {eval.out_dir}/samples.png (the first 64 evaluation samples). Numbers are comparable
 across runs with the same eval.num_samples, eval.seed, eval.batch_size and data: samples come from fixed seeds.
-Real-data features are cached under eval.cache_dir with the data version (gan_core.lineage) in the name, so a second
-evaluation on the same data skips the real pass, and changed data never meets a stale cache.
+Real-data features are cached under eval.cache_dir (safetensors, keyed by the data version from gan_core.lineage,
+the extractor and a digest of its weights), so a second evaluation on the same data skips the real pass, changed
+data or weights never meet a stale entry, and a damaged entry is rebuilt. Nothing there is unpickled.
 """
 
 from __future__ import annotations
@@ -25,19 +26,24 @@ from torchvision.utils import make_grid
 
 from gan_core import metrics as m
 from gan_core.atomic import atomic_file, write_json
-from gan_core.classifier import (
-    LeNet,
-    load_classifier,
-    require_trusted,
-    resolve_device,
-    train_classifier,
-)
+from gan_core.classifier import LeNet, require_trusted, resolve_device, train_classifier
 from gan_core.config import Config
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.errors import UserError
-from gan_core.fidelity import TORCH_FIDELITY_NAME, GeneratedImages, ImagesDataset, fidelity_metrics, inception_weights
+from gan_core.fidelity import (
+    ISC_SPLITS,
+    PRC_NEIGHBORHOOD,
+    TORCH_FIDELITY_NAME,
+    Extractor,
+    GeneratedImages,
+    fidelity_metrics,
+    inception_weights,
+    load_extractor,
+    real_features,
+)
 from gan_core.lineage import data_version_info
 from gan_core.package import load_generator
+from gan_core.preflight import ensure_writable_dir
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.png"
@@ -53,8 +59,13 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     and an "info" dict; writes the same to {eval.out_dir}/metrics.json, plus samples.png.
     """
     ecfg = cfg.eval
+    _check_sample_count(ecfg.num_samples, ecfg.extractors)
+    out = ensure_writable_dir(ecfg.out_dir, "eval.out_dir")
+    cache_dir = ensure_writable_dir(ecfg.cache_dir, "eval.cache_dir")
     device = resolve_device(ecfg.device)
+    cuda = device.type == "cuda"
     real = load_prepared(cfg.data.prepared_dir)
+    _check_real_count(real)
     version = data_version_info(cfg.data.prepared_dir)
     G = _generator(generator, cfg, device)
     fake = GeneratedImages(G, ecfg.num_samples, seed=ecfg.seed, batch_size=ecfg.batch_size)
@@ -73,47 +84,40 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     }
     result: dict[str, Any] = {}
 
+    # Every extractor is loaded before any feature pass: a bad weights file fails in seconds, not after the
+    # lenet pass; Inception first, since the classifier may have to be trained (minutes).
+    extractors: dict[str, Extractor] = {}
+    extractor_info: dict[str, dict[str, Any]] = {}
+    if "inception" in ecfg.extractors:
+        weights = inception_weights(ecfg.inception_weights)
+        extractors["inception"] = load_extractor("inception", weights, cuda)
+        extractor_info["inception"] = {"weights": weights}
     tally: ClassTally | None = None
     if "lenet" in ecfg.extractors:
         classifier_info = train_classifier(cfg)  # reuses the stored model when data and settings match
         require_trusted(classifier_info, ecfg.classifier.min_accuracy)
-        classifier = load_classifier(classifier_info["model_dir"], device)
+        extractors["lenet"] = load_extractor("lenet", classifier_info["model_dir"], cuda)
+        extractor_info["lenet"] = {"holdout_accuracy": classifier_info["holdout_accuracy"],
+                                   "model_dir": classifier_info["model_dir"]}
         result[m.CLASSIFIER_ACCURACY] = float(classifier_info["holdout_accuracy"])
-        tally = ClassTally(classifier, fake)
+        tally = ClassTally(extractors["lenet"].module.net, fake)
         fake.observers.append(tally)  # class checks ride on the lenet pass: no extra sampling
 
     kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real))
     info["kid_subset_size"] = kid_subset_size  # clamped: KID cannot draw subsets larger than either set
-    for extractor in ecfg.extractors:
-        if extractor == "lenet":
-            weights = classifier_info["model_dir"]
-            weights_id = classifier_info["training_key"]
-            extractor_info = {"holdout_accuracy": classifier_info["holdout_accuracy"], "model_dir": weights}
-        else:
-            weights = inception_weights(ecfg.inception_weights)
-            weights_id = "tf2015"  # torch-fidelity's one Inception: weights-inception-2015-12-05
-            extractor_info = {"weights": weights}
-        real_data = ImagesDataset(real.images)
-        cache_name = real_cache_name(version["data_version"], extractor, weights_id, real.images.shape[-1])
-        result.update(
-            fidelity_metrics(
-                fake, real_data, extractor,
-                weights=weights,
-                real_cache_name=cache_name,
-                cache_dir=ecfg.cache_dir,
-                batch_size=ecfg.batch_size,
-                kid_subset_size=kid_subset_size,
-                seed=ecfg.seed,
-                cuda=device.type == "cuda",
-            )
-        )
-        info["extractors"][extractor] = {
-            "torch_fidelity_name": TORCH_FIDELITY_NAME[extractor],
-            "feature_layer_fid": "penultimate" if extractor == "lenet" else "2048",
-            "real_cache_name": cache_name,
-            # torch-fidelity reads no real image when its cache answers: the honest record of a cache hit.
-            "real_pass": "computed" if real_data.reads else "cached",
-            **extractor_info,
+    for name in ecfg.extractors:
+        extractor = extractors[name]
+        real_set = real_features(real.images, extractor, data_version=version["data_version"], cache_dir=cache_dir,
+                                 batch_size=ecfg.batch_size)
+        result.update(fidelity_metrics(fake, real_set.features, extractor, batch_size=ecfg.batch_size,
+                                       kid_subset_size=kid_subset_size, seed=ecfg.seed))
+        info["extractors"][name] = {
+            "torch_fidelity_name": TORCH_FIDELITY_NAME[name],
+            "feature_layer_fid": extractor.layer("fid"),
+            "weights_sha256": extractor.weights_sha256,
+            "real_cache_file": real_set.cache_file.name,
+            "real_pass": "cached" if real_set.cached else "computed",
+            **extractor_info[name],
         }
 
     if tally is not None:
@@ -121,15 +125,27 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     _check_finite(result)
     result[m.INFO_KEY] = info
 
-    out = Path(ecfg.out_dir)
     _write_grid(fake, out / SAMPLES_FILE)
     write_json(out / METRICS_FILE, result)
     return result
 
 
-def real_cache_name(data_version: str, extractor: str, weights_id: str, resolution: int) -> str:
-    """torch-fidelity's cache name for the real features: data version, extractor, its weights, resolution."""
-    return f"real-{data_version.removesuffix('.dir')}-{extractor}-{weights_id}-{resolution}px"
+def _check_sample_count(num_samples: int, extractors: list[str]) -> None:
+    """Fail before sampling when the metrics cannot be computed from eval.num_samples samples."""
+    need = PRC_NEIGHBORHOOD + 1
+    why = f"precision/recall compare each sample with its {PRC_NEIGHBORHOOD}-th nearest neighbour"
+    if "inception" in extractors and ISC_SPLITS > need:
+        need, why = ISC_SPLITS, f"the Inception score averages over {ISC_SPLITS} groups of samples"
+    if num_samples < need:
+        raise UserError(f"eval.num_samples={num_samples} is too small: {why}; set eval.num_samples>={need} "
+                        "(thousands for stable numbers)")
+
+
+def _check_real_count(real: PreparedDataset) -> None:
+    need = PRC_NEIGHBORHOOD + 1
+    if len(real) < need:
+        raise UserError(f"{real.path} holds {len(real)} images but precision/recall need at least {need} real "
+                        "images; prepare more data (data.source, data.max_images)")
 
 
 # ----------------------------------------------------------------------------- class checks

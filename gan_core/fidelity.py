@@ -1,65 +1,89 @@
-"""torch-fidelity glue: our feature extractors, Dataset wrappers, and one call that returns our metric names.
+"""torch-fidelity glue: our feature extractors, Dataset wrappers, a pickle-free cache of the real features, and one
+call that returns our metric names.
 
-    real = ImagesDataset(prepared.images)                       # uint8 (N, C, H, W) → items uint8 (3, H, W)
-    fake = GeneratedImages(G, 2000, seed=1234, batch_size=200)  # streamed: one batch of images in memory at a time
-    fidelity_metrics(fake, real, "lenet", real_cache_name="real-<hash>-...", cache_dir="outputs/cache",
-                     weights="outputs/classifier/model")
+    lenet = load_extractor("lenet", "outputs/classifier/model")      # weights loaded once, never unpickled
+    real = real_features(prepared.images, lenet, data_version=v, cache_dir="outputs/cache", batch_size=200)
+    fake = GeneratedImages(G, 2000, seed=1234, batch_size=200)         # streamed: one batch in memory at a time
+    fidelity_metrics(fake, real.features, lenet, batch_size=200, kid_subset_size=1000, seed=1234)
     # → {"fid_lenet": .., "kid_lenet": .., "kid_lenet_std": .., "precision_lenet": .., "recall_lenet": ..}
 
 Facts about torch-fidelity 0.4 this module is built around:
+- Its file cache loads hits with torch.load(weights_only=False): a planted file there runs code. So it is never
+  given a cache: features come from its extractor API and metrics from its feature-level functions (the same
+  code calculate_metrics runs, so the numbers are the same), and the real features are cached here, in
+  safetensors, under a key holding the data version, the extractor and a digest of its weights.
 - A Dataset input must yield uint8 (3, H, W) tensors: grayscale is repeated to 3 channels here.
-- Only inputs with an `input{1,2}_cache_name` are cached; the real input's name carries the data content hash,
-  the extractor and its weights, so changed data or a retrained classifier never hit a stale cache.
 - Its generator wrapper draws class labels with `np.int` (gone from NumPy), so generated samples go in as a
   Dataset (GeneratedImages), which also keeps sampling on our seed and our `sample_images`.
-- The extractor is created by name from its registry: `ganops-lenet` is registered here; `inception-v3-compat`
-  ships with it and reads `feature_extractor_weights_path` (a local file, for machines with no internet).
+- Its InceptionV3 reads its weights with torch.load(weights_only=False). `ganops-inception-v3` is the same network
+  given a state dict that ganops loaded with weights_only=True; `ganops-lenet` is the domain classifier.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch_fidelity
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.defaults import DEFAULTS
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from gan_core import metrics as m
+from gan_core.atomic import atomic_file
 from gan_core.classifier import load_classifier
-from gan_core.errors import UserError
+from gan_core.errors import UserError, first_line
 from gan_core.package import sample_images
 
 LENET_EXTRACTOR = "ganops-lenet"
-INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_EXTRACTOR = "ganops-inception-v3"
 TORCH_FIDELITY_NAME = {"lenet": LENET_EXTRACTOR, "inception": INCEPTION_EXTRACTOR}
 INCEPTION_WEIGHTS_ENV = "GANOPS_INCEPTION_WEIGHTS"
 OFFLINE_ENV = "GANOPS_OFFLINE"
 """Set to 1 to never try downloading the Inception weights (air-gapped machines fail at once, with directions)."""
 
+PAIR_METRICS = ("fid", "kid", "prc")
+"""Metrics comparing generated with real features: the real set needs only their feature layers."""
+PRC_NEIGHBORHOOD = DEFAULTS["prc_neighborhood"]
+"""Precision/recall measure each sample's distance to its k-th nearest neighbour: a set needs k + 1 samples."""
+ISC_SPLITS = DEFAULTS["isc_splits"]
+"""The Inception score averages over this many groups of samples: fewer samples give empty groups (NaN)."""
+# Precision/recall hold a (prc_batch_size, N) distance block: torch-fidelity's 10,000 rows made peak memory grow
+# from 1.3 GB (5k samples) to 3.8 GB (20k); 1,000 rows keep the block at 4 kB × N.
+PRC_BATCH_SIZE = 1000
+CACHE_FORMAT = "ganops-real-features/1"
+
 
 # ----------------------------------------------------------------------------- datasets
 class ImagesDataset(Dataset):
-    """uint8 images (N, C, H, W), C in {1, 3} → items uint8 (3, H, W), the form torch-fidelity takes.
-
-    `reads` counts items served: it stays 0 when torch-fidelity answers from its feature cache.
-    """
+    """uint8 images (N, C, H, W), C in {1, 3} → items uint8 (3, H, W), the form torch-fidelity takes."""
 
     def __init__(self, images: torch.Tensor):
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {images.dtype} {list(images.shape)}")
         self.images = images
-        self.reads = 0
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        self.reads += 1
         return self.images[i].expand(3, -1, -1)  # (3, H, W); a view, no copy for grayscale
 
 
@@ -113,7 +137,17 @@ class GeneratedImages(Dataset):
         return image.expand(3, -1, -1)
 
 
-# ----------------------------------------------------------------------------- the domain extractor
+# ----------------------------------------------------------------------------- feature extractors
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes: which weights made a set of features."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
     """The domain classifier as a torch-fidelity extractor: uint8 (B, 3, H, W) → penultimate (B, 128), logits (B, K).
 
@@ -127,6 +161,7 @@ class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
             raise UserError("the lenet extractor needs the classifier's model directory (gan_core.classifier)")
         self.net = load_classifier(feature_extractor_weights_path)
         self.requires_grad_(False)
+        self.weights_sha256 = state_digest(self.net.state_dict())
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:
@@ -149,16 +184,87 @@ class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
         return tuple(features[name].float() for name in self.features_list)
 
 
-if LENET_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:  # the registry is global and refuses a second registration
-    torch_fidelity.register_feature_extractor(LENET_EXTRACTOR, LeNetFeatureExtractor)
+class SafeInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's InceptionV3 (the `inception-v3-compat` network and numbers), its weights file read once
+    with weights_only=True.
+
+    The parent's __init__ calls torch.load(weights_only=False) on whatever it is given, so it gets an in-memory
+    copy of the tensors already loaded safely here, never the file: nothing read from disk is unpickled with code.
+    """
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
+                 **kwargs: Any):
+        if feature_extractor_weights_path is None:
+            raise UserError("the inception extractor needs a local weights file (gan_core.fidelity.inception_weights)")
+        path = Path(feature_extractor_weights_path)
+        verified = io.BytesIO()
+        torch.save(load_inception_state(path), verified)
+        verified.seek(0)
+        try:
+            super().__init__(name, features_list, feature_extractor_weights_path=verified, **kwargs)
+        except RuntimeError as e:  # load_state_dict: missing or unexpected keys, or shapes that differ
+            found = " ".join(str(e).split())  # torch puts the useful part (which keys, shapes) on line 2+
+            found = found if len(found) <= 200 else found[:197] + "..."
+            raise UserError(f"{path}: its tensors do not fit torch-fidelity's InceptionV3 ({found}); "
+                            f"expected {_INCEPTION_FILE}") from None
+        self.weights_sha256 = state_digest(self.state_dict())
+
+
+for _name, _cls in ((LENET_EXTRACTOR, LeNetFeatureExtractor), (INCEPTION_EXTRACTOR, SafeInceptionV3)):
+    if _name not in FEATURE_EXTRACTORS_REGISTRY:  # the registry is global and refuses a second registration
+        torch_fidelity.register_feature_extractor(_name, _cls)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A loaded feature extractor: our name (lenet | inception), torch-fidelity's module, where it runs."""
+
+    name: str
+    module: FeatureExtractorBase
+    cuda: bool
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.module.weights_sha256
+
+    def layer(self, metric: str) -> str:
+        """The feature layer torch-fidelity uses for `metric` (fid, kid, prc, isc) with this extractor."""
+        return self.module.get_default_feature_layer_for_metric(metric)
+
+    @property
+    def pair_layers(self) -> list[str]:
+        """Layers the real set needs (FID, KID, precision/recall)."""
+        return sorted({self.layer(metric) for metric in PAIR_METRICS})
+
+
+def load_extractor(name: str, weights: str | Path, cuda: bool = False) -> Extractor:
+    """The `name` extractor ("lenet": weights = the classifier's model directory; "inception": the .pth file),
+    producing every layer its metrics need. Raises UserError when the weights are missing or damaged."""
+    cls = FEATURE_EXTRACTORS_REGISTRY[TORCH_FIDELITY_NAME[name]]
+    metrics = (*PAIR_METRICS, "isc") if name == "inception" else PAIR_METRICS
+    layers = sorted({cls.get_default_feature_layer_for_metric(metric) for metric in metrics})
+    module = create_feature_extractor(TORCH_FIDELITY_NAME[name], layers, cuda=cuda, verbose=False,
+                                      feature_extractor_weights_path=str(weights))
+    return Extractor(name, module, cuda)
+
+
+def extract_features(images: Dataset, extractor: Extractor, batch_size: int) -> dict[str, torch.Tensor]:
+    """torch-fidelity's own feature pass over a Dataset of uint8 (3, H, W): {layer: (N, D) float32 on the CPU}."""
+    # save_cpu_ram: no DataLoader worker processes (GeneratedImages samples in this process, with its observers).
+    return get_featuresdict_from_dataset(images, extractor.module, batch_size, extractor.cuda, save_cpu_ram=True,
+                                         verbose=False)
 
 
 # ----------------------------------------------------------------------------- inception weights
+_INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[1]
+
+
 def inception_weights(configured: str | None) -> str:
-    """A verified local path to torch-fidelity's Inception weights: eval.inception_weights, then the env var
+    """A local path to torch-fidelity's Inception weights: eval.inception_weights, then the env var
     GANOPS_INCEPTION_WEIGHTS, then torch-fidelity's download cache, then a download into that cache.
 
-    Raises UserError, saying how to provide the file, when none is found and downloading fails (offline).
+    The file is only located here; load_extractor reads it (once, weights_only=True). Raises UserError, saying how
+    to provide the file, when none is found and downloading fails (offline).
     """
     chosen = configured or os.environ.get(INCEPTION_WEIGHTS_ENV) or None
     if chosen:
@@ -166,10 +272,10 @@ def inception_weights(configured: str | None) -> str:
         if not path.is_file():
             source = "eval.inception_weights" if configured else INCEPTION_WEIGHTS_ENV
             raise UserError(f"{source}={chosen!r} is not a file; point it at torch-fidelity's Inception .pth file")
-        return _verified_state_dict_file(path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[1]
+        return str(path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / _INCEPTION_FILE
     if cached.is_file():
-        return _verified_state_dict_file(cached)
+        return str(cached)
     how = (
         f"set eval.inception_weights=PATH or {INCEPTION_WEIGHTS_ENV}=PATH to a local copy of {URL_INCEPTION_V3} "
         "(download it on a machine with internet), or use eval.extractors=[lenet]"
@@ -180,77 +286,118 @@ def inception_weights(configured: str | None) -> str:
     try:
         torch.hub.download_url_to_file(URL_INCEPTION_V3, str(cached), progress=False)
     except OSError as e:  # URLError, HTTPError, timeouts: all mean no weights
-        raise UserError(f"could not download the Inception weights ({str(e).splitlines()[0]}); {how}") from None
-    return _verified_state_dict_file(cached)
+        raise UserError(f"could not download the Inception weights ({first_line(e)}); {how}") from None
+    return str(cached)
 
 
-def _verified_state_dict_file(path: Path) -> str:
-    """Check that `path` holds only tensors (weights_only=True) before torch-fidelity loads it.
-
-    torch-fidelity itself calls torch.load(weights_only=False); a file that passes this check has no code in it.
-    """
+def load_inception_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in `path`, loaded with weights_only=True: a file holding code or objects is refused."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors vary: any failure means "not a plain state dict"
-        raise UserError(f"{path}: not a PyTorch state dict of tensors ({type(e).__name__}); expected torch-fidelity's "
-                        f"Inception weights {URL_INCEPTION_V3.rsplit('/', 1)[1]}") from None
+    except Exception as e:  # pickle/zip/OS errors vary: any failure means "not a plain state dict"
+        raise UserError(f"{path}: not a PyTorch state dict of tensors ({type(e).__name__}); "
+                        f"expected torch-fidelity's Inception weights {_INCEPTION_FILE}") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"{path}: not a state dict of tensors; expected torch-fidelity's Inception weights")
-    return str(path)
+    return state
+
+
+# ----------------------------------------------------------------------------- the real-feature cache
+@dataclass(frozen=True)
+class RealFeatures:
+    """The real set's features {layer: (N, D) float32}, the cache file that holds them, and whether they came
+    from it (True: no real image was read)."""
+
+    features: dict[str, torch.Tensor]
+    cache_file: Path
+    cached: bool
+
+
+def real_features(images: torch.Tensor, extractor: Extractor, *, data_version: str, cache_dir: str | Path,
+                  batch_size: int) -> RealFeatures:
+    """Features of the real images (uint8 (N, C, H, W)) in `extractor`'s pair layers, from ganops' cache in
+    `cache_dir` when an entry for this data version, extractor and weights exists and reads back whole; otherwise
+    computed and written there atomically. A damaged entry is ignored and replaced, never unpickled."""
+    key = json.dumps({
+        "format": CACHE_FORMAT,
+        "data_version": data_version,
+        "extractor": TORCH_FIDELITY_NAME[extractor.name],
+        "weights_sha256": extractor.weights_sha256,
+        "layers": extractor.pair_layers,
+        "num_images": int(images.shape[0]),
+        "torch_fidelity": torch_fidelity.__version__,
+    }, sort_keys=True)
+    name = f"real-{data_version.removesuffix('.dir')}-{extractor.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    path = Path(cache_dir) / f"{name}.safetensors"
+    features = _read_cache(path, key, extractor.pair_layers, int(images.shape[0]))
+    if features is not None:
+        return RealFeatures(features, path, cached=True)
+    computed = extract_features(ImagesDataset(images), extractor, batch_size)
+    features = {layer: computed[layer] for layer in extractor.pair_layers}
+    try:
+        with atomic_file(path) as tmp:
+            save_file({k: v.contiguous() for k, v in features.items()}, str(tmp), metadata={"key": key})
+    except (OSError, SafetensorError) as e:  # a cache that cannot be written costs time next run, not this result
+        warnings.warn(f"could not write the real-feature cache {path} ({e}); the next evaluation recomputes it",
+                      stacklevel=2)
+    return RealFeatures(features, path, cached=False)
+
+
+def _read_cache(path: Path, key: str, layers: list[str], num_images: int) -> dict[str, torch.Tensor] | None:
+    """The cached features at `path`, or None when absent, unreadable, or made for another key."""
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            features = {k: f.get_tensor(k) for k in f.keys()} if metadata.get("key") == key else None
+    except Exception as e:  # safetensors/OS errors vary: any failure means "rebuild the entry"
+        warnings.warn(f"ignoring the unreadable real-feature cache {path} ({type(e).__name__}); recomputing it",
+                      stacklevel=3)
+        return None
+    whole = features is not None and sorted(features) == layers and all(
+        t.dtype == torch.float32 and t.dim() == 2 and len(t) == num_images and bool(t.isfinite().all())
+        for t in features.values()
+    )
+    return features if whole else None
 
 
 # ----------------------------------------------------------------------------- metrics
 def fidelity_metrics(
     fake: Dataset,
-    real: Dataset,
-    extractor: str,
+    real: dict[str, torch.Tensor],
+    extractor: Extractor,
     *,
-    weights: str,
-    real_cache_name: str | None,
-    cache_dir: str | Path,
     batch_size: int = 200,
     kid_subset_size: int = 1000,
     seed: int = 0,
-    cuda: bool = False,
 ) -> dict[str, float]:
-    """FID, KID (mean, std), precision, recall — and the Inception score for `inception` — of `fake` against
-    `real` in the feature space of `extractor` ("lenet" or "inception"), named as in gan_core.metrics.
-
-    `weights`: the classifier model directory (lenet) or the Inception .pth file. The real input's features are
-    cached under `cache_dir` as `real_cache_name` (None: not cached). `kid_subset_size` must not exceed either set.
+    """FID, KID (mean, std), precision, recall — and the Inception score for `inception` — of `fake` against the
+    real features `real` ({layer: (N, D)}, from real_features or extract_features) in `extractor`'s space, named as
+    in gan_core.metrics. The numbers are those of torch_fidelity.calculate_metrics on the same inputs (its own
+    feature pass and metric functions; no cache). `kid_subset_size` must not exceed either set.
     """
-    raw = torch_fidelity.calculate_metrics(
-        input1=fake,  # torch-fidelity's precision = share of input1 (generated) inside the input2 (real) manifold
-        input2=real,
-        input2_cache_name=real_cache_name,
-        cache_root=str(cache_dir),
-        cache=real_cache_name is not None,
-        feature_extractor=TORCH_FIDELITY_NAME[extractor],
-        feature_extractor_weights_path=weights,
-        fid=True,
-        kid=True,
-        prc=True,
-        isc=extractor == "inception",
-        kid_subset_size=kid_subset_size,
-        batch_size=batch_size,
-        rng_seed=seed,
-        cuda=cuda,
-        # save_cpu_ram: no DataLoader worker processes (GeneratedImages samples in this process, with its
-        # observers) and precision/recall in row blocks instead of one full distance matrix.
-        save_cpu_ram=True,
-        # Precision/recall hold a (prc_batch_size, N) distance block: torch-fidelity's 10,000 rows made peak
-        # memory grow from 1.3 GB (5k samples) to 3.8 GB (20k); 1,000 rows keep the block at 4 kB × N.
-        prc_batch_size=1000,
-        verbose=False,
-    )
-    out = {
-        m.metric_name(m.FID, extractor): raw[torch_fidelity.KEY_METRIC_FID],
-        m.metric_name(m.KID, extractor): raw[torch_fidelity.KEY_METRIC_KID_MEAN],
-        m.metric_name(m.KID, extractor) + m.STD_SUFFIX: raw[torch_fidelity.KEY_METRIC_KID_STD],
-        m.metric_name(m.PRECISION, extractor): raw[torch_fidelity.KEY_METRIC_PRECISION],
-        m.metric_name(m.RECALL, extractor): raw[torch_fidelity.KEY_METRIC_RECALL],
+    generated = extract_features(fake, extractor, batch_size)
+    fid_layer = extractor.layer("fid")
+    # torch-fidelity's precision = share of features_1 (generated) inside the features_2 (real) manifold
+    raw = {
+        **fid_statistics_to_metric(fid_featuresdict_to_statistics(generated, fid_layer),
+                                   fid_featuresdict_to_statistics(real, fid_layer), False),
+        **kid_featuresdict_to_metric(generated, real, extractor.layer("kid"), kid_subset_size=kid_subset_size,
+                                     rng_seed=seed, verbose=False),
+        **prc_featuresdict_to_metric(generated, real, extractor.layer("prc"), prc_batch_size=PRC_BATCH_SIZE,
+                                     save_cpu_ram=True, verbose=False),
     }
-    if extractor == "inception":
-        out[m.metric_name(m.ISC, extractor)] = raw[torch_fidelity.KEY_METRIC_ISC_MEAN]
-        out[m.metric_name(m.ISC, extractor) + m.STD_SUFFIX] = raw[torch_fidelity.KEY_METRIC_ISC_STD]
+    name = extractor.name
+    out = {
+        m.metric_name(m.FID, name): raw[torch_fidelity.KEY_METRIC_FID],
+        m.metric_name(m.KID, name): raw[torch_fidelity.KEY_METRIC_KID_MEAN],
+        m.metric_name(m.KID, name) + m.STD_SUFFIX: raw[torch_fidelity.KEY_METRIC_KID_STD],
+        m.metric_name(m.PRECISION, name): raw[torch_fidelity.KEY_METRIC_PRECISION],
+        m.metric_name(m.RECALL, name): raw[torch_fidelity.KEY_METRIC_RECALL],
+    }
+    if name == "inception":
+        isc = isc_featuresdict_to_metric(generated, extractor.layer("isc"), rng_seed=seed, verbose=False)
+        out[m.metric_name(m.ISC, name)] = isc[torch_fidelity.KEY_METRIC_ISC_MEAN]
+        out[m.metric_name(m.ISC, name) + m.STD_SUFFIX] = isc[torch_fidelity.KEY_METRIC_ISC_STD]
     return {k: float(v) for k, v in out.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from gan_core.classifier import (
     SPEC_FILE,
     WEIGHTS_FILE,
     load_classifier,
+    require_trusted,
     resolve_device,
     train_classifier,
 )
@@ -26,8 +28,11 @@ from gan_core.errors import UserError
 from gan_core.fidelity import LENET_EXTRACTOR, LeNetFeatureExtractor
 
 
-def test_classifier_reaches_min_accuracy_on_mnist5k(lenet_classifier: dict, mnist5k_full_prepared: Path) -> None:
-    assert lenet_classifier["holdout_accuracy"] >= 0.97
+def test_classifier_is_accurate_on_mnist5k(lenet_classifier: dict, mnist5k_full_prepared: Path) -> None:
+    # Measured over seeds 0-2 x OMP_NUM_THREADS 1-2: 0.978-0.984 held out (500 images: binomial sd 0.006; the thread
+    # count alone moved seed 0 from 0.978 to 0.982), 0.991-0.996 on the first 1,000 training images. 0.96 is 3 sd
+    # below the lowest held-out value: another CPU trains other weights, and this must not fail on it.
+    assert lenet_classifier["holdout_accuracy"] >= 0.96
     assert lenet_classifier["holdout_count"] == 500  # 10% of 5,000 held out, never trained on
     model = Path(lenet_classifier["model_dir"])
     assert (model / WEIGHTS_FILE).is_file() and (model / SPEC_FILE).is_file()
@@ -38,7 +43,7 @@ def test_classifier_reaches_min_accuracy_on_mnist5k(lenet_classifier: dict, mnis
     data = load_prepared(mnist5k_full_prepared)
     net = load_classifier(model)
     accuracy = (net.predict(data.images[:1000]) == data.labels[:1000]).double().mean().item()
-    assert accuracy >= 0.97
+    assert accuracy >= 0.97  # measured 0.991-0.996 (above)
 
 
 def test_classifier_is_reused_for_same_data_and_settings(
@@ -115,3 +120,82 @@ def test_unavailable_eval_device_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"eval.device='cuda' but no CUDA device.*eval.device=auto"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- damaged model directories
+class _Payload:
+    """Unpickling it runs `exec`, which creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def _damage(model: Path, how: str, marker: Path) -> Path:
+    """Damage a copy of a model directory; returns the file the error must name."""
+    weights, spec = model / WEIGHTS_FILE, model / SPEC_FILE
+    if how == "truncated_weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "missing_weights":
+        weights.unlink()
+    elif how == "pickle_as_weights":
+        torch.save({"body.0.weight": _Payload(marker)}, weights)
+    elif how == "cut_json":
+        spec.write_text(spec.read_text()[:40])
+    elif how == "json_not_object":
+        spec.write_text("[1, 2]")
+    elif how == "no_kwargs":
+        spec.write_text(json.dumps({k: v for k, v in json.loads(spec.read_text()).items() if k != "kwargs"}))
+    elif how == "kwargs_mismatch":  # edited kwargs that no longer fit the weights
+        data = json.loads(spec.read_text())
+        data["kwargs"]["num_classes"] = 7
+        spec.write_text(json.dumps(data))
+        return weights
+    return spec if "json" in how or "kwargs" in how else weights
+
+
+DAMAGES = ["truncated_weights", "missing_weights", "pickle_as_weights", "cut_json", "json_not_object", "no_kwargs",
+           "kwargs_mismatch"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_model_is_a_one_line_user_error(lenet_classifier: dict, tmp_path: Path, how: str) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(lenet_classifier["model_dir"], model)
+    marker = tmp_path / "pwned"
+    named = _damage(model, how, marker)
+    with pytest.raises(UserError) as err:
+        load_classifier(model)
+    message = str(err.value)
+    assert str(named) in message and "\n" not in message
+    assert not marker.exists()  # never unpickled
+
+
+@pytest.mark.parametrize("how", ["truncated_weights", "cut_json", "kwargs_mismatch"])
+def test_damaged_stored_model_is_retrained(digits_small: Path, eval_config, tmp_path: Path, how: str) -> None:
+    cfg = eval_config(digits_small, tmp_path / "cls", **{"eval.classifier.epochs": 1})
+    first = train_classifier(cfg)
+    _damage(Path(first["model_dir"]), how, tmp_path / "pwned")
+    with pytest.warns(UserWarning, match="retraining the domain classifier"):
+        again = train_classifier(cfg)
+    assert again["trained"] is True and again["holdout_accuracy"] == first["holdout_accuracy"]  # same machine
+    load_classifier(again["model_dir"])  # whole again
+
+
+def test_damaged_metrics_file_is_rewritten(digits_small: Path, eval_config, tmp_path: Path) -> None:
+    cfg = eval_config(digits_small, tmp_path / "cls", **{"eval.classifier.epochs": 1})
+    first = train_classifier(cfg)
+    metrics = tmp_path / "cls" / METRICS_FILE
+    metrics.write_text("{not json")
+    again = train_classifier(cfg)
+    assert again["trained"] is False
+    assert json.loads(metrics.read_text())["holdout_accuracy"] == first["holdout_accuracy"]
+
+
+def test_below_min_accuracy_is_a_one_line_user_error(lenet_classifier: dict) -> None:
+    with pytest.raises(UserError, match=r"held-out accuracy 0\.\d{4} < eval.classifier.min_accuracy=1.0") as err:
+        require_trusted(lenet_classifier, 1.0)
+    assert "\n" not in str(err.value)
+    require_trusted(lenet_classifier, 0.0)  # no error at or above the bar

@@ -1,4 +1,5 @@
-"""The inception-v3-compat extractor offline: a clear error with no weights, real metrics from a local file.
+"""The Inception extractor offline: a clear error with no weights, real metrics from a local file read once with
+weights_only=True, the same numbers as torch-fidelity's own inception-v3-compat, and no code run from caches.
 
 The weights file is built here (torch-fidelity's architecture, random init, saved as the state dict it loads),
 so nothing is downloaded; the numbers are meaningless but must be finite and carry the `_inception` names.
@@ -7,10 +8,12 @@ so nothing is downloaded; the numbers are meaningless but must be finite and car
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
+import torch_fidelity
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from gan_core import metrics as m
@@ -18,7 +21,16 @@ from gan_core.config import DataConfig
 from gan_core.data import load_prepared, prepare
 from gan_core.errors import UserError
 from gan_core.evaluate import evaluate
-from gan_core.fidelity import INCEPTION_WEIGHTS_ENV, OFFLINE_ENV, inception_weights
+from gan_core.fidelity import (
+    INCEPTION_WEIGHTS_ENV,
+    OFFLINE_ENV,
+    ImagesDataset,
+    extract_features,
+    fidelity_metrics,
+    inception_weights,
+    load_extractor,
+)
+from gan_core.lineage import data_version
 
 INCEPTION_METRICS = {"fid_inception", "kid_inception", "kid_inception_std", "precision_inception",
                      "recall_inception", "isc_inception", "isc_inception_std"}
@@ -61,13 +73,38 @@ def test_offline_without_weights_says_how_to_provide_them(offline: None) -> None
     assert "weights-inception-2015-12-05" in message  # what to download, on a machine with internet
 
 
-def test_bad_weights_files_are_user_errors(offline: None, tmp_path: Path) -> None:
+class _Payload:
+    """Unpickling it runs `exec`, which creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def test_bad_weights_files_are_one_line_user_errors(offline: None, inception_weights_file: Path,
+                                                    tmp_path: Path) -> None:
     with pytest.raises(UserError, match="nope.pth"):
         inception_weights(str(tmp_path / "nope.pth"))
-    not_weights = tmp_path / "object.pth"
-    torch.save({"layer": torch.nn.Linear(2, 2)}, not_weights)  # a pickled module, not a state dict of tensors
-    with pytest.raises(UserError, match="not a PyTorch state dict|not a state dict"):
-        inception_weights(str(not_weights))
+
+    marker = tmp_path / "pwned"
+    bad = {
+        "module.pth": lambda p: torch.save({"layer": torch.nn.Linear(2, 2)}, p),  # a pickled module, not tensors
+        "code.pth": lambda p: torch.save({"fc.weight": _Payload(marker)}, p),  # a pickle that runs code
+        "list.pth": lambda p: torch.save([torch.zeros(2)], p),
+        "wrong_keys.pth": lambda p: torch.save(torch.nn.Linear(2, 2).state_dict(), p),
+        "truncated.pth": lambda p: p.write_bytes(inception_weights_file.read_bytes()[:100_000]),
+        "text.pth": lambda p: p.write_text("not weights"),
+    }
+    for name, write in bad.items():
+        path = tmp_path / name
+        write(path)
+        assert inception_weights(str(path)) == str(path)  # located here, read (once) by the extractor
+        with pytest.raises(UserError, match=name) as err:
+            load_extractor("inception", path)
+        assert "\n" not in str(err.value), name
+    assert not marker.exists()
 
 
 def test_env_var_names_the_weights(offline: None, inception_weights_file: Path, monkeypatch) -> None:
@@ -75,8 +112,22 @@ def test_env_var_names_the_weights(offline: None, inception_weights_file: Path, 
     assert inception_weights(None) == str(inception_weights_file)
 
 
+@pytest.fixture
+def torch_load_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, object]]:
+    """Every torch.load call as (what it read, weights_only); the real torch.load still does the work."""
+    calls: list[tuple[object, object]] = []
+    real_load = torch.load
+
+    def recording_load(f, *args, **kwargs):
+        calls.append((f, kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    return calls
+
+
 def test_inception_metrics_from_a_local_weights_file(
-    offline: None, inception_weights_file: Path, tmp_path: Path, eval_config
+    offline: None, inception_weights_file: Path, tmp_path: Path, eval_config, torch_load_calls
 ) -> None:
     prepared = tmp_path / "digits"
     prepare(DataConfig(source="digits", resolution=16, max_images=10, prepared_dir=str(prepared)))
@@ -94,10 +145,44 @@ def test_inception_metrics_from_a_local_weights_file(
 
     cfg = eval_config(prepared, **{"eval.extractors": ["inception"], "eval.num_samples": 10, "eval.batch_size": 10,
                                    "eval.inception_weights": str(inception_weights_file)})
+    # Every file the previous code let torch-fidelity unpickle (weights_only=False) from eval.cache_dir.
+    marker = tmp_path / "pwned"
+    old_name = f"real-{data_version(prepared).removesuffix('.dir')}-inception-tf2015-16px-inception-v3-compat"
+    for name in ("features-2048", "features-logits_unbiased", "stat-fid-2048"):
+        path = Path(cfg.eval.cache_dir) / f"{old_name}-{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"x": _Payload(marker)}, path)
+
     result = evaluate(cfg, Replay())
+    assert not marker.exists()
     assert INCEPTION_METRICS <= set(result)
     assert all(math.isfinite(result[k]) for k in INCEPTION_METRICS)
     assert not any(k.endswith("_lenet") for k in result) and m.CLASS_COVERAGE not in result
     info = result[m.INFO_KEY]["extractors"]["inception"]
-    assert info["weights"] == str(inception_weights_file) and info["torch_fidelity_name"] == "inception-v3-compat"
+    assert info["weights"] == str(inception_weights_file) and info["torch_fidelity_name"] == "ganops-inception-v3"
+    assert info["feature_layer_fid"] == "2048" and info["real_pass"] == "computed"
     assert result[m.INFO_KEY]["kid_subset_size"] == 10
+    # The weights file was read once, with weights_only=True; whatever torch-fidelity unpickled came from memory.
+    from_disk = [(f, weights_only) for f, weights_only in torch_load_calls if isinstance(f, str | os.PathLike)]
+    assert from_disk == [(inception_weights_file, True)]
+
+
+def test_inception_numbers_match_torch_fidelity(inception_weights_file: Path, digits_prepared: Path) -> None:
+    """ganops-inception-v3 + our metric path = torch-fidelity's inception-v3-compat + calculate_metrics."""
+    images = load_prepared(digits_prepared).images
+    fake, real = ImagesDataset(images[:12]), images[12:24]
+    direct = torch_fidelity.calculate_metrics(
+        input1=fake, input2=ImagesDataset(real), feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(inception_weights_file),  # a file this test made: safe to unpickle
+        fid=True, kid=True, prc=True, isc=True, kid_subset_size=12, batch_size=12, rng_seed=3, save_cpu_ram=True,
+        prc_batch_size=1000, cache=False, cuda=False, verbose=False)
+    inception = load_extractor("inception", inception_weights_file)
+    ours = fidelity_metrics(fake, extract_features(ImagesDataset(real), inception, 12), inception, batch_size=12,
+                            kid_subset_size=12, seed=3)
+    keys = {"fid_inception": torch_fidelity.KEY_METRIC_FID, "kid_inception": torch_fidelity.KEY_METRIC_KID_MEAN,
+            "kid_inception_std": torch_fidelity.KEY_METRIC_KID_STD,
+            "precision_inception": torch_fidelity.KEY_METRIC_PRECISION,
+            "recall_inception": torch_fidelity.KEY_METRIC_RECALL, "isc_inception": torch_fidelity.KEY_METRIC_ISC_MEAN,
+            "isc_inception_std": torch_fidelity.KEY_METRIC_ISC_STD}
+    # Same network, weights and metric code: equal but for float summation order (1e-6 relative allows it).
+    assert ours == {ours_key: pytest.approx(direct[key], rel=1e-6, abs=1e-9) for ours_key, key in keys.items()}
