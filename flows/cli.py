@@ -22,6 +22,7 @@ default 120) bounds how long any one of them is waited for.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -48,6 +49,11 @@ def _before_any_command() -> None:
     from flows.schedule import bound_prefect_client
 
     bound_prefect_client()
+    # pyproject.toml's [tool.prefect] turns telemetry off only when ganops runs from the repo root; its heartbeat
+    # races Prefect's event vacuum on the ephemeral SQLite database ("database is locked" traceback) and tries the
+    # network. The environment reaches the ephemeral server's subprocess too; PREFECT_SERVER_ANALYTICS_ENABLED=true
+    # opts back in.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 # ----------------------------------------------------------------------------- flows (issue 6)

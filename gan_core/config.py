@@ -169,7 +169,7 @@ class ClassifierConfig(_Section):
     lr: float = Field(3e-3, gt=0)
     """Peak learning rate of the one-cycle schedule."""
     holdout_fraction: float = Field(0.1, gt=0, lt=1)
-    min_accuracy: float = Field(0.97, ge=0, le=1)
+    min_accuracy: float = Field(0.95, ge=0, le=1)
     """Held-out accuracy below this makes the classifier's metrics untrusted (evaluation fails)."""
     resolution: int = Field(32, ge=8, le=256)
     """Side the classifier sees: real and generated images are resized to it (bilinear, antialiased)."""

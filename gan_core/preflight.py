@@ -34,7 +34,9 @@ def ensure_writable_dir(path: str | Path, setting: str) -> Path:
         raise UserError(f"{setting}={str(path)!r} is a file, not a directory; choose a directory path") from None
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise UserError(f"{setting}={str(path)!r} is not writable ({reason}); choose a directory you can write to") from None
+        raise UserError(
+            f"{setting}={str(path)!r} is not writable ({reason}); choose a directory you can write to"
+        ) from None
     return path
 
 

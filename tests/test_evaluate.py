@@ -35,7 +35,7 @@ from gan_core.package import sample_images
 
 LENET_METRICS = {"fid_lenet", "kid_lenet", "kid_lenet_std", "precision_lenet", "recall_lenet"}
 # The session classifier scored 0.978-0.984 held out over seeds 0-2 x 1-2 threads (500 images: a binomial sd of
-# 0.006), so the production bar 0.97 is 1-2 sd below it and another CPU may miss it. These tests are about the
+# 0.006); the production bar is 0.95 (params.yaml) for that reason. These tests are about the
 # metrics, not that bar (test_untrusted_classifier_stops_evaluation and test_classifier.py test the bar itself).
 TRUSTED = {"eval.classifier.min_accuracy": 0.9}
 
