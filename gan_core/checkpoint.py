@@ -25,6 +25,7 @@ from gan_core.errors import UserError
 FORMAT = "ganops-checkpoint/1"
 CHECKPOINT_FILE = "last.pt"
 SUMMARY_FILE = "last.json"
+RESUME_FIX = "delete it or run with --no-resume to train from scratch"
 
 # Settings that change only how a run is observed or where it runs, not the weights it produces:
 # a checkpoint written under other values of these may be resumed.
@@ -76,17 +77,77 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], summary: dict[str, 
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without unpickling arbitrary objects (weights_only=True)."""
+    """Read a checkpoint without unpickling arbitrary objects (weights_only=True) and check its structure, so a
+    damaged or foreign file is one UserError naming it, not a KeyError halfway through resuming."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
         raise UserError(
-            f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or run with --no-resume"
+            f"{path}: unreadable checkpoint ({type(e).__name__}: cut short, damaged or not written by ganops); "
+            f"{RESUME_FIX}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path}: not a ganops checkpoint (expected format {FORMAT!r})")
+        raise UserError(f"{path}: not a ganops checkpoint (expected format {FORMAT!r}); {RESUME_FIX}")
+    problem = _structure_problem(state)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint ({problem}); {RESUME_FIX}")
     return state
+
+
+# What resuming reads, by key path: the type each value must have (tuples: any of these).
+_TENSORS = "dict of tensors"
+REQUIRED: dict[str, type | tuple[type, ...] | str] = {
+    "step": int,
+    "generator": _TENSORS,
+    "discriminator": _TENSORS,
+    "ema": dict,
+    "ema.module": _TENSORS,
+    "ema.num_updates": int,
+    "g_optimizer": dict,
+    "g_optimizer.state": dict,
+    "g_optimizer.param_groups": list,
+    "d_optimizer": dict,
+    "d_optimizer.state": dict,
+    "d_optimizer.param_groups": list,
+    "rng": dict,
+    "rng.torch": torch.Tensor,
+    "rng.cuda": list,
+    "rng.numpy": dict,
+    "rng.numpy.kind": str,
+    "rng.numpy.keys": torch.Tensor,
+    "rng.numpy.pos": int,
+    "rng.numpy.has_gauss": int,
+    "rng.numpy.gauss": float,
+    "rng.python": dict,
+    "rng.python.version": int,
+    "rng.python.state": list,
+    "rng.python.gauss": (float, type(None)),
+    "sampler": dict,
+    "config": dict,
+    "config.model": dict,
+    "config.train": dict,
+    "data_version": str,
+}
+
+
+def _structure_problem(state: dict[str, Any]) -> str:
+    """'' when every REQUIRED key is there with its type, else the first problem ('rng.numpy.keys missing')."""
+    for key, kind in REQUIRED.items():
+        value: Any = state
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return f"{key} missing"
+            value = value[part]
+        if kind == _TENSORS:
+            if not isinstance(value, dict) or not all(isinstance(v, torch.Tensor) for v in value.values()):
+                return f"{key} is not a {_TENSORS}"
+        elif isinstance(value, bool) or not isinstance(value, kind):  # type: ignore[arg-type]
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            return f"{key} is a {type(value).__name__}, expected {expected}"
+    if state["step"] < 0:
+        return f"step={state['step']}, expected >= 0"
+    return ""
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:

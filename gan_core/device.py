@@ -52,22 +52,34 @@ class Runtime:
 
 
 def pick_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
-    """`auto` → CUDA (this rank's GPU) > MPS > CPU; an explicit name must be available (UserError naming `key`)."""
+    """`auto` → CUDA (this rank's GPU) > MPS > CPU; an explicit name must be available here (UserError naming `key`,
+    the name and the devices this machine has)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserError(f"{key}={name!r} but there are {torch.cuda.device_count()} CUDA devices; use {key}=cuda")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{key}='mps' but MPS is not available; use {key}=auto or cpu")
+    here = f"available here: {', '.join(available_devices())}"
+    kind, colon, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UserError(f"{key}={name!r}: unknown device; expected auto, cpu, cuda, cuda:N or mps ({here})")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{key}={name!r} but no CUDA device is available ({here}); use {key}=auto or cpu")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"{key}={name!r} but there are {torch.cuda.device_count()} CUDA devices ({here}); "
+                        f"use {key}=cuda")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{key}='mps' but MPS is not available ({here}); use {key}=auto or cpu")
     if name == "cuda":
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run on: cpu, then cuda:0..N-1, then mps."""
+    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    return names + (["mps"] if torch.backends.mps.is_available() else [])
 
 
 def choose_runtime(cfg: TrainConfig, local_rank: int = 0) -> Runtime:

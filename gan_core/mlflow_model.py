@@ -8,11 +8,13 @@ The model is logged "from code" (`python_model` is the path of gan_core/pyfunc_e
 that file's source instead of a cloudpickle; loading runs it, which imports the installed `gan_core` and
 rebuilds the network from the package with `gan_core.package.load_generator`.
 
-Input (signature): one row per request, columns
-    n       int            number of images, 1..MAX_SAMPLES
-    seed    int, optional  noise seed (default 0): the same seed gives the same images
-    labels  list[int], opt one class per image for conditional generators; omitted or [] = classes cycled 0, 1, ...
-            (when some rows give labels and others do not, send [] in the others: MLflow rejects a missing cell)
+Input: one row per request, columns (checked by ganops; anything else is a 400 naming the row and value)
+    n       int            number of images, 1..MAX_SAMPLES (and at most MAX_SAMPLES over all rows of a call)
+    seed    int, optional  noise seed in [0, 2**63 - 1] (default 0): the same seed gives the same images
+    labels  list[int], opt one class per image for conditional generators; omitted, null or [] = classes cycled
+Integers only: 1.5, "2", true are refused, not rounded. The signature declares no input schema on purpose:
+MLflow's scoring server casts JSON to a declared schema before the model sees it (1.5 → 1) and drops unknown
+columns (a typo such as "seeds" would be ignored), so the model checks the raw request itself.
 Output: one row per image, columns
     request     int        index of the input row it answers
     index       int        position within that request
@@ -20,7 +22,8 @@ Output: one row per image, columns
     shape       list[int]  [C, H, W]
     png_base64  str        the image as a base64 PNG (8-bit grayscale or RGB)
 Through `mlflow models serve`, POST /invocations with {"dataframe_records": [{"n": 4, "seed": 0}]} answers
-{"predictions": [{"request": 0, "index": 0, "label": -1, "shape": [1, 32, 32], "png_base64": "iVBOR..."}, ...]}.
+{"predictions": [{"request": 0, "index": 0, "label": -1, "shape": [1, 32, 32], "png_base64": "iVBOR..."}, ...]};
+a bad request answers 400 {"error_code": "INVALID_PARAMETER_VALUE", "message": "request 0: n=1.5; expected ..."}.
 """
 
 from __future__ import annotations
@@ -40,26 +43,23 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, Schema
 
+from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.package import find_package, load_generator, sample_images
+from gan_core.package import MAX_SEED, as_int, find_package, load_generator, sample_images
 
 PACKAGE_ARTIFACT = "generator"
 """Key of the package directory in the pyfunc model's artifacts (the model dir holds artifacts/<package>/)."""
 MAX_SAMPLES = 1024
-"""Most images one request may ask for (a larger request is a 400 from the scoring server)."""
+"""Most images one call may ask for, in one row or over all rows (a larger request is a 400 from the server)."""
+INPUT_COLUMNS = ("n", "seed", "labels")
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
 OUTPUT_COLUMNS = ["request", "index", "label", "shape", "png_base64"]
 
 SIGNATURE = ModelSignature(
-    inputs=Schema(
-        [
-            ColSpec("long", "n"),
-            ColSpec("long", "seed", required=False),
-            ColSpec(Array("long"), "labels", required=False),
-        ]
-    ),
+    inputs=None,  # see the module docstring: an input schema would make MLflow cast 1.5 to 1 before predict
     outputs=Schema(
         [
             ColSpec("long", "request"),
@@ -91,7 +91,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         # GPU first: GANOPS_DEVICE picks explicitly (e.g. cpu on a shared GPU host).
-        device = os.environ.get("GANOPS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+        name = os.environ.get("GANOPS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = pick_device(name, key="GANOPS_DEVICE")
         self.generator = load_generator(find_package(context.artifacts[PACKAGE_ARTIFACT]), device=device)
 
     def predict(
@@ -103,7 +104,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             try:
                 images = sample_images(self.generator, n, seed=seed, labels=labels)  # uint8 (n, C, H, W)
             except UserError as e:
-                raise MlflowException.invalid_parameter_value(f"request {r}: {e}") from None
+                raise BadRequest(f"request {r}: {e}") from None
             for i, img in enumerate(images):
                 label = int(labels[i]) if labels is not None else _cycled_label(self.generator, i)
                 records.append(
@@ -117,36 +118,73 @@ def _cycled_label(generator: torch.nn.Module, i: int) -> int:
     return i % num_classes if num_classes else -1
 
 
+class BadRequest(MlflowException):
+    """A bad serving request: HTTP 400 (INVALID_PARAMETER_VALUE) with our one-line message.
+
+    MLflow's scoring server rewrites a predict error's message to "Failed to predict data '<the whole input
+    frame, many lines>'. \\nError: ..."; the message here stays as written, so the client gets one line naming
+    the row and the value, and the request is not echoed back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):  # set once, by MlflowException.__init__
+            self._message = value
+
+
 def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[tuple[int, int, list[int] | None]]:
-    """(n, seed, labels) per input row; bad values raise MlflowException (HTTP 400 through the server)."""
+    """(n, seed, labels) per input row; a bad row raises BadRequest (HTTP 400 through the server).
+
+    Values arrive as JSON gave them: Python/NumPy ints, floats (pandas turns an integer column with a missing
+    cell into floats, so whole floats count as integers), strings, bools, lists, None/NaN for a missing cell."""
     frame = pd.DataFrame([model_input]) if isinstance(model_input, Mapping) else model_input
+    if not isinstance(frame, pd.DataFrame):
+        raise BadRequest(f"expected rows of {{n, seed, labels}} (a DataFrame), got {type(frame).__name__}")
+    unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
+    if unknown:
+        raise BadRequest(f"unknown column(s) {unknown}; a request has n, and optionally seed and labels")
     if "n" not in frame.columns:
-        raise MlflowException.invalid_parameter_value("each request needs `n`, the number of images")
+        raise BadRequest("each request needs `n`, the number of images")
     out = []
     for r, row in enumerate(frame.to_dict(orient="records")):
-        n, seed, labels = row["n"], row.get("seed"), row.get("labels")
-        if not _is_int(n) or not 1 <= int(n) <= MAX_SAMPLES:
-            raise MlflowException.invalid_parameter_value(
-                f"request {r}: n={n!r}; expected an integer in [1, {MAX_SAMPLES}]"
-            )
-        seed = 0 if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed
-        if not _is_int(seed):
-            raise MlflowException.invalid_parameter_value(f"request {r}: seed={seed!r}; expected an integer")
-        labels = None if labels is None or (isinstance(labels, float) and math.isnan(labels)) else list(labels)
-        if labels:
-            if len(labels) != int(n) or not all(_is_int(x) for x in labels):
-                raise MlflowException.invalid_parameter_value(
-                    f"request {r}: labels={labels[:8]!r}; expected {int(n)} integer class ids, one per image"
-                )
-            labels = [int(x) for x in labels]
-        else:
-            labels = None
-        out.append((int(n), int(seed), labels))
+        out.append(_parse_row(r, row))
+    total = sum(n for n, _, _ in out)
+    if total > MAX_SAMPLES:
+        raise BadRequest(f"{len(out)} requests ask for {total} images in all; at most {MAX_SAMPLES} per call")
     return out
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int | np.integer) or (isinstance(x, float | np.floating) and float(x).is_integer())
+def _parse_row(r: int, row: dict[str, Any]) -> tuple[int, int, list[int] | None]:
+    n = as_int(row["n"])
+    if n is None or not 1 <= n <= MAX_SAMPLES:
+        raise BadRequest(f"request {r}: n={_show(row['n'])}; expected an integer in [1, {MAX_SAMPLES}]")
+    seed = 0 if _missing(row.get("seed")) else as_int(row["seed"])
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise BadRequest(f"request {r}: seed={_show(row['seed'])}; expected an integer in [0, 2**63 - 1]")
+    labels = row.get("labels")
+    if _missing(labels) or (isinstance(labels, list | tuple | np.ndarray) and len(labels) == 0):
+        return n, seed, None
+    ids = [as_int(x) for x in labels] if isinstance(labels, list | tuple | np.ndarray) else [None]
+    if len(ids) != n or None in ids:
+        raise BadRequest(f"request {r}: labels={_show(labels)}; expected {n} integer class ids, one per image")
+    return n, seed, ids  # type: ignore[return-value]
+
+
+def _missing(value: Any) -> bool:
+    """A cell the client left out: None, or the NaN pandas puts in a column that other rows fill."""
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, cut short: a request may carry a 10,000-element list."""
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def encode_png(image: torch.Tensor) -> str:

@@ -32,6 +32,7 @@ from gan_core.batching import EpochBatches
 from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import (
     CHECKPOINT_FILE,
+    RESUME_FIX,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -43,11 +44,12 @@ from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import choose_runtime, deterministic
 from gan_core.diffaugment import diff_augment
 from gan_core.ema import EMA
-from gan_core.errors import UserError
+from gan_core.errors import UserError, first_line
 from gan_core.lineage import code_hash, lineage
 from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
 from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
 from gan_core.package import save_generator
+from gan_core.preflight import ensure_free_space, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -286,17 +288,40 @@ class Trainer:
                 log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,
                             _first_difference(theirs, mine))
             return 0
-        self.G.load_state_dict(state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt_g.load_state_dict(state["g_optimizer"])
-        self.opt_d.load_state_dict(state["d_optimizer"])
-        set_rng_state(state["rng"])
+        try:
+            self.G.load_state_dict(state["generator"])
+            self.D.load_state_dict(state["discriminator"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt_g.load_state_dict(state["g_optimizer"])
+            self.opt_d.load_state_dict(state["d_optimizer"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            # Its settings match ours, so the tensors inside were edited or damaged (load_checkpoint checked the
+            # structure; shapes and optimizer/RNG contents only show when applied).
+            raise UserError(f"{self.checkpoint_path}: cannot be resumed ({type(e).__name__}: {first_line(e)}); "
+                            f"{RESUME_FIX}") from e
         if self.dist.is_main:
             log.info("resuming from %s at step %d", self.checkpoint_path, state["step"])
         return int(state["step"])
 
     # ------------------------------------------------------------------------- the run
+    def _preflight(self) -> None:
+        """Fail before the first step, not at the first checkpoint: train.out_dir must be a writable directory with
+        room for what the run writes there."""
+        ensure_writable_dir(self.out_dir, "train.out_dir")
+        ensure_free_space(self.out_dir, self._output_bytes(), "checkpoints, samples and generator package")
+
+    def _output_bytes(self) -> int:
+        """About the most train.out_dir needs: last.pt (G, D, EMA, two Adam moments per parameter) twice over,
+        since the new checkpoint is written beside the old before replacing it, plus the package and a grid."""
+        def size(module: nn.Module) -> int:
+            return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+        g, d = size(self.G), size(self.D)
+        checkpoint = 4 * g + 3 * d  # G + EMA + 2 moments; D + 2 moments
+        grid = GRID_SAMPLES * 3 * math.prod(self.image_shape)
+        return 2 * checkpoint + 2 * g + grid + 2**20
+
     def run(self) -> dict[str, Any]:
         try:
             with deterministic(self.device.type == "cpu"):
@@ -307,6 +332,8 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         tc = self.cfg.train
         main = self.dist.is_main
+        if main:  # only rank 0 writes; when it fails here, torchrun stops the other ranks
+            self._preflight()
         start = self._try_resume()
         self.resumed_from = start
         if main:

@@ -16,6 +16,7 @@ import torch
 
 from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import load_checkpoint
+from gan_core.errors import UserError
 from gan_core.train import DivergenceError, Trainer, train
 
 # Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
@@ -167,3 +168,134 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(mnist_prepared, tiny_tr
     assert state["step"] == 10
     assert all(torch.isfinite(v).all() for v in state["discriminator"].values() if v.is_floating_point())
     assert not (Path(cfg.train.out_dir) / "generator").exists(), "no package from diverged weights"
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+def _drop(state: dict, path: str) -> dict:
+    """A deep copy of `state` without the value at the dotted `path`."""
+    import copy
+
+    state = copy.deepcopy(state)
+    *parents, last = path.split(".")
+    node = state
+    for part in parents:
+        node = node[part]
+    del node[last]
+    return state
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(mnist_prepared, tmp_path_factory) -> tuple[Path, dict]:
+    """One real 4-step checkpoint (and the params that made it), copied by each test that damages it."""
+    from gan_core.config import load_config
+
+    root = tmp_path_factory.mktemp("trained_checkpoint")
+    (root / "empty.yaml").write_text("{}\n")
+    overrides = {"data.prepared_dir": str(mnist_prepared), "model.g_width": 8, "model.d_width": 8,
+                 "model.latent_dim": 16, "train.batch_size": 8, "train.steps": 4, "train.log_every": 2,
+                 "train.device": "cpu", "train.out_dir": str(root / "train")}
+    result = train(load_config(root / "empty.yaml", overrides))
+    return Path(result["checkpoint"]), overrides
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda s: {"format": s["format"], "step": 3}, "generator missing"),
+        (lambda s: _drop(s, "rng"), "rng missing"),
+        (lambda s: _drop(s, "rng.numpy.keys"), "rng.numpy.keys missing"),
+        (lambda s: _drop(s, "config.model"), "config.model missing"),
+        (lambda s: _drop(s, "data_version"), "data_version missing"),
+        (lambda s: {**s, "step": "4"}, "step is a str, expected int"),
+        (lambda s: {**s, "step": -1}, "step=-1"),
+        (lambda s: {**s, "generator": {"w": [1.0]}}, "generator is not a dict of tensors"),
+        (lambda s: {**s, "ema": {**s["ema"], "num_updates": 4.5}}, "ema.num_updates is a float"),
+    ],
+    ids=["only-format-and-step", "no-rng", "no-numpy-keys", "no-model-config", "no-data-version", "step-string",
+         "negative-step", "generator-not-tensors", "float-updates"],
+)
+def test_checkpoint_missing_fields_is_one_line_user_error(trained_checkpoint, tmp_path, damage, problem):
+    source, _ = trained_checkpoint
+    path = tmp_path / "last.pt"
+    torch.save(damage(torch.load(source, weights_only=True)), path)
+    with pytest.raises(UserError, match=f"damaged checkpoint \\({problem}") as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "--no-resume" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "foreign-dict", "a-directory"])
+def test_unreadable_or_foreign_checkpoint_is_one_line_user_error(trained_checkpoint, tmp_path, damage):
+    source, _ = trained_checkpoint
+    path = tmp_path / "last.pt"
+    if damage == "truncated":
+        path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "foreign-dict":
+        torch.save({"model": torch.zeros(2)}, path)  # a nanoGPT-style checkpoint: loads, but is not ours
+    else:
+        path.mkdir()
+    with pytest.raises(UserError, match="unreadable checkpoint|not a ganops checkpoint") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "--no-resume" in str(info.value)
+
+
+def test_a_pickle_in_a_checkpoint_is_never_run(tmp_path):
+    """weights_only=True: a checkpoint carrying code is refused, and the code does not run."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "ran"))
+
+    path = tmp_path / "last.pt"
+    torch.save({"format": "ganops-checkpoint/1", "step": Payload()}, path)
+    with pytest.raises(UserError, match="unreadable checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_training_on_a_damaged_checkpoint_stops_with_one_line_and_no_resume_recovers(
+    trained_checkpoint, tmp_path, capsys
+):
+    from gan_core.cli import app, run_app
+
+    source, overrides = trained_checkpoint
+    out_dir = tmp_path / "train"
+    (out_dir / "checkpoints").mkdir(parents=True)
+    path = out_dir / "checkpoints" / "last.pt"
+    torch.save(_drop(torch.load(source, weights_only=True), "d_optimizer"), path)
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    argv = ["train", "--params", str(params), *(f"{k}={v}" for k, v in overrides.items()),
+            f"train.out_dir={out_dir}"]
+
+    assert run_app(app, argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error:") and "Traceback" not in err
+    assert str(path) in lines[0] and "d_optimizer missing" in lines[0] and "--no-resume" in lines[0]
+
+    # As the message says: --no-resume trains from scratch and replaces the damaged file.
+    assert run_app(app, [*argv, "--no-resume"]) == 0
+    assert load_checkpoint(path)["step"] == 4
+
+
+def test_checkpoint_whose_tensors_were_edited_cannot_be_resumed(trained_checkpoint, tmp_path):
+    """The structure and the settings match, but a weight has another shape: caught when it is applied."""
+    from gan_core.config import load_config
+
+    source, overrides = trained_checkpoint
+    state = torch.load(source, weights_only=True)
+    name = next(iter(state["generator"]))
+    state["generator"][name] = torch.zeros(3, 3)
+    path = tmp_path / "train" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    cfg = load_config(tmp_path / "empty.yaml", {**overrides, "train.out_dir": str(tmp_path / "train")})
+    with pytest.raises(UserError, match=f"{path}: cannot be resumed \\(RuntimeError: .*--no-resume"):
+        train(cfg)

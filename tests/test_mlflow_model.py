@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
-from gan_core.mlflow_model import decode_predictions, log_generator
+from gan_core.mlflow_model import decode_predictions, log_generator, save_generator_model
 from gan_core.package import WEIGHTS_FILE, load_generator, sample_images
 from gan_core.tracking import experiment_id
 
@@ -47,8 +47,10 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # "models from code": no cloudpickle
     assert Path(pyfunc["model_code_path"]).name == "pyfunc_entry.py"
-    inputs = yaml.safe_load(mlmodel["signature"]["inputs"])
-    assert [(c["name"], c["required"]) for c in inputs] == [("n", True), ("seed", False), ("labels", False)]
+    # No input schema: MLflow would cast requests to it (n=1.5 → 1) and drop unknown columns before predict.
+    assert mlmodel["signature"]["inputs"] is None
+    outputs = yaml.safe_load(mlmodel["signature"]["outputs"])
+    assert [c["name"] for c in outputs] == ["request", "index", "label", "shape", "png_base64"]
     assert (local / "input_example.json").is_file() and (local / "serving_input_example.json").is_file()
 
 
@@ -70,19 +72,58 @@ def test_predict_by_alias_returns_the_generators_images_as_png(champion_uri: str
     assert not torch.equal(decode_predictions(model.predict({"n": 2, "seed": 2})), images[3:])
 
 
-@pytest.mark.parametrize(
-    ("request_row", "message"),
-    [
-        ({"n": 0}, r"n=0; expected an integer in \[1, 1024\]"),
-        ({"n": 2000}, "n=2000"),
-        ({"n": 2, "labels": [1, 2, 3]}, "expected 2 integer class ids"),
-        ({"n": 2, "labels": [1, 10]}, r"labels must lie in \[0, 9\]"),
-    ],
-)
-def test_predict_rejects_bad_requests(champion_uri: str, request_row: dict, message: str) -> None:
-    model = mlflow.pyfunc.load_model(champion_uri)
-    with pytest.raises(MlflowException, match=message):
-        model.predict(pd.DataFrame([request_row]))
+BAD_REQUESTS = [
+    # (id, rows, what the one-line message must say)
+    ("n-fraction", [{"n": 1.5}], r"request 0: n=1.5; expected an integer in \[1, 1024\]"),
+    ("n-string", [{"n": "2"}], "n='2'"),
+    ("n-bool", [{"n": True}], "n=True"),
+    ("n-negative", [{"n": -1}], "n=-1"),
+    ("n-zero", [{"n": 0}], r"n=0; expected an integer in \[1, 1024\]"),
+    ("n-too-many", [{"n": 2000}], "n=2000"),
+    ("n-null", [{"n": None}], "n=None"),
+    ("n-list", [{"n": [2]}], r"n=\[2\]"),
+    ("n-missing", [{"seed": 1}], "each request needs `n`"),
+    ("n-fraction-in-second-row", [{"n": 2}, {"n": 1.5}], "request 1: n=1.5"),
+    ("seed-fraction", [{"n": 2, "seed": 1.5}], "seed=1.5"),
+    ("seed-string", [{"n": 2, "seed": "7"}], "seed='7'"),
+    ("seed-negative", [{"n": 2, "seed": -1}], r"seed=-1; expected an integer in \[0, 2\*\*63 - 1\]"),
+    ("seed-above-int64", [{"n": 2, "seed": 2**63}], "seed=9223372036854775808"),
+    ("seed-huge", [{"n": 2, "seed": 10**30}], "seed=1000000000000000000000000000000"),
+    ("labels-fractions", [{"n": 2, "labels": [1.5, 2]}], "expected 2 integer class ids"),
+    ("labels-strings", [{"n": 2, "labels": ["1", "2"]}], r"labels=\['1', '2'\]"),
+    ("labels-bools", [{"n": 2, "labels": [True, False]}], "labels=\\[True, False\\]"),
+    ("labels-a-string", [{"n": 2, "labels": "0,1"}], "labels='0,1'"),
+    ("labels-count", [{"n": 2, "labels": [1, 2, 3]}], "expected 2 integer class ids"),
+    ("labels-out-of-range", [{"n": 2, "labels": [1, 10]}], r"labels must lie in \[0, 9\]"),
+    ("labels-negative", [{"n": 2, "labels": [-1, 0]}], r"labels must lie in \[0, 9\]"),
+    ("unknown-column", [{"n": 2, "seeds": 3}], r"unknown column\(s\) \['seeds'\]"),
+    ("too-many-in-all", [{"n": 1000}, {"n": 100}], "ask for 1100 images in all; at most 1024"),
+]
+
+
+@pytest.fixture(scope="module")
+def pyfunc_model(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> mlflow.pyfunc.PyFuncModel:
+    """The same pyfunc model saved to a directory and loaded once (no tracking store needed to predict)."""
+    path = save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "model")
+    return mlflow.pyfunc.load_model(str(path))
+
+
+@pytest.mark.parametrize(("rows", "message"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS])
+def test_predict_rejects_bad_requests(pyfunc_model, rows: list[dict], message: str) -> None:
+    with pytest.raises(MlflowException, match=message) as info:
+        pyfunc_model.predict(pd.DataFrame(rows))
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"  # HTTP 400 through `mlflow models serve`
+    assert "\n" not in info.value.message
+
+
+def test_predict_takes_rows_that_leave_out_optional_cells(pyfunc_model, generator_package: Path) -> None:
+    """pandas fills a cell one row leaves out with NaN, which turns the column's other integers into floats."""
+    out = pyfunc_model.predict(pd.DataFrame([{"n": 2, "seed": 5, "labels": [7, 8]}, {"n": 1}]))
+    assert out["request"].tolist() == [0, 0, 1] and out["label"].tolist() == [7, 8, 0]
+    direct = load_generator(generator_package)
+    images = decode_predictions(out)
+    assert torch.equal(images[:2], sample_images(direct, 2, seed=5, labels=[7, 8]))
+    assert torch.equal(images[2:], sample_images(direct, 1, seed=0))
 
 
 def test_load_generator_by_alias_gives_the_packaged_weights(champion_uri: str, generator_package: Path) -> None:

@@ -92,9 +92,26 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
         status, body = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["n", "seed"], "data": [[2, 5]]}})
         assert status == 200 and [r["label"] for r in body["predictions"]] == [0, 1]
 
-        status, body = _post(f"{base}/invocations", {"dataframe_records": [{"n": 0}]})
-        assert status == 400 and "n=0" in body["message"]
+        # Integers only, checked on the request as sent: MLflow casts nothing first (1.5 used to become 1 image).
+        # The message is ganops' one line, not MLflow's "Failed to predict data '<the whole input>'..." rewrite.
+        for rows, message in [
+            ([{"n": 0}], "request 0: n=0; expected an integer in [1, 1024]"),
+            ([{"n": 1.5}], "request 0: n=1.5; expected an integer in [1, 1024]"),
+            ([{"n": "2"}], "request 0: n='2'; expected an integer in [1, 1024]"),
+            ([{"n": True}], "request 0: n=True; expected an integer in [1, 1024]"),
+            ([{"n": 2, "seed": 0.5}], "request 0: seed=0.5; expected an integer in [0, 2**63 - 1]"),
+            ([{"n": 2, "labels": [1.5, 2]}], "request 0: labels=[1.5, 2]; expected 2 integer class ids, one per image"),
+            ([{"seed": 1}], "each request needs `n`, the number of images"),
+            ([{"n": 2, "seeds": 1}], "unknown column(s) ['seeds']; a request has n, and optionally seed and labels"),
+        ]:
+            status, body = _post(f"{base}/invocations", {"dataframe_records": rows})
+            assert (status, body.get("error_code"), body.get("message")) == (400, "INVALID_PARAMETER_VALUE", message)
+        # A missing cell in one row is not an error: pandas' NaN there means "use the default".
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [{"n": 1, "seed": 3}, {"n": 1}]})
+        assert status == 200 and len(body["predictions"]) == 2
     finally:
         stop_process_group(server)
         log.close()
+    # User errors are answered, not logged as server failures.
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
 

@@ -252,6 +252,59 @@ def test_cli_train_prints_result_json_and_reports_user_errors(mnist_prepared, tm
     assert "error:" in err and "fewer than one batch of 5000" in err and "Traceback" not in err
 
 
+class Started(TrainCallback):
+    """Records whether training got as far as its first step (on_train_start comes right before it)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_train_start(self, info):
+        self.started = True
+
+
+def test_unwritable_out_dir_fails_before_the_first_step(mnist_prepared, tiny_train_config, tmp_path):
+    # Tests run as root, where chmod does not stop writes: a regular file where a parent directory should be does.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    out_dir = blocker / "train"
+    started = Started()
+    with pytest.raises(UserError, match=f"train.out_dir='{out_dir}' is not writable"):
+        train(tiny_train_config(mnist_prepared, **{"train.out_dir": str(out_dir), "train.steps": 1000}),
+              callbacks=[started])
+    assert not started.started, "the check must come before any training step"
+    assert blocker.read_text() == "a file, not a directory"
+
+
+def test_full_disk_fails_before_the_first_step(mnist_prepared, tiny_train_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANOPS_MIN_FREE_BYTES", str(2**62))  # headroom no disk has: a full disk without filling one
+    out_dir = tmp_path / "train"
+    started = Started()
+    with pytest.raises(UserError, match=f"not enough disk space for the checkpoints.*'{out_dir}'"):
+        train(tiny_train_config(mnist_prepared, **{"train.out_dir": str(out_dir), "train.steps": 1000}),
+              callbacks=[started])
+    assert not started.started
+    assert not (out_dir / "checkpoints").exists() and not (out_dir / "samples").exists()
+
+
+def test_preflight_asks_for_room_for_two_checkpoints(mnist_prepared, tiny_train_config):
+    """The estimate must cover what is written: the checkpoint is replaced atomically, so two coexist briefly."""
+    result = train(tiny_train_config(mnist_prepared))
+    trainer = Trainer(tiny_train_config(mnist_prepared))
+    checkpoint = Path(result["checkpoint"]).stat().st_size
+    package = sum(f.stat().st_size for f in Path(result["package_dir"]).iterdir())
+    assert trainer._output_bytes() >= 2 * checkpoint + package
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])
+def test_absent_training_device_is_one_line_naming_the_available_ones(mnist_prepared, tiny_train_config, device):
+    if (device == "cuda" and torch.cuda.is_available()) or (device == "cuda:7" and torch.cuda.device_count() > 7):
+        pytest.skip("this machine has that CUDA device")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(UserError, match=f"train.device='{device}' but .*available here: cpu"):
+        Trainer(tiny_train_config(mnist_prepared, **{"train.device": device}))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_channels_last_step(mnist_prepared, tiny_train_config):
