@@ -59,8 +59,8 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     and an "info" dict; writes the same to {eval.out_dir}/metrics.json, plus samples.png.
     """
     ecfg = cfg.eval
-    # Inputs first (the generator named on the command line, then the data), outputs after: a bad input fails
-    # before any directory is created.
+    # Inputs first (the generator named on the command line, then the data), then the output directories, then
+    # sampling: a bad input fails before any directory is created, a bad output before any work.
     _check_sample_count(ecfg.num_samples, ecfg.extractors)
     device = resolve_device(ecfg.device)
     cuda = device.type == "cuda"
@@ -68,10 +68,10 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     real = load_prepared(cfg.data.prepared_dir)
     _check_real_count(real)
     version = data_version_info(cfg.data.prepared_dir)
-    fake = GeneratedImages(G, ecfg.num_samples, seed=ecfg.seed, batch_size=ecfg.batch_size)
-    _check_shape(fake.chunk(0), real)
     out = ensure_writable_dir(ecfg.out_dir, "eval.out_dir")
     cache_dir = ensure_writable_dir(ecfg.cache_dir, "eval.cache_dir")
+    fake = GeneratedImages(G, ecfg.num_samples, seed=ecfg.seed, batch_size=ecfg.batch_size)
+    _check_shape(fake.chunk(0), real)
 
     info: dict[str, Any] = {
         **version,
