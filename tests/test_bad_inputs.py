@@ -98,7 +98,8 @@ CASES = [
     Case("promote-not-a-number", "ganops", ["promote", "latest"], "latest"),
     Case("force-without-reason", "ganops", ["promote", "1", "--force"], "--reason"),
     Case("ui-bad-port", "ganops", ["ui", "--port", "70000"], "70000"),
-    Case("plain-file-tracking-uri", "ganops", ["models"], "file:./mlruns", env={"MLFLOW_TRACKING_URI": "file:./mlruns"}),
+    Case("plain-file-tracking-uri", "ganops", ["models"], "file:./mlruns",
+         env={"MLFLOW_TRACKING_URI": "file:./mlruns"}),
     Case("unknown-tracking-scheme", "ganops", ["models"], "foo://", env={"MLFLOW_TRACKING_URI": "foo://x"}),
     Case("schedule-bad-cron", "ganops", ["schedule", "--cron", "every night"], "every night"),
 ]
