@@ -248,7 +248,7 @@ class GateConfig(_Section):
 
 # ----------------------------------------------------------------------------- registry
 class RegistryConfig(_Section):
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    tracking_uri: str = "sqlite:///mlflow.db"
     """Overridden by MLFLOW_TRACKING_URI when set. sqlite:///<path> (relative to the working directory) or a
     tracking server's http(s):// URL; plain-file stores (file:./mlruns) are refused by MLflow 3.13+."""
     artifact_location: str = "mlruns/artifacts"

@@ -333,7 +333,7 @@ def test_read_only_commands_create_no_store(empty_dir: Path, argv: list[str], ca
     assert run_app(app, argv) == 2
     captured = capsys.readouterr()
     line = _one_error_line(captured.out, captured.err)
-    assert f"no MLflow store at {empty_dir / 'mlruns' / 'mlflow.db'}" in line and "ganops demo" in line
+    assert f"no MLflow store at {empty_dir / 'mlflow.db'}" in line and "ganops demo" in line
     assert list(empty_dir.iterdir()) == []
 
 
