@@ -75,9 +75,16 @@ def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mlflow import MlflowClient
 
     db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-    client.search_experiments()
-    client.search_registered_models()
+    # MLflow gives the Default experiment (id 0) the artifact root ./mlruns of the working directory at creation:
+    # create it from the temp dir, or models logged outside an experiment would land in the repo's mlruns/.
+    cwd = os.getcwd()
+    os.chdir(db.parent)
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+        client.search_experiments()
+        client.search_registered_models()
+    finally:
+        os.chdir(cwd)
     return db
 
 
