@@ -80,7 +80,15 @@ def monitor_markdown(cfg: Config, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="monitor", validate_parameters=False)
+def monitor_run_name() -> str:
+    """Prefect flow-run name that says which model's champion is watched, e.g. `monitor-ganops-generator`."""
+    from flows.retrain import flow_run_config
+
+    cfg = flow_run_config()
+    return f"monitor-{cfg.registry.model_name}" if cfg else "monitor"
+
+
+@flow(name="monitor", flow_run_name=monitor_run_name, validate_parameters=False)
 def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[str] | None = None) -> dict[str, Any]:
     """Re-evaluate the champion on the latest data; trigger the retrain flow when it drifted or the data changed.
 

@@ -12,6 +12,9 @@ A version's tags tell what produced it and why it was or was not promoted:
     gate.decision = passed | failed, gate.reasons = one line per threshold / comparison             the gate
     promotion.decision = promoted | forced | rejected, promotion.reasons, promotion.previous_champion,
     promotion.force_reason, promotion.at                                                            promotion
+Each version's description (shown at the top of its page in the MLflow UI) is rebuilt from these tags whenever
+they change: gate decision and reasons, promotion, metrics, lineage. The registered model's description says
+what it is and how to pull the champion.
 The registered model's `champion_history` tag (JSON list, oldest first) holds the champions that were replaced,
 so `rollback` can restore them in turn.
 
@@ -42,7 +45,18 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from gan_core.config import Config, GateConfig
 from gan_core.errors import UserError
 from gan_core.metrics import EXTRACTORS, better
-from gan_core.tracking import configure, sqlite_path, store_exists, tracking_uri
+from gan_core.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    artifact_location,
+    configure,
+    ensure_experiment,
+    log_metrics,
+    sqlite_path,
+    store_exists,
+    tracking_uri,
+)
 
 METRIC_PREFIX = "metric."
 HISTORY_TAG = "champion_history"
@@ -197,8 +211,10 @@ def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
 
 
 def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    """Set the tags, then rebuild the version's description from them (the description follows the tags)."""
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
+    _update_description(client, name, str(version))
 
 
 def _now() -> str:
@@ -225,6 +241,105 @@ def promotion_lock(cfg: Config) -> Iterator[None]:
             yield
     except Timeout:
         raise UserError(f"another promotion holds {lock_path} for over {LOCK_TIMEOUT_S:.0f} s; retry later") from None
+
+
+# ----------------------------------------------------------------------------- descriptions
+def model_description(cfg: Config) -> str:
+    """The registered model's description (markdown): what it is and how to pull the champion."""
+    name, alias = cfg.registry.model_name, cfg.registry.champion_alias
+    return (
+        f"GAN generator trained by ganops (`ganops retrain`): one version per training, each gated on its "
+        f"evaluation (thresholds + beat the champion). `@{alias}` is the promoted one, "
+        f"`@{cfg.registry.challenger_alias}` the latest that passed the gate.\n\n"
+        "Use the champion:\n\n"
+        f"    python -c \"import gan_core; G = gan_core.load_generator('models:/{name}@{alias}', device='auto')\"\n"
+        f"    ganops generate --model models:/{name}@{alias} -n 64 --out grid.png\n"
+        f"    mlflow models serve -m models:/{name}@{alias} --env-manager local -h 127.0.0.1 -p 5001\n\n"
+        "A version's description holds its gate decision and reasons; its tags hold the lineage "
+        "(data_version, git_commit, config_hash, run_id) and `metric.<name>` values. The run "
+        f"`{name} across versions` in experiment `{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}` charts "
+        "every version's metrics (step = version number)."
+    )
+
+
+def _describe_model(client: MlflowClient, cfg: Config) -> None:
+    # Only when empty: a description edited in the UI stays.
+    name = cfg.registry.model_name
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=model_description(cfg))
+
+
+def version_description(tags: Mapping[str, str]) -> str:
+    """A version's description (markdown), rebuilt from its tags: the gate decision and its reasons, the
+    promotion or rollback, the evaluation and the lineage. The version page shows it at the top, where the
+    tags table shows only a few of the ~35 tags."""
+    gate_decision = tags.get("gate.decision")
+    head = f"**Gate: {gate_decision}**" if gate_decision else "**Gate: not applied yet**"
+    lines = [head, ""]
+    lines += [f"- {reason}" for reason in tags.get("gate.reasons", "").splitlines() if reason]
+    promotion = tags.get("promotion.decision")
+    if promotion:
+        lines += ["", f"**Promotion: {promotion}** ({tags.get('promotion.at', '?')})"]
+        previous = tags.get("promotion.previous_champion")
+        if previous and previous != "none":
+            lines.append(f"- replaced champion v{previous}")
+        if tags.get("promotion.force_reason"):
+            lines.append(f"- forced past the gate: {tags['promotion.force_reason']}")
+    if tags.get("rollback.demoted_at"):
+        lines += ["", f"**Rolled back** ({tags['rollback.demoted_at']}): v{tags.get('rollback.replaced_by')} "
+                  "is champion again"]
+    if tags.get("rollback.restored_at"):
+        lines += ["", f"**Restored as champion by a rollback** ({tags['rollback.restored_at']})"]
+    metrics = sorted((k.removeprefix(METRIC_PREFIX), v) for k, v in tags.items()
+                     if k.startswith(METRIC_PREFIX) and "." not in k.removeprefix(METRIC_PREFIX))
+    if metrics:
+        lines += ["", "| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in metrics]
+    lineage_keys = ("data_version", "data_source", "git_commit", "git_dirty", "config_hash", "run_id")
+    known = [f"{k} `{tags[k]}`" for k in lineage_keys if tags.get(k)]
+    if known:
+        lines += ["", "Lineage: " + ", ".join(known)]
+    return "\n".join(lines)
+
+
+def _update_description(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """Rewrite a version's description from its current tags; return the updated version."""
+    mv = client.get_model_version(name, version)
+    client.update_model_version(name, version, description=version_description(mv.tags))
+    return client.get_model_version(name, version)
+
+
+# ----------------------------------------------------------------------------- metrics across versions
+VERSIONS_EXPERIMENT_SUFFIX = "-versions"
+VERSIONS_OF_TAG = "ganops.versions_of"
+"""Tag of the run that holds one model's metrics across versions (its value: the model's name)."""
+VERSIONS_RUN_TAG = "versions_run_id"
+"""Registered model tag: the id of that run."""
+
+
+def versions_run_id(cfg: Config, client: MlflowClient) -> str:
+    """The run holding the model's evaluation metrics with step = version number, in experiment
+    `<experiment>-versions` (kept out of the trainings' experiment so it never mixes with training runs), so the
+    MLflow UI charts FID and every other metric across versions on one run page. Created on first use."""
+    name = cfg.registry.model_name
+    exp_id = ensure_experiment(
+        client, f"{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}", artifact_location(cfg.registry),
+        {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+         NOTE_TAG: "One run per registered model: its versions' evaluation metrics, step = version number."},
+    )
+    with promotion_lock(cfg):  # two registrations at once must not create two such runs
+        found = client.search_runs([exp_id], f"tags.`{VERSIONS_OF_TAG}` = '{name}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(exp_id, run_name=f"{name} across versions", tags={VERSIONS_OF_TAG: name})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_registered_model_tag(name, VERSIONS_RUN_TAG, run.info.run_id)
+        return run.info.run_id
+
+
+def log_version_metrics(cfg: Config, version: str, metrics: Mapping[str, float], client: MlflowClient) -> None:
+    """Log a version's evaluation metrics on versions_run_id's run at step = the version number."""
+    if metrics:
+        log_metrics(client, versions_run_id(cfg, client), metrics, step=int(version))
 
 
 # ----------------------------------------------------------------------------- registration
@@ -257,7 +372,9 @@ def register_candidate(
         version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = metric_extractor(metric)
     version_tags["registered_at"] = _now()
     mv = mlflow.register_model(model_uri, name, tags=version_tags)
-    return _describe(client.get_model_version(name, mv.version))
+    _describe_model(client, cfg)
+    log_version_metrics(cfg, str(mv.version), metric_values, client)
+    return _describe(_update_description(client, name, str(mv.version)))
 
 
 def _is_number(v: Any) -> bool:

@@ -111,7 +111,8 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
     ]
     url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
     if url:
-        lines.append(f"- MLflow run: [{result.get('run_id')}]({url}) (open the UI with `ganops ui`)")
+        lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url}) "
+                     "(open the UI with `ganops ui`)")
     decision = result.get("gate") or {}
     if decision:
         lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
@@ -148,7 +149,7 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
     if cfg is not None:
         url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
         if url:
-            lines.append(f"- MLflow run: [{result.get('run_id')}]({url})")
+            lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url})")
     return "\n".join(lines) + "\n"
 
 

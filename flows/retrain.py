@@ -31,6 +31,10 @@ report is published, and since promotion is the last step and a single alias mov
 A user error (gan_core.errors.UserError, a service outage included) appears in Prefect's log as one-line state
 lines, without a traceback (UserErrorsOnOneLine); an unexpected error keeps its traceback.
 
+Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsaturating-2000steps`); its MLflow
+run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
+or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
+
 Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step. One
 retry layer per service: MLflow's own HTTP retries for a tracking server (bounded by GANOPS_SERVICE_TIMEOUT, see
 gan_core.tracking.mlflow_http_env), Prefect task retries only for a local or database store, DVC's own clients
@@ -407,7 +411,43 @@ def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[st
     return parse_overrides(overrides) if overrides else {}
 
 
-@flow(name="retrain", validate_parameters=False)
+def flow_run_config() -> Config | None:
+    """The config of the current flow run, from its `params`/`overrides` parameters; None when it does not load
+    (the flow's own config step then reports why)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters or {}
+    try:
+        return load_config(parameters.get("params", str(DEFAULT_PARAMS)), as_overrides(parameters.get("overrides")))
+    except Exception:  # a bad params file or override: named by the flow's config step, not here
+        return None
+
+
+def retrain_run_name() -> str:
+    """Prefect flow-run name that says what runs, e.g. `retrain-dcgan-nonsaturating-2000steps` (`retrain` when the
+    config does not load)."""
+    from gan_core.tracking import training_label
+
+    cfg = flow_run_config()
+    return f"retrain-{training_label(cfg)}" if cfg else "retrain"
+
+
+def prefect_run_tags() -> dict[str, str]:
+    """MLflow run tags linking back to the Prefect flow run: its id and name, and its UI URL when a Prefect UI is
+    known (PREFECT_UI_URL; the ephemeral API has no UI to link to)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = flow_run.id
+    if run_id is None:
+        return {}
+    tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.name)}
+    if PREFECT_UI_URL.value():
+        tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    return tags
+
+
+@flow(name="retrain", flow_run_name=retrain_run_name, validate_parameters=False)
 def retrain(
     params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[str] | None = None
 ) -> dict[str, Any]:
@@ -465,10 +505,12 @@ def retrain(
 
         from gan_core.tracking import start_training_run
 
-        run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG], CODE_HASH_TAG: key[CODE_HASH_TAG]}
+        run_tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG], CODE_HASH_TAG: key[CODE_HASH_TAG],
+                    **prefect_run_tags()}
         with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
             run_id = run.info.run_id
             result["run_id"] = run_id
+            result["run_name"] = run.info.run_name
             result["experiment_id"] = run.info.experiment_id
             trained = train_generator(cfg, run_id)
             with named_step("evaluate"):

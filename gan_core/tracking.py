@@ -5,6 +5,11 @@
         log_evaluation(run.info.run_id, evaluate(cfg), metrics_json="outputs/eval/metrics.json")
         model_uri = log_generator_model(run.info.run_id, result["package_dir"])
 
+What the MLflow UI shows: the experiment carries `mlflow.experimentKind` (MLflow 3 opens it in the classic
+model-training view, not the GenAI one) and a description; a run is named after what ran
+(`dcgan-nonsaturating-2000steps-755336f0`); the prepared data is the run's dataset input (digest = its DVC md5),
+so the Datasets column names it; sample grids are step images, named so they also sort by step as text.
+
 Every function here takes the run id explicitly and logs through an `MlflowClient`, so the hooks work from
 any thread (Prefect runs tasks in worker threads; MLflow's "active run" is thread-local).
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`.
@@ -29,8 +34,9 @@ from typing import Any
 import mlflow
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from gan_core.callbacks import TrainCallback
 from gan_core.config import Config, RegistryConfig
@@ -39,9 +45,18 @@ from gan_core.preflight import ensure_writable_dir
 
 SAMPLES_KEY = "samples"
 """`mlflow.log_image` key of the training sample grids: the UI's image panel steps through them."""
+STEP_DIGITS = 8
+"""Digits of the zero-padded step in the image chart's file names (sorted as text, they sort by step)."""
 CONFIG_HASH_TAG = "config_hash"
 MODEL_NAME = "generator"
 """Name of the logged pyfunc model inside its run."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""The experiment kind of MLflow 3's classic model-training view (without it the UI opens the GenAI view)."""
+NOTE_TAG = "mlflow.note.content"
+"""MLflow's description tag (experiments and runs)."""
+DATASET_SOURCE_TYPE = "ganops"
+"""Source type of the dataset inputs: the source is a ganops data.source (mnist5k, folder:..., torchvision:...)."""
 
 # MLflow's log_batch limits per request (mlflow/utils/validation.py): stay below them.
 _MAX_PARAMS_PER_BATCH = 100
@@ -244,20 +259,49 @@ def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
     return client
 
 
+def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
+    """Tags that make the MLflow UI show the experiment as model training, with a description.
+
+    MLflow 3's UI opens an experiment without `mlflow.experimentKind` in its GenAI view; `mlflow.note.content`
+    is the description the experiment page shows."""
+    return {
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        NOTE_TAG: (
+            "GAN trainings by ganops: one run per training, named `<arch>-<loss>-<steps>steps-<data version>`, "
+            "with every params.yaml key as a param, lineage tags (data version, git commit, config hash), "
+            "losses per step, the sample grids in the `samples` image chart and the evaluation metrics "
+            "(`fid_<extractor>`, `class_coverage`, ...). The Datasets column names the prepared data and its "
+            "DVC md5.\n\n"
+            f"Each training's generator is registered as `{registry.model_name}`; the gate's decision is on each "
+            f"version's page and the promoted one is `models:/{registry.model_name}@{registry.champion_alias}`."
+        ),
+    }
+
+
 def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) -> str:
-    """The id of the configured experiment, created (with its artifact location) when absent."""
+    """The id of the configured experiment, created (with its artifact location and experiment_tags) when absent.
+
+    An existing experiment gets the tags it lacks; values already there (a description edited in the UI) stay."""
     client = client or configure(registry)
-    exp = client.get_experiment_by_name(registry.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(registry.experiment, artifact_location=artifact_location(registry))
-    except mlflow.exceptions.MlflowException:
-        # Another process created it between our lookup and our create.
-        exp = client.get_experiment_by_name(registry.experiment)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    return ensure_experiment(client, registry.experiment, artifact_location(registry), experiment_tags(registry))
+
+
+def ensure_experiment(client: MlflowClient, name: str, location: str, tags: Mapping[str, str]) -> str:
+    """The id of experiment `name`, created with `location` and `tags` when absent; an existing one gets the tags
+    it lacks (values already there stay)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=dict(tags))
+        except mlflow.exceptions.MlflowException:
+            # Another process created it between our lookup and our create.
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in tags.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 # ----------------------------------------------------------------------------- runs
@@ -276,20 +320,56 @@ def start_training_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one training, with system metrics on; the run ends FAILED if the block raises.
 
-    Logs on entry: every config key as a param (dotted names), the lineage tags, `config.yaml` as an artifact.
+    Logs on entry: every config key as a param (dotted names), the lineage tags, the prepared data as the run's
+    dataset input, `config.yaml` as an artifact. The run is named by training_run_name unless `run_name` is given.
     """
     client = configure(cfg.registry, create=True)
     exp_id = experiment_id(cfg.registry, client)
     tags = {**training_tags(cfg), **(extra_tags or {})}
     with mlflow.start_run(
-        experiment_id=exp_id, run_name=run_name, tags=tags, log_system_metrics=True
+        experiment_id=exp_id, run_name=run_name or training_run_name(cfg, tags["data_version"]), tags=tags,
+        log_system_metrics=True,
     ) as run:
         run_id = run.info.run_id
+        client.log_inputs(run_id, datasets=[dataset_input(cfg, tags["data_version"])])
         params = [Param(k, _param_value(v)) for k, v in sorted(cfg.flat().items())]
         for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[i : i + _MAX_PARAMS_PER_BATCH], synchronous=True)
         client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
         yield run
+
+
+def training_label(cfg: Config) -> str:
+    """What a training trains, e.g. `dcgan-nonsaturating-2000steps` (`dcgan-cond-...` for a conditional model)."""
+    arch = f"{cfg.model.arch}-cond" if cfg.model.conditional else cfg.model.arch
+    return f"{arch}-{cfg.train.loss}-{cfg.train.steps}steps"
+
+
+def training_run_name(cfg: Config, data_version: str) -> str:
+    """The MLflow run's name: training_label + the data version's prefix (`dcgan-nonsaturating-2000steps-755336f0`)."""
+    return f"{training_label(cfg)}-{data_version[:8]}"
+
+
+def dataset_name(source: str) -> str:
+    """The Datasets column's name for a data.source: `mnist5k`, `torchvision:MNIST`, a folder's own name."""
+    if source.startswith("folder:"):
+        return Path(source.removeprefix("folder:")).name or source
+    return source
+
+
+def dataset_input(cfg: Config, data_version: str) -> DatasetInput:
+    """The prepared data as an MLflow dataset input (context `training`): digest = the DVC md5 (the data version,
+    36 characters: MLflow's limit for a digest), source = data.source, profile = image count and shape."""
+    meta_path = Path(cfg.data.prepared_dir) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    dataset = Dataset(
+        name=dataset_name(cfg.data.source),
+        digest=data_version,
+        source_type=DATASET_SOURCE_TYPE,
+        source=json.dumps({"source": cfg.data.source, "prepared_dir": cfg.data.prepared_dir}),
+        profile=json.dumps({"num_images": meta.get("count"), "shape": meta.get("shape")}),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
 def _param_value(v: Any) -> str:
@@ -327,18 +407,40 @@ class MLflowCallback(TrainCallback):
         log_metrics(self.client, self.run_id, metrics, step=step)
 
     def on_samples(self, step: int, grid_png: Path) -> None:
-        from PIL import Image
-
-        with Image.open(grid_png) as img:
-            img.load()
-            # key + step: the UI's image panel shows the grids with a step slider.
-            self.client.log_image(self.run_id, img, key=SAMPLES_KEY, step=step, synchronous=True)
+        log_step_image(self.client, self.run_id, grid_png, SAMPLES_KEY, step)
 
     def on_train_end(self, result: dict[str, Any]) -> None:
         self.client.log_dict(self.run_id, _jsonable(result), "train_result.json")
         metrics_path = result.get("metrics_path")
         if metrics_path and Path(metrics_path).is_file():
             self.client.log_artifact(self.run_id, str(metrics_path), "train")
+
+
+def step_image_stem(key: str, step: int, timestamp_ms: int, uid: str) -> str:
+    """`images/<key>+step+<step>+timestamp+<ms>+<uuid>`: the file name MLflow's log_image(key=, step=) writes and its
+    UI's image chart reads, with the step zero-padded to STEP_DIGITS so the grids sort by step in the artifact
+    browser (MLflow's own `+step+250+` sorts after `+step+2000+`; the UI reads the step with parseInt either way)."""
+    return f"images/{key.replace('/', '~')}+step+{step:0{STEP_DIGITS}d}+timestamp+{timestamp_ms}+{uid}"
+
+
+def log_step_image(client: MlflowClient, run_id: str, png: str | Path, key: str, step: int) -> None:
+    """Log an image at a step for the run's image chart (full PNG + the UI's compressed WebP, as log_image does),
+    named by step_image_stem."""
+    import tempfile
+    import uuid
+
+    from mlflow.tracking.multimedia import compress_image_size
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+    from PIL import Image
+
+    stem = step_image_stem(key, step, int(time.time() * 1000), str(uuid.uuid4()))
+    with Image.open(png) as img, tempfile.TemporaryDirectory() as tmp:
+        img.load()
+        name = Path(stem).name
+        img.save(Path(tmp) / f"{name}.png")
+        compress_image_size(img).save(Path(tmp) / f"{name}+compressed.webp")
+        client.log_artifacts(run_id, tmp, str(Path(stem).parent))
+    client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True, synchronous=True)  # what log_image sets
 
 
 def log_evaluation(

@@ -205,6 +205,49 @@ def test_force_needs_a_reason_is_recorded_and_never_promotes_a_failed_run(
     assert _champion(cfg) == bad
 
 
+def test_descriptions_say_what_the_model_is_and_carry_each_versions_gate_decision(
+    cfg: Config, model_dir: Path
+) -> None:
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    v1 = _candidate(cfg, model_dir, GOOD)
+    model = client.get_registered_model(name).description
+    assert f"load_generator('models:/{name}@champion'" in model and f"models serve -m models:/{name}@champion" in model
+    registered = client.get_model_version(name, v1).description
+    assert registered.startswith("**Gate: not applied yet**")
+    assert "| fid_lenet | 40.0 |" in registered
+    assert f"data_version `{data_version(cfg.data.prepared_dir)}`" in registered
+
+    assert registry.promote(cfg, v1)["promoted"]
+    text = client.get_model_version(name, v1).description
+    assert text.startswith("**Gate: passed**") and "- fid_lenet = 40 <= max 50: pass" in text
+    assert "**Promotion: promoted**" in text
+
+    v2 = _candidate(cfg, model_dir, {**GOOD, "class_coverage": 0.5})
+    assert not registry.gate(cfg, v2)["passed"]
+    text = client.get_model_version(name, v2).description
+    assert text.startswith("**Gate: failed**") and "- class_coverage = 0.5 < min 0.8: fail" in text
+    assert "Promotion" not in text
+    # The registered model's description is written once: an edit made in the UI survives later registrations.
+    client.update_registered_model(name, description="edited by a person")
+    _candidate(cfg, model_dir, GOOD)
+    assert client.get_registered_model(name).description == "edited by a person"
+
+
+def test_every_versions_metrics_are_charted_on_one_run_step_by_version(cfg: Config, model_dir: Path) -> None:
+    client = _client(cfg)
+    fids = (40.0, 36.0, 45.0)
+    versions = [_candidate(cfg, model_dir, {**GOOD, "fid_lenet": fid}) for fid in fids]
+    run_id = client.get_registered_model(cfg.registry.model_name).tags[registry.VERSIONS_RUN_TAG]
+    run = client.get_run(run_id)
+    versions_exp = client.get_experiment_by_name(f"{cfg.registry.experiment}{registry.VERSIONS_EXPERIMENT_SUFFIX}")
+    assert run.info.experiment_id == versions_exp.experiment_id  # not among the training runs
+    assert versions_exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    history = client.get_metric_history(run_id, "fid_lenet")
+    assert [(m.step, m.value) for m in history] == [(int(v), f) for v, f in zip(versions, fids, strict=True)]
+    assert {m.step for m in client.get_metric_history(run_id, "class_coverage")} == {int(v) for v in versions}
+
+
 def test_bad_versions_and_unknown_models_are_one_line_user_errors(cfg: Config, model_dir: Path) -> None:
     with pytest.raises(UserError, match="no registered model 'ganops-generator'"):
         registry.promote(cfg, "1")
@@ -225,33 +268,36 @@ def test_bad_versions_and_unknown_models_are_one_line_user_errors(cfg: Config, m
 def test_cli_models_promote_rollback(
     cfg: Config, mlflow_store, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params = ["--params", str(tmp_path / "params.yaml")]
-    over = [*mlflow_store.overrides, f"data.prepared_dir={cfg.data.prepared_dir}"]
-    assert run_app(app, ["models", *over, *params]) == 2
+    # The store in the params file: models/promote/rollback take no key=value overrides.
+    cli_params = tmp_path / "cli_params.yaml"
+    cli_params.write_text(GATE_YAML + f"registry:\n  tracking_uri: {mlflow_store.uri}\n"
+                          f"  artifact_location: {mlflow_store.artifacts}\n")
+    params = ["--params", str(cli_params)]
+    assert run_app(app, ["models", *params]) == 2
     assert "no registered model 'ganops-generator'" in capsys.readouterr().err
 
     v1 = _candidate(cfg, model_dir, GOOD)
     v2 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 30.0})
     v3 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 99.0})
-    assert run_app(app, ["promote", v1, *over, *params]) == 0
+    assert run_app(app, ["promote", v1, *params]) == 0
     assert f"promoted: v{v1} is now @champion" in capsys.readouterr().out
-    assert run_app(app, ["promote", v2, *over, *params]) == 0
-    assert run_app(app, ["promote", v3, *over, *params]) == 1  # rejected: exit status says so
+    assert run_app(app, ["promote", v2, *params]) == 0
+    assert run_app(app, ["promote", v3, *params]) == 1  # rejected: exit status says so
     out = capsys.readouterr().out
     assert f"rejected: v{v3} stays off @champion" in out and "fid_lenet = 99 > max 50: fail" in out
-    assert run_app(app, ["promote", v3, "--force", *over, *params]) == 2
+    assert run_app(app, ["promote", v3, "--force", *params]) == 2
     err = capsys.readouterr().err
     assert "--force needs --reason" in err and len(err.strip().splitlines()) == 1
-    assert run_app(app, ["promote", "42", *over, *params]) == 2
+    assert run_app(app, ["promote", "42", *params]) == 2
     assert "has no version 42" in capsys.readouterr().err
 
-    assert run_app(app, ["models", *over, *params]) == 0
+    assert run_app(app, ["models", *params]) == 0
     table = capsys.readouterr().out
     rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 3}
     assert "@champion" in rows[v2] and "@challenger" in rows[v2] and "passed" in rows[v2] and "30" in rows[v2]
     assert "failed" in rows[v3] and "rejected" in rows[v3] and "@" not in rows[v3]
 
-    assert run_app(app, ["rollback", *over, *params]) == 0
+    assert run_app(app, ["rollback", *params]) == 0
     assert f"@champion is v{v1} again (was v{v2})" in capsys.readouterr().out
     assert _champion(cfg) == v1
 

@@ -89,11 +89,58 @@ def test_report_artifacts_summarise_the_run(workspace: Any, first_run: dict) -> 
     text = summary.data
     assert "promoted" in text and f"version {result['version']}" in text
     assert result["data_version"] in text
+    assert f"[{result['run_name']}](" in text and result["run_name"].startswith("mlp-nonsaturating-")
     assert f"/#/experiments/{result['experiment_id']}/runs/{result['run_id']}" in text
     assert "fid_lenet (primary)" in text and "≤ 1e+09" in text
     assert "data:image/png;base64," in text  # the evaluation's sample grid, inlined
     table = _artifact(first_run["flow_run_id"], "model-versions")
     assert '"version": "1"' in table.data and "champion" in table.data
+
+
+@pytest.mark.slow
+def test_the_flow_run_is_named_after_what_ran_and_the_mlflow_run_links_back_to_it(
+    workspace: Any, first_run: dict
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL
+
+    cfg = workspace.config()
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first_run["flow_run_id"])
+    assert flow_run.name == f"retrain-mlp-nonsaturating-{cfg.train.steps}steps"
+    run = workspace.client().get_run(first_run["result"]["run_id"])
+    tags = run.data.tags
+    assert tags["prefect.flow_run_id"] == str(first_run["flow_run_id"])
+    assert tags["prefect.flow_run_name"] == flow_run.name
+    # The harness's API has a UI address (derived from PREFECT_API_URL); a URL is tagged only when one is known.
+    assert PREFECT_UI_URL.value()
+    assert tags["prefect.flow_run_url"] == f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{first_run['flow_run_id']}"
+    assert run.info.run_name.startswith(f"mlp-nonsaturating-{cfg.train.steps}steps-")
+
+
+def test_flow_run_names_read_the_runs_own_parameters_and_fall_back_on_a_bad_config(
+    prefect_harness: None, workspace: Any
+) -> None:
+    from prefect import flow
+
+    from flows.monitor import monitor_run_name
+    from flows.retrain import retrain_run_name
+
+    def named(name_fn: Any) -> Any:
+        # A flow with the retrain/monitor signature, named by the same callable: returns the name it ran under.
+        @flow(flow_run_name=name_fn, validate_parameters=False)
+        def probe(params: str, overrides: list[str] | None = None) -> str:
+            from prefect.runtime import flow_run
+
+            return flow_run.name
+
+        return probe
+
+    params = str(workspace.params)
+    assert named(monitor_run_name)(params, ["registry.model_name=other-gen"]) == "monitor-other-gen"
+    assert named(retrain_run_name)(params, ["model.conditional=true", "train.steps=7"]) == (
+        "retrain-mlp-cond-nonsaturating-7steps")
+    assert named(retrain_run_name)(params, ["train.steps=-3"]) == "retrain"  # the flow's config step says why
 
 
 @pytest.mark.slow

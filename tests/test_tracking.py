@@ -22,6 +22,7 @@ from gan_core.tracking import (
     MLflowCallback,
     configure,
     log_evaluation,
+    log_step_image,
     start_training_run,
     tracking_uri,
 )
@@ -112,7 +113,7 @@ def test_a_training_run_records_params_lineage_step_metrics_sample_grids_and_eva
     assert yaml.safe_load(config_yaml.read_text()) == cfg.model_dump(mode="json")
     # Sample grids as step images: one full-size PNG per step, identical to the trainer's grid.
     grids = sorted(f for f in files if f.startswith(f"images/{SAMPLES_KEY}+step+") and f.endswith(".png"))
-    assert [g.split("+")[2] for g in grids] == ["2", "4"]
+    assert [int(g.split("+")[2]) for g in grids] == [2, 4]
     logged_grid = Path(client.download_artifacts(run_id, grids[1], str(tmp_path)))
     trainer_grid = Path(cfg.train.out_dir) / "samples" / "step_000004.png"
     assert np.array_equal(np.asarray(Image.open(logged_grid)), np.asarray(Image.open(trainer_grid)))
@@ -168,3 +169,30 @@ def test_only_write_paths_create_a_store(tmp_path: Path, monkeypatch: pytest.Mon
             configure(below_a_file, create=True)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_step_images_follow_mlflows_layout_and_sort_by_step_as_text(
+    cfg: Config, mlflow_store, tmp_path: Path
+) -> None:
+    client = configure(cfg.registry)
+    png = tmp_path / "grid.png"
+    Image.fromarray(np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)).save(png)
+    with start_training_run(cfg) as run:
+        run_id = run.info.run_id
+        for step in (2000, 250, 1000):
+            log_step_image(client, run_id, png, "ours", step)
+        with Image.open(png) as img:
+            client.log_image(run_id, img.copy(), key="mlflows", step=250, synchronous=True)
+    files = _artifact_paths(client, run_id, "images")
+    ours = sorted(f for f in files if f.startswith("images/ours+"))
+    mlflows = sorted(f for f in files if f.startswith("images/mlflows+"))
+
+    def layout(path: str) -> list[str]:
+        # The fields the UI's image chart parses: key, "step", step, "timestamp", ms, uuid[, "compressed"].ext
+        fields = path.removeprefix("images/").split("+")
+        return [fields[1], fields[3], str(len(fields)), path.rsplit(".", 1)[1]]
+
+    # If MLflow changes its naming, our files would fall out of the UI's image chart: fail here first.
+    assert sorted(map(layout, ours[:2])) == sorted(map(layout, mlflows))
+    assert [int(f.split("+")[2]) for f in ours if f.endswith(".png")] == [250, 1000, 2000]  # text order = step order
+    assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"

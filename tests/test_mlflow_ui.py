@@ -1,0 +1,81 @@
+"""What the MLflow UI shows of ganops: the experiment's view and description, run names, the dataset input, and
+where the retrain report's MLflow links point. Real SQLite store (the session's migrated copy), real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from gan_core.config import Config
+from gan_core.lineage import data_version
+from gan_core.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    artifact_location,
+    configure,
+    experiment_id,
+    start_training_run,
+)
+
+
+@pytest.fixture()
+def cfg(tiny_train_config, digits_prepared: Path, mlflow_store) -> Config:
+    return tiny_train_config(
+        digits_prepared,
+        **{"data.source": "digits", "registry.tracking_uri": mlflow_store.uri,
+           "registry.artifact_location": str(mlflow_store.artifacts)},
+    )
+
+
+def test_the_experiment_opens_in_the_model_training_view_with_a_description(cfg: Config, mlflow_store) -> None:
+    client = MlflowClient(mlflow_store.uri)
+    exp = client.get_experiment(experiment_id(cfg.registry, configure(cfg.registry)))
+    assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+    assert cfg.registry.model_name in exp.tags[NOTE_TAG] and "Datasets" in exp.tags[NOTE_TAG]
+
+    # An experiment made before these tags existed gets them on next use; a description a person wrote stays.
+    old = client.create_experiment("older", artifact_location=artifact_location(cfg.registry),
+                                   tags={NOTE_TAG: "written by hand"})
+    older = cfg.registry.model_copy(update={"experiment": "older"})
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert experiment_id(older, configure(older)) == old
+    tags = client.get_experiment(old).tags
+    assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND and tags[NOTE_TAG] == "written by hand"
+
+
+def test_a_training_run_is_named_after_what_ran_and_logs_the_data_as_its_dataset(cfg: Config, mlflow_store) -> None:
+    version = data_version(cfg.data.prepared_dir)
+    with start_training_run(cfg) as run:
+        run_id = run.info.run_id
+    logged = MlflowClient(mlflow_store.uri).get_run(run_id)
+    assert logged.info.run_name == f"dcgan-nonsaturating-4steps-{version[:8]}"
+    (dataset_input,) = logged.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.digest == version and dataset.name == "digits"
+    assert '"source": "digits"' in dataset.source
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+
+    conditional = cfg.model_copy(deep=True)
+    conditional.model.conditional = True
+    conditional.train.loss = "hinge"
+    with start_training_run(conditional) as run:
+        assert run.info.run_name == f"dcgan-cond-hinge-4steps-{version[:8]}"
+    with start_training_run(cfg, run_name="by hand") as run:
+        assert run.info.run_name == "by hand"
+
+
+def test_report_links_follow_the_ui_setting_then_an_http_tracking_server(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.report import DEFAULT_MLFLOW_UI, MLFLOW_UI_ENV, run_url
+
+    monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
+    assert run_url(cfg, "3", "abc") == f"{DEFAULT_MLFLOW_UI}/#/experiments/3/runs/abc"  # a SQLite store: `ganops ui`
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
+    assert run_url(cfg, "3", "abc") == "https://mlflow.example.org/#/experiments/3/runs/abc"
+    monkeypatch.setenv(MLFLOW_UI_ENV, "http://127.0.0.1:8080/mlflow/")
+    assert run_url(cfg, "3", "abc") == "http://127.0.0.1:8080/mlflow/#/experiments/3/runs/abc"
+    assert run_url(cfg, None, "abc") is None
