@@ -9,9 +9,11 @@ ganops generate -n 64 --out grid.png  # sample the champion
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
 ganops monitor                        # retrain on drift or new data
 ganops ui                             # the MLflow UI on the local store
+ganops --version
 
-Trailing `key=value` arguments override params.yaml; `--params PATH` picks
-another file. `generate --model` takes models:/<name>@<alias>,
+The flow commands (retrain, demo, monitor, schedule) take trailing
+`key=value` overrides of params.yaml; every command takes `--params PATH` to
+read another file. `generate --model` takes models:/<name>@<alias>,
 models:/<name>/<version> or a package directory.
 
 Errors: a user error (bad value, missing file, unreachable service) prints one
@@ -22,6 +24,7 @@ default 120) bounds how long any one of them is waited for.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gan_core.cli import Overrides, Params, config_from, print_internal_error, run_app
+from gan_core.cli import Overrides, Params, Version, config_from, print_internal_error, run_app
 from gan_core.config import DEFAULT_PARAMS
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
@@ -44,7 +47,7 @@ MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
 @app.callback()
-def _before_any_command() -> None:
+def _before_any_command(version: Version = False) -> None:
     # Before any command imports Prefect, which reads its client settings once, at import.
     from flows.schedule import bound_prefect_client
 
@@ -56,6 +59,18 @@ def _before_any_command() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def show_progress() -> None:
+    """Let gan_core's INFO lines through (Python's default is WARNING) to Prefect's console handler on the root
+    logger: training logs one progress line every train.log_every steps, the only output for minutes when stderr
+    is not a terminal (CI, a piped `make demo`, a worker)."""
+    logging.getLogger("gan_core").setLevel(logging.INFO)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 version', '2 versions'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 # ----------------------------------------------------------------------------- flows (issue 6)
 def _echo_result(result: dict) -> None:
     """One line per fact a user acts on: what happened, which version, why."""
@@ -63,8 +78,26 @@ def _echo_result(result: dict) -> None:
     typer.echo(f"status: {status}" + (f" (version {version})" if version else ""))
     if result.get("reason"):
         typer.echo(f"reason: {result['reason']}")
-    for reason in (result.get("gate") or {}).get("reasons", []):
-        typer.echo(f"gate: {reason}")
+    if (result.get("gate") or {}).get("reasons"):
+        _echo_gate(result["gate"]["reasons"])
+
+
+def _echo_gate(reasons: list[str]) -> None:
+    """The gate's decision and its checks (flows.registry writes one line per check, ending `: pass` when it
+    passed). Under a failed gate only the failed checks are listed: a passed check's line reads as if the
+    candidate had won ("no champion yet: ... has nothing to beat: pass"); `ganops models` and the version page keep
+    them all."""
+    failed = [r for r in reasons if not r.endswith(": pass")]
+    if not failed:
+        typer.echo(f"gate: passed ({plural(len(reasons), 'check')})")
+        for reason in reasons:
+            typer.echo(f"  {reason}")
+        return
+    typer.echo(f"gate: failed ({len(failed)} of {plural(len(reasons), 'check')})")
+    for reason in failed:
+        typer.echo(f"  {reason}")
+    if len(failed) < len(reasons):
+        typer.echo(f"  ({plural(len(reasons) - len(failed), 'other check')} passed)")
 
 
 def _fail(what: str, error: RetrainFailed) -> Exception:
@@ -99,6 +132,7 @@ def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
     from flows.retrain import RetrainFailed, retrain
 
     _check_before_flow("retrain", params, overrides)
+    show_progress()
     try:
         return retrain(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
@@ -147,6 +181,7 @@ def monitor_command(
     from flows.retrain import RetrainFailed
 
     _check_before_flow("monitor", params, overrides)
+    show_progress()
     try:
         result = monitor(params=str(params), overrides=overrides or None)
     except RetrainFailed as e:
@@ -169,6 +204,7 @@ def schedule_command(
     """Serve the retrain flow on a schedule (needs `prefect server start` and PREFECT_API_URL)."""
     from flows.schedule import serve_retrain
 
+    show_progress()
     serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
 
 
@@ -180,12 +216,14 @@ RegistryParams = Annotated[
 ]
 
 
-def _registry_config(params: Path | None, overrides: list[str] | None, command: str) -> Config:
+def _registry_config(params: Path | None, command: str) -> Config:
     """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API).
 
     These commands read or move aliases: a missing SQLite store is an error (none is created), and a tracking
-    server that does not answer fails now, in seconds, naming the command."""
-    cfg = config_from(params, overrides)
+    server that does not answer fails now, in seconds, naming the command. They take no `key=value` overrides:
+    what they read (store, model name, aliases, gate) comes from the params file, so a promotion is gated by the
+    project's committed policy, not by one command line's."""
+    cfg = config_from(params, None)
     _open_store(cfg, command)
     return cfg
 
@@ -199,7 +237,6 @@ def _open_store(cfg: Config, command: str) -> None:
 
 @app.command("generate")
 def generate_command(
-    overrides: Overrides = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="models:/<name>@<alias>, models:/<name>/<version> or a package directory "
         "(default: models:/<registry.model_name>@<registry.champion_alias>)")] = None,
@@ -214,7 +251,7 @@ def generate_command(
     """Sample a generator (the champion by default) into a PNG grid."""
     from gan_core.generate import generate_grid
 
-    cfg = config_from(params, overrides)
+    cfg = config_from(params, None)
     source = model or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
     if source.startswith(MLFLOW_SCHEMES):
         _open_store(cfg, "generate")
@@ -226,11 +263,11 @@ def generate_command(
         except ValueError:
             raise UserError(f"--labels {labels!r}: expected comma-separated class ids, e.g. 0,1,2") from None
     path = generate_grid(source, n, out, seed=seed, labels=label_ids, device=device)
-    typer.echo(f"wrote {n} images from {source} to {path}")
+    typer.echo(f"wrote {plural(n, 'image')} from {source} to {path}")
 
 
 @app.command("models")
-def models_command(overrides: Overrides = None, params: RegistryParams = None) -> None:
+def models_command(params: RegistryParams = None) -> None:
     """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
     from rich.console import Console
     from rich.table import Table
@@ -238,11 +275,11 @@ def models_command(overrides: Overrides = None, params: RegistryParams = None) -
     from flows.registry import list_versions
     from gan_core.tracking import tracking_uri
 
-    cfg = _registry_config(params, overrides, "models")
+    cfg = _registry_config(params, "models")
     versions = list_versions(cfg)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     table = Table(
-        title=f"{cfg.registry.model_name} ({len(versions)} versions)",
+        title=f"{cfg.registry.model_name} ({plural(len(versions), 'version')})",
         caption=f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one",
     )
     for column in ["version", *keys, "gate", "promotion", "aliases", "data", "commit", "created"]:
@@ -266,7 +303,6 @@ def models_command(overrides: Overrides = None, params: RegistryParams = None) -
 @app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="model version number (see `ganops models`)")],
-    overrides: Overrides = None,
     force: Annotated[bool, typer.Option("--force", help="skip the gate (a failed run is never promoted)")] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="why the gate is overridden (with --force)")] = None,
     params: RegistryParams = None,
@@ -275,7 +311,7 @@ def promote_command(
     from flows.registry import check_promotion_args, promote
 
     check_promotion_args(version, force, reason)  # a typo is named as such, even where there is no store
-    cfg = _registry_config(params, overrides, "promote")
+    cfg = _registry_config(params, "promote")
     result = promote(cfg, version, force=force, reason=reason)
     alias = cfg.registry.champion_alias
     if result["promoted"]:
@@ -284,19 +320,20 @@ def promote_command(
     elif result["decision"] == "unchanged":
         typer.echo(f"unchanged: v{result['version']} already is @{alias}")
     else:
-        typer.echo(f"rejected: v{result['version']} stays off @{alias} (champion: v{result['champion']})")
-    for line in result["reasons"]:
-        typer.echo(f"  {line}")
+        champion = f"champion: v{result['champion']}" if result["champion"] else "no champion yet"
+        typer.echo(f"rejected: v{result['version']} stays off @{alias} ({champion})")
+    # The gate was applied in every case (recorded on the version); a forced promotion shows what it overrode.
+    _echo_gate(result["reasons"])
     if result["decision"] == "rejected":
         raise typer.Exit(1)
 
 
 @app.command("rollback")
-def rollback_command(overrides: Overrides = None, params: RegistryParams = None) -> None:
+def rollback_command(params: RegistryParams = None) -> None:
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
-    cfg = _registry_config(params, overrides, "rollback")
+    cfg = _registry_config(params, "rollback")
     result = rollback(cfg)
     alias = cfg.registry.champion_alias
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
@@ -317,12 +354,11 @@ def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
 
 @app.command("ui")
 def ui_command(
-    overrides: Overrides = None,
     port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
     params: RegistryParams = None,
 ) -> None:
     """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
-    cfg = config_from(params, overrides)
+    cfg = config_from(params, None)
     argv = ui_command_line(cfg, port)
     typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {argv[argv.index('--backend-store-uri') + 1]})")
     raise typer.Exit(subprocess.call(argv))

@@ -110,7 +110,7 @@ def champion_check(
     if not _finite(value):
         return Check(False, f"{name} = {value}: missing or not finite, cannot be compared with the champion: fail")
     if champion is None:
-        return Check(True, f"no champion yet: {name} = {value:.6g} takes the alias: pass")
+        return Check(True, f"no champion yet: {name} = {value:.6g} has nothing to beat: pass")
     best = champion_metrics.get(name)
     if not _finite(best):
         return Check(True, f"champion v{champion} has no finite {name} ({best}): {value:.6g} beats it: pass")

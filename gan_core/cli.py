@@ -6,6 +6,7 @@
     python -m gan_core classifier                       # the offline domain feature extractor
     python -m gan_core evaluate
     python -m gan_core --help
+    python -m gan_core --version
 
 Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file.
 """
@@ -26,12 +27,40 @@ from gan_core.config import DEFAULT_PARAMS, Config, load_config
 from gan_core.errors import find_user_error, first_line
 
 Overrides = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides of params.yaml, e.g. train.steps=200", show_default=False)
+    list[str] | None,
+    typer.Argument(metavar="KEY=VALUE", show_default=False,
+                   help="Dotted overrides of params.yaml, e.g. train.steps=200"),
 ]
 Params = Annotated[Path, typer.Option("--params", help="params file to read instead of ./params.yaml")]
 
 console = Console(stderr=True)
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
+
+
+def package_version() -> str:
+    """The installed ganops distribution's version (pyproject.toml's, as pip installed it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ganops")
+    except PackageNotFoundError:  # run from a checkout that was never `pip install`ed
+        return "unknown (not installed; run `make test` or `pip install -e .`)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ganops {package_version()}")
+        raise typer.Exit()
+
+
+Version = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print ganops's version and exit.")
+]
+
+
+@app.callback()
+def _options(version: Version = False) -> None:
+    pass
 
 
 def config_from(params: Path | None, overrides: list[str] | None) -> Config:
@@ -153,4 +182,5 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run_app(app, argv))
 
 
-__all__ = ["app", "main", "run_app", "config_from", "print_json", "print_error", "print_internal_error"]
+__all__ = ["app", "main", "run_app", "config_from", "print_json", "print_error", "print_internal_error",
+           "package_version", "Version"]

@@ -10,6 +10,9 @@
 
 Outputs under train.out_dir: checkpoints/last.pt (+ last.json), samples/step_XXXXXX.png, generator/ (EMA weights,
 safetensors + JSON), metrics.json. Only rank 0 logs, samples and writes files.
+
+Progress: a bar on a terminal; elsewhere (CI, pipes, DVC, Prefect) one INFO line of the `gan_core.train` logger
+every train.log_every steps: `step 250/1000 (25%)  d_loss=…  g_loss=…  512 img/s  ETA 2m30s`.
 """
 
 from __future__ import annotations
@@ -349,10 +352,10 @@ class Trainer:
         t_run = t_window = time.perf_counter()
         window_start = start
         last_grid: Path | None = None
-        with _progress(main, start, tc.steps) as advance:
+        with _progress(main, start, tc.steps) as bar:
             for step in range(start + 1, tc.steps + 1):
                 self.train_step(step)
-                advance()
+                bar.advance()
                 last = step == tc.steps
                 due_log = step % tc.log_every == 0 or last
                 due_samples = step % tc.sample_every == 0 or last
@@ -365,8 +368,11 @@ class Trainer:
                     metrics = self._window_metrics(step - window_start, now - t_window)
                     t_window, window_start = now, step
                     if main:
-                        log.info("step %d/%d  %s", step, tc.steps,
-                                 "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                        # The bar shows progress on a terminal; elsewhere (CI, a piped `make demo`, a worker's log,
+                        # a DVC stage) this line is the only sign of life during a run of minutes.
+                        line = progress_line(step, tc.steps, metrics, now - t_run, step - start)
+                        log.log(logging.DEBUG if bar.shown else logging.INFO, "%s", line)
+                        bar.show_losses(metrics)
                         for cb in self.callbacks:
                             cb.on_metrics(step, metrics)
                 if due_samples and main:
@@ -454,21 +460,52 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
+def progress_line(step: int, total: int, metrics: dict[str, float], elapsed_s: float, trained: int) -> str:
+    """'step 250/1000 (25%)  d_loss=1.234  g_loss=0.8765  512 img/s  ETA 2m30s': where a run is, how it does, how
+    long it will take. The ETA extrapolates this run's average pace so far (samples and checkpoints included)."""
+    remaining = total - step
+    if remaining <= 0:
+        when = f"done in {_duration(elapsed_s)}"
+    else:
+        when = f"ETA {_duration(remaining * elapsed_s / max(trained, 1))}"
+    return (f"step {step}/{total} ({100 * step // total}%)  d_loss={metrics['d_loss']:.4g}  "
+            f"g_loss={metrics['g_loss']:.4g}  {metrics['images_per_s']:.0f} img/s  {when}")
+
+
+def _duration(seconds: float) -> str:
+    """42s, 3m05s, 1h02m."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class _progress:
-    """A rich progress bar on a terminal (rank 0); nothing when stderr is not a TTY (CI, DVC, Prefect logs)."""
+    """A rich progress bar on a terminal (rank 0); none when stderr is not a TTY (CI, DVC, Prefect logs), where
+    the trainer logs a progress line instead (`shown` says which)."""
 
     def __init__(self, enabled: bool, start: int, total: int):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(stderr=True)
+        self.shown = enabled and console.is_terminal
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console, disable=not (enabled and console.is_terminal))
-        self.task = self.bar.add_task("train", total=total, completed=start)
+                            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console,
+                            disable=not self.shown)
+        self.task = self.bar.add_task("train", total=total, completed=start, losses="")
 
-    def __enter__(self):
+    def __enter__(self) -> _progress:
         self.bar.__enter__()
-        return lambda: self.bar.advance(self.task)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+
+    def show_losses(self, metrics: dict[str, float]) -> None:
+        self.bar.update(self.task, losses=f"d_loss {metrics['d_loss']:.3g}  g_loss {metrics['g_loss']:.3g}")

@@ -145,8 +145,7 @@ def test_ganops_generate_writes_a_grid_of_the_champions_images(
 ) -> None:
     out = tmp_path / "grids" / "grid.png"
     labels = ",".join(str(i) for i in range(10))
-    argv = ["generate", "-n", "10", "--out", str(out), "--seed", "3", "--labels", labels, "--device", "cpu",
-            *mlflow_store.overrides]
+    argv = ["generate", "-n", "10", "--out", str(out), "--seed", "3", "--labels", labels, "--device", "cpu"]
     assert run_app(app, argv) == 0
     assert f"to {out}" in capsys.readouterr().out
     grid = np.asarray(Image.open(out))  # ceil(sqrt(10)) = 4 per row, 3 rows, 2 px borders: (56, 74, 3)
@@ -165,8 +164,8 @@ def test_ganops_generate_writes_a_grid_of_the_champions_images(
     assert run_app(app, ["generate", "-n", "abc"]) == 2
     assert "Invalid value for '-n'" in capsys.readouterr().err
 
-    assert run_app(app, ["generate", "--labels", "a,b", "--out", str(out), *mlflow_store.overrides]) == 2
+    assert run_app(app, ["generate", "--labels", "a,b", "--out", str(out)]) == 2
     assert "--labels 'a,b'" in capsys.readouterr().err
     missing = f"models:/{NAME}@nonexistent"
-    assert run_app(app, ["generate", "--model", missing, "--out", str(out), *mlflow_store.overrides]) == 2
+    assert run_app(app, ["generate", "--model", missing, "--out", str(out)]) == 2
     assert f"cannot fetch '{missing}'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gan_core.diffaugment import diff_augment
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 from gan_core.package import load_generator, read_spec
-from gan_core.train import Trainer, train
+from gan_core.train import Trainer, progress_line, train
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +316,44 @@ def test_cuda_bf16_channels_last_step(mnist_prepared, tiny_train_config):
     result = trainer.run()
     assert torch.isfinite(torch.tensor([result["d_loss"], result["g_loss"]])).all()
     assert load_generator(result["package_dir"])(torch.randn(2, 16)).shape == (2, 1, 32, 32)
+
+
+def test_progress_lines_every_log_every_steps_when_stderr_is_not_a_terminal(
+    mnist_prepared, tiny_train_config, caplog
+):
+    """Under pytest stderr is not a TTY, as in CI, a piped `make demo` or a worker: no bar, a line per window."""
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 7, "train.log_every": 3})
+    with caplog.at_level(logging.INFO, logger="gan_core.train"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gan_core.train" and r.levelno == logging.INFO]
+    # log_every=3 over 7 steps: steps 3 and 6, then the last step closes its partial window.
+    assert [line.split()[1] for line in lines] == ["3/7", "6/7", "7/7"]
+    pattern = re.compile(r"^step (\d+)/7 \((\d+)%\)  d_loss=\S+  g_loss=\S+  (\d+) img/s  (ETA|done in) \S+$")
+    for line in lines:
+        match = pattern.match(line)
+        assert match, line
+        assert int(match[2]) == 100 * int(match[1]) // 7 and int(match[3]) > 0
+    assert "ETA" in lines[0] and lines[-1].split()[-3:-1] == ["done", "in"]
+
+
+def test_progress_line_says_where_how_fast_and_how_long():
+    metrics = {"d_loss": 1.23456, "g_loss": 0.5, "images_per_s": 511.6}
+    # 250 of 1000 steps in 50 s → 750 more at the same pace: 150 s.
+    assert progress_line(250, 1000, metrics, 50.0, 250) == \
+        "step 250/1000 (25%)  d_loss=1.235  g_loss=0.5  512 img/s  ETA 2m30s"
+    # A resumed run paces on the steps it trained itself (100 in 50 s), not on the resumed-from step.
+    assert progress_line(900, 1000, metrics, 50.0, 100).endswith("ETA 50s")
+    assert progress_line(1000, 1000, metrics, 7450.0, 1000).endswith("done in 2h04m")
+
+
+def test_on_a_terminal_the_bar_shows_progress_and_the_lines_drop_to_debug(
+    mnist_prepared, tiny_train_config, caplog, capsys, monkeypatch
+):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich's way to treat stderr as a terminal
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 4, "train.log_every": 2})
+    with caplog.at_level(logging.DEBUG, logger="gan_core.train"):
+        train(cfg)
+    progress = [r for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [r.getMessage().split()[1] for r in progress] == ["2/4", "4/4"]
+    assert {r.levelno for r in progress} == {logging.DEBUG}  # a log line would tear the live bar
+    assert "4/4" in capsys.readouterr().err  # the bar's count
