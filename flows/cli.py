@@ -360,7 +360,10 @@ def ui_command(
     """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
     cfg = config_from(params, None)
     argv = ui_command_line(cfg, port)
-    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {argv[argv.index('--backend-store-uri') + 1]})")
+    from flows.report import MODEL_TRAINING_VIEW
+
+    store = argv[argv.index("--backend-store-uri") + 1]
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {store})")
     raise typer.Exit(subprocess.call(argv))
 
 

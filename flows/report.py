@@ -40,11 +40,18 @@ def mlflow_ui_base(cfg: Config) -> str:
     return DEFAULT_MLFLOW_UI
 
 
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+"""Query that opens an MLflow UI page in its model-training mode (runs table, charts) instead of GenAI."""
+
+
 def run_url(cfg: Config, experiment_id: str | None, run_id: str | None) -> str | None:
-    """Link to an MLflow run in the UI, e.g. http://127.0.0.1:5000/#/experiments/1/runs/<id>."""
+    """Link to an MLflow run in the UI, e.g. http://127.0.0.1:5000/#/experiments/1/runs/<id>?workflowType=...
+
+    MLflow 3.17's UI opens every page in its GenAI mode unless the link (or the browser's last choice) asks for the
+    model-training mode; the experiment's kind tag does not switch it."""
     if not (experiment_id and run_id):
         return None
-    return f"{mlflow_ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{mlflow_ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def _fmt(value: Any) -> str:

@@ -72,10 +72,12 @@ def test_report_links_follow_the_ui_setting_then_an_http_tracking_server(
 ) -> None:
     from flows.report import DEFAULT_MLFLOW_UI, MLFLOW_UI_ENV, run_url
 
+    # The query opens MLflow 3.17's UI in its model-training mode (it would start in GenAI mode).
+    page = "#/experiments/3/runs/abc?workflowType=machine_learning"
     monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
-    assert run_url(cfg, "3", "abc") == f"{DEFAULT_MLFLOW_UI}/#/experiments/3/runs/abc"  # a SQLite store: `ganops ui`
+    assert run_url(cfg, "3", "abc") == f"{DEFAULT_MLFLOW_UI}/{page}"  # a SQLite store: `ganops ui`
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
-    assert run_url(cfg, "3", "abc") == "https://mlflow.example.org/#/experiments/3/runs/abc"
+    assert run_url(cfg, "3", "abc") == f"https://mlflow.example.org/{page}"
     monkeypatch.setenv(MLFLOW_UI_ENV, "http://127.0.0.1:8080/mlflow/")
-    assert run_url(cfg, "3", "abc") == "http://127.0.0.1:8080/mlflow/#/experiments/3/runs/abc"
+    assert run_url(cfg, "3", "abc") == f"http://127.0.0.1:8080/mlflow/{page}"
     assert run_url(cfg, None, "abc") is None
