@@ -47,7 +47,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import DataConfig
 from gan_core.errors import UserError
-from gan_core.preflight import ensure_free_space, ensure_writable_dir
+from gan_core.preflight import ensure_free_space, ensure_writable_dir, nearest_existing
 
 if TYPE_CHECKING:
     import torch
@@ -155,10 +155,7 @@ def _check_output(out: Path, cfg: DataConfig) -> None:
             )
     # Probe the nearest folder that exists: creating the missing ones now would leave them behind when the
     # source then turns out to be bad.
-    base = out.absolute().parent
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    ensure_writable_dir(base, "a parent folder of data.prepared_dir")
+    ensure_writable_dir(nearest_existing(out.absolute().parent), "a parent folder of data.prepared_dir")
 
 
 def load_prepared(path: str | Path) -> PreparedDataset:

@@ -19,7 +19,7 @@ from gan_core.atomic import atomic_file
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.package import MAX_SEED, as_int, load_generator, sample_images
-from gan_core.preflight import ensure_free_space, ensure_writable_dir
+from gan_core.preflight import ensure_free_space, ensure_writable_dir, nearest_existing
 
 MAX_IMAGES = 4096
 """Most images one grid may hold (a 65×65 grid; n=10**9 would exhaust memory, not make a picture)."""
@@ -79,9 +79,6 @@ def _check_out(out: Path) -> Path:
         raise UserError(f"--out {str(out)!r}: expected a .png path")
     if out.exists() and not out.is_file():
         raise UserError(f"--out {str(out)!r} exists and is not a regular file; choose another path")
-    existing = out.absolute().parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     # Exists already, so this only proves it is a writable directory (a probe file, removed at once).
-    ensure_writable_dir(existing, "--out directory")
+    ensure_writable_dir(nearest_existing(out.absolute().parent), "--out directory")
     return out

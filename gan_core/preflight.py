@@ -1,6 +1,7 @@
 """Checks that run before work starts, so an obvious failure costs seconds, not a training.
 
     ensure_writable_dir(cfg.train.out_dir, "train.out_dir")           # creates it, or one-line UserError
+    ensure_writable_dir(nearest_existing(out_png.parent), "--out directory")  # probe, creating nothing
     ensure_free_space(out.parent, 3 * images.nbytes, "prepared dataset")
 
 Both raise UserError naming the path and the setting, which entry points print on one line.
@@ -40,14 +41,19 @@ def ensure_writable_dir(path: str | Path, setting: str) -> Path:
     return path
 
 
-def ensure_free_space(path: str | Path, needed_bytes: int, what: str) -> None:
-    """Fail when the filesystem holding `path` (its nearest existing ancestor) has less than `needed_bytes` free
-    (plus GANOPS_MIN_FREE_BYTES headroom)."""
+def nearest_existing(path: str | Path) -> Path:
+    """`path` (made absolute) or its nearest ancestor that exists: where to probe before anything is created."""
     probe = Path(path).absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    return probe
+
+
+def ensure_free_space(path: str | Path, needed_bytes: int, what: str) -> None:
+    """Fail when the filesystem holding `path` (its nearest existing ancestor) has less than `needed_bytes` free
+    (plus GANOPS_MIN_FREE_BYTES headroom)."""
     headroom = int(os.environ.get(FREE_SPACE_ENV, "0") or 0)
-    free = shutil.disk_usage(probe).free
+    free = shutil.disk_usage(nearest_existing(path)).free
     if free < needed_bytes + headroom:
         raise UserError(
             f"not enough disk space for the {what} at {str(path)!r}: {_mb(needed_bytes + headroom)} needed, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile import CodeRunningPickle
 from PIL import Image
 from safetensors.torch import load_file
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
@@ -123,15 +124,6 @@ def test_unavailable_eval_device_is_a_user_error() -> None:
 
 
 # ----------------------------------------------------------------------------- damaged model directories
-class _Payload:
-    """Unpickling it runs `exec`, which creates `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
-
 
 def _damage(model: Path, how: str, marker: Path) -> Path:
     """Damage a copy of a model directory; returns the file the error must name."""
@@ -141,7 +133,7 @@ def _damage(model: Path, how: str, marker: Path) -> Path:
     elif how == "missing_weights":
         weights.unlink()
     elif how == "pickle_as_weights":
-        torch.save({"body.0.weight": _Payload(marker)}, weights)
+        torch.save({"body.0.weight": CodeRunningPickle(marker)}, weights)
     elif how == "cut_json":
         spec.write_text(spec.read_text()[:40])
     elif how == "json_not_object":

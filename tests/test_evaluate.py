@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch_fidelity
+from hostile import CodeRunningPickle
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -232,19 +233,9 @@ def test_retrained_classifier_never_meets_its_predecessors_features(digits_eval)
     assert second["real_pass"] == "computed" and second["real_cache_file"] != first["real_cache_file"]
 
 
-class _Payload:
-    """Unpickling it runs `exec`, which creates `marker`: what an attacker would plant."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
-
-
 def _plant(path: Path, marker: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"features": _Payload(marker)}, path)
+    torch.save({"features": CodeRunningPickle(marker)}, path)
 
 
 def test_planted_pickles_in_the_cache_dir_never_run(digits_eval, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch_fidelity
+from hostile import CodeRunningPickle
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from gan_core import metrics as m
@@ -73,16 +74,6 @@ def test_offline_without_weights_says_how_to_provide_them(offline: None) -> None
     assert "weights-inception-2015-12-05" in message  # what to download, on a machine with internet
 
 
-class _Payload:
-    """Unpickling it runs `exec`, which creates `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
-
-
 def test_bad_weights_files_are_one_line_user_errors(offline: None, inception_weights_file: Path,
                                                     tmp_path: Path) -> None:
     with pytest.raises(UserError, match="nope.pth"):
@@ -91,7 +82,7 @@ def test_bad_weights_files_are_one_line_user_errors(offline: None, inception_wei
     marker = tmp_path / "pwned"
     bad = {
         "module.pth": lambda p: torch.save({"layer": torch.nn.Linear(2, 2)}, p),  # a pickled module, not tensors
-        "code.pth": lambda p: torch.save({"fc.weight": _Payload(marker)}, p),  # a pickle that runs code
+        "code.pth": lambda p: torch.save({"fc.weight": CodeRunningPickle(marker)}, p),  # a pickle that runs code
         "list.pth": lambda p: torch.save([torch.zeros(2)], p),
         "wrong_keys.pth": lambda p: torch.save(torch.nn.Linear(2, 2).state_dict(), p),
         "truncated.pth": lambda p: p.write_bytes(inception_weights_file.read_bytes()[:100_000]),
@@ -151,7 +142,7 @@ def test_inception_metrics_from_a_local_weights_file(
     for name in ("features-2048", "features-logits_unbiased", "stat-fid-2048"):
         path = Path(cfg.eval.cache_dir) / f"{old_name}-{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"x": _Payload(marker)}, path)
+        torch.save({"x": CodeRunningPickle(marker)}, path)
 
     result = evaluate(cfg, Replay())
     assert not marker.exists()
