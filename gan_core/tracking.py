@@ -5,8 +5,9 @@
         log_evaluation(run.info.run_id, evaluate(cfg), metrics_json="outputs/eval/metrics.json")
         model_uri = log_generator_model(run.info.run_id, result["package_dir"])
 
-What the MLflow UI shows: the experiment carries `mlflow.experimentKind` (MLflow 3 opens it in the classic
-model-training view, not the GenAI one) and a description; a run is named after what ran
+What the MLflow UI shows: the experiment carries `mlflow.experimentKind` = custom_model_development and a
+description (MLflow 3.17's UI still starts in its GenAI mode: the links ganops prints add
+flows.report.MODEL_TRAINING_VIEW); a run is named after what ran
 (`dcgan-nonsaturating-2000steps-755336f0`); the prepared data is the run's dataset input (digest = its DVC md5),
 so the Datasets column names it; sample grids are step images, named so they also sort by step as text.
 
@@ -52,7 +53,7 @@ MODEL_NAME = "generator"
 """Name of the logged pyfunc model inside its run."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-"""The experiment kind of MLflow 3's classic model-training view (without it the UI opens the GenAI view)."""
+"""The kind MLflow records for a model-training experiment (the UI's mode itself follows `?workflowType=`)."""
 NOTE_TAG = "mlflow.note.content"
 """MLflow's description tag (experiments and runs)."""
 DATASET_SOURCE_TYPE = "ganops"
@@ -130,7 +131,7 @@ def tracking_uri(registry: RegistryConfig) -> str:
     if uri.startswith("file:") or "://" not in uri:
         raise UserError(
             f"{_origin()}={uri!r} is a plain-file store, which MLflow 3.13+ refuses; "
-            "use sqlite:///mlruns/mlflow.db or an http(s):// tracking server"
+            "use sqlite:///mlflow.db or an http(s):// tracking server"
         )
     return uri
 
@@ -260,10 +261,10 @@ def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
 
 
 def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
-    """Tags that make the MLflow UI show the experiment as model training, with a description.
+    """Tags that mark the experiment as model training, with a description.
 
-    MLflow 3's UI opens an experiment without `mlflow.experimentKind` in its GenAI view; `mlflow.note.content`
-    is the description the experiment page shows."""
+    `mlflow.experimentKind` records the kind (MLflow 3.17's UI mode still follows `?workflowType=`, see
+    flows.report.MODEL_TRAINING_VIEW); `mlflow.note.content` is the description the experiment page shows."""
     return {
         EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
         NOTE_TAG: (
