@@ -62,13 +62,17 @@ from prefect.tasks import exponential_backoff
 
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error, first_line
-from gan_core.tracking import check_tracking, check_tracking_server, connection_problem, is_http_uri, service_timeout_s
+from gan_core.tracking import (
+    CODE_HASH_TAG,
+    TRAINING_HASH_TAG,
+    check_tracking,
+    check_tracking_server,
+    connection_problem,
+    is_http_uri,
+    service_timeout_s,
+    training_key,
+)
 
-TRAINING_HASH_TAG = "training_hash"
-"""Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
-TRAINING_SECTIONS = ("data", "model", "train", "eval")
-CODE_HASH_TAG = "code_hash"
-"""Run tag: hash of gan_core's source, so a dirty work tree's edits are not mistaken for the commit's code."""
 PREPARE_STAGE = "prepare"
 
 
@@ -268,20 +272,6 @@ def _has_default_remote() -> bool:
 
 
 # ----------------------------------------------------------------------------- skip check
-def training_key(cfg: Config, data_version: str) -> dict[str, str]:
-    """What identifies a training: data version, hash of its config sections and gan_core's source.
-
-    Not the git commit: committing docs or dvc.lock changes nothing that is trained, and the source hash
-    already sees every code change, committed or not."""
-    from gan_core.lineage import code_hash
-
-    return {
-        "data_version": data_version,
-        TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
-        CODE_HASH_TAG: code_hash(),
-    }
-
-
 @task(name="find_unchanged", **SERVICE_RETRIES)
 def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
     """The newest registered candidate when it was trained from the same key and gated, else None."""
@@ -340,18 +330,10 @@ def evaluate_generator(cfg: Config) -> dict[str, Any]:
 @task(name="log_candidate", **SERVICE_RETRIES)
 def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str) -> str:
     """Log evaluation metrics, the metrics JSON, the sample grid and the pyfunc model; return the model URI."""
-    from gan_core.tracking import configure, log_evaluation, log_generator_model
+    from gan_core.tracking import configure
+    from gan_core.tracking import log_candidate as log_to_run
 
-    configure(cfg.registry)
-    eval_dir = Path(cfg.eval.out_dir)
-    samples = eval_dir / "samples.png"
-    log_evaluation(
-        run_id,
-        metrics,
-        metrics_json=eval_dir / "metrics.json" if (eval_dir / "metrics.json").is_file() else None,
-        samples_png=samples if samples.is_file() else None,
-    )
-    return log_generator_model(run_id, package_dir)
+    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry))
 
 
 # ----------------------------------------------------------------------------- registry

@@ -22,3 +22,7 @@ class TrainCallback:
 
     def on_train_end(self, result: dict[str, Any]) -> None:
         """Once, after the generator package and metrics JSON are written."""
+
+    def package_metadata(self) -> dict[str, str]:
+        """Strings to record in the generator package's metadata (e.g. the tracking run that produced it)."""
+        return {}

@@ -129,21 +129,36 @@ def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> Non
     print_json({**where, **summary, **data_version_info(cfg.data.prepared_dir)})
 
 
+Track = Annotated[bool, typer.Option(
+    "--mlflow/--no-mlflow", help="log into the MLflow store of registry.tracking_uri, as the retrain flow does")]
+
+
 @app.command()
 def train(
     overrides: Overrides = None,
     params: Params = DEFAULT_PARAMS,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in train.out_dir")] = True,
+    mlflow: Track = True,
 ) -> None:
-    """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir."""
+    """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir (and, by default,
+    log the training as an MLflow run, so `dvc repro`/`dvc exp run` trainings show in the MLflow UI too)."""
     import logging
+    import os
 
-    from gan_core.train import train as train_gan
+    from gan_core.train import Trainer
 
     # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result JSON.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     cfg = config_from(params, overrides)
-    result = train_gan(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume)
+    trainer.prepare()  # data, device, outputs and the checkpoint are checked before any MLflow run is opened
+    if mlflow and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tracks
+        from gan_core.tracking import check_tracking, train_in_run
+
+        check_tracking(cfg.registry, "train", write=True)
+        result = train_in_run(trainer)
+    else:
+        result = trainer.run()
     print_json(result)
 
 
@@ -164,6 +179,7 @@ def evaluate(
         str | None,
         typer.Option(help="package directory or models:/<name>@<alias>; default {train.out_dir}/generator"),
     ] = None,
+    mlflow: Track = True,
 ) -> None:
     """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
     from gan_core.evaluate import evaluate as evaluate_generator
@@ -175,7 +191,13 @@ def evaluate(
         # The configured store, not MLflow's default (./mlflow.db, created on first use); it must exist already.
         check_tracking(cfg.registry, "evaluate")
         configure(cfg.registry)
-    print_json(evaluate_generator(cfg, generator))
+    result = evaluate_generator(cfg, generator)
+    if generator is None and mlflow:  # the pipeline's own generator: its training run gets the evaluation
+        from gan_core.tracking import check_tracking, log_to_training_run
+
+        check_tracking(cfg.registry, "evaluate")
+        log_to_training_run(cfg, result)
+    print_json(result)
 
 
 def main(argv: list[str] | None = None) -> None:

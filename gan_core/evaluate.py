@@ -5,8 +5,9 @@ class checks from the domain classifier. The `evaluate` DVC stage.
     python -m gan_core evaluate eval.extractors=[lenet,inception] eval.inception_weights=/path/inception.pth
     result = evaluate(cfg)                                        # or evaluate(cfg, generator=module_or_path)
 
-Writes {eval.out_dir}/metrics.json (the metrics, and under "info" the extractors, data version, sample count,
-seed and cache use) and {eval.out_dir}/samples.png (the first 64 evaluation samples). Numbers are comparable
+Writes {eval.out_dir}/metrics.json (numbers only, so `dvc metrics`/`dvc exp show` can compare them),
+{eval.out_dir}/info.json (the extractors, data version, sample count, seed and cache use) and
+{eval.out_dir}/samples.png (the first 64 evaluation samples). Numbers are comparable
 across runs with the same eval.num_samples, eval.seed, eval.batch_size and data: samples come from fixed seeds.
 Real-data features are cached under eval.cache_dir (safetensors, keyed by the data version from gan_core.lineage,
 the extractor and a digest of its weights), so a second evaluation on the same data skips the real pass, changed
@@ -46,6 +47,7 @@ from gan_core.package import load_generator
 from gan_core.preflight import ensure_writable_dir
 
 METRICS_FILE = "metrics.json"
+INFO_FILE = "info.json"
 SAMPLES_FILE = "samples.png"
 GRID_SIZE = 64
 
@@ -56,7 +58,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
 
     Returns the metrics named as in gan_core.metrics (fid_lenet, kid_lenet, precision_lenet, recall_lenet,
     class_coverage, class_entropy, class_accuracy for conditional generators, fid_inception, isc_inception, ...)
-    and an "info" dict; writes the same to {eval.out_dir}/metrics.json, plus samples.png.
+    and an "info" dict; writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png.
     """
     ecfg = cfg.eval
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
@@ -128,7 +130,8 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     result[m.INFO_KEY] = info
 
     _write_grid(fake, out / SAMPLES_FILE)
-    write_json(out / METRICS_FILE, result)
+    write_json(out / INFO_FILE, info)
+    write_json(out / METRICS_FILE, m.metric_values(result))
     return result
 
 

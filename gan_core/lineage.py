@@ -79,14 +79,35 @@ def data_version(prepared_dir: str | Path) -> str:
 
 
 def git_info(repo: str | Path | None = None) -> dict[str, Any]:
-    """{"git_commit": sha or "unknown", "git_dirty": bool or None (None when not a git work tree)}."""
+    """{"git_commit": sha or "unknown", "git_dirty": bool or None (None when not a git work tree)}.
+
+    Dirty means the work tree's *sources* differ from the commit: the files the DVC pipeline writes (dvc.lock and
+    the outputs dvc.yaml declares, such as the git-tracked metrics JSONs) do not count, since every training
+    rewrites them; a run on a clean checkout must not be labelled dirty by its own outputs."""
     cwd = str(repo) if repo is not None else None
     try:
         commit = _git(["rev-parse", "HEAD"], cwd)
-        status = _git(["status", "--porcelain"], cwd)
+        top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
+        excluded = [f":(top,exclude){path}" for path in pipeline_outputs(top)]
+        status = _git(["status", "--porcelain", "--", ":(top)", *excluded], cwd)
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": None}
     return {"git_commit": commit.strip(), "git_dirty": bool(status.strip())}
+
+
+def pipeline_outputs(root: str | Path) -> list[str]:
+    """dvc.lock and every path dvc.yaml (in `root`) declares as a stage's outs, metrics or plots."""
+    paths = [LOCK_FILE]
+    try:
+        stages = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return paths
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                # An entry is a path, or {path: {cache: false, ...}}.
+                paths.extend([entry] if isinstance(entry, str) else list(entry))
+    return paths
 
 
 def _git(args: list[str], cwd: str | None) -> str:

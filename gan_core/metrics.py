@@ -23,7 +23,8 @@ CLASSIFIER_ACCURACY = "classifier_accuracy"  # the domain classifier's held-out 
 
 # Spread over KID subsets / IS splits: "kid_lenet_std", "isc_inception_std".
 STD_SUFFIX = "_std"
-# Non-numeric facts beside the metrics in an evaluation's metrics.json (extractors, data version, sample count).
+# Non-numeric facts returned beside an evaluation's metrics (extractors, data version, sample count); on disk they
+# go to info.json, so metrics.json holds numbers only.
 INFO_KEY = "info"
 
 _LOWER_IS_BETTER = (FID, KID)

@@ -24,13 +24,14 @@ bounded by GANOPS_SERVICE_TIMEOUT (mlflow_http_env) unless the user set MLflow's
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import yaml
@@ -44,6 +45,11 @@ from gan_core.config import Config, RegistryConfig
 from gan_core.errors import ServiceUnavailable, UserError, first_line
 from gan_core.preflight import ensure_writable_dir
 
+if TYPE_CHECKING:
+    from gan_core.train import Trainer
+
+log = logging.getLogger(__name__)
+
 SAMPLES_KEY = "samples"
 """`mlflow.log_image` key of the training sample grids: the UI's image panel steps through them."""
 STEP_DIGITS = 8
@@ -51,6 +57,8 @@ STEP_DIGITS = 8
 CONFIG_HASH_TAG = "config_hash"
 MODEL_NAME = "generator"
 """Name of the logged pyfunc model inside its run."""
+RUN_ID_METADATA = "mlflow_run_id"
+"""Key of the generator package's metadata naming the MLflow run that trained it."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """The kind MLflow records for a model-training experiment (the UI's mode itself follows `?workflowType=`)."""
@@ -306,6 +314,37 @@ def ensure_experiment(client: MlflowClient, name: str, location: str, tags: Mapp
 
 
 # ----------------------------------------------------------------------------- runs
+TRAINING_HASH_TAG = "training_hash"
+"""Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
+TRAINING_SECTIONS = ("data", "model", "train", "eval")
+CODE_HASH_TAG = "code_hash"
+"""Run tag: hash of gan_core's source, so a dirty work tree's edits are not mistaken for the commit's code."""
+
+
+def training_key(cfg: Config, data_version: str) -> dict[str, str]:
+    """What identifies a training: data version, hash of its config sections and gan_core's source.
+
+    Not the git commit: committing docs or dvc.lock changes nothing that is trained, and the source hash
+    already sees every code change, committed or not."""
+    from gan_core.lineage import code_hash
+
+    return {
+        "data_version": data_version,
+        TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
+        CODE_HASH_TAG: code_hash(),
+    }
+
+
+def dvc_run_tags() -> dict[str, str]:
+    """Tags naming the DVC stage (and `dvc exp run` experiment) this process runs in; empty outside DVC."""
+    tags = {}
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc.stage"] = os.environ["DVC_STAGE"]
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
 def training_tags(cfg: Config) -> dict[str, str]:
     """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch."""
     from gan_core.lineage import lineage
@@ -338,6 +377,44 @@ def start_training_run(
             client.log_batch(run_id, params=params[i : i + _MAX_PARAMS_PER_BATCH], synchronous=True)
         client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
         yield run
+
+
+def train_in_run(trainer: Trainer) -> dict[str, Any]:
+    """Run `trainer` as one MLflow training run, as the retrain flow's training is: the same params, lineage and
+    identity tags, dataset input, step metrics and sample grids (plus the DVC stage/experiment when run by DVC).
+    The generator package records the run's id, so `python -m gan_core evaluate` adds its metrics to this run."""
+    from gan_core.lineage import data_version
+
+    cfg = trainer.cfg
+    client = configure(cfg.registry, create=True)
+    key = training_key(cfg, data_version(cfg.data.prepared_dir))
+    tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG], CODE_HASH_TAG: key[CODE_HASH_TAG], **dvc_run_tags()}
+    with start_training_run(cfg, extra_tags=tags) as run:
+        log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
+        trainer.callbacks.append(MLflowCallback(run.info.run_id, client))
+        return trainer.run()
+
+
+def log_to_training_run(cfg: Config, metrics: Mapping[str, Any]) -> str | None:
+    """Log an evaluation of {train.out_dir}/generator into the MLflow run that trained it (named in the package's
+    metadata); return the run id, or None when the package names no run or the run is not in this store."""
+    from mlflow.exceptions import MlflowException
+
+    from gan_core.package import read_spec
+
+    package_dir = Path(cfg.train.out_dir) / "generator"
+    run_id = (read_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
+    if not run_id or not store_exists(cfg.registry):
+        return None
+    client = configure(cfg.registry)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        log.warning("the generator's MLflow run %s is not in %s: evaluation not logged", run_id,
+                    tracking_uri(cfg.registry))
+        return None
+    log_candidate(cfg, run_id, metrics, package_dir, client)
+    return str(run_id)
 
 
 def training_label(cfg: Config) -> str:
@@ -410,6 +487,10 @@ class MLflowCallback(TrainCallback):
     def on_samples(self, step: int, grid_png: Path) -> None:
         log_step_image(self.client, self.run_id, grid_png, SAMPLES_KEY, step)
 
+    def package_metadata(self) -> dict[str, str]:
+        # The package names its run, so a later `python -m gan_core evaluate` logs into the run that trained it.
+        return {RUN_ID_METADATA: self.run_id}
+
     def on_train_end(self, result: dict[str, Any]) -> None:
         self.client.log_dict(self.run_id, _jsonable(result), "train_result.json")
         metrics_path = result.get("metrics_path")
@@ -459,6 +540,22 @@ def log_evaluation(
         client.log_artifact(run_id, str(metrics_json), "eval/files")
     if samples_png is not None:
         client.log_artifact(run_id, str(samples_png), "eval")
+
+
+def log_candidate(
+    cfg: Config, run_id: str, metrics: Mapping[str, Any], package_dir: str | Path, client: MlflowClient
+) -> str:
+    """Log an evaluation of the run's generator (metrics, eval.out_dir's metrics/info JSON and sample grid) and the
+    package as the run's pyfunc model; return the model's URI. The flow and `python -m gan_core evaluate` both
+    log a candidate through here."""
+    eval_dir = Path(cfg.eval.out_dir)
+    samples = eval_dir / "samples.png"
+    log_evaluation(run_id, metrics, metrics_json=eval_dir / "metrics.json" if (eval_dir / "metrics.json").is_file()
+                   else None, samples_png=samples if samples.is_file() else None, client=client)
+    info = eval_dir / "info.json"
+    if info.is_file():
+        client.log_artifact(run_id, str(info), "eval/files")
+    return log_generator_model(run_id, package_dir)
 
 
 def log_generator_model(run_id: str, package_dir: str | Path) -> str:

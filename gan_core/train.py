@@ -84,6 +84,7 @@ class Trainer:
         self.device = self.runtime.device
         self.out_dir = Path(tc.out_dir)
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_FILE
+        self.resumed_from: int | None = None  # set by prepare()
 
         self.data = load_prepared(cfg.data.prepared_dir)
         self.data_version = _data_version(self.data)
@@ -325,6 +326,17 @@ class Trainer:
         grid = GRID_SAMPLES * 3 * math.prod(self.image_shape)
         return 2 * checkpoint + 2 * g + grid + 2**20
 
+    def prepare(self) -> int:
+        """Check train.out_dir and load the checkpoint to resume from (once); return the step to continue from.
+
+        run() calls it; call it first to fail on unwritable outputs or a damaged checkpoint before anything else
+        (an MLflow run) is started."""
+        if self.resumed_from is None:
+            if self.dist.is_main:  # only rank 0 writes; when it fails here, torchrun stops the other ranks
+                self._preflight()
+            self.resumed_from = self._try_resume()
+        return self.resumed_from
+
     def run(self) -> dict[str, Any]:
         try:
             with deterministic(self.device.type == "cpu"):
@@ -335,10 +347,7 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         tc = self.cfg.train
         main = self.dist.is_main
-        if main:  # only rank 0 writes; when it fails here, torchrun stops the other ranks
-            self._preflight()
-        start = self._try_resume()
-        self.resumed_from = start
+        start = self.prepare()
         if main:
             info = {
                 "device": self.runtime.describe(), "world_size": self.dist.world_size,
@@ -429,6 +438,8 @@ class Trainer:
             "ema_decay": self.cfg.train.ema_decay,
             "data_content_hash": self.data_version,
         }
+        for cb in self.callbacks:
+            metadata.update(cb.package_metadata())
         return {
             "arch": self.cfg.model.arch,
             "kwargs": self.g_kwargs,

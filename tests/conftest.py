@@ -54,6 +54,21 @@ def digits_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# ----------------------------------------------------------------------------- the repo's own store
+@pytest.fixture(scope="session", autouse=True)
+def repo_store_untouched() -> Iterator[None]:
+    """Tests use private stores: a test that wrote into the repo's MLflow store (./mlflow.db, where `make demo` and
+    the user's runs are) fails the session here."""
+    db = Path(__file__).resolve().parents[1] / "mlflow.db"
+
+    def fingerprint() -> tuple[int, int] | None:
+        return (db.stat().st_size, db.stat().st_mtime_ns) if db.exists() else None
+
+    before = fingerprint()
+    yield
+    assert fingerprint() == before, f"a test wrote into the repo's MLflow store {db}: give it a private store"
+
+
 # ----------------------------------------------------------------------------- mlflow store (issue 5)
 @dataclass(frozen=True)
 class MlflowStore:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
@@ -259,7 +260,7 @@ def test_a_pickle_in_a_checkpoint_is_never_run(tmp_path):
 
 
 def test_training_on_a_damaged_checkpoint_stops_with_one_line_and_no_resume_recovers(
-    trained_checkpoint, tmp_path, capsys
+    trained_checkpoint, tmp_path, capsys, mlflow_store
 ):
     from gan_core.cli import app, run_app
 
@@ -278,6 +279,7 @@ def test_training_on_a_damaged_checkpoint_stops_with_one_line_and_no_resume_reco
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("error:") and "Traceback" not in err
     assert str(path) in lines[0] and "d_optimizer missing" in lines[0] and "--no-resume" in lines[0]
+    assert mlflow.search_runs(search_all_experiments=True).empty  # checked before an MLflow run was opened
 
     # As the message says: --no-resume trains from scratch and replaces the damaged file.
     assert run_app(app, [*argv, "--no-resume"]) == 0

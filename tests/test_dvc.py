@@ -27,8 +27,11 @@ GIT_ID = {
 
 
 def _run(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ID, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, **GIT_ID, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           # The default DVC remote is ~/.local/share/ganops/dvc-storage: every clone in a temp dir shares a temp ~.
+           "HOME": str(cwd.parent / "home")}
     env.pop("PYTHONPATH", None)  # the stage must import the clone's own gan_core
+    env.pop("MLFLOW_TRACKING_URI", None)  # the stages use the repo's default store, ./mlflow.db
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -107,21 +110,116 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     assert _locked(clone) == md5
     assert {p.name: p.read_bytes() for p in prepared.iterdir()} == files_before
 
-    # The default remote is a local directory inside the clone (git-ignored): push, lose everything, pull.
+    # The default remote is one directory per user (~/.local/share/ganops/dvc-storage), outside every clone: push
+    # here, then a second clone of the same repo pulls the same files with no setup.
     _dvc(clone, "push", "prepare")
-    assert any((clone / "dvc-storage").rglob("*")), "dvc push wrote nothing to the default remote"
-    assert "dvc-storage" not in _run(clone, "git", "status", "--porcelain")
-    shutil.rmtree(prepared)
-    shutil.rmtree(clone / ".dvc" / "cache")
-    _dvc(clone, "pull", "prepare")
-    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == files_before
-    assert _status(clone) == {}
+    assert any((clone.parent / "home" / ".local/share/ganops/dvc-storage").rglob("*")), "dvc push wrote nothing"
+    _run(clone, "git", "add", "-A")
+    _run(clone, "git", "commit", "-q", "-m", "data version")
+    other = clone.parent / "other-clone"
+    _run(clone.parent, "git", "clone", "-q", str(clone), str(other))
+    _dvc(other, "pull", "prepare")
+    assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files_before
+    assert _status(other) == {}
+
+
+# ----------------------------------------------------------------------------- the whole pipeline under DVC
+@pytest.fixture
+def pipeline_clone(tmp_path: Path, _mlflow_template_db: Path) -> Path:
+    """A fresh clone's pipeline (code, dvc.yaml, ignores, DVC config) with a seconds-long params.yaml and the repo's
+    default MLflow store, ./mlflow.db (a copy of the session's migrated one, to skip the migrations)."""
+    repo = tmp_path / "pipeline"
+    repo.mkdir()
+    shutil.copytree(REPO / "gan_core", repo / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(source="digits", resolution=16, max_images=400)
+    params["model"].update(arch="mlp", latent_dim=16, g_width=32, d_width=32)
+    params["train"].update(steps=20, batch_size=16, log_every=10, sample_every=20, checkpoint_every=20, device="cpu")
+    params["eval"].update(num_samples=200, batch_size=100, kid_subset_size=50, device="cpu")
+    params["eval"]["classifier"].update(epochs=1, min_accuracy=0.3, resolution=16)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert params["registry"]["tracking_uri"] == "sqlite:///mlflow.db"
+    shutil.copyfile(_mlflow_template_db, repo / "mlflow.db")
+    _run(repo, "git", "init", "-q")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-q", "-m", "clone")
+    return repo
+
+
+def _exp_show(repo: Path) -> dict[str, dict]:
+    """`dvc exp show --json` as {rev name: {metrics file: {metric: value}}} for the workspace, commits, experiments."""
+    rows = {}
+    for commit in json.loads(_dvc(repo, "exp", "show", "--json")):
+        revs = [commit] + [rev for exp in commit.get("experiments") or [] for rev in exp["revs"]]
+        for rev in revs:
+            metrics = (rev.get("data") or {}).get("metrics") or {}
+            rows[rev.get("name") or rev["rev"]] = {path: entry.get("data", {}) for path, entry in metrics.items()}
+    return rows
+
+
+@pytest.mark.slow
+def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline_clone: Path) -> None:
+    from mlflow import MlflowClient
+
+    repo = pipeline_clone
+    _dvc(repo, "repro")
+    # git keeps the metrics JSONs (DVC keeps the rest), so the commit records what main measured.
+    metrics_files = {"outputs/classifier/metrics.json", "outputs/train/metrics.json", "outputs/eval/metrics.json"}
+    assert set(_run(repo, "git", "status", "--porcelain", "--untracked-files=all").split()[1::2]) == {
+        "dvc.lock", *metrics_files}
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-q", "-m", "baseline")
+    _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")
+
+    # `dvc exp show`: numbers for main, the experiment and the workspace, in every metrics file, and no strings.
+    rows = _exp_show(repo)
+    assert {"workspace", "longer"} <= set(rows) and len(rows) == 3
+    for name, files in rows.items():
+        assert set(files) == metrics_files, name
+        values = [v for data in files.values() for v in data.values()]
+        assert values and all(isinstance(v, int | float) for v in values), f"{name}: {files}"
+    main = next(files for name, files in rows.items() if name not in ("workspace", "longer"))
+    assert rows["longer"]["outputs/train/metrics.json"]["steps"] == 30
+    assert main["outputs/train/metrics.json"]["steps"] == 20
+    diff = json.loads(_dvc(repo, "metrics", "diff", "--json"))  # HEAD (main) → workspace (the experiment)
+    assert diff["outputs/train/metrics.json"]["steps"] == {"old": 20, "new": 30, "diff": 10}
+    assert isinstance(diff["outputs/eval/metrics.json"]["fid_lenet"]["old"], float)
+
+    # Each training DVC ran is an MLflow run in the repo's default store: params, lineage and identity tags, the
+    # dataset, step metrics, sample grids, and the evaluate stage's metrics and model in the same run.
+    client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
+    experiment = client.get_experiment_by_name("ganops")
+    runs = {r.data.params["train.steps"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"20", "30"}
+    for steps, run in runs.items():
+        assert run.info.status == "FINISHED" and run.info.run_name.startswith(f"mlp-nonsaturating-{steps}steps-")
+        tags = run.data.tags
+        assert tags["dvc.stage"] == "train" and tags["mlflow.loggedImages"] == "True"
+        assert {"data_version", "git_commit", "training_hash", "code_hash"} <= set(tags)
+        assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits"]
+        assert {"d_loss", "g_loss", "fid_lenet", "class_coverage"} <= set(run.data.metrics)
+        assert len(run.outputs.model_outputs) == 1  # the evaluate stage logged the generator as the run's model
+        eval_files = {a.path for a in client.list_artifacts(run.info.run_id, "eval/files")}
+        assert eval_files == {"eval/files/metrics.json", "eval/files/info.json"}
+    assert runs["30"].data.tags["dvc.experiment"] == "longer" and "dvc.experiment" not in runs["20"].data.tags
+    # The baseline ran on a clean checkout: its own outputs (dvc.lock, metrics JSONs) do not make it dirty.
+    assert runs["20"].data.tags["git_dirty"] == "false"
+    assert runs["30"].data.metrics["fid_lenet"] == rows["longer"]["outputs/eval/metrics.json"]["fid_lenet"]
 
 
 # ----------------------------------------------------------------------------- git and lineage (fast)
 def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     head = _run(clone, "git", "rev-parse", "HEAD").strip()
     assert git_info(clone) == {"git_commit": head, "git_dirty": False}
+    # What the pipeline writes (dvc.lock, declared outputs such as a metrics JSON, new or changed) is not a change
+    # of the sources; the check also works from a subdirectory.
+    (clone / "dvc.lock").write_text("schema: '2.0'\n")
+    (clone / "outputs" / "eval").mkdir(parents=True)
+    (clone / "outputs" / "eval" / "metrics.json").write_text('{"fid_lenet": 1.0}')
+    assert git_info(clone / "gan_core") == {"git_commit": head, "git_dirty": False}
     (clone / "params.yaml").write_text((clone / "params.yaml").read_text() + "\n# edited\n")
     assert git_info(clone) == {"git_commit": head, "git_dirty": True}
     _run(clone, "git", "commit", "-q", "-am", "edit")

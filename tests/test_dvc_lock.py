@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,22 @@ def test_the_lock_records_the_data_version_readme_names() -> None:
     assert FILE_DEPS, "dvc.lock records no code dependency: the checks above would pass vacuously"
     (out,) = LOCK["stages"]["prepare"]["outs"]
     assert out["path"] == "data/prepared" and out["md5"].endswith(".dir")
+
+
+METRICS = [out["path"] for entry in LOCK["stages"].values() for out in entry.get("outs", [])
+           if out["path"].endswith("metrics.json")]
+
+
+@pytest.mark.parametrize("path", METRICS)
+def test_committed_metrics_are_numbers_that_the_lock_records(path: str) -> None:
+    """git keeps the metrics JSONs (so `dvc exp show`/`dvc metrics diff` read main's), and DVC compares numbers only."""
+    data = (REPO / path).read_bytes()
+    (out,) = [o for entry in LOCK["stages"].values() for o in entry.get("outs", []) if o["path"] == path]
+    assert (hashlib.md5(data).hexdigest(), len(data)) == (out["md5"], out["size"]), f"dvc.lock records another {path}"
+    values = json.loads(data)
+    assert values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()), values
+
+
+def test_every_stage_has_its_metrics_in_git() -> None:
+    assert set(METRICS) == {"outputs/classifier/metrics.json", "outputs/train/metrics.json",
+                            "outputs/eval/metrics.json"}

@@ -237,8 +237,15 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
                  resume=False)["resumed_from"] == 0
 
 
-def test_cli_train_prints_result_json_and_reports_user_errors(mnist_prepared, tmp_path, capsys):
+def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
+    mnist_prepared, tmp_path, capsys, mlflow_store
+):
+    """`python -m gan_core train` (the DVC stage) logs one MLflow run, as the flow's training does; the package names
+    it. A user error fails before any run is opened; --no-mlflow trains without one."""
+    from mlflow import MlflowClient
+
     from gan_core.cli import app, run_app
+    from gan_core.package import read_spec
 
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
@@ -247,10 +254,18 @@ def test_cli_train_prints_result_json_and_reports_user_errors(mnist_prepared, tm
     assert run_app(app, ["train", *common]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
+    client = MlflowClient(tracking_uri=mlflow_store.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("dcgan-nonsaturating-2steps-")
+    assert run.data.params["train.steps"] == "2" and "d_loss" in run.data.metrics
+    assert {"training_hash", "code_hash", "data_version"} <= set(run.data.tags)
+    assert read_spec(result["package_dir"])["metadata"]["mlflow_run_id"] == run.info.run_id
 
     assert run_app(app, ["train", *common, "train.batch_size=5000"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "fewer than one batch of 5000" in err and "Traceback" not in err
+    assert run_app(app, ["train", *common, "train.steps=3", "--no-mlflow"]) == 0
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # neither the error nor --no-mlflow made a run
 
 
 class Started(TrainCallback):
