@@ -96,16 +96,10 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     """
     from prefect.artifacts import create_markdown_artifact
 
-    from flows.retrain import (
-        RetrainFailed,
-        as_overrides,
-        current_champion,
-        dvc_stage_applies,
-        named_step,
-        retrain,
-        train_classifier,
-        version_data,
-    )
+    from flows.dvc_pipeline import dvc_stage_applies
+    from flows.retrain import as_overrides, retrain
+    from flows.steps import RetrainFailed, named_step
+    from flows.tasks import current_champion, train_classifier, version_data
 
     logger = get_run_logger()
     with named_step("config"):

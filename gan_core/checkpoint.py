@@ -27,21 +27,6 @@ CHECKPOINT_FILE = "last.pt"
 SUMMARY_FILE = "last.json"
 RESUME_FIX = "delete it or run with --no-resume to train from scratch"
 
-# Settings that change only how a run is observed or where it runs, not the weights it produces:
-# a checkpoint written under other values of these may be resumed.
-NON_SHAPING_TRAIN_KEYS = frozenset(
-    {"steps", "log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last",
-     "compile"}
-)
-
-
-def training_identity(config: dict[str, Any], data_version: str, code: str) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: model, train (minus cadence/placement), data version and
-    code (`dvc repro train` after a fix to the losses must retrain, not resume a finished run of the old code)."""
-    train = {k: v for k, v in config["train"].items() if k not in NON_SHAPING_TRAIN_KEYS}
-    return {"model": config["model"], "train": train, "data_version": data_version, "code": code}
-
-
 def rng_state() -> dict[str, Any]:
     """Every global RNG, as tensors and plain values so weights_only loading accepts it."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()

@@ -92,7 +92,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     except Exception as e:
         user = find_user_error(e)
         if user is not None:
-            # A wrapper that quotes the user error (flows.retrain.RetrainFailed: "step 'x' failed: <message>") also
+            # A wrapper that quotes the user error (flows.steps.RetrainFailed: "step 'x' failed: <message>") also
             # says where it happened; any other wrapper's message would hide what the user has to fix.
             print_error(first_line(e) if first_line(user) in str(e) else first_line(user))
             return 2

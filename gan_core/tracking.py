@@ -315,23 +315,27 @@ def ensure_experiment(client: MlflowClient, name: str, location: str, tags: Mapp
 
 # ----------------------------------------------------------------------------- runs
 TRAINING_HASH_TAG = "training_hash"
-"""Run tag: hash of the config sections that determine a candidate (data, model, train, eval)."""
-TRAINING_SECTIONS = ("data", "model", "train", "eval")
+"""Run tag: key of the training identity (gan_core.identity: weight-shaping settings, data version, code)."""
+EVAL_HASH_TAG = "eval_hash"
+"""Run tag: key of the evaluation settings that change the metrics (sample count, seed, extractors, ...)."""
 CODE_HASH_TAG = "code_hash"
 """Run tag: hash of gan_core's source, so a dirty work tree's edits are not mistaken for the commit's code."""
 
 
 def training_key(cfg: Config, data_version: str) -> dict[str, str]:
-    """What identifies a training: data version, hash of its config sections and gan_core's source.
+    """What identifies a candidate: its training identity and evaluation settings (gan_core.identity), as tags.
 
     Not the git commit: committing docs or dvc.lock changes nothing that is trained, and the source hash
     already sees every code change, committed or not."""
+    from gan_core.identity import evaluation_key, identity_key, training_identity
     from gan_core.lineage import code_hash
 
+    config, code = cfg.model_dump(mode="json"), code_hash()
     return {
         "data_version": data_version,
-        TRAINING_HASH_TAG: cfg.hash(*TRAINING_SECTIONS),
-        CODE_HASH_TAG: code_hash(),
+        TRAINING_HASH_TAG: identity_key(training_identity(config, data_version, code)),
+        EVAL_HASH_TAG: evaluation_key(config),
+        CODE_HASH_TAG: code,
     }
 
 
@@ -388,7 +392,7 @@ def train_in_run(trainer: Trainer) -> dict[str, Any]:
     cfg = trainer.cfg
     client = configure(cfg.registry, create=True)
     key = training_key(cfg, data_version(cfg.data.prepared_dir))
-    tags = {TRAINING_HASH_TAG: key[TRAINING_HASH_TAG], CODE_HASH_TAG: key[CODE_HASH_TAG], **dvc_run_tags()}
+    tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
     with start_training_run(cfg, extra_tags=tags) as run:
         log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
         trainer.callbacks.append(MLflowCallback(run.info.run_id, client))

@@ -40,7 +40,6 @@ from gan_core.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    training_identity,
 )
 from gan_core.config import Config
 from gan_core.data import PreparedDataset, load_prepared
@@ -48,7 +47,8 @@ from gan_core.device import choose_runtime, deterministic
 from gan_core.diffaugment import diff_augment
 from gan_core.ema import EMA
 from gan_core.errors import UserError, first_line
-from gan_core.lineage import code_hash, lineage
+from gan_core.identity import first_difference, resumable, training_identity
+from gan_core.lineage import code_hash, data_version, lineage
 from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
 from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
 from gan_core.package import save_generator
@@ -87,7 +87,7 @@ class Trainer:
         self.resumed_from: int | None = None  # set by prepare()
 
         self.data = load_prepared(cfg.data.prepared_dir)
-        self.data_version = _data_version(self.data)
+        self.data_version = data_version(cfg.data.prepared_dir)  # the DVC md5, as in every lineage tag
         self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
@@ -287,10 +287,10 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path, map_location="cpu")
         mine = training_identity(self.cfg.model_dump(mode="json"), self.data_version, self.code_hash)
         theirs = training_identity(state["config"], state["data_version"], state.get("code_hash", ""))
-        if mine != theirs:
+        if not resumable(mine, theirs):
             if self.dist.is_main:
                 log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,
-                            _first_difference(theirs, mine))
+                            first_difference(theirs, mine))
             return 0
         try:
             self.G.load_state_dict(state["generator"])
@@ -436,7 +436,7 @@ class Trainer:
             "steps": steps,
             "loss": self.cfg.train.loss,
             "ema_decay": self.cfg.train.ema_decay,
-            "data_content_hash": self.data_version,
+            "data_content_hash": self.data.meta.get("content_hash"),
         }
         for cb in self.callbacks:
             metadata.update(cb.package_metadata())
@@ -452,20 +452,6 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _data_version(data: PreparedDataset) -> str:
-    """What identifies the training data for resume decisions: meta.json's content hash (stable across DVC runs)."""
-    return str(data.meta.get("content_hash") or data.meta.get("count"))
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str:
-    """'train.loss: hinge → nonsaturating' for the first setting that differs between two config trees."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-    return f"{path}: {old!r} → now {new!r}"
-
-
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     """NaN/inf are not JSON: write them as null."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}

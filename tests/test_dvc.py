@@ -172,6 +172,20 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
         "dvc.lock", *metrics_files}
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-q", "-m", "baseline")
+    assert json.loads(_dvc(repo, "status", "--json")) == {}  # bytecode the stages left in gan_core/ is ignored
+
+    # One training identity: a logging change reruns nothing; a change to any module training imports reruns train.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["log_every"] = 5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert json.loads(_dvc(repo, "status", "--json")) == {}
+    checkpoint_py = repo / "gan_core" / "checkpoint.py"
+    checkpoint_py.write_text(checkpoint_py.read_text() + "\n# a fix\n")
+    status = json.loads(_dvc(repo, "status", "--json"))
+    assert {"changed deps": {"gan_core": "modified"}} in status["train"]
+    _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/checkpoint.py")
+    assert json.loads(_dvc(repo, "status", "--json")) == {}
+
     _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")
 
     # `dvc exp show`: numbers for main, the experiment and the workspace, in every metrics file, and no strings.

@@ -27,7 +27,9 @@ from processes import free_port
 
 # Imported at collection: importing Prefect configures logging (root handlers included), which must happen before
 # a test's log capture starts, not in the middle of it.
-from flows.retrain import RetrainFailed, dvc_push, is_transient, named_step, push_data
+from flows.dvc_pipeline import dvc_push
+from flows.steps import RetrainFailed, is_transient, named_step
+from flows.tasks import push_data
 from gan_core.cli import run_app
 from gan_core.errors import ServiceUnavailable, UserError
 from gan_core.tracking import DEFAULT_SERVICE_TIMEOUT_S, MLFLOW_HTTP_RETRIES, mlflow_http_env
@@ -198,7 +200,7 @@ def test_entry_points_print_one_line_for_wrapped_user_errors_and_a_traceback_for
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero")
     assert "Traceback (most recent call last):" in err[1:] and err[-1] == (
-        "flows.retrain.RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero"
+        "flows.steps.RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero"
     )
 
 

@@ -51,8 +51,10 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 
 @pytest.mark.slow
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
+    from gan_core.identity import evaluation_key
     from gan_core.lineage import code_hash, data_version, git_info
     from gan_core.package import load_generator, sample_images
+    from gan_core.tracking import training_key
 
     result = first_run["result"]
     cfg = workspace.config()
@@ -68,7 +70,8 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, 
     assert tags["data_source"] == "digits"
     assert tags["git_commit"] == git_info()["git_commit"]
     assert tags["config_hash"] == cfg.hash()
-    assert tags["training_hash"] == cfg.hash("data", "model", "train", "eval")
+    assert tags["training_hash"] == training_key(cfg, tags["data_version"])["training_hash"]
+    assert tags["eval_hash"] == evaluation_key(cfg.model_dump(mode="json"))
     assert tags["code_hash"] == code_hash() and len(tags["code_hash"]) == 16
     assert tags["gate.decision"] == "passed"
     # The MLflow run holds the evaluation the gate read.
@@ -163,6 +166,10 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
     runs_after = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id])
     assert len(runs_after) == len(runs_before)
     assert package.stat().st_mtime_ns == mtime  # nothing was retrained
+
+    # Logging, sampling and checkpoint cadence are not part of the training identity: still nothing to train.
+    cadence = ["train.log_every=5", "train.sample_every=7", "train.checkpoint_every=9"]
+    assert retrain(params=str(workspace.params), overrides=cadence)["status"] == "skipped"
 
     # A commit that changes no code (docs, dvc.lock) is not a reason to train again either.
     import subprocess
@@ -280,7 +287,8 @@ def test_data_step_runs_the_dvc_stage_and_pushes_to_the_remote(tmp_path: Path, m
 
     import yaml
 
-    from flows.retrain import _has_default_remote, dvc_stage_applies, push_data, version_data
+    from flows.dvc_pipeline import dvc_stage_applies, has_default_remote
+    from flows.tasks import push_data, version_data
     from gan_core.config import load_config
 
     repo_root = Path(__file__).resolve().parents[1]
@@ -303,7 +311,7 @@ def test_data_step_runs_the_dvc_stage_and_pushes_to_the_remote(tmp_path: Path, m
     locked = next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
     assert data["data_version"] == locked and data["data_version_source"] == "dvc.lock"
     assert data["count"] == 1797 and data["shape"] == [1, 8, 8]
-    assert _has_default_remote()
+    assert has_default_remote()
     assert push_data.fn()
     # The remote holds the directory manifest under its md5 (DVC 3 layout: files/md5/<2>/<rest>).
     manifest = tmp_path / "remote" / "files" / "md5" / locked[:2] / locked[2:]

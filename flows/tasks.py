@@ -1,0 +1,135 @@
+"""The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows.registry function as the CLI
+and the DVC stages (gan_core.data.prepare, gan_core.classifier.train_classifier, gan_core.train.train,
+gan_core.evaluate.evaluate, flows.registry's register / gate / promote)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import task
+
+from flows.dvc_pipeline import FLOW_STAGES, PREPARE_STAGE, dvc_push, run_dvc
+from flows.steps import SERVICE_RETRIES, is_transient
+from gan_core.config import Config
+
+
+@task(name="version_data")
+def version_data(cfg: Config, use_dvc: bool) -> dict[str, Any]:
+    """Prepare the dataset (via `dvc repro prepare` when it is the DVC stage) and return its data version."""
+    from gan_core.data import load_prepared, prepare
+    from gan_core.lineage import data_version_info
+
+    if use_dvc:
+        run_dvc("repro", PREPARE_STAGE)
+        meta = load_prepared(cfg.data.prepared_dir).meta
+    else:
+        meta = prepare(cfg.data)
+    info = data_version_info(cfg.data.prepared_dir)
+    return {**info, "data_source": cfg.data.source, "count": meta.get("count"), "shape": meta.get("shape")}
+
+
+@task(name="push_data")
+def push_data() -> bool:
+    """`dvc push` the prepared dataset to the default DVC remote (bounded; DVC retries transfers itself)."""
+    dvc_push(PREPARE_STAGE)
+    return True
+
+
+@task(name="record_dvc_stages")
+def record_dvc_stages() -> None:
+    """`dvc commit` the stages this flow ran itself, so dvc.lock records their outputs and `dvc status` is clean."""
+    run_dvc("commit", "--force", *FLOW_STAGES)
+
+
+@task(name="find_unchanged", **SERVICE_RETRIES)
+def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
+    """The newest registered candidate when it was trained from the same key and gated, else None."""
+    from flows import registry
+
+    latest = registry.latest_version(cfg)
+    if latest is None:
+        return None
+    tags = latest["tags"]
+    # A version registered by a run that crashed before its gate is not a finished candidate: train again.
+    if "gate.decision" not in tags or any(tags.get(k) != v for k, v in key.items()):
+        return None
+    return latest
+
+
+def current_champion(cfg: Config) -> dict[str, Any] | None:
+    """The version holding the champion alias (version, metrics, tags), or None."""
+    from flows import registry
+
+    for version in registry.list_versions(cfg, missing_ok=True):
+        if cfg.registry.champion_alias in version["aliases"]:
+            return version
+    return None
+
+
+# ----------------------------------------------------------------------------- train + evaluate
+@task(name="train_classifier")
+def train_classifier(cfg: Config) -> dict[str, Any]:
+    """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.classifier keys its
+    model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
+    from gan_core.classifier import train_classifier as fit_classifier
+
+    return json.loads(json.dumps(fit_classifier(cfg), default=str))
+
+
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
+    """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
+    identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
+    settings from a finished one trains no step again."""
+    from gan_core.tracking import MLflowCallback, configure
+    from gan_core.train import train
+
+    # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
+    result = train(cfg, resume=True, callbacks=[MLflowCallback(run_id, configure(cfg.registry))])
+    return json.loads(json.dumps(result, default=str))
+
+
+@task(name="evaluate")
+def evaluate_generator(cfg: Config) -> dict[str, Any]:
+    """Evaluate the freshly trained generator package against the prepared data."""
+    from gan_core.evaluate import evaluate
+
+    return json.loads(json.dumps(evaluate(cfg), default=str))
+
+
+@task(name="log_candidate", **SERVICE_RETRIES)
+def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str) -> str:
+    """Log evaluation metrics, the metrics JSON, the sample grid and the pyfunc model; return the model URI."""
+    from gan_core.tracking import configure
+    from gan_core.tracking import log_candidate as log_to_run
+
+    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry))
+
+
+# ----------------------------------------------------------------------------- registry
+@task(name="register", **SERVICE_RETRIES)
+def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    """Register the candidate as a new model version carrying lineage tags and metrics."""
+    from flows import registry
+
+    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags)
+
+
+@task(name="gate", **SERVICE_RETRIES)
+def gate(cfg: Config, version: str) -> dict[str, Any]:
+    """Apply the gate policy (thresholds + beat the champion) to a version; returns the decision and reasons."""
+    from flows import registry
+
+    return registry.gate(cfg, version)
+
+
+@task(name="promote", **SERVICE_RETRIES)
+def promote(cfg: Config, version: str) -> dict[str, Any]:
+    """Move the champion alias to the version (one alias update: nothing is half-promoted)."""
+    from flows import registry
+
+    return registry.promote(cfg, version)
+
+
+# ----------------------------------------------------------------------------- the flow
