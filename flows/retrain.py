@@ -131,43 +131,11 @@ def retrain(
             key = training_key(cfg, data["data_version"])
             previous = find_unchanged(cfg, key)
         if previous is not None:
-            logger.info(
-                "skipping training: version %s of %s was trained from the same data, config and code (%s)",
-                previous["version"], cfg.registry.model_name, ", ".join(f"{k}={v}" for k, v in key.items()),
-            )
-            outcome = previous["tags"]["gate.decision"]
-            # Gate settings are not part of the key: after changing them, `ganops promote` re-applies the gate.
-            hint = ""
-            if outcome == "failed":
-                hint = f"; `ganops promote {previous['version']}` re-applies the current gate"
-            result.update(
-                status="skipped",
-                version=previous["version"],
-                run_id=previous.get("run_id"),
-                metrics=previous.get("metrics", {}),
-                reason=f"data, config and code unchanged since version {previous['version']} (gate {outcome}){hint}",
-            )
+            result.update(skipped(cfg, previous, key))
             _publish(publish_report, cfg, result)
             return result
 
-        with named_step("train_classifier"):
-            classifier = train_classifier(cfg)
-        result["classifier_accuracy"] = classifier.get("holdout_accuracy")
-
-        from gan_core.tracking import start_training_run
-
-        run_tags = {**{k: v for k, v in key.items() if k != "data_version"}, **prefect_run_tags()}
-        with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
-            run_id = run.info.run_id
-            result["run_id"] = run_id
-            result["run_name"] = run.info.run_name
-            result["experiment_id"] = run.info.experiment_id
-            trained = train_generator(cfg, run_id)
-            with named_step("evaluate"):
-                metrics = evaluate_generator(cfg)
-            result["metrics"] = metrics
-            with named_step("log_candidate"):
-                model_uri = log_candidate(cfg, run_id, metrics, str(trained["package_dir"]))
+        model_uri = train_candidate(cfg, key, result)
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
@@ -175,7 +143,7 @@ def retrain(
             from gan_core.tracking import training_tags
 
             tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, run_id, metrics, tags)
+            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags)
         result["version"] = version["version"]
         with named_step("gate"):
             champion_before = current_champion(cfg)
@@ -200,6 +168,43 @@ def retrain(
         logger.error("retrain %s", failure)
         _publish(publish_failure, cfg, result, failure)
         raise
+
+
+def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[str, Any]:
+    """The result of a run that trains nothing: `previous` was trained from the same key and gated."""
+    get_run_logger().info(
+        "skipping training: version %s of %s was trained from the same data, config and code (%s)",
+        previous["version"], cfg.registry.model_name, ", ".join(f"{k}={v}" for k, v in key.items()),
+    )
+    outcome = previous["tags"]["gate.decision"]
+    # Gate settings are not part of the key: after changing them, `ganops promote` re-applies the gate.
+    hint = f"; `ganops promote {previous['version']}` re-applies the current gate" if outcome == "failed" else ""
+    return {
+        "status": "skipped",
+        "version": previous["version"],
+        "run_id": previous.get("run_id"),
+        "metrics": previous.get("metrics", {}),
+        "reason": f"data, config and code unchanged since version {previous['version']} (gate {outcome}){hint}",
+    }
+
+
+def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
+    """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
+    model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
+    from gan_core.tracking import start_training_run
+
+    with named_step("train_classifier"):
+        classifier = train_classifier(cfg)
+    result["classifier_accuracy"] = classifier.get("holdout_accuracy")
+    run_tags = {**{k: v for k, v in key.items() if k != "data_version"}, **prefect_run_tags()}
+    with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
+        run_id = run.info.run_id
+        result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
+        trained = train_generator(cfg, run_id)
+        with named_step("evaluate"):
+            result["metrics"] = evaluate_generator(cfg)
+        with named_step("log_candidate"):
+            return log_candidate(cfg, run_id, result["metrics"], str(trained["package_dir"]))
 
 
 def _publish(publisher: Any, *args: Any) -> None:

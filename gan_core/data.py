@@ -47,7 +47,13 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import DataConfig
 from gan_core.errors import UserError
-from gan_core.preflight import ensure_free_space, ensure_writable_dir, nearest_existing
+from gan_core.preflight import (
+    OFFLINE_ENV,
+    downloads_forbidden,
+    ensure_free_space,
+    ensure_writable_dir,
+    nearest_existing,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +69,6 @@ ORDER_SEED = 0
 BUILTIN_ALTERNATIVES = "use data.source=mnist5k or digits (built in, offline) or folder:<path> (your own images)"
 FREE_SPACE_MARGIN = 1 << 20
 """Bytes the free-space check adds to the arrays' size for meta.json and filesystem overhead."""
-OFFLINE_ENV = "GANOPS_OFFLINE"
-"""Set to 1 to never attempt a torchvision download (air-gapped machines fail fast instead of timing out)."""
 
 
 class DataWarning(UserWarning):
@@ -299,7 +303,7 @@ def _torchvision(name: str, cfg: DataConfig) -> _Source:
     try:
         dataset = dataset_class(root=str(root), download=False, **split)  # already downloaded?
     except (RuntimeError, OSError):
-        if os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+        if downloads_forbidden():
             raise UserError(
                 f"torchvision:{name} is not in {str(root)!r} and {OFFLINE_ENV} forbids downloading; "
                 f"{BUILTIN_ALTERNATIVES}"

@@ -51,13 +51,12 @@ from gan_core.atomic import atomic_file
 from gan_core.classifier import load_classifier
 from gan_core.errors import UserError, first_line
 from gan_core.package import sample_images
+from gan_core.preflight import OFFLINE_ENV, downloads_forbidden
 
 LENET_EXTRACTOR = "ganops-lenet"
 INCEPTION_EXTRACTOR = "ganops-inception-v3"
 TORCH_FIDELITY_NAME = {"lenet": LENET_EXTRACTOR, "inception": INCEPTION_EXTRACTOR}
 INCEPTION_WEIGHTS_ENV = "GANOPS_INCEPTION_WEIGHTS"
-OFFLINE_ENV = "GANOPS_OFFLINE"
-"""Set to 1 to never try downloading the Inception weights (air-gapped machines fail at once, with directions)."""
 
 PAIR_METRICS = ("fid", "kid", "prc")
 """Metrics comparing generated with real features: the real set needs only their feature layers."""
@@ -280,7 +279,7 @@ def inception_weights(configured: str | None) -> str:
         f"set eval.inception_weights=PATH or {INCEPTION_WEIGHTS_ENV}=PATH to a local copy of {URL_INCEPTION_V3} "
         "(download it on a machine with internet), or use eval.extractors=[lenet]"
     )
-    if os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+    if downloads_forbidden():
         raise UserError(f"no Inception weights and {OFFLINE_ENV} forbids downloading; {how}")
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -19,6 +19,14 @@ from gan_core.errors import UserError
 
 FREE_SPACE_ENV = "GANOPS_MIN_FREE_BYTES"
 """Extra headroom (bytes) every free-space check keeps; tests raise it to make a full disk without filling one."""
+OFFLINE_ENV = "GANOPS_OFFLINE"
+"""Set to 1 to never download anything (datasets, Inception weights): air-gapped machines fail at once instead of
+timing out."""
+
+
+def downloads_forbidden() -> bool:
+    """True when GANOPS_OFFLINE says not to try a download."""
+    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
 
 
 def ensure_writable_dir(path: str | Path, setting: str) -> Path:

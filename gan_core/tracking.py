@@ -68,8 +68,6 @@ DATASET_SOURCE_TYPE = "ganops"
 """Source type of the dataset inputs: the source is a ganops data.source (mnist5k, folder:..., torchvision:...)."""
 
 # MLflow's log_batch limits per request (mlflow/utils/validation.py): stay below them.
-_MAX_PARAMS_PER_BATCH = 100
-_MAX_METRICS_PER_BATCH = 1000
 
 
 # ----------------------------------------------------------------------------- store
@@ -377,8 +375,7 @@ def start_training_run(
         run_id = run.info.run_id
         client.log_inputs(run_id, datasets=[dataset_input(cfg, tags["data_version"])])
         params = [Param(k, _param_value(v)) for k, v in sorted(cfg.flat().items())]
-        for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, params=params[i : i + _MAX_PARAMS_PER_BATCH], synchronous=True)
+        client.log_batch(run_id, params=params, synchronous=True)  # MLflow splits it into batches it accepts
         client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
         yield run
 
@@ -467,8 +464,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     ]
-    for i in range(0, len(batch), _MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=batch[i : i + _MAX_METRICS_PER_BATCH], synchronous=True)
+    client.log_batch(run_id, metrics=batch, synchronous=True)
 
 
 class MLflowCallback(TrainCallback):
