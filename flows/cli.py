@@ -78,26 +78,25 @@ def _echo_result(result: dict) -> None:
     typer.echo(f"status: {status}" + (f" (version {version})" if version else ""))
     if result.get("reason"):
         typer.echo(f"reason: {result['reason']}")
-    if (result.get("gate") or {}).get("reasons"):
-        _echo_gate(result["gate"]["reasons"])
+    if (result.get("gate") or {}).get("checks"):
+        _echo_gate(result["gate"]["checks"])
 
 
-def _echo_gate(reasons: list[str]) -> None:
-    """The gate's decision and its checks (flows.registry writes one line per check, ending `: pass` when it
-    passed). Under a failed gate only the failed checks are listed: a passed check's line reads as if the
-    candidate had won ("no champion yet: ... has nothing to beat: pass"); `ganops models` and the version page keep
-    them all."""
-    failed = [r for r in reasons if not r.endswith(": pass")]
+def _echo_gate(checks: list[dict]) -> None:
+    """The gate's decision and its checks, by each check's own flag (flows.gate). Under a failed gate only the
+    failed checks are listed: a passed check's line reads as if the candidate had won ("no champion yet: ... has
+    nothing to beat: pass"); `ganops models` and the version page keep them all."""
+    failed = [c for c in checks if not c["passed"]]
     if not failed:
-        typer.echo(f"gate: passed ({plural(len(reasons), 'check')})")
-        for reason in reasons:
-            typer.echo(f"  {reason}")
+        typer.echo(f"gate: passed ({plural(len(checks), 'check')})")
+        for check in checks:
+            typer.echo(f"  {check['reason']}")
         return
-    typer.echo(f"gate: failed ({len(failed)} of {plural(len(reasons), 'check')})")
-    for reason in failed:
-        typer.echo(f"  {reason}")
-    if len(failed) < len(reasons):
-        typer.echo(f"  ({plural(len(reasons) - len(failed), 'other check')} passed)")
+    typer.echo(f"gate: failed ({len(failed)} of {plural(len(checks), 'check')})")
+    for check in failed:
+        typer.echo(f"  {check['reason']}")
+    if len(failed) < len(checks):
+        typer.echo(f"  ({plural(len(checks) - len(failed), 'other check')} passed)")
 
 
 def _fail(what: str, error: RetrainFailed) -> Exception:
@@ -323,7 +322,7 @@ def promote_command(
         champion = f"champion: v{result['champion']}" if result["champion"] else "no champion yet"
         typer.echo(f"rejected: v{result['version']} stays off @{alias} ({champion})")
     # The gate was applied in every case (recorded on the version); a forced promotion shows what it overrode.
-    _echo_gate(result["reasons"])
+    _echo_gate(result["checks"])
     if result["decision"] == "rejected":
         raise typer.Exit(1)
 

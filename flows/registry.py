@@ -1,4 +1,5 @@
-"""The MLflow registry policy: register candidates, gate them, move the champion alias, roll back.
+"""The MLflow registry side of promotion: register candidates, apply the gate (the pure policy is flows.gate) and
+record its decision, move the champion alias under a lock, roll back.
 
     v = register_candidate(cfg, model_uri, run_id=run_id, metrics=metrics, tags=training_tags(cfg))["version"]
     decision = gate(cfg, v)        # thresholds + beat the champion; tags the version; passing → @challenger
@@ -31,7 +32,6 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from gan_core.config import Config, GateConfig
+from flows.gate import FAILED_RUN_STATUSES, Decision, decide
+from gan_core.config import Config
 from gan_core.errors import UserError
-from gan_core.metrics import EXTRACTORS, better
+from gan_core.metrics import METRICS
 from gan_core.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -62,73 +63,6 @@ METRIC_PREFIX = "metric."
 HISTORY_TAG = "champion_history"
 HISTORY_LIMIT = 100
 LOCK_TIMEOUT_S = 120.0
-FAILED_RUN_STATUSES = ("FAILED", "KILLED")
-# The classifier-based checks (class_coverage, ...) use the domain classifier, which is the lenet extractor.
-DOMAIN_EXTRACTOR = "lenet"
-
-
-# ----------------------------------------------------------------------------- the gate (pure)
-@dataclass(frozen=True)
-class Check:
-    passed: bool
-    reason: str
-
-
-def metric_extractor(name: str) -> str:
-    """The feature extractor a metric was computed in: its name's suffix, else the domain classifier's."""
-    suffix = name.rsplit("_", 1)[-1]
-    return suffix if suffix in EXTRACTORS else DOMAIN_EXTRACTOR
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
-def threshold_checks(metrics: Mapping[str, float], gate: GateConfig) -> list[Check]:
-    """One check per configured bound; a missing or non-finite metric fails (the gate never skips one)."""
-    checks = []
-    for name, bound in sorted(gate.thresholds.items()):
-        value = metrics.get(name)
-        if not _finite(value):
-            checks.append(Check(False, f"{name} = {value}: missing or not finite, fails (a metric is never skipped)"))
-            continue
-        if bound.max is not None:
-            ok = value <= bound.max
-            checks.append(Check(ok, f"{name} = {value:.6g} {'<=' if ok else '>'} max {bound.max:g}: {_word(ok)}"))
-        if bound.min is not None:
-            ok = value >= bound.min
-            checks.append(Check(ok, f"{name} = {value:.6g} {'>=' if ok else '<'} min {bound.min:g}: {_word(ok)}"))
-    return checks
-
-
-def champion_check(
-    metrics: Mapping[str, float], champion: str | None, champion_metrics: Mapping[str, float], gate: GateConfig
-) -> Check:
-    """Does the candidate beat the champion on the primary metric, in its direction, by ≥ min_improvement?"""
-    name = gate.primary_metric
-    value = metrics.get(name)
-    if not _finite(value):
-        return Check(False, f"{name} = {value}: missing or not finite, cannot be compared with the champion: fail")
-    if champion is None:
-        return Check(True, f"no champion yet: {name} = {value:.6g} has nothing to beat: pass")
-    best = champion_metrics.get(name)
-    if not _finite(best):
-        return Check(True, f"champion v{champion} has no finite {name} ({best}): {value:.6g} beats it: pass")
-    lower = better(name) == "lower"
-    strictly_better = value < best if lower else value > best
-    # Relative gain in the metric's direction; a zero champion value makes any strict improvement infinite.
-    delta = best - value if lower else value - best
-    gain = delta / abs(best) if best != 0 else (math.inf if strictly_better else 0.0)
-    ok = strictly_better and gain >= gate.min_improvement
-    return Check(
-        ok,
-        f"{name} = {value:.6g} vs champion v{champion} {best:.6g} ({better(name)} is better): "
-        f"improvement {gain:+.2%} {'>=' if ok else 'short of'} {gate.min_improvement:.2%}: {_word(ok)}",
-    )
-
-
-def _word(ok: bool) -> str:
-    return "pass" if ok else "fail"
 
 
 # ----------------------------------------------------------------------------- store helpers
@@ -369,7 +303,7 @@ def register_candidate(
         version_tags["run_id"] = run_id
     for metric, value in sorted(metric_values.items()):
         version_tags[f"{METRIC_PREFIX}{metric}"] = repr(value)
-        version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = metric_extractor(metric)
+        version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = METRICS[metric].space or "none"
     version_tags["registered_at"] = _now()
     mv = mlflow.register_model(model_uri, name, tags=version_tags)
     _describe_model(client, cfg)
@@ -427,32 +361,22 @@ def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- gate and promotion
-def _evaluate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: str | None) -> tuple[bool, list[str]]:
-    """The gate on one version against `champion`: (passed, one reason line per check)."""
-    checks: list[Check] = []
+def _apply_gate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: str | None) -> Decision:
+    """Gather what the gate reads for one version (its run's status, its and the champion's metrics) and decide."""
     run_id = _run_id(mv)
-    if run_id:
-        status = client.get_run(run_id).info.status
-        checks.append(Check(status not in FAILED_RUN_STATUSES, f"run {run_id} status {status}: "
-                            f"{_word(status not in FAILED_RUN_STATUSES)}"))
-    metrics = version_metrics(mv)
-    checks += threshold_checks(metrics, cfg.gate)
-    if champion == str(mv.version):
-        checks.append(Check(True, f"v{mv.version} is already the champion: pass"))
-    else:
-        champ_metrics = version_metrics(client.get_model_version(mv.name, champion)) if champion else {}
-        checks.append(champion_check(metrics, champion, champ_metrics, cfg.gate))
-    return all(c.passed for c in checks), [c.reason for c in checks]
+    run = (run_id, client.get_run(run_id).info.status) if run_id else None
+    champion_metrics = version_metrics(client.get_model_version(mv.name, champion)) if champion else {}
+    return decide(cfg.gate, str(mv.version), version_metrics(mv), run, champion, champion_metrics)
 
 
-def _record_gate(client: MlflowClient, mv: ModelVersion, passed: bool, reasons: list[str], cfg: Config) -> None:
+def _record_gate(client: MlflowClient, mv: ModelVersion, decision: Decision, cfg: Config) -> None:
     _set_tags(
         client,
         mv.name,
         mv.version,
         {
-            "gate.decision": "passed" if passed else "failed",
-            "gate.reasons": "\n".join(reasons),
+            "gate.decision": "passed" if decision.passed else "failed",
+            "gate.reasons": "\n".join(decision.reasons),
             "gate.policy": json.dumps(cfg.gate.model_dump(mode="json"), sort_keys=True),
             "gate.checked_at": _now(),
         },
@@ -469,11 +393,12 @@ def gate(cfg: Config, version: str | int) -> dict[str, Any]:
     mv = _version(client, cfg, version)
     with promotion_lock(cfg):
         champion = _alias_version(client, mv.name, cfg.registry.champion_alias)
-        passed, reasons = _evaluate(client, cfg, mv, champion)
-        _record_gate(client, mv, passed, reasons, cfg)
-        if passed:
+        decision = _apply_gate(client, cfg, mv, champion)
+        _record_gate(client, mv, decision, cfg)
+        if decision.passed:
             client.set_registered_model_alias(mv.name, cfg.registry.challenger_alias, mv.version)
-    return {"version": str(mv.version), "passed": passed, "reasons": reasons, "champion": champion}
+    return {"version": str(mv.version), "passed": decision.passed, "reasons": decision.reasons,
+            "checks": [c.as_dict() for c in decision.checks], "champion": champion}
 
 
 def promote(cfg: Config, version: str | int, force: bool = False, reason: str | None = None) -> dict[str, Any]:
@@ -489,36 +414,37 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
     name, v = mv.name, str(mv.version)
     with promotion_lock(cfg):
         champion = _alias_version(client, name, cfg.registry.champion_alias)
-        passed, reasons = _evaluate(client, cfg, mv, champion)
-        _record_gate(client, mv, passed, reasons, cfg)
+        decision = _apply_gate(client, cfg, mv, champion)
+        _record_gate(client, mv, decision, cfg)
+        passed, reasons = decision.passed, decision.reasons
         run_id = _run_id(mv)
         if force and run_id and client.get_run(run_id).info.status in FAILED_RUN_STATUSES:
             raise UserError(f"version {v} comes from run {run_id}, which failed; a failed run is never promoted")
         if champion == v:
-            return _result(v, False, "unchanged", reasons, champion, None)
+            return _result(v, False, "unchanged", decision, champion, None)
         if not (passed or force):
             _set_tags(client, name, v, {"promotion.decision": "rejected", "promotion.reasons": "\n".join(reasons),
                                         "promotion.at": _now()})
-            return _result(v, False, "rejected", reasons, champion, None)
+            return _result(v, False, "rejected", decision, champion, None)
         if passed:
             client.set_registered_model_alias(name, cfg.registry.challenger_alias, v)
         client.set_registered_model_alias(name, cfg.registry.champion_alias, v)
         if champion is not None:
             _set_history(client, name, [*_history(client, name), champion])
-        decision = "promoted" if passed else "forced"
-        tags = {"promotion.decision": decision, "promotion.reasons": "\n".join(reasons),
+        outcome = "promoted" if passed else "forced"
+        tags = {"promotion.decision": outcome, "promotion.reasons": "\n".join(reasons),
                 "promotion.previous_champion": champion or "none", "promotion.at": _now()}
         if not passed:
             tags["promotion.force_reason"] = reason.strip()  # type: ignore[union-attr]  # checked above
         _set_tags(client, name, v, tags)
-        return _result(v, True, decision, reasons, v, champion)
+        return _result(v, True, outcome, decision, v, champion)
 
 
 def _result(
-    version: str, promoted: bool, decision: str, reasons: list[str], champion: str | None, previous: str | None
+    version: str, promoted: bool, outcome: str, decision: Decision, champion: str | None, previous: str | None
 ) -> dict[str, Any]:
-    return {"version": version, "promoted": promoted, "decision": decision, "reasons": reasons,
-            "champion": champion, "previous_champion": previous}
+    return {"version": version, "promoted": promoted, "decision": outcome, "reasons": decision.reasons,
+            "checks": [c.as_dict() for c in decision.checks], "champion": champion, "previous_champion": previous}
 
 
 def rollback(cfg: Config) -> dict[str, Any]:

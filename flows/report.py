@@ -123,7 +123,7 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
     decision = result.get("gate") or {}
     if decision:
         lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
-        lines += [f"- {reason}" for reason in decision.get("reasons", [])] or ["- all checks passed"]
+        lines += [f"- {'✅' if c['passed'] else '❌'} {c['reason']}" for c in decision.get("checks", [])]
     metrics = result.get("metrics") or {}
     if metrics:
         champion_metrics = decision.get("champion_metrics") or {}

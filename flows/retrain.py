@@ -155,8 +155,8 @@ def retrain(
                 # promote() re-checks against the champion under the promotion lock; a faster rival may win.
                 outcome = promote(cfg, version["version"])
             promoted = outcome["promoted"]
-            if not promoted:
-                result["gate"]["reasons"] = outcome["reasons"]
+            if not promoted:  # a rival promoted meanwhile: the re-check under the lock is the decision
+                result["gate"].update(passed=False, reasons=outcome["reasons"], checks=outcome["checks"])
         result["status"] = "promoted" if promoted else "rejected"
         if promoted:
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)

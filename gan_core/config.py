@@ -245,6 +245,27 @@ class GateConfig(_Section):
     """Monitor: relative worsening of the champion's primary metric, re-measured on the latest data, that
     triggers a retrain (0.1 = 10% worse than recorded at registration)."""
 
+    @field_validator("thresholds")
+    @classmethod
+    def _known_threshold_metrics(cls, v: dict[str, Threshold]) -> dict[str, Threshold]:
+        for name in v:
+            _require_metric(name)
+        return v
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_primary_metric(cls, v: str) -> str:
+        _require_metric(v)
+        return v
+
+
+def _require_metric(name: str) -> None:
+    """A gate setting naming a metric nobody computes would fail every candidate (or sort the wrong way)."""
+    from gan_core.metrics import METRICS
+
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
+
 
 # ----------------------------------------------------------------------------- registry
 class RegistryConfig(_Section):

@@ -1,9 +1,13 @@
-"""Metric names and which way is better. Names carry the feature extractor: FID values from different
-feature spaces are not comparable, so thresholds are set per name (fid_lenet, fid_inception, ...)."""
+"""Metric names, which way each is better and in which feature space it lives (METRICS). Names carry the feature
+extractor: FID values from different feature spaces are not comparable, so thresholds are set per name
+(fid_lenet, fid_inception, ...)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
+
+from gan_core.errors import UserError
 
 EXTRACTORS = ("lenet", "inception")
 
@@ -27,7 +31,6 @@ STD_SUFFIX = "_std"
 # go to info.json, so metrics.json holds numbers only.
 INFO_KEY = "info"
 
-_LOWER_IS_BETTER = (FID, KID)
 
 
 def metric_name(base: str, extractor: str) -> str:
@@ -39,6 +42,47 @@ def metric_values(result: dict) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if k != INFO_KEY and isinstance(v, int | float)}
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    better: Literal["lower", "higher"]
+    space: str | None  # the feature extractor it is computed in; None for facts about the run itself
+    description: str
+
+
+def _per_extractor(extractor: str) -> dict[str, MetricSpec]:
+    specs = {
+        metric_name(FID, extractor): MetricSpec("lower", extractor, f"Fréchet distance of {extractor} features"),
+        metric_name(KID, extractor): MetricSpec("lower", extractor, f"kernel distance of {extractor} features"),
+        metric_name(KID, extractor) + STD_SUFFIX: MetricSpec("lower", extractor, "spread of KID over its subsets"),
+        metric_name(PRECISION, extractor): MetricSpec("higher", extractor, "share of samples inside the real manifold"),
+        metric_name(RECALL, extractor): MetricSpec("higher", extractor, "share of real images the samples cover"),
+    }
+    if extractor == "inception":
+        specs[metric_name(ISC, extractor)] = MetricSpec("higher", extractor, "Inception score")
+        specs[metric_name(ISC, extractor) + STD_SUFFIX] = MetricSpec("lower", extractor, "spread of IS over splits")
+    return specs
+
+
+# The only place that says which metrics exist and which way is better: the gate, the monitor and the reports read
+# it, and config validation refuses a threshold on a name that is not here. The class checks use the domain
+# classifier, which is the lenet extractor.
+METRICS: dict[str, MetricSpec] = {
+    **{name: spec for extractor in EXTRACTORS for name, spec in _per_extractor(extractor).items()},
+    CLASS_COVERAGE: MetricSpec("higher", "lenet", "share of classes present among the samples (mode collapse)"),
+    CLASS_ENTROPY: MetricSpec("higher", "lenet", "normalised entropy of the samples' class histogram, 1 = uniform"),
+    CLASS_ACCURACY: MetricSpec("higher", "lenet", "conditional generators: samples classified as the label asked"),
+    CLASSIFIER_ACCURACY: MetricSpec("higher", "lenet", "the domain classifier's held-out accuracy"),
+}
+
+
+def spec(name: str) -> MetricSpec:
+    """The declared spec of a metric; an unknown name is a UserError naming the known ones (never a guess)."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UserError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+
+
 def better(name: str) -> Literal["lower", "higher"]:
-    """Direction of a metric: FID and KID fall as quality rises; everything else here rises."""
-    return "lower" if name.split("_", 1)[0] in _LOWER_IS_BETTER else "higher"
+    """Which way a metric improves: FID, KID and spreads fall as quality rises; the rest rise."""
+    return spec(name).better

@@ -267,12 +267,15 @@ def test_summary_of_a_rejected_candidate_shows_reasons_thresholds_and_champion()
         "status": "rejected", "version": "4", "data_version": "abc.dir", "run_id": "r1", "experiment_id": "7",
         "metrics": {"fid_lenet": 75.5, "class_coverage": 1.0, "info": {"num_samples": 2000}},
         "gate": {
-            "passed": False, "reasons": ["fid_lenet = 75.5 > max 60: fail"], "champion_metrics": {"fid_lenet": 40.0}
+            "passed": False, "reasons": ["fid_lenet = 75.5 > max 60: fail", "no champion yet: pass"],
+            "checks": [{"name": "fid_lenet", "passed": False, "reason": "fid_lenet = 75.5 > max 60: fail"},
+                       {"name": "champion", "passed": True, "reason": "no champion yet: pass"}],
+            "champion_metrics": {"fid_lenet": 40.0},
         },
     }
     text = summary_markdown(cfg, result)
     assert "version 4" in text and "rejected by the gate" in text
-    assert "- fid_lenet = 75.5 > max 60: fail" in text
+    assert "- ❌ fid_lenet = 75.5 > max 60: fail" in text and "- ✅ no champion yet: pass" in text
     assert "| fid_lenet (primary) | 75.5 | ≤ 60 | 40 | lower |" in text
     assert "| class_coverage | 1 | ≥ 0.9 | — | higher |" in text
     assert "http://127.0.0.1:5000/#/experiments/7/runs/r1" in text
