@@ -39,7 +39,7 @@ from gan_core.config import DEFAULT_PARAMS
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
 if TYPE_CHECKING:
-    from flows.retrain import RetrainFailed
+    from flows.steps import RetrainFailed
     from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
@@ -115,8 +115,8 @@ def _fail(what: str, error: RetrainFailed) -> Exception:
 def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> None:
     """What would fail the flow's first step, checked before Prefect starts (its ephemeral API takes ~20 s):
     the params file and overrides, the tracking server, a Prefect server named by PREFECT_API_URL."""
-    from flows.retrain import RetrainFailed
     from flows.schedule import check_prefect_api
+    from flows.steps import RetrainFailed
     from gan_core.tracking import check_tracking
 
     try:
@@ -128,7 +128,8 @@ def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> 
 
 
 def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
-    from flows.retrain import RetrainFailed, retrain
+    from flows.retrain import retrain
+    from flows.steps import RetrainFailed
 
     _check_before_flow("retrain", params, overrides)
     show_progress()
@@ -153,14 +154,14 @@ def demo_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
-    from flows.retrain import current_champion
+    from flows.registry import champion as current_champion
     from gan_core.config import load_config
 
     result = _run_retrain(params, overrides)
     _echo_result(result)
     cfg = load_config(params, overrides or [])
     champion = current_champion(cfg)
-    model = f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    model = cfg.registry.model_uri()
     if champion is None:
         typer.echo(f"no champion yet: the gate rejected this candidate; see `ganops models` (wanted {model})")
         raise typer.Exit(1)
@@ -177,7 +178,7 @@ def monitor_command(
 ) -> None:
     """Re-evaluate the champion on the latest data; retrain when quality drifted or the data changed."""
     from flows.monitor import monitor
-    from flows.retrain import RetrainFailed
+    from flows.steps import RetrainFailed
 
     _check_before_flow("monitor", params, overrides)
     show_progress()
@@ -251,7 +252,7 @@ def generate_command(
     from gan_core.generate import generate_grid
 
     cfg = config_from(params, None)
-    source = model or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    source = model or cfg.registry.model_uri()
     if source.startswith(MLFLOW_SCHEMES):
         _open_store(cfg, "generate")
     # else a package directory: MLflow is not touched at all (no store is looked for or created).

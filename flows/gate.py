@@ -36,6 +36,11 @@ class Check:
 @dataclass(frozen=True)
 class Decision:
     checks: tuple[Check, ...]
+    champion_metrics: Mapping[str, float]  # what the candidate was compared with, for reports
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons, "checks": [c.as_dict() for c in self.checks],
+                "champion_metrics": dict(self.champion_metrics)}
 
     @property
     def passed(self) -> bool:
@@ -65,7 +70,7 @@ def decide(
         checks.append(Check("champion", True, f"v{version} is already the champion: pass"))
     else:
         checks.append(champion_check(metrics, champion, champion_metrics, gate))
-    return Decision(tuple(checks))
+    return Decision(tuple(checks), dict(champion_metrics))
 
 
 def threshold_checks(metrics: Mapping[str, float], gate: GateConfig) -> list[Check]:

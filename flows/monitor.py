@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, task
 
 from gan_core.config import DEFAULT_PARAMS, Config, load_config
 from gan_core.metrics import better
-from gan_core.tracking import check_tracking
+from gan_core.tracking import check_tracking, use_store
 
 MONITOR_KEY = "monitor-summary"
 
@@ -97,15 +97,16 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     from prefect.artifacts import create_markdown_artifact
 
     from flows.dvc_pipeline import dvc_stage_applies
+    from flows.registry import champion as current_champion
     from flows.retrain import as_overrides, retrain
     from flows.steps import RetrainFailed, named_step
-    from flows.tasks import current_champion, train_classifier, version_data
+    from flows.tasks import train_classifier, version_data
 
     logger = get_run_logger()
     with named_step("config"):
         parsed = as_overrides(overrides)
         cfg = load_config(params, parsed)
-        check_tracking(cfg.registry, "config", write=True)
+        use_store(check_tracking(cfg.registry, "config", write=True))
     with named_step("version_data"):
         data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
     with named_step("find_champion"):
@@ -131,7 +132,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
             train_classifier(cfg)
         with named_step("evaluate_champion"):
             # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
-            uri = f"models:/{cfg.registry.model_name}/{champion['version']}"
+            uri = cfg.registry.version_uri(champion['version'])
             metrics = evaluate_champion(monitor_config(cfg), uri)
         recorded = float(champion["metrics"].get(name, math.nan))
         current = float(metrics.get(name, math.nan))

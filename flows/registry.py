@@ -54,6 +54,7 @@ from gan_core.tracking import (
     configure,
     ensure_experiment,
     log_metrics,
+    open_store,
     sqlite_path,
     store_exists,
     tracking_uri,
@@ -66,9 +67,6 @@ LOCK_TIMEOUT_S = 120.0
 
 
 # ----------------------------------------------------------------------------- store helpers
-def _client(cfg: Config, create: bool = False) -> MlflowClient:
-    # Only registration creates a store; reads and alias moves need one that exists (configure says so).
-    return configure(cfg.registry, create=create)
 
 
 def _is_missing(e: MlflowException) -> bool:
@@ -110,11 +108,6 @@ def _require_model(client: MlflowClient, cfg: Config) -> None:
     if not _model_exists(client, name):
         uri = tracking_uri(cfg.registry)
         raise UserError(f"no registered model {name!r} in {uri}; run `ganops retrain` to register one")
-
-
-def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    # The registered model's alias map (a missing alias is simply absent; get_model_version_by_alias raises).
-    return _aliases(client, name).get(alias)
 
 
 def _run_id(mv: ModelVersion) -> str | None:
@@ -180,15 +173,15 @@ def promotion_lock(cfg: Config) -> Iterator[None]:
 # ----------------------------------------------------------------------------- descriptions
 def model_description(cfg: Config) -> str:
     """The registered model's description (markdown): what it is and how to pull the champion."""
-    name, alias = cfg.registry.model_name, cfg.registry.champion_alias
+    name, alias, uri = cfg.registry.model_name, cfg.registry.champion_alias, cfg.registry.model_uri()
     return (
         f"GAN generator trained by ganops (`ganops retrain`): one version per training, each gated on its "
         f"evaluation (thresholds + beat the champion). `@{alias}` is the promoted one, "
         f"`@{cfg.registry.challenger_alias}` the latest that passed the gate.\n\n"
         "Use the champion:\n\n"
-        f"    python -c \"import gan_core; G = gan_core.load_generator('models:/{name}@{alias}', device='auto')\"\n"
-        f"    ganops generate --model models:/{name}@{alias} -n 64 --out grid.png\n"
-        f"    mlflow models serve -m models:/{name}@{alias} --env-manager local -h 127.0.0.1 -p 5001\n\n"
+        f"    python -c \"import gan_core; G = gan_core.load_generator('{uri}', device='auto')\"\n"
+        f"    ganops generate --model {uri} -n 64 --out grid.png\n"
+        f"    mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001\n\n"
         "A version's description holds its gate decision and reasons; its tags hold the lineage "
         "(data_version, git_commit, config_hash, run_id) and `metric.<name>` values. The run "
         f"`{name} across versions` in experiment `{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}` charts "
@@ -291,7 +284,7 @@ def register_candidate(
     One training run gives one version: when `run_id` already has one (a retried register whose first attempt
     reached the store), that version is returned instead of registering a duplicate.
     """
-    client = _client(cfg, create=True)
+    client = configure(cfg.registry, create=True)  # only registration creates a store; mlflow.register_model
     name = cfg.registry.model_name
     if run_id:
         existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -339,7 +332,7 @@ def list_versions(cfg: Config, missing_ok: bool = False) -> list[dict[str, Any]]
     `missing_ok`: no store or no registered model yet gives [] (and creates no store)."""
     if missing_ok and not store_exists(cfg.registry):
         return []
-    client = _client(cfg)
+    client = open_store(cfg.registry)
     name = cfg.registry.model_name
     if missing_ok and not _model_exists(client, name):
         return []
@@ -354,6 +347,24 @@ def list_versions(cfg: Config, missing_ok: bool = False) -> list[dict[str, Any]]
         row["aliases"] = sorted(aliases.get(row["version"], []))
         rows.append(row)
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def champion(cfg: Config) -> dict[str, Any] | None:
+    """The version holding the champion alias (version, run_id, aliases, metrics, tags), or None (no store, no
+    model or no champion yet; creates nothing)."""
+    if not store_exists(cfg.registry):
+        return None
+    client = open_store(cfg.registry)
+    name = cfg.registry.model_name
+    if not _model_exists(client, name):
+        return None
+    aliases = _aliases(client, name)
+    version = aliases.get(cfg.registry.champion_alias)
+    if version is None:
+        return None
+    row = _describe(client.get_model_version(name, version))
+    row["aliases"] = sorted(alias for alias, v in aliases.items() if v == version)
+    return row
 
 
 def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -389,16 +400,15 @@ def gate(cfg: Config, version: str | int) -> dict[str, Any]:
     A passing version gets the challenger alias; nothing else moves. Returns
     {"version", "passed", "reasons", "champion"}.
     """
-    client = _client(cfg)
+    client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
     with promotion_lock(cfg):
-        champion = _alias_version(client, mv.name, cfg.registry.champion_alias)
+        champion = _aliases(client, mv.name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)
         _record_gate(client, mv, decision, cfg)
         if decision.passed:
             client.set_registered_model_alias(mv.name, cfg.registry.challenger_alias, mv.version)
-    return {"version": str(mv.version), "passed": decision.passed, "reasons": decision.reasons,
-            "checks": [c.as_dict() for c in decision.checks], "champion": champion}
+    return {"version": str(mv.version), **decision.as_dict(), "champion": champion}
 
 
 def promote(cfg: Config, version: str | int, force: bool = False, reason: str | None = None) -> dict[str, Any]:
@@ -409,11 +419,11 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
     Returns {"version", "promoted", "decision", "reasons", "champion", "previous_champion"}.
     """
     check_promotion_args(version, force, reason)
-    client = _client(cfg)
+    client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
     name, v = mv.name, str(mv.version)
     with promotion_lock(cfg):
-        champion = _alias_version(client, name, cfg.registry.champion_alias)
+        champion = _aliases(client, name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)
         _record_gate(client, mv, decision, cfg)
         passed, reasons = decision.passed, decision.reasons
@@ -443,8 +453,8 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
 def _result(
     version: str, promoted: bool, outcome: str, decision: Decision, champion: str | None, previous: str | None
 ) -> dict[str, Any]:
-    return {"version": version, "promoted": promoted, "decision": outcome, "reasons": decision.reasons,
-            "checks": [c.as_dict() for c in decision.checks], "champion": champion, "previous_champion": previous}
+    return {"version": version, "promoted": promoted, "decision": outcome, **decision.as_dict(),
+            "champion": champion, "previous_champion": previous}
 
 
 def rollback(cfg: Config) -> dict[str, Any]:
@@ -452,11 +462,11 @@ def rollback(cfg: Config) -> dict[str, Any]:
 
     Raises UserError when there is no champion or nothing to roll back to.
     """
-    client = _client(cfg)
+    client = open_store(cfg.registry)
     _require_model(client, cfg)
     name, alias = cfg.registry.model_name, cfg.registry.champion_alias
     with promotion_lock(cfg):
-        current = _alias_version(client, name, alias)
+        current = _aliases(client, name).get(alias)
         if current is None:
             raise UserError(f"{name!r} has no @{alias}; nothing to roll back (promote a version first)")
         history = _history(client, name)

@@ -113,8 +113,8 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         "",
         f"- data version: `{result.get('data_version')}` ({data.get('data_source', cfg.data.source)}, "
         f"{data.get('count', '?')} images, shape {data.get('shape', '?')})",
-        f"- model: `models:/{name}/{version}`" if version else "- model: none registered",
-        f"- champion: `models:/{name}@{cfg.registry.champion_alias}`",
+        f"- model: `{cfg.registry.version_uri(version)}`" if version else "- model: none registered",
+        f"- champion: `{cfg.registry.model_uri()}`",
     ]
     url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
     if url:

@@ -39,10 +39,8 @@ from prefect import flow, get_run_logger
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.steps import RetrainFailed, named_step
 from flows.tasks import (
-    current_champion,
     evaluate_generator,
     find_unchanged,
-    gate,
     log_candidate,
     promote,
     push_data,
@@ -53,9 +51,9 @@ from flows.tasks import (
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.tracking import check_tracking, training_key
+from gan_core.tracking import check_tracking, training_key, use_store
 
-__all__ = ["RetrainFailed", "retrain", "flow_run_config", "retrain_run_name", "as_overrides"]
+__all__ = ["retrain", "flow_run_config", "retrain_run_name", "as_overrides"]
 
 
 def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
@@ -116,7 +114,7 @@ def retrain(
         with named_step("config"):
             parsed = as_overrides(overrides)
             cfg = load_config(params, parsed)
-            check_tracking(cfg.registry, "config", write=True)
+            use_store(check_tracking(cfg.registry, "config", write=True))
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
@@ -145,18 +143,12 @@ def retrain(
             tags = {**training_tags(cfg), **key}
             version = register(cfg, model_uri, result["run_id"], result["metrics"], tags)
         result["version"] = version["version"]
-        with named_step("gate"):
-            champion_before = current_champion(cfg)
-            decision = gate(cfg, version["version"])
-        result["gate"] = {**decision, "champion_metrics": (champion_before or {}).get("metrics", {})}
-        promoted = False
-        if decision["passed"]:
-            with named_step("promote"):
-                # promote() re-checks against the champion under the promotion lock; a faster rival may win.
-                outcome = promote(cfg, version["version"])
-            promoted = outcome["promoted"]
-            if not promoted:  # a rival promoted meanwhile: the re-check under the lock is the decision
-                result["gate"].update(passed=False, reasons=outcome["reasons"], checks=outcome["checks"])
+        with named_step("promote"):
+            # The gate, applied once under the promotion lock against the champion of that moment: a passing
+            # candidate takes the alias in the same step, so a faster rival cannot slip in between.
+            outcome = promote(cfg, version["version"])
+        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics")}
+        promoted = outcome["promoted"]
         result["status"] = "promoted" if promoted else "rejected"
         if promoted:
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)

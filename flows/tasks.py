@@ -57,16 +57,6 @@ def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
     return latest
 
 
-def current_champion(cfg: Config) -> dict[str, Any] | None:
-    """The version holding the champion alias (version, metrics, tags), or None."""
-    from flows import registry
-
-    for version in registry.list_versions(cfg, missing_ok=True):
-        if cfg.registry.champion_alias in version["aliases"]:
-            return version
-    return None
-
-
 # ----------------------------------------------------------------------------- train + evaluate
 @task(name="train_classifier")
 def train_classifier(cfg: Config) -> dict[str, Any]:
@@ -82,11 +72,11 @@ def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
     identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
     settings from a finished one trains no step again."""
-    from gan_core.tracking import MLflowCallback, configure
+    from gan_core.tracking import MLflowCallback, open_store
     from gan_core.train import train
 
     # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
-    result = train(cfg, resume=True, callbacks=[MLflowCallback(run_id, configure(cfg.registry))])
+    result = train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])
     return json.loads(json.dumps(result, default=str))
 
 
@@ -116,17 +106,10 @@ def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], 
     return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags)
 
 
-@task(name="gate", **SERVICE_RETRIES)
-def gate(cfg: Config, version: str) -> dict[str, Any]:
-    """Apply the gate policy (thresholds + beat the champion) to a version; returns the decision and reasons."""
-    from flows import registry
-
-    return registry.gate(cfg, version)
-
-
 @task(name="promote", **SERVICE_RETRIES)
 def promote(cfg: Config, version: str) -> dict[str, Any]:
-    """Move the champion alias to the version (one alias update: nothing is half-promoted)."""
+    """Apply the gate under the promotion lock and, when it passes, move the champion alias to the version (one
+    alias update: nothing is half-promoted)."""
     from flows import registry
 
     return registry.promote(cfg, version)

@@ -283,6 +283,14 @@ class RegistryConfig(_Section):
     challenger_alias: str = "challenger"
     """Alias of the latest version that passed the gate."""
 
+    def model_uri(self, alias: str | None = None) -> str:
+        """`models:/<model_name>@<alias>` (the champion's when no alias is given)."""
+        return f"models:/{self.model_name}@{alias or self.champion_alias}"
+
+    def version_uri(self, version: str | int) -> str:
+        """`models:/<model_name>/<version>`."""
+        return f"models:/{self.model_name}/{version}"
+
     @field_validator("champion_alias", "challenger_alias")
     @classmethod
     def _valid_alias(cls, v: str) -> str:

@@ -191,7 +191,7 @@ def check_tracking(registry: RegistryConfig, step: str, write: bool = False) -> 
     if is_http_uri(uri):
         check_tracking_server(uri, step)
     elif db is None:
-        configure(registry)  # a database or plugin URI: MLflow itself says whether it supports the scheme
+        open_store(registry)  # a database or plugin URI: MLflow itself says whether it supports the scheme
     elif write and not db.is_file():
         ensure_writable_dir(db.parent, f"the directory of {_origin()}")
     return uri
@@ -233,12 +233,11 @@ def connection_problem(error: BaseException) -> str:
     return first_line(text)[:200]
 
 
-def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
-    """Point MLflow (fluent API and a client) at the configured store and return the client.
+def open_store(registry: RegistryConfig, create: bool = False) -> MlflowClient:
+    """A client on the configured store (tracking and registry); sets no global MLflow state.
 
     `create=False` (reads, alias moves): a missing SQLite store is a UserError and nothing is created.
     `create=True` (training runs, registration): its directory is created and proven writable first.
-    Every entry point calls this, so a later `MLFLOW_TRACKING_URI` change is honoured.
     """
     uri = tracking_uri(registry)
     db = sqlite_path(uri)
@@ -249,12 +248,25 @@ def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
         ensure_writable_dir(db.parent, f"the directory of {_origin()}")
     bound_mlflow_http_retries()
     try:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except UnsupportedModelRegistryStoreURIException:
         raise UserError(
             f"{_origin()}={uri!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
             "http(s)://host:port of a tracking server, or a database URI (postgresql://, mysql://)"
         ) from None
+
+
+def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
+    """open_store, and point MLflow's fluent API at the same store: only for code that uses it (mlflow.start_run,
+    mlflow.register_model, pyfunc logging, load_generator("models:/...")); everything else takes the client."""
+    client = open_store(registry, create=create)
+    use_store(client.tracking_uri)
+    return client
+
+
+def use_store(uri: str) -> None:
+    """Point MLflow's fluent API (and the flows' outage and retry checks, which read it) at `uri`, creating nothing.
+    A flow does this once, in its config step."""
     exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # MLflow also exports the URI to the environment; undo that, or the next configure() with another config
@@ -263,7 +275,6 @@ def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = exported
-    return client
 
 
 def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
@@ -280,7 +291,7 @@ def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
             "(`fid_<extractor>`, `class_coverage`, ...). The Datasets column names the prepared data and its "
             "DVC md5.\n\n"
             f"Each training's generator is registered as `{registry.model_name}`; the gate's decision is on each "
-            f"version's page and the promoted one is `models:/{registry.model_name}@{registry.champion_alias}`."
+            f"version's page and the promoted one is `{registry.model_uri()}`."
         ),
     }
 
@@ -289,7 +300,7 @@ def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) 
     """The id of the configured experiment, created (with its artifact location and experiment_tags) when absent.
 
     An existing experiment gets the tags it lacks; values already there (a description edited in the UI) stay."""
-    client = client or configure(registry)
+    client = client or open_store(registry)
     return ensure_experiment(client, registry.experiment, artifact_location(registry), experiment_tags(registry))
 
 

@@ -32,7 +32,7 @@ from flows.steps import RetrainFailed, is_transient, named_step
 from flows.tasks import push_data
 from gan_core.cli import run_app
 from gan_core.errors import ServiceUnavailable, UserError
-from gan_core.tracking import DEFAULT_SERVICE_TIMEOUT_S, MLFLOW_HTTP_RETRIES, mlflow_http_env
+from gan_core.tracking import DEFAULT_SERVICE_TIMEOUT_S, MLFLOW_HTTP_RETRIES, mlflow_http_env, use_store
 
 BIN = Path(sys.executable).parent
 SERVICE_VARS = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "GANOPS_SERVICE_TIMEOUT", *mlflow_http_env(1))
@@ -260,6 +260,7 @@ def test_mlflow_requests_are_bounded_and_retried_once_when_the_server_is_gone(
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     cfg = load_config(empty, {"registry.tracking_uri": uri})
+    use_store(uri)  # as the flow's config step does
     start = time.monotonic()
     with pytest.raises(RetrainFailed) as failure, named_step("find_unchanged"):
         registry.latest_version(cfg)

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from flows import registry
 from flows.cli import app, ui_command_line
 from gan_core.cli import run_app
-from gan_core.config import Config, GateConfig, Threshold, load_config
+from gan_core.config import Config, load_config
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 from gan_core.tracking import configure, experiment_id, training_tags

@@ -195,7 +195,8 @@ def test_failing_step_is_named_and_moves_no_alias(
 ) -> None:
     import logging
 
-    from flows.retrain import RetrainFailed, retrain
+    from flows.retrain import retrain
+    from flows.steps import RetrainFailed
 
     caplog.set_level(logging.INFO)
 
