@@ -1,0 +1,79 @@
+"""The networks, one module per GAN family, registered by name in FAMILIES: adding a family is one new module
+(a Generator, a Discriminator and discriminator_options) and one line here.
+
+    G = build_generator("dcgan", latent_dim=64, channels=1, resolution=32, width=64, num_classes=0)
+    D = build_discriminator("dcgan", channels=1, resolution=32, width=64, norm="batch")
+    images = G(torch.randn(8, 64))            # (8, 1, 32, 32) in [-1, 1]
+    logits = D(images)                        # (8,) raw logits: no sigmoid, so D is also the WGAN critic
+
+The keyword arguments are plain JSON values: the generator package stores them in generator.json and
+`gan_core.package.load_generator` rebuilds the network with `build_generator(arch, **kwargs)`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from gan_core.config import ModelConfig
+from gan_core.errors import UserError
+from gan_core.models import dcgan, mlp
+from gan_core.models.dcgan import DCGAN_RESOLUTIONS
+
+FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan}
+
+
+def build_generator(arch: str, **kwargs: Any) -> nn.Module:
+    """G for `arch` (mlp | dcgan): kwargs latent_dim, channels, resolution, width, num_classes."""
+    return _family(arch).Generator(**kwargs)
+
+
+def build_discriminator(arch: str, **kwargs: Any) -> nn.Module:
+    """D for `arch` (mlp | dcgan): kwargs channels, resolution, width, num_classes, cond_mode, spectral_norm
+    and the family's own (dcgan: norm = batch | layer | none). Outputs logits (B,)."""
+    return _family(arch).Discriminator(**kwargs)
+
+
+def _family(arch: str) -> ModuleType:
+    if arch not in FAMILIES:
+        raise UserError(f"unknown architecture {arch!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[arch]
+
+
+def generator_kwargs(model: ModelConfig, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+    """build_generator kwargs (JSON values) for this model config and data shape (C, H, W)."""
+    _check_square(image_shape)
+    return {
+        "latent_dim": model.latent_dim,
+        "channels": image_shape[0],
+        "resolution": image_shape[1],
+        "width": model.g_width,
+        "num_classes": num_classes if model.conditional else 0,
+    }
+
+
+def discriminator_kwargs(
+    model: ModelConfig, loss: str, image_shape: tuple[int, int, int], num_classes: int
+) -> dict[str, Any]:
+    """build_discriminator kwargs: the shared ones plus the family's own (its discriminator_options)."""
+    _check_square(image_shape)
+    kwargs: dict[str, Any] = {
+        "channels": image_shape[0],
+        "resolution": image_shape[1],
+        "width": model.d_width,
+        "num_classes": num_classes if model.conditional else 0,
+        "cond_mode": model.cond_mode,
+        "spectral_norm": model.spectral_norm,
+    }
+    return {**kwargs, **FAMILIES[model.arch].discriminator_options(model, loss)}
+
+
+def _check_square(image_shape: tuple[int, int, int]) -> None:
+    if image_shape[1] != image_shape[2]:
+        raise UserError(f"images must be square, got {image_shape[1]}x{image_shape[2]}; re-run prepare")
+
+
+__all__ = ["FAMILIES", "DCGAN_RESOLUTIONS", "build_generator", "build_discriminator", "generator_kwargs",
+           "discriminator_kwargs"]
