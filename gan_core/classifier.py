@@ -102,6 +102,18 @@ def model_dir(cfg: Config) -> Path:
     return Path(cfg.eval.classifier.out_dir) / MODEL_DIR
 
 
+def stored_classifier(cfg: Config) -> dict[str, Any]:
+    """The stored domain classifier's info (as train_classifier returns it) when it was trained on this data with
+    these settings; else a UserError naming the directory and the command that trains it. Evaluation reads the
+    classifier through here and never trains one: that is the classifier's own step (DVC stage, flow task)."""
+    out = model_dir(cfg)
+    existing = _reusable_spec(out, training_key(cfg.eval.classifier, data_version(cfg.data.prepared_dir)))
+    if existing is None:
+        raise UserError(f"no domain classifier for this data and eval.classifier settings in {str(out)!r}; train "
+                        "it first: `python -m gan_core classifier` (the DVC stage `classifier`)")
+    return {**existing, "model_dir": str(out), "trained": False}
+
+
 def train_classifier(cfg: Config) -> dict[str, Any]:
     """Train the domain classifier on cfg.data.prepared_dir, or reuse the stored one trained on the same data and
     settings. Writes {out_dir}/model/ (weights.safetensors + classifier.json) and {out_dir}/metrics.json.
@@ -127,7 +139,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
         return {**existing, "model_dir": str(out), "trained": False}
 
     ensure_writable_dir(ccfg.out_dir, "eval.classifier.out_dir")  # before training, not after it
-    device = resolve_device(cfg.eval.device)
+    device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
     net, accuracy, counts = _fit(prepared, ccfg, device)
     spec = {
         "format": FORMAT,
@@ -238,13 +250,6 @@ def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_devices), deterministic(device.type == "cuda"):
         torch.manual_seed(seed)
         yield
-
-
-def resolve_device(name: str) -> torch.device:
-    """eval.device: auto → CUDA when present, else CPU; an explicit name must be available (UserError if not)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return pick_device(name, key="eval.device")
 
 
 # ----------------------------------------------------------------------------- files

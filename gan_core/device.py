@@ -51,13 +51,16 @@ class Runtime:
         return f"{self.device}" + (f" ({', '.join(flags)})" if flags else "")
 
 
-def pick_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
-    """`auto` → CUDA (this rank's GPU) > MPS > CPU; an explicit name must be available here (UserError naming `key`,
-    the name and the devices this machine has)."""
+def pick_device(name: str, local_rank: int = 0, key: str = "train.device", auto_mps: bool = True) -> torch.device:
+    """The one place a device name becomes a device, for training, evaluation, the classifier and serving.
+
+    `auto` → CUDA (this rank's GPU) > MPS > CPU; `auto_mps=False` (evaluation, the classifier, serving) skips MPS,
+    whose numbers differ from CPU/CUDA ones. An explicit name must be available here (UserError naming `key`, the
+    name and the devices this machine has)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if torch.backends.mps.is_available():
+        if auto_mps and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     here = f"available here: {', '.join(available_devices())}"

@@ -27,9 +27,10 @@ from torchvision.utils import make_grid
 
 from gan_core import metrics as m
 from gan_core.atomic import atomic_file, write_json
-from gan_core.classifier import LeNet, require_trusted, resolve_device, train_classifier
+from gan_core.classifier import LeNet, require_trusted, stored_classifier
 from gan_core.config import Config
 from gan_core.data import PreparedDataset, load_prepared
+from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.fidelity import (
     ISC_SPLITS,
@@ -64,7 +65,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
     # sampling: a bad input fails before any directory is created, a bad output before any work.
     _check_sample_count(ecfg.num_samples, ecfg.extractors)
-    device = resolve_device(ecfg.device)
+    device = pick_device(ecfg.device, key="eval.device", auto_mps=False)
     cuda = device.type == "cuda"
     G = _generator(generator, cfg, device)
     real = load_prepared(cfg.data.prepared_dir)
@@ -89,7 +90,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     result: dict[str, Any] = {}
 
     # Every extractor is loaded before any feature pass: a bad weights file fails in seconds, not after the
-    # lenet pass; Inception first, since the classifier may have to be trained (minutes).
+    # lenet pass.
     extractors: dict[str, Extractor] = {}
     extractor_info: dict[str, dict[str, Any]] = {}
     if "inception" in ecfg.extractors:
@@ -98,7 +99,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
         extractor_info["inception"] = {"weights": weights}
     tally: ClassTally | None = None
     if "lenet" in ecfg.extractors:
-        classifier_info = train_classifier(cfg)  # reuses the stored model when data and settings match
+        classifier_info = stored_classifier(cfg)  # trained by its own step; evaluation never trains it
         require_trusted(classifier_info, ecfg.classifier.min_accuracy)
         extractors["lenet"] = load_extractor("lenet", classifier_info["model_dir"], cuda)
         extractor_info["lenet"] = {"holdout_accuracy": classifier_info["holdout_accuracy"],

@@ -91,8 +91,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         # GPU first: GANOPS_DEVICE picks explicitly (e.g. cpu on a shared GPU host).
-        name = os.environ.get("GANOPS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-        device = pick_device(name, key="GANOPS_DEVICE")
+        device = pick_device(os.environ.get("GANOPS_DEVICE") or "auto", key="GANOPS_DEVICE", auto_mps=False)
         self.generator = load_generator(find_package(context.artifacts[PACKAGE_ARTIFACT]), device=device)
 
     def predict(

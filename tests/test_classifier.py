@@ -20,7 +20,7 @@ from gan_core.classifier import (
     WEIGHTS_FILE,
     load_classifier,
     require_trusted,
-    resolve_device,
+    stored_classifier,
     train_classifier,
 )
 from gan_core.config import DataConfig
@@ -118,9 +118,26 @@ def test_lenet_is_a_registered_torch_fidelity_extractor(lenet_classifier: dict, 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_eval_device_is_a_user_error() -> None:
+    from gan_core.device import pick_device
+
     with pytest.raises(UserError, match=r"eval.device='cuda' but no CUDA device.*eval.device=auto"):
-        resolve_device("cuda")
-    assert resolve_device("auto") == torch.device("cpu")
+        pick_device("cuda", key="eval.device", auto_mps=False)
+    assert pick_device("auto", key="eval.device", auto_mps=False) == torch.device("cpu")
+
+
+def test_evaluation_reads_the_stored_classifier_and_never_trains_one(
+    mnist5k_full_prepared, lenet_classifier, eval_config
+) -> None:
+    """stored_classifier finds the model train_classifier wrote for this data and settings; with other settings (or
+    none stored) it names the directory and the command, and writes nothing."""
+    cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"])
+    assert stored_classifier(cfg)["holdout_accuracy"] == lenet_classifier["holdout_accuracy"]
+    other = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "classifier": cfg.eval.classifier.model_copy(update={"epochs": cfg.eval.classifier.epochs + 1})})})
+    before = sorted(p.name for p in Path(lenet_classifier["model_dir"]).iterdir())
+    with pytest.raises(UserError, match=r"no domain classifier .*python -m gan_core classifier"):
+        stored_classifier(other)
+    assert sorted(p.name for p in Path(lenet_classifier["model_dir"]).iterdir()) == before
 
 
 # ----------------------------------------------------------------------------- damaged model directories

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gan_core import metrics as m
+from gan_core.classifier import train_classifier
 from gan_core.cli import app, run_app
 from gan_core.config import DataConfig
 from gan_core.data import load_prepared, prepare
@@ -190,7 +191,9 @@ def digits_eval(tmp_path: Path, eval_config):
     prepared = tmp_path / "digits"
     prepare(DataConfig(source="digits", resolution=16, max_images=800, prepared_dir=str(prepared)))
     quick = {"eval.classifier.epochs": 2, "eval.classifier.min_accuracy": 0.0, "eval.num_samples": 300}
-    return prepared, eval_config(prepared, **quick)
+    cfg = eval_config(prepared, **quick)
+    train_classifier(cfg)  # its own step: evaluation only reads it
+    return prepared, cfg
 
 
 def _with_cache_dir(cfg, cache_dir: Path):
@@ -217,6 +220,7 @@ def test_real_features_cached_by_data_version(digits_eval) -> None:
 
     # New data → new data version → a new cache entry, computed from the new images; the old one is left alone.
     prepare(DataConfig(source="digits", resolution=16, max_images=700, prepared_dir=str(prepared)))
+    train_classifier(cfg)  # new data, new classifier (its own step)
     third = evaluate(cfg, _replay_digits(prepared))
     new = third[m.INFO_KEY]["extractors"]["lenet"]
     assert new["real_pass"] == "computed"
@@ -230,6 +234,9 @@ def test_retrained_classifier_never_meets_its_predecessors_features(digits_eval)
     first = evaluate(cfg, _replay_digits(prepared))["info"]["extractors"]["lenet"]
     other_seed = cfg.eval.classifier.model_copy(update={"seed": 1})  # same data, different weights
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"classifier": other_seed})})
+    with pytest.raises(UserError, match="no domain classifier"):  # evaluation never trains the new one itself
+        evaluate(cfg, _replay_digits(prepared))
+    train_classifier(cfg)
     second = evaluate(cfg, _replay_digits(prepared))["info"]["extractors"]["lenet"]
     assert second["weights_sha256"] != first["weights_sha256"]
     assert second["real_pass"] == "computed" and second["real_cache_file"] != first["real_cache_file"]
