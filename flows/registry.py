@@ -46,6 +46,7 @@ from flows.gate import FAILED_RUN_STATUSES, Decision, decide
 from gan_core.config import Config
 from gan_core.errors import UserError
 from gan_core.metrics import METRICS
+from gan_core.runs import log_metrics
 from gan_core.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -53,7 +54,6 @@ from gan_core.tracking import (
     artifact_location,
     configure,
     ensure_experiment,
-    log_metrics,
     open_store,
     sqlite_path,
     store_exists,
@@ -279,7 +279,7 @@ def register_candidate(
 ) -> dict[str, Any]:
     """A new version of cfg.registry.model_name from `model_uri`, tagged with lineage, run id and metrics.
 
-    `tags` carries the lineage (gan_core.tracking.training_tags); numeric `metrics` become `metric.<name>` tags
+    `tags` carries the lineage (gan_core.runs.training_tags); numeric `metrics` become `metric.<name>` tags
     with the extractor that produced each. Returns latest_version()'s form for the new version.
     One training run gives one version: when `run_id` already has one (a retried register whose first attempt
     reached the store), that version is returned instead of registering a duplicate.

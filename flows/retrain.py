@@ -51,7 +51,8 @@ from flows.tasks import (
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.tracking import check_tracking, training_key, use_store
+from gan_core.runs import training_key
+from gan_core.tracking import check_tracking, use_store
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name", "as_overrides"]
 
@@ -75,7 +76,7 @@ def flow_run_config() -> Config | None:
 def retrain_run_name() -> str:
     """Prefect flow-run name that says what runs, e.g. `retrain-dcgan-nonsaturating-2000steps` (`retrain` when the
     config does not load)."""
-    from gan_core.tracking import training_label
+    from gan_core.runs import training_label
 
     cfg = flow_run_config()
     return f"retrain-{training_label(cfg)}" if cfg else "retrain"
@@ -138,7 +139,7 @@ def retrain(
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
         with named_step("register"):
-            from gan_core.tracking import training_tags
+            from gan_core.runs import training_tags
 
             tags = {**training_tags(cfg), **key}
             version = register(cfg, model_uri, result["run_id"], result["metrics"], tags)
@@ -183,7 +184,7 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
 def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
     """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
     model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
-    from gan_core.tracking import start_training_run
+    from gan_core.runs import start_training_run
 
     with named_step("train_classifier"):
         classifier = train_classifier(cfg)

@@ -72,7 +72,8 @@ def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
     identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
     settings from a finished one trains no step again."""
-    from gan_core.tracking import MLflowCallback, open_store
+    from gan_core.runs import MLflowCallback
+    from gan_core.tracking import open_store
     from gan_core.train import train
 
     # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
@@ -91,8 +92,8 @@ def evaluate_generator(cfg: Config) -> dict[str, Any]:
 @task(name="log_candidate", **SERVICE_RETRIES)
 def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str) -> str:
     """Log evaluation metrics, the metrics JSON, the sample grid and the pyfunc model; return the model URI."""
+    from gan_core.runs import log_candidate as log_to_run
     from gan_core.tracking import configure
-    from gan_core.tracking import log_candidate as log_to_run
 
     return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry))
 

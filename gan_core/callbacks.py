@@ -1,6 +1,6 @@
 """The trainer's observability interface: it calls these hooks and imports no tracking library.
 
-Subclass TrainCallback and override what you need (gan_core.tracking.MLflowCallback logs to MLflow).
+Subclass TrainCallback and override what you need (gan_core.runs.MLflowCallback logs to MLflow).
 All hooks run on rank 0 only.
 """
 

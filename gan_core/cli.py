@@ -153,7 +153,8 @@ def train(
     trainer = Trainer(cfg, resume=resume)
     trainer.prepare()  # data, device, outputs and the checkpoint are checked before any MLflow run is opened
     if mlflow and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tracks
-        from gan_core.tracking import check_tracking, train_in_run
+        from gan_core.runs import train_in_run
+        from gan_core.tracking import check_tracking
 
         check_tracking(cfg.registry, "train", write=True)
         result = train_in_run(trainer)
@@ -193,7 +194,8 @@ def evaluate(
         configure(cfg.registry)
     result = evaluate_generator(cfg, generator)
     if generator is None and mlflow:  # the pipeline's own generator: its training run gets the evaluation
-        from gan_core.tracking import check_tracking, log_to_training_run
+        from gan_core.runs import log_to_training_run
+        from gan_core.tracking import check_tracking
 
         check_tracking(cfg.registry, "evaluate")
         log_to_training_run(cfg, result)

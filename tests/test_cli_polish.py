@@ -21,7 +21,8 @@ from flows.cli import _echo_result, app, show_progress
 from gan_core import cli as gan_core_cli
 from gan_core.cli import run_app
 from gan_core.config import Config, load_config
-from gan_core.tracking import configure, experiment_id, training_tags
+from gan_core.runs import training_tags
+from gan_core.tracking import configure, experiment_id
 
 FLOW_COMMANDS = ["retrain", "demo", "monitor", "schedule"]
 REGISTRY_COMMANDS = ["models", "promote", "rollback", "ui", "generate"]

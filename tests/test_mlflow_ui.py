@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from gan_core.config import Config
 from gan_core.lineage import data_version
+from gan_core.runs import start_training_run
 from gan_core.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -17,7 +18,6 @@ from gan_core.tracking import (
     artifact_location,
     configure,
     experiment_id,
-    start_training_run,
 )
 
 

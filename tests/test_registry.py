@@ -16,7 +16,8 @@ from gan_core.cli import run_app
 from gan_core.config import Config, load_config
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
-from gan_core.tracking import configure, experiment_id, training_tags
+from gan_core.runs import training_tags
+from gan_core.tracking import configure, experiment_id
 
 GATE_YAML = """
 gate:

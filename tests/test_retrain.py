@@ -54,7 +54,7 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, 
     from gan_core.identity import evaluation_key
     from gan_core.lineage import code_hash, data_version, git_info
     from gan_core.package import load_generator, sample_images
-    from gan_core.tracking import training_key
+    from gan_core.runs import training_key
 
     result = first_run["result"]
     cfg = workspace.config()

@@ -17,15 +17,8 @@ from PIL import Image
 from gan_core.config import Config, RegistryConfig
 from gan_core.errors import UserError
 from gan_core.lineage import lineage
-from gan_core.tracking import (
-    SAMPLES_KEY,
-    MLflowCallback,
-    configure,
-    log_evaluation,
-    log_step_image,
-    start_training_run,
-    tracking_uri,
-)
+from gan_core.runs import SAMPLES_KEY, MLflowCallback, log_evaluation, log_step_image, start_training_run
+from gan_core.tracking import configure, tracking_uri
 from gan_core.train import train
 
 
