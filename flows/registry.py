@@ -1,5 +1,6 @@
 """The MLflow registry side of promotion: register candidates, apply the gate (the pure policy is flows.gate) and
-record its decision, move the champion alias under a lock, roll back.
+record its decision, move the champion alias under a lock, roll back. (Every alias move, its lock and the tags and
+descriptions that explain it live together, so no path moves an alias without them.)
 
     v = register_candidate(cfg, model_uri, run_id=run_id, metrics=metrics, tags=training_tags(cfg))["version"]
     decision = gate(cfg, v)        # thresholds + beat the champion; tags the version; passing → @challenger

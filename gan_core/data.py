@@ -1,4 +1,6 @@
 """Data sources and `prepare`: any source → one prepared dataset directory, deterministic and atomic.
+(Longer than most modules: it holds the whole bad-input policy of README's table — strict image decoding, the
+safe folder walk, every source kind — which reads best in one place.)
 
     meta = prepare(cfg.data)                      # writes cfg.data.prepared_dir, returns meta.json's dict
     ds = load_prepared("data/prepared")           # ds.images uint8 (N, C, H, W), ds.labels int64 (N,) | None

@@ -1,4 +1,6 @@
 """Train a GAN on the prepared dataset; write checkpoints, sample grids, the generator package and metrics.
+(One training loop with its step, resume and outputs; the family interface of the StyleGAN2 issue will move the
+per-family step out of it.)
 
     python -m gan_core train                                        # params.yaml
     python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
