@@ -1,6 +1,6 @@
 """The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows.registry function as the CLI
 and the DVC stages (gan_core.data.prepare, gan_core.classifier.train_classifier, gan_core.train.train,
-gan_core.evaluate.evaluate, flows.registry's register / gate / promote)."""
+gan_core.evaluate.evaluate, flows.registry's register / promote, which applies the gate)."""
 
 from __future__ import annotations
 
