@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gan_core.cli import Overrides, Params, Version, config_from, print_internal_error, run_app
-from gan_core.config import DEFAULT_PARAMS
+from gan_core.cli import Overrides, Params, Version, print_internal_error, run_app
+from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> 
     from gan_core.tracking import check_tracking
 
     try:
-        cfg = config_from(params, overrides)
+        cfg = load_config(params, overrides)
         check_tracking(cfg.registry, "config", write=True)
         check_prefect_api("config")
     except UserError as e:
@@ -155,11 +155,10 @@ def demo_command(
 ) -> None:
     """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
     from flows.registry import champion as current_champion
-    from gan_core.config import load_config
 
     result = _run_retrain(params, overrides)
     _echo_result(result)
-    cfg = load_config(params, overrides or [])
+    cfg = load_config(params, overrides)
     champion = current_champion(cfg)
     model = cfg.registry.model_uri()
     if champion is None:
@@ -223,7 +222,7 @@ def _registry_config(params: Path | None, command: str) -> Config:
     server that does not answer fails now, in seconds, naming the command. They take no `key=value` overrides:
     what they read (store, model name, aliases, gate) comes from the params file, so a promotion is gated by the
     project's committed policy, not by one command line's."""
-    cfg = config_from(params, None)
+    cfg = load_config(params)
     _open_store(cfg, command)
     return cfg
 
@@ -246,12 +245,14 @@ def generate_command(
     labels: Annotated[str | None, typer.Option(
         "--labels", help="class ids, comma-separated, one per image, e.g. 0,1,2")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    truncation: Annotated[float, typer.Option(
+        "--truncation", help="truncation psi in [0, 1] for style-based generators (stylegan2); 1 = off")] = 1.0,
     params: RegistryParams = None,
 ) -> None:
     """Sample a generator (the champion by default) into a PNG grid."""
     from gan_core.generate import generate_grid
 
-    cfg = config_from(params, None)
+    cfg = load_config(params)
     source = model or cfg.registry.model_uri()
     if source.startswith(MLFLOW_SCHEMES):
         _open_store(cfg, "generate")
@@ -262,7 +263,7 @@ def generate_command(
             label_ids = [int(x) for x in labels.split(",") if x.strip()]
         except ValueError:
             raise UserError(f"--labels {labels!r}: expected comma-separated class ids, e.g. 0,1,2") from None
-    path = generate_grid(source, n, out, seed=seed, labels=label_ids, device=device)
+    path = generate_grid(source, n, out, seed=seed, labels=label_ids, device=device, truncation_psi=truncation)
     typer.echo(f"wrote {plural(n, 'image')} from {source} to {path}")
 
 
@@ -358,7 +359,7 @@ def ui_command(
     params: RegistryParams = None,
 ) -> None:
     """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
-    cfg = config_from(params, None)
+    cfg = load_config(params)
     argv = ui_command_line(cfg, port)
     from flows.report import MODEL_TRAINING_VIEW
 

@@ -18,7 +18,6 @@ slightly different feature space than the recorded one; the data change alone al
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,14 @@ def monitor_config(cfg: Config) -> Config:
 
 
 @task(name="evaluate_champion")
-def evaluate_champion(cfg: Config, model_uri: str) -> dict[str, Any]:
+def evaluate_champion(cfg: Config, model_uri: str) -> dict[str, float]:
     """Evaluate a registered generator (models:/...) on the prepared data."""
     from gan_core.evaluate import evaluate
     from gan_core.package import load_generator
     from gan_core.tracking import configure
 
     configure(cfg.registry)
-    return json.loads(json.dumps(evaluate(cfg, generator=load_generator(model_uri)), default=str))
+    return evaluate(cfg, generator=load_generator(model_uri)).metrics
 
 
 def monitor_markdown(cfg: Config, result: dict[str, Any]) -> str:
@@ -98,13 +97,14 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
 
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.registry import champion as current_champion
-    from flows.retrain import as_overrides, retrain
+    from flows.retrain import retrain
     from flows.steps import RetrainFailed, named_step
     from flows.tasks import train_classifier, version_data
+    from gan_core.config import parse_overrides
 
     logger = get_run_logger()
     with named_step("config"):
-        parsed = as_overrides(overrides)
+        parsed = parse_overrides(overrides)
         cfg = load_config(params, parsed)
         use_store(check_tracking(cfg.registry, "config", write=True))
     with named_step("version_data"):

@@ -31,7 +31,6 @@ Services. The tracking server is probed in the `config` step, so a dead one fail
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -54,11 +53,7 @@ from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.runs import training_key
 from gan_core.tracking import check_tracking, use_store
 
-__all__ = ["retrain", "flow_run_config", "retrain_run_name", "as_overrides"]
-
-
-def as_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
-    return parse_overrides(overrides) if overrides else {}
+__all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
 
 def flow_run_config() -> Config | None:
@@ -68,7 +63,7 @@ def flow_run_config() -> Config | None:
 
     parameters = flow_run.parameters or {}
     try:
-        return load_config(parameters.get("params", str(DEFAULT_PARAMS)), as_overrides(parameters.get("overrides")))
+        return load_config(parameters.get("params", str(DEFAULT_PARAMS)), parse_overrides(parameters.get("overrides")))
     except Exception:  # a bad params file or override: named by the flow's config step, not here
         return None
 
@@ -113,7 +108,7 @@ def retrain(
     cfg: Config | None = None
     try:
         with named_step("config"):
-            parsed = as_overrides(overrides)
+            parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
             use_store(check_tracking(cfg.registry, "config", write=True))
         result["model_name"] = cfg.registry.model_name
@@ -195,9 +190,9 @@ def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) ->
         result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
         trained = train_generator(cfg, run_id)
         with named_step("evaluate"):
-            result["metrics"] = evaluate_generator(cfg)
+            result["metrics"] = evaluate_generator(cfg).metrics
         with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], str(trained["package_dir"]))
+            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir)
 
 
 def _publish(publisher: Any, *args: Any) -> None:

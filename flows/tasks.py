@@ -4,14 +4,17 @@ gan_core.evaluate.evaluate, flows.registry's register / promote, which applies t
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
 from flows.dvc_pipeline import FLOW_STAGES, PREPARE_STAGE, dvc_push, run_dvc
 from flows.steps import SERVICE_RETRIES, is_transient
 from gan_core.config import Config
+
+if TYPE_CHECKING:  # the heavy imports stay inside the tasks, so importing the flow stays fast
+    from gan_core.evaluate import Evaluation
+    from gan_core.train import TrainResult
 
 
 @task(name="version_data")
@@ -64,11 +67,11 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
     from gan_core.classifier import train_classifier as fit_classifier
 
-    return json.loads(json.dumps(fit_classifier(cfg), default=str))
+    return fit_classifier(cfg)
 
 
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
+def train_generator(cfg: Config, run_id: str) -> TrainResult:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
     identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
     settings from a finished one trains no step again."""
@@ -77,16 +80,15 @@ def train_generator(cfg: Config, run_id: str) -> dict[str, Any]:
     from gan_core.train import train
 
     # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
-    result = train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])
-    return json.loads(json.dumps(result, default=str))
+    return train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])
 
 
 @task(name="evaluate")
-def evaluate_generator(cfg: Config) -> dict[str, Any]:
+def evaluate_generator(cfg: Config) -> Evaluation:
     """Evaluate the freshly trained generator package against the prepared data."""
     from gan_core.evaluate import evaluate
 
-    return json.loads(json.dumps(evaluate(cfg), default=str))
+    return evaluate(cfg)
 
 
 @task(name="log_candidate", **SERVICE_RETRIES)

@@ -29,10 +29,6 @@ class EpochBatches:
         self._epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
 
-    def position(self, k: int) -> dict[str, int]:
-        """(epoch, batch within epoch) of the k-th batch: stored in checkpoints for readers."""
-        return {"epoch": k // self.batches_per_epoch, "batch": k % self.batches_per_epoch}
-
     def indices(self, k: int) -> torch.Tensor:
         """Image indices (batch_size,) of the k-th batch for this rank, on `device`."""
         epoch, j = divmod(k, self.batches_per_epoch)

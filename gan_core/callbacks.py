@@ -7,7 +7,10 @@ All hooks run on rank 0 only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gan_core.train import TrainResult
 
 
 class TrainCallback:
@@ -20,7 +23,7 @@ class TrainCallback:
     def on_samples(self, step: int, grid_png: Path) -> None:
         """Every train.sample_every steps and at the end: a PNG grid from the fixed latent batch (EMA G)."""
 
-    def on_train_end(self, result: dict[str, Any]) -> None:
+    def on_train_end(self, result: TrainResult) -> None:
         """Once, after the generator package and metrics JSON are written."""
 
     def package_metadata(self) -> dict[str, str]:

@@ -3,8 +3,9 @@
     save_checkpoint(path, state)          # atomic: temp file + os.replace
     state = load_checkpoint(path)         # torch.load(weights_only=True): tensors, dicts, lists, numbers, strings
 
-The state holds G, D, the EMA generator, both optimizers, the grad scaler (None: bf16 needs none), the step,
-RNG states (torch CPU and CUDA, NumPy, Python), the data sampler's position, the config and the data version.
+The state holds G, D, the EMA generator, both optimizers, the step, RNG states (torch CPU and CUDA, NumPy,
+Python), the config, the data version and the code hash. No grad scaler (bf16 autocast needs none) and no sampler
+position: gan_core.batching derives every batch from (seed, step), so the step is the position.
 """
 
 from __future__ import annotations
@@ -108,7 +109,6 @@ REQUIRED: dict[str, type | tuple[type, ...] | str] = {
     "rng.python.version": int,
     "rng.python.state": list,
     "rng.python.gauss": (float, type(None)),
-    "sampler": dict,
     "config": dict,
     "config.model": dict,
     "config.train": dict,

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gan_core.config import DEFAULT_PARAMS, Config, load_config
+from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.errors import find_user_error, first_line
 
 Overrides = Annotated[
@@ -61,11 +61,6 @@ Version = Annotated[
 @app.callback()
 def _options(version: Version = False) -> None:
     pass
-
-
-def config_from(params: Path | None, overrides: list[str] | None) -> Config:
-    """params.yaml (or `params`; None: ./params.yaml when present, else the defaults) with the overrides applied."""
-    return load_config(params, overrides or [])
 
 
 def print_json(data: Any) -> None:
@@ -120,7 +115,7 @@ def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> Non
     from gan_core.data import prepare as prepare_dataset
     from gan_core.lineage import data_version_info
 
-    cfg = config_from(params, overrides)
+    cfg = load_config(params, overrides)
     meta = prepare_dataset(cfg.data)
     summary = {key: meta[key] for key in ("source", "count", "shape", "classes", "content_hash")}
     summary["skipped_files"] = len(meta["skipped_files"])
@@ -149,7 +144,7 @@ def train(
 
     # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result JSON.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    cfg = config_from(params, overrides)
+    cfg = load_config(params, overrides)
     trainer = Trainer(cfg, resume=resume)
     trainer.prepare()  # data, device, outputs and the checkpoint are checked before any MLflow run is opened
     if mlflow and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tracks
@@ -160,7 +155,7 @@ def train(
         result = train_in_run(trainer)
     else:
         result = trainer.run()
-    print_json(result)
+    print_json(result.as_dict())
 
 
 @app.command()
@@ -168,7 +163,7 @@ def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> 
     """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
     from gan_core.classifier import train_classifier
 
-    cfg = config_from(params, overrides)
+    cfg = load_config(params, overrides)
     print_json(train_classifier(cfg))
 
 
@@ -185,7 +180,7 @@ def evaluate(
     """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
     from gan_core.evaluate import evaluate as evaluate_generator
 
-    cfg = config_from(params, overrides)
+    cfg = load_config(params, overrides)
     if generator is not None and generator.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         from gan_core.tracking import check_tracking, configure
 
@@ -198,13 +193,13 @@ def evaluate(
         from gan_core.tracking import check_tracking
 
         check_tracking(cfg.registry, "evaluate")
-        log_to_training_run(cfg, result)
-    print_json(result)
+        log_to_training_run(cfg, result.metrics)
+    print_json(result.as_dict())
 
 
 def main(argv: list[str] | None = None) -> None:
     sys.exit(run_app(app, argv))
 
 
-__all__ = ["app", "main", "run_app", "config_from", "print_json", "print_error", "print_internal_error",
+__all__ = ["app", "main", "run_app", "print_json", "print_error", "print_internal_error",
            "package_version", "Version"]

@@ -84,8 +84,8 @@ class DataConfig(_Section):
 
 # ----------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan"] = "dcgan"
-    """Network family: the vanilla MLP GAN or DCGAN."""
+    arch: Literal["mlp", "dcgan", "stylegan2"] = "dcgan"
+    """Network family: the vanilla MLP GAN, DCGAN or StyleGAN2 (gan_core.models)."""
     conditional: bool = False
     """Condition G and D on class labels (needs a labelled dataset)."""
     cond_mode: Literal["projection", "concat"] = "projection"
@@ -96,11 +96,15 @@ class ModelConfig(_Section):
     d_width: int = Field(32, ge=4, le=4096)
     """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer."""
     spectral_norm: bool = False
-    """Spectral normalisation on D's layers."""
+    """Spectral normalisation on D's layers (mlp, dcgan)."""
+    mapping_layers: int = Field(4, ge=1, le=16)
+    """StyleGAN2: depth of the mapping network z → w (the paper uses 8; 2–4 suffice at 32 px)."""
 
 
 # ----------------------------------------------------------------------------- train
 class OptimizerConfig(_Section):
+    kind: Literal["adam", "rmsprop"] = "adam"
+    """adam, or rmsprop as the original WGAN paper uses (betas then unused)."""
     lr: float = Field(2e-4, gt=0, le=1.0)
     betas: tuple[float, float] = (0.5, 0.999)
 
@@ -113,14 +117,33 @@ class OptimizerConfig(_Section):
 
 
 class TrainConfig(_Section):
-    loss: Literal["nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan"] = "nonsaturating"
+    loss: Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"] = "nonsaturating"
     steps: int = Field(2000, ge=1)
     """Generator updates."""
     batch_size: int = Field(64, ge=1, le=65536)
     n_critic: int = Field(1, ge=1, le=100)
-    """D updates per G update (5 is usual for wgan-gp)."""
+    """D updates per G update (5 is usual for wgan and wgan-gp)."""
     gp_weight: float = Field(10.0, ge=0)
     """Gradient-penalty weight for wgan-gp."""
+    clip_value: float = Field(0.01, gt=0)
+    """wgan: every critic weight is clipped to [-clip_value, clip_value] after each update."""
+    r1_gamma: float | None = Field(None, ge=0)
+    """R1 penalty weight γ on real images, applied lazily every r1_every steps; None = the family's default
+    (stylegan2 0.1, others 0 = off)."""
+    r1_every: int = Field(16, ge=1)
+    style_mixing: float = Field(0.9, ge=0, le=1)
+    """stylegan2: probability that a batch mixes two latents' styles at a random layer."""
+    pl_weight: float = Field(0.0, ge=0)
+    """stylegan2: path-length regularisation weight (paper: 2); 0 = off. Applied every pl_every steps."""
+    pl_every: int = Field(4, ge=1)
+    augment: Literal["none", "ada"] = "none"
+    """ada: adaptive augmentation (Karras et al. 2020) of what D sees, with probability p steered so that
+    E[sign(D(real))] stays near ada_target; applies the diffaugment policy (or all of it when that is empty)."""
+    ada_target: float = Field(0.6, gt=0, lt=1)
+    ada_kimg: float = Field(100.0, gt=0)
+    """Thousands of images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs)."""
+    ada_interval: int = Field(4, ge=1)
+    """Steps between updates of p."""
     g_optimizer: OptimizerConfig = OptimizerConfig()
     d_optimizer: OptimizerConfig = OptimizerConfig()
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)

@@ -9,6 +9,9 @@ torch.Generator so a seeded run (and a resumed one) draws the same augmentations
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch.nn.functional import pad
 
@@ -78,3 +81,50 @@ _AUGMENTS = {
     "translation": (_translation,),
     "cutout": (_cutout,),
 }
+
+
+class AdaptiveAugment:
+    """ADA (Karras et al. 2020, stylegan2-ada): augment each image D sees with probability p, and steer p so that
+    r_t = E[sign(D(real))] — how sure D is of the training images, a sign of overfitting — stays near `target`.
+
+        ada = AdaptiveAugment(policy="color,translation,cutout", target=0.6, batch_size=64, interval=4, kimg=100)
+        x = ada(x, generator)              # per image: augmented with probability p, else unchanged
+        ada.observe(d_real_logits)         # every step; every `interval` steps p moves by ±batch·interval/kimg·1e3
+
+    p lives on the device (no host sync); `state_dict` holds it and the pending signs, so a resumed run continues.
+    Under DDP the signs are averaged over ranks before p moves, so every rank keeps the same p.
+    """
+
+    def __init__(self, policy: str, target: float, batch_size: int, interval: int, kimg: float,
+                 device: torch.device, average: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+        self.policy = policy or "color,translation,cutout"
+        self.target, self.interval = target, interval
+        self.adjust = batch_size * interval / (kimg * 1000)  # the most p moves per update
+        self.average = average
+        self.p = torch.zeros((), device=device)
+        self._signs = torch.zeros(2, device=device)  # sum of sign(D(real)), count
+        self._steps = 0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        augmented = diff_augment(x, self.policy, generator)
+        chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator) < self.p  # (B, 1, 1, 1)
+        return torch.where(chosen, augmented, x)
+
+    @torch.no_grad()
+    def observe(self, real_logits: torch.Tensor) -> None:
+        self._signs += torch.stack([real_logits.float().sign().sum(), real_logits.new_tensor(real_logits.numel(),
+                                                                                           dtype=torch.float)])
+        self._steps += 1
+        if self._steps % self.interval == 0:
+            total, count = self.average(self._signs).unbind()
+            r_t = total / count.clamp_min(1)
+            self.p = (self.p + (r_t - self.target).sign() * self.adjust).clamp(0.0, 1.0)
+            self._signs.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": self.p.detach().cpu(), "signs": self._signs.detach().cpu(), "steps": self._steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p = state["p"].to(self.p.device)
+        self._signs = state["signs"].to(self._signs.device)
+        self._steps = int(state["steps"])

@@ -3,7 +3,7 @@ class checks from the domain classifier. The `evaluate` DVC stage.
 
     python -m gan_core evaluate                                   # {train.out_dir}/generator vs data.prepared_dir
     python -m gan_core evaluate eval.extractors=[lenet,inception] eval.inception_weights=/path/inception.pth
-    result = evaluate(cfg)                                        # or evaluate(cfg, generator=module_or_path)
+    result = evaluate(cfg)          # or evaluate(cfg, generator=module_or_path); result.metrics, result.info
 
 Writes {eval.out_dir}/metrics.json (numbers only, so `dvc metrics`/`dvc exp show` can compare them),
 {eval.out_dir}/info.json (the extractors, data version, sample count, seed and cache use) and
@@ -17,6 +17,7 @@ data or weights never meet a stale entry, and a damaged entry is rebuilt. Nothin
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,28 @@ SAMPLES_FILE = "samples.png"
 GRID_SIZE = 64
 
 
-def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluate() measured and how.
+
+    metrics: name → number, named as in gan_core.metrics (fid_lenet, kid_lenet, precision_lenet, recall_lenet,
+        class_coverage, class_entropy, class_accuracy for conditional generators, fid_inception, isc_inception,
+        ...): what metrics.json holds, MLflow logs and the gate reads.
+    info: the context the numbers hold in (data version, sample count, seed, extractors and their weights' digests,
+        cache use): what info.json holds.
+    """
+
+    metrics: dict[str, float]
+    info: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "info": self.info}
+
+
+def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
     """Evaluate `generator` (a module, a package directory / MLflow model URI, or None = {train.out_dir}/generator)
     on cfg.eval.num_samples samples against cfg.data.prepared_dir, in every feature space of cfg.eval.extractors.
-
-    Returns the metrics named as in gan_core.metrics (fid_lenet, kid_lenet, precision_lenet, recall_lenet,
-    class_coverage, class_entropy, class_accuracy for conditional generators, fid_inception, isc_inception, ...)
-    and an "info" dict; writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png.
-    """
+    Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
     ecfg = cfg.eval
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
     # sampling: a bad input fails before any directory is created, a bad output before any work.
@@ -87,7 +102,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
         "device": str(device),
         "extractors": {},
     }
-    result: dict[str, Any] = {}
+    result: dict[str, float] = {}
 
     # Every extractor is loaded before any feature pass: a bad weights file fails in seconds, not after the
     # lenet pass.
@@ -128,12 +143,12 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> di
     if tally is not None:
         result.update(tally.metrics(ecfg.coverage_min_share))
     _check_finite(result)
-    result[m.INFO_KEY] = info
+    evaluation = Evaluation(metrics={k: float(v) for k, v in result.items()}, info=info)
 
     _write_grid(fake, out / SAMPLES_FILE)
-    write_json(out / INFO_FILE, info)
-    write_json(out / METRICS_FILE, m.metric_values(result))
-    return result
+    write_json(out / INFO_FILE, evaluation.info)
+    write_json(out / METRICS_FILE, evaluation.metrics)
+    return evaluation
 
 
 def _check_sample_count(num_samples: int, extractors: list[str]) -> None:

@@ -2,6 +2,7 @@
 
     generate_grid("models:/ganops-generator@champion", n=64, out="grid.png", seed=0)
     generate_grid("outputs/train/generator", n=10, out="digits.png", labels=list(range(10)))
+    generate_grid("models:/ganops-generator@champion", n=64, out="grid.png", truncation_psi=0.7)  # stylegan2
 
 Everything the caller chose (n, seed, labels, --out, --device) is checked before the model is fetched or loaded,
 and nothing is created on the way: a failure leaves the file system as it was.
@@ -18,7 +19,7 @@ from torchvision.utils import save_image
 from gan_core.atomic import atomic_file
 from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.package import MAX_SEED, as_int, load_generator, sample_images
+from gan_core.package import MAX_SEED, as_int, load_generator, sample_images, truncation_value
 from gan_core.preflight import ensure_free_space, ensure_writable_dir, nearest_existing
 
 MAX_IMAGES = 4096
@@ -32,16 +33,18 @@ def generate_grid(
     seed: int = 0,
     labels: Sequence[int] | None = None,
     device: str = "auto",
+    truncation_psi: float = 1.0,
 ) -> Path:
     """Write `n` images from the generator at `source` (package dir or models:/ URI) as one PNG grid, atomically.
 
     The grid is about square (ceil(sqrt(n)) per row) with a 2 px border; the same seed gives the same grid.
     """
     n, seed, labels = _check_request(n, seed, labels)
+    psi = truncation_value(truncation_psi)
     out = _check_out(Path(out))
     target = pick_device(device, key="--device")
     generator = load_generator(source, device=target)
-    images = sample_images(generator, n, seed=seed, labels=labels)  # uint8 (n, C, H, W)
+    images = sample_images(generator, n, seed=seed, labels=labels, truncation_psi=psi)  # uint8 (n, C, H, W)
     h, w = images.shape[2:]
     # An upper bound for the PNG: the grid as raw RGB bytes (grayscale tiles are drawn as RGB), 2 px borders.
     grid_bytes = 3 * n * (h + 2) * (w + 2) + 2**16

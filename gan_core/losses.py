@@ -8,14 +8,11 @@ With l = D(x) a logit and σ the sigmoid: −log σ(l) = softplus(−l) and −l
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 from torch.nn.functional import relu, softplus
 
-LossName = Literal["nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan"]
-LOSSES: tuple[str, ...] = ("nonsaturating", "minimax", "hinge", "wgan-gp", "lsgan")
+LOSSES: tuple[str, ...] = ("nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan")
 
 
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -26,8 +23,8 @@ def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> tor
         return softplus(-real).mean() + softplus(fake).mean()
     if kind == "hinge":
         return relu(1.0 - real).mean() + relu(1.0 + fake).mean()
-    if kind == "wgan-gp":
-        # The critic maximises E[D(x)] − E[D(G(z))].
+    if kind in ("wgan", "wgan-gp"):
+        # The critic maximises E[D(x)] − E[D(G(z))] (its Lipschitz bound: clipping for wgan, the penalty for -gp).
         return fake.mean() - real.mean()
     if kind == "lsgan":
         # Least squares with targets 1 (real) and 0 (fake), on the raw output.
@@ -44,7 +41,7 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     if kind == "minimax":
         # G minimises log(1 − D(G(z))) = −softplus(l): the original game, saturates early (for reference).
         return -softplus(fake).mean()
-    if kind in ("hinge", "wgan-gp"):
+    if kind in ("hinge", "wgan", "wgan-gp"):
         return -fake.mean()
     if kind == "lsgan":
         return 0.5 * ((fake - 1.0) ** 2).mean()

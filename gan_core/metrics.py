@@ -27,19 +27,10 @@ CLASSIFIER_ACCURACY = "classifier_accuracy"  # the domain classifier's held-out 
 
 # Spread over KID subsets / IS splits: "kid_lenet_std", "isc_inception_std".
 STD_SUFFIX = "_std"
-# Non-numeric facts returned beside an evaluation's metrics (extractors, data version, sample count); on disk they
-# go to info.json, so metrics.json holds numbers only.
-INFO_KEY = "info"
-
 
 
 def metric_name(base: str, extractor: str) -> str:
     return f"{base}_{extractor}"
-
-
-def metric_values(result: dict) -> dict[str, float]:
-    """The numeric metrics of an evaluation result (what MLflow logs and the gate reads), without its info block."""
-    return {k: float(v) for k, v in result.items() if k != INFO_KEY and isinstance(v, int | float)}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Input: one row per request, columns (checked by ganops; anything else is a 400 n
     n       int            number of images, 1..MAX_SAMPLES (and at most MAX_SAMPLES over all rows of a call)
     seed    int, optional  noise seed in [0, 2**63 - 1] (default 0): the same seed gives the same images
     labels  list[int], opt one class per image for conditional generators; omitted, null or [] = classes cycled
+    truncation_psi  float, optional  in [0, 1] (default 1 = off): the truncation trick, style-based generators only
 Integers only: 1.5, "2", true are refused, not rounded. The signature declares no input schema on purpose:
 MLflow's scoring server casts JSON to a declared schema before the model sees it (1.5 → 1) and drops unknown
 columns (a typo such as "seeds" would be ignored), so the model checks the raw request itself.
@@ -48,13 +49,13 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.package import MAX_SEED, as_int, find_package, load_generator, sample_images
+from gan_core.package import MAX_SEED, as_int, find_package, load_generator, sample_images, truncation_value
 
 PACKAGE_ARTIFACT = "generator"
 """Key of the package directory in the pyfunc model's artifacts (the model dir holds artifacts/<package>/)."""
 MAX_SAMPLES = 1024
 """Most images one call may ask for, in one row or over all rows (a larger request is a 400 from the server)."""
-INPUT_COLUMNS = ("n", "seed", "labels")
+INPUT_COLUMNS = ("n", "seed", "labels", "truncation_psi")
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
 OUTPUT_COLUMNS = ["request", "index", "label", "shape", "png_base64"]
 
@@ -99,9 +100,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         """One output row per generated image (see the module docstring for the columns)."""
         records: list[dict[str, Any]] = []
-        for r, (n, seed, labels) in enumerate(parse_requests(model_input)):
+        for r, (n, seed, labels, psi) in enumerate(parse_requests(model_input)):
             try:
-                images = sample_images(self.generator, n, seed=seed, labels=labels)  # uint8 (n, C, H, W)
+                images = sample_images(self.generator, n, seed=seed, labels=labels, truncation_psi=psi)
             except UserError as e:
                 raise BadRequest(f"request {r}: {e}") from None
             for i, img in enumerate(images):
@@ -137,8 +138,12 @@ class BadRequest(MlflowException):
             self._message = value
 
 
-def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[tuple[int, int, list[int] | None]]:
-    """(n, seed, labels) per input row; a bad row raises BadRequest (HTTP 400 through the server).
+Request = tuple[int, int, list[int] | None, float]
+"""(n, seed, labels, truncation_psi) of one input row."""
+
+
+def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[Request]:
+    """(n, seed, labels, truncation_psi) per input row; a bad row raises BadRequest (HTTP 400 through the server).
 
     Values arrive as JSON gave them: Python/NumPy ints, floats (pandas turns an integer column with a missing
     cell into floats, so whole floats count as integers), strings, bools, lists, None/NaN for a missing cell."""
@@ -147,32 +152,40 @@ def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[tuple[
         raise BadRequest(f"expected rows of {{n, seed, labels}} (a DataFrame), got {type(frame).__name__}")
     unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
     if unknown:
-        raise BadRequest(f"unknown column(s) {unknown}; a request has n, and optionally seed and labels")
+        raise BadRequest(f"unknown column(s) {unknown}; a request has n, and optionally seed, labels and "
+                         "truncation_psi")
     if "n" not in frame.columns:
         raise BadRequest("each request needs `n`, the number of images")
     out = []
     for r, row in enumerate(frame.to_dict(orient="records")):
         out.append(_parse_row(r, row))
-    total = sum(n for n, _, _ in out)
+    total = sum(request[0] for request in out)
     if total > MAX_SAMPLES:
         raise BadRequest(f"{len(out)} requests ask for {total} images in all; at most {MAX_SAMPLES} per call")
     return out
 
 
-def _parse_row(r: int, row: dict[str, Any]) -> tuple[int, int, list[int] | None]:
+def _parse_row(r: int, row: dict[str, Any]) -> Request:
     n = as_int(row["n"])
     if n is None or not 1 <= n <= MAX_SAMPLES:
         raise BadRequest(f"request {r}: n={_show(row['n'])}; expected an integer in [1, {MAX_SAMPLES}]")
     seed = 0 if _missing(row.get("seed")) else as_int(row["seed"])
     if seed is None or not 0 <= seed <= MAX_SEED:
         raise BadRequest(f"request {r}: seed={_show(row['seed'])}; expected an integer in [0, 2**63 - 1]")
+    raw_psi = row.get("truncation_psi")
+    try:
+        psi = 1.0 if _missing(raw_psi) else truncation_value(raw_psi.item() if isinstance(raw_psi, np.generic)
+                                                              else raw_psi)
+    except UserError:
+        raise BadRequest(f"request {r}: truncation_psi={_show(raw_psi)}; expected a number in [0, 1] "
+                         "(1 = no truncation)") from None
     labels = row.get("labels")
     if _missing(labels) or (isinstance(labels, list | tuple | np.ndarray) and len(labels) == 0):
-        return n, seed, None
+        return n, seed, None, psi
     ids = [as_int(x) for x in labels] if isinstance(labels, list | tuple | np.ndarray) else [None]
     if len(ids) != n or None in ids:
         raise BadRequest(f"request {r}: labels={_show(labels)}; expected {n} integer class ids, one per image")
-    return n, seed, ids  # type: ignore[return-value]
+    return n, seed, ids, psi  # type: ignore[return-value]
 
 
 def _missing(value: Any) -> bool:

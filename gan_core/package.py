@@ -3,6 +3,7 @@
     G = load_generator("outputs/train/generator")              # a package directory
     G = load_generator("models:/ganops-generator@champion")     # a registered MLflow model
     images = sample_images(G, 64, seed=0)                       # uint8 (64, C, H, W)
+    images = sample_images(G, 64, seed=0, truncation_psi=0.7)   # style-based generators: the truncation trick
 
 generator.json holds what is needed to rebuild the network and read its output:
     {"format": "ganops-generator/1", "arch": "dcgan", "kwargs": {...}, "latent_dim": 64,
@@ -10,6 +11,7 @@ generator.json holds what is needed to rebuild the network and read its output:
      "normalization": "tanh", "metadata": {...}}
 Every generator module takes `(z, labels=None)` with z of shape (B, latent_dim) and returns
 images in [-1, 1] of shape (B, C, H, W), and exposes `latent_dim` and `num_classes` (0 = unconditional).
+Style-based generators (stylegan2) also take `truncation_psi` and say so with `supports_truncation = True`.
 """
 
 from __future__ import annotations
@@ -292,12 +294,15 @@ def sample_images(
     seed: int = 0,
     labels: torch.Tensor | Sequence[int] | None = None,
     batch_size: int = 256,
+    truncation_psi: float = 1.0,
 ) -> torch.Tensor:
     """n images as uint8 (n, C, H, W) on the CPU; the same seed gives the same images on the same device.
 
     Conditional generators get `labels` (length n) or, when None, classes cycled 0, 1, 2, ...
-    Unconditional ones take no labels. `seed` is an integer in [0, MAX_SEED].
+    Unconditional ones take no labels. `seed` is an integer in [0, MAX_SEED]. `truncation_psi` in [0, 1] trades
+    variety for typicality on style-based generators (1 = off; 0 = every z gives the average image).
     """
+    psi = check_truncation(generator, truncation_psi)
     n_int, seed_int = as_int(n), as_int(seed)
     if n_int is None or n_int < 1:
         raise UserError(f"n={n!r}: expected a number of images >= 1")
@@ -323,9 +328,26 @@ def sample_images(
         # Noise is drawn on the CPU so a seed means the same images on every device.
         z = torch.randn(b, generator.latent_dim, generator=gen).to(device)
         y = labels[start : start + b].to(device) if labels is not None else None
-        x = generator(z, y) if y is not None else generator(z)
+        x = generator(z, y, truncation_psi=psi) if psi != 1.0 else generator(z, y) if y is not None else generator(z)
         out.append(to_uint8(x.float()).cpu())
     return torch.cat(out)
+
+
+def truncation_value(truncation_psi: object) -> float:
+    """truncation_psi as a float in [0, 1] (1 = no truncation), else a UserError naming it."""
+    psi = truncation_psi if isinstance(truncation_psi, int | float) and not isinstance(truncation_psi, bool) else None
+    if psi is None or not 0.0 <= float(psi) <= 1.0:
+        raise UserError(f"truncation_psi={truncation_psi!r}: expected a number in [0, 1] (1 = no truncation)")
+    return float(psi)
+
+
+def check_truncation(generator: nn.Module, truncation_psi: object) -> float:
+    """truncation_value, and anything but 1 needs a generator that supports it."""
+    psi = truncation_value(truncation_psi)
+    if psi != 1.0 and not getattr(generator, "supports_truncation", False):
+        raise UserError(f"truncation_psi={psi}: this generator ({type(generator).__module__.rsplit('.', 1)[-1]}) "
+                        "has no w space to truncate; only style-based generators (stylegan2) take it")
+    return float(psi)
 
 
 def _label_tensor(labels: torch.Tensor | Sequence[int]) -> torch.Tensor:

@@ -38,7 +38,7 @@ from gan_core.config import Config
 from gan_core.tracking import configure, experiment_id, store_exists, tracking_uri
 
 if TYPE_CHECKING:
-    from gan_core.train import Trainer
+    from gan_core.train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +124,13 @@ def start_training_run(
         yield run
 
 
-def train_in_run(trainer: Trainer) -> dict[str, Any]:
+def train_in_run(trainer: Trainer) -> TrainResult:
     """Run `trainer` as one MLflow training run, as the retrain flow's training is: the same params, lineage and
     identity tags, dataset input, step metrics and sample grids (plus the DVC stage/experiment when run by DVC).
     The generator package records the run's id, so `python -m gan_core evaluate` adds its metrics to this run."""
-    from gan_core.lineage import data_version
-
     cfg = trainer.cfg
     client = configure(cfg.registry, create=True)
-    key = training_key(cfg, data_version(cfg.data.prepared_dir))
+    key = training_key(cfg, trainer.data_version)
     tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
     with start_training_run(cfg, extra_tags=tags) as run:
         log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
@@ -223,7 +221,7 @@ class MLflowCallback(TrainCallback):
         tags = [RunTag(f"train.{k}", str(v)) for k, v in info.items() if isinstance(v, str | int | float | bool)]
         if tags:
             self.client.log_batch(self.run_id, tags=tags, synchronous=True)
-        self.client.log_dict(self.run_id, _jsonable(info), "train_start.json")
+        self.client.log_dict(self.run_id, info, "train_start.json")
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         log_metrics(self.client, self.run_id, metrics, step=step)
@@ -235,11 +233,10 @@ class MLflowCallback(TrainCallback):
         # The package names its run, so a later `python -m gan_core evaluate` logs into the run that trained it.
         return {RUN_ID_METADATA: self.run_id}
 
-    def on_train_end(self, result: dict[str, Any]) -> None:
-        self.client.log_dict(self.run_id, _jsonable(result), "train_result.json")
-        metrics_path = result.get("metrics_path")
-        if metrics_path and Path(metrics_path).is_file():
-            self.client.log_artifact(self.run_id, str(metrics_path), "train")
+    def on_train_end(self, result: TrainResult) -> None:
+        self.client.log_dict(self.run_id, result.as_dict(), "train_result.json")
+        if Path(result.metrics_path).is_file():
+            self.client.log_artifact(self.run_id, result.metrics_path, "train")
 
 
 def step_image_stem(key: str, step: int, timestamp_ms: int, uid: str) -> str:
@@ -279,7 +276,7 @@ def log_evaluation(
     """Log evaluation metrics (NaN kept: a failed metric must stay visible) and their JSON and sample grid."""
     client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
     log_metrics(client, run_id, metrics)
-    client.log_dict(run_id, _jsonable(dict(metrics)), "eval/metrics.json")
+    client.log_dict(run_id, dict(metrics), "eval/metrics.json")
     if metrics_json is not None:
         client.log_artifact(run_id, str(metrics_json), "eval/files")
     if samples_png is not None:
@@ -307,18 +304,3 @@ def log_generator_model(run_id: str, package_dir: str | Path) -> str:
     from gan_core.mlflow_model import log_generator
 
     return log_generator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-safe copy: paths and other objects become strings, NaN/inf stay as JSON's NaN/Infinity."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out[str(k)] = _jsonable(v)
-        elif isinstance(v, str | int | float | bool) or v is None:
-            out[str(k)] = v
-        elif isinstance(v, list | tuple):
-            out[str(k)] = [x if isinstance(x, str | int | float | bool) or x is None else str(x) for x in v]
-        else:
-            out[str(k)] = str(v)
-    return out

@@ -1,6 +1,6 @@
 """Train a GAN on the prepared dataset; write checkpoints, sample grids, the generator package and metrics.
-(One training loop with its step, resume and outputs; the family interface of the StyleGAN2 issue will move the
-per-family step out of it.)
+(The generic loop: data, device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and
+resume. What a step does — losses, regularisers, the order of G/D phases — is the family's, gan_core.steps.)
 
     python -m gan_core train                                        # params.yaml
     python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
@@ -8,7 +8,7 @@ per-family step out of it.)
     torchrun --standalone --nproc_per_node 2 -m gan_core train      # data parallel (gloo on CPU, NCCL on GPUs)
 
     from gan_core.train import train
-    result = train(cfg, callbacks=[MyCallback()])   # {"package_dir": ..., "metrics_path": ..., "steps": ..., ...}
+    result = train(cfg, callbacks=[MyCallback()])   # a TrainResult: result.package_dir, result.steps, ...
 
 Outputs under train.out_dir: checkpoints/last.pt (+ last.json), samples/step_XXXXXX.png, generator/ (EMA weights,
 safetensors + JSON), metrics.json. Only rank 0 logs, samples and writes files.
@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,21 @@ from gan_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from gan_core.config import Config
+from gan_core.config import Config, OptimizerConfig
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import choose_runtime, deterministic
-from gan_core.diffaugment import diff_augment
+from gan_core.diffaugment import AdaptiveAugment, diff_augment
 from gan_core.ema import EMA
 from gan_core.errors import UserError, first_line
 from gan_core.identity import first_difference, resumable, training_identity
 from gan_core.lineage import code_hash, data_version, lineage
-from gan_core.losses import discriminator_loss, generator_loss, gradient_penalty
-from gan_core.models import build_discriminator, build_generator, discriminator_kwargs, generator_kwargs
+from gan_core.models import (
+    build_discriminator,
+    build_generator,
+    discriminator_kwargs,
+    generator_kwargs,
+    training_step,
+)
 from gan_core.package import save_generator
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
 
@@ -68,9 +74,37 @@ class DivergenceError(UserError):
     """A loss became NaN or infinite: training stops, and the last good checkpoint stays as it was."""
 
 
-def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()) -> dict[str, Any]:
-    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches); return the result dict:
-    package_dir, metrics_path, samples_dir, checkpoint, steps, resumed_from, final losses and throughput."""
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training produced and how it went. `summary()` is what metrics.json holds (numbers only)."""
+
+    steps: int  # the step the weights are at: train.steps, or a checkpoint's later step
+    trained_steps: int  # steps this call ran (0 when a checkpoint was already there)
+    resumed_from: int
+    wall_time_s: float
+    images_per_s: float
+    final: dict[str, float]  # the last logging window: losses, D logits, gradient norms, diversity, EMA decay
+    package_dir: str
+    metrics_path: str
+    samples_dir: str
+    last_samples: str | None
+    checkpoint: str
+    device: str
+    world_size: int
+
+    def summary(self) -> dict[str, float | None]:
+        """Numbers for metrics.json and MLflow; NaN/inf become None (JSON has neither)."""
+        numbers = {"steps": self.steps, "trained_steps": self.trained_steps, "resumed_from": self.resumed_from,
+                   "wall_time_s": round(self.wall_time_s, 3), "images_per_s": self.images_per_s,
+                   **{k: v for k, v in self.final.items() if k != "images_per_s"}}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in numbers.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches)."""
     return Trainer(cfg, resume=resume, callbacks=callbacks).run()
 
 
@@ -111,16 +145,18 @@ class Trainer:
         distributed.broadcast_module(self.G, self.dist)
         distributed.broadcast_module(self.D, self.dist)
         self.G_step, self.D_step = self.runtime.compiled(self.G), self.runtime.compiled(self.D)
-        fused = self.device.type == "cuda"  # one kernel per optimizer step on GPUs
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.g_optimizer.lr, betas=tc.g_optimizer.betas,
-                                      fused=fused or None)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tc.d_optimizer.lr, betas=tc.d_optimizer.betas,
-                                      fused=fused or None)
+        self.opt_g = make_optimizer(self.G, tc.g_optimizer, self.device)
+        self.opt_d = make_optimizer(self.D, tc.d_optimizer, self.device)
         self.ema = EMA(self.G, tc.ema_decay)
 
-        # Noise for z, gradient-penalty mixing and DiffAugment: reseeded from (seed, rank, step) every step, so a
+        # Noise for z, penalties, style mixing and augmentation: reseeded from (seed, rank, step) every step, so a
         # resumed run draws what the killed one would have, and ranks draw different noise.
         self.noise = torch.Generator(device=self.device)
+        self.ada: AdaptiveAugment | None = None
+        if tc.augment == "ada":
+            self.ada = AdaptiveAugment(tc.diffaugment, tc.ada_target, tc.batch_size, tc.ada_interval, tc.ada_kimg,
+                                       self.device, average=lambda t: distributed.all_reduce_mean(t, self.dist))
+        self.step_fn = training_step(mc.arch)(self)
         grid_gen = torch.Generator().manual_seed(tc.seed)
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
@@ -146,63 +182,46 @@ class Trainer:
     def _step_seed(self, step: int) -> int:
         return ((self.cfg.train.seed * 1_000_003 + self.dist.rank) * 1_000_033 + step) % (2**63)
 
-    # ------------------------------------------------------------------------- the step
-    def _real_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    # ------------------------------------------------------------------------- services for the family's step
+    def real_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None."""
         idx = self.batches.indices(k)
         x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
         y = self.labels[idx].to(self.device, non_blocking=True) if self.labels is not None else None
         return self.runtime.layout(x), y
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees: ADA's adaptive augmentation, else the DiffAugment policy (identity when empty)."""
+        if self.ada is not None:
+            return self.ada(x, self.noise)
         return diff_augment(x, self.cfg.train.diffaugment, self.noise)
 
+    def optimize(self, net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step of `net` on `loss`, its gradients averaged over ranks."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(net, self.dist)
+        optimizer.step()
+
+    def observe_real_logits(self, logits: torch.Tensor) -> None:
+        """D's logits on a real batch, once per step: ADA steers its probability by them."""
+        if self.ada is not None:
+            self.ada.observe(logits.detach())
+
+    # ------------------------------------------------------------------------- the step
     def train_step(self, step: int) -> None:
-        """One G update (step = 1, 2, ...) preceded by n_critic D updates."""
-        tc = self.cfg.train
+        """One step (step = 1, 2, ...) of the family's training step, then the EMA and the bookkeeping."""
         self.noise.manual_seed(self._step_seed(step))
-        batch = tc.batch_size
-
-        # ---- D update(s): real up, fake down; fake is detached so only D learns here.
-        self.D.requires_grad_(True)
-        for i in range(tc.n_critic):
-            real, labels = self._real_batch((step - 1) * tc.n_critic + i)
-            z = torch.randn(batch, self.cfg.model.latent_dim, device=self.device, generator=self.noise)  # (B, Z)
-            # Fake images take the real batch's labels: the class mix G is trained on matches the data's.
-            with self.runtime.autocast():
-                fake = self.G_step(z, labels)  # (B, C, H, W)
-                d_real = self.D_step(self._augment(real), labels)  # (B,) logits
-                d_fake = self.D_step(self._augment(fake.detach()), labels)
-                d_loss = discriminator_loss(tc.loss, d_real, d_fake)
-            if tc.loss == "wgan-gp":
-                # Through the uncompiled D: torch.compile does not support the double backward.
-                d_loss = d_loss + tc.gp_weight * gradient_penalty(self.D, real, fake.detach(), labels, self.noise)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            distributed.average_gradients(self.D, self.dist)
-            self.opt_d.step()
-
-        # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
-        self.D.requires_grad_(False)
-        with self.runtime.autocast():
-            g_loss = generator_loss(tc.loss, self.D_step(self._augment(fake), labels))
-        self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        distributed.average_gradients(self.G, self.dist)
-        self.opt_g.step()
-        # BatchNorm running stats saw only this rank's batches (D's in both passes): take rank 0's, as DDP does.
-        distributed.broadcast_buffers(self.G, self.dist)
-        distributed.broadcast_buffers(self.D, self.dist)
+        out = self.step_fn(step)
         self.ema.update(self.G)
 
         # ---- bookkeeping on the device (no host sync)
         with torch.no_grad():
-            stats = torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach().float().mean(),
-                                 d_fake.detach().float().mean()])
+            stats = torch.stack([out.d_loss, out.g_loss, out.d_real.float().mean(), out.d_fake.float().mean()])
             self._sums += stats
             bad = ~torch.isfinite(stats[:2]).all()
             self._first_bad_step = torch.where(bad, self._first_bad_step.clamp(max=step), self._first_bad_step)
-        self._last_real, self._last_fake = real, fake.detach()
+        self._last_real, self._last_fake = out.real, out.fake
 
     # ------------------------------------------------------------------------- observation
     def _raise_if_diverged(self) -> None:
@@ -236,6 +255,8 @@ class Trainer:
             "images_per_s": images / max(seconds, 1e-9),
             "diversity": self._diversity(),
             "ema_decay": self.ema.current_decay(),
+            **self.step_fn.metrics(),
+            **({"ada_p": float(self.ada.p)} if self.ada is not None else {}),
         }
 
     def _diversity(self) -> float:
@@ -265,10 +286,9 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "g_optimizer": self.opt_g.state_dict(),
             "d_optimizer": self.opt_d.state_dict(),
-            "scaler": None,  # bf16 autocast needs no loss scaling
             "rng": rng_state(),
-            "sampler": {"seed": self.cfg.train.seed, "world_size": self.dist.world_size,
-                        **self.batches.position(step * self.cfg.train.n_critic)},
+            "step_state": self.step_fn.state_dict(),
+            "augment_state": self.ada.state_dict() if self.ada is not None else {},
             "config": self.cfg.model_dump(mode="json"),
             "data_version": self.data_version,
             "code_hash": self.code_hash,
@@ -301,6 +321,9 @@ class Trainer:
             self.opt_g.load_state_dict(state["g_optimizer"])
             self.opt_d.load_state_dict(state["d_optimizer"])
             set_rng_state(state["rng"])
+            self.step_fn.load_state_dict(state.get("step_state", {}))
+            if self.ada is not None:
+                self.ada.load_state_dict(state["augment_state"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             # Its settings match ours, so the tensors inside were edited or damaged (load_checkpoint checked the
             # structure; shapes and optimizer/RNG contents only show when applied).
@@ -339,14 +362,14 @@ class Trainer:
             self.resumed_from = self._try_resume()
         return self.resumed_from
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TrainResult:
         try:
             with deterministic(self.device.type == "cpu"):
                 return self._run()
         finally:
             distributed.shutdown(self.dist)
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> TrainResult:
         tc = self.cfg.train
         main = self.dist.is_main
         start = self.prepare()
@@ -400,36 +423,25 @@ class Trainer:
                 cb.on_train_end(result)
         return result
 
-    def _finish(self, metrics: dict[str, float], trained: int, wall: float, grid: Path | None) -> dict[str, Any]:
-        """Write the generator package (EMA weights) and metrics.json; return the result dict."""
+    def _finish(self, metrics: dict[str, float], trained: int, wall: float, grid: Path | None) -> TrainResult:
+        """Write the generator package (EMA weights) and metrics.json."""
         tc = self.cfg.train
         steps = max(tc.steps, self.resumed_from)
         images = trained * tc.batch_size * tc.n_critic * self.dist.world_size
-        summary = {
-            "steps": steps,
-            "trained_steps": trained,
-            "resumed_from": self.resumed_from,
-            "wall_time_s": round(wall, 3),
-            "images_per_s": images / wall if trained and wall > 0 else 0.0,
-            **{k: v for k, v in metrics.items() if k != "images_per_s"},
-        }
         package_dir = self.out_dir / "generator"
-        metrics_path = self.out_dir / "metrics.json"
+        if self.dist.is_main and grid is None:
+            grid = self.write_samples(steps)
+        result = TrainResult(
+            steps=steps, trained_steps=trained, resumed_from=self.resumed_from, wall_time_s=wall,
+            images_per_s=images / wall if trained and wall > 0 else 0.0, final=metrics,
+            package_dir=str(package_dir), metrics_path=str(self.out_dir / "metrics.json"),
+            samples_dir=str(self.out_dir / "samples"), last_samples=str(grid) if grid else None,
+            checkpoint=str(self.checkpoint_path), device=self.runtime.describe(), world_size=self.dist.world_size,
+        )
         if self.dist.is_main:
-            if grid is None:
-                grid = self.write_samples(steps)
             save_generator(self.ema.module, self._package_spec(steps), package_dir)
-            write_json(metrics_path, _json_safe(summary))
-        return {
-            **summary,
-            "package_dir": str(package_dir),
-            "metrics_path": str(metrics_path),
-            "samples_dir": str(self.out_dir / "samples"),
-            "last_samples": str(grid) if grid else None,
-            "checkpoint": str(self.checkpoint_path),
-            "device": self.runtime.describe(),
-            "world_size": self.dist.world_size,
-        }
+            write_json(Path(result.metrics_path), result.summary())
+        return result
 
     def _package_spec(self, steps: int) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
@@ -454,9 +466,12 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    """NaN/inf are not JSON: write them as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+def make_optimizer(net: nn.Module, settings: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (betas as set) or RMSprop (the original WGAN's), fused into one kernel per step on GPUs."""
+    fused = (device.type == "cuda") or None
+    if settings.kind == "rmsprop":
+        return torch.optim.RMSprop(net.parameters(), lr=settings.lr)
+    return torch.optim.Adam(net.parameters(), lr=settings.lr, betas=settings.betas, fused=fused)
 
 
 def progress_line(step: int, total: int, metrics: dict[str, float], elapsed_s: float, trained: int) -> str:

@@ -127,11 +127,11 @@ def test_more_training_lowers_fid_toward_real_data(
             "train.sample_every": 1000, "train.checkpoint_every": 1000, "train.log_every": 50})
         result = train(train_cfg)  # resumes from the previous call's checkpoint: the same run, trained longer
         cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"], **TRUSTED)
-        return evaluate(cfg, result["package_dir"])["fid_lenet"]
+        return evaluate(cfg, result.package_dir).metrics["fid_lenet"]
 
     short, longer = train_and_evaluate(30), train_and_evaluate(1000)
     cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"], **TRUSTED)
-    perfect = evaluate(cfg, ReplayGenerator(mnist.images))["fid_lenet"]
+    perfect = evaluate(cfg, ReplayGenerator(mnist.images)).metrics["fid_lenet"]
     # Measured over classifier seeds 0-2 x train.seed 0-1 x OMP_NUM_THREADS 1-2 (12 runs): 30 steps 1278-1384,
     # 1000 steps 193-265 (ratio >= 4.9), the perfect generator 6.9-7.5 (ratio to 1000 steps >= 25). 150 steps, as
     # before, gave 1173-1335: only 3.6-10% below 30 steps, too close for another CPU's GAN trajectory.
@@ -148,25 +148,25 @@ def test_evaluate_writes_metrics_and_grid_and_is_reproducible(
     G = ReplayGenerator(mnist.images[:1000])
     first = evaluate(cfg, G)
 
-    assert LENET_METRICS | {m.CLASS_COVERAGE, m.CLASS_ENTROPY, m.CLASSIFIER_ACCURACY} <= set(first)
-    assert m.CLASS_ACCURACY not in first  # unconditional generator
-    assert not any(k.endswith("_inception") for k in first)
-    info = first[m.INFO_KEY]
+    assert LENET_METRICS | {m.CLASS_COVERAGE, m.CLASS_ENTROPY, m.CLASSIFIER_ACCURACY} <= set(first.metrics)
+    assert m.CLASS_ACCURACY not in first.metrics  # unconditional generator
+    assert not any(k.endswith("_inception") for k in first.metrics)
+    info = first.info
     assert info["num_samples"] == 500 and info["seed"] == cfg.eval.seed
     assert info["extractors"]["lenet"]["holdout_accuracy"] == lenet_classifier["holdout_accuracy"]
-    assert first[m.CLASSIFIER_ACCURACY] == lenet_classifier["holdout_accuracy"]
+    assert first.metrics[m.CLASSIFIER_ACCURACY] == lenet_classifier["holdout_accuracy"]
     assert info["data_version"].endswith(".dir")  # the md5 DVC records (gan_core.lineage)
     # On disk, numbers only (DVC compares them); the info beside them.
     on_disk = json.loads((Path(cfg.eval.out_dir) / METRICS_FILE).read_text())
-    assert on_disk == m.metric_values(first) and all(type(v) is float for v in on_disk.values())
+    assert on_disk == first.metrics and all(type(v) is float for v in on_disk.values())
     assert json.loads((Path(cfg.eval.out_dir) / INFO_FILE).read_text()) == json.loads(json.dumps(info))
     with Image.open(Path(cfg.eval.out_dir) / SAMPLES_FILE) as grid:
         assert grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 tiles of 32 px with 2 px padding
 
     again = evaluate(cfg, G)
-    assert m.metric_values(again) == m.metric_values(first)  # same inputs + seed → same numbers
+    assert again.metrics == first.metrics  # same inputs + seed → same numbers
     other_seed = evaluate(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"seed": 7})}), G)
-    assert other_seed["fid_lenet"] != first["fid_lenet"]
+    assert other_seed.metrics["fid_lenet"] != first.metrics["fid_lenet"]
 
 
 def test_generated_samples_are_the_same_however_they_are_read(mnist) -> None:
@@ -205,39 +205,39 @@ def test_real_features_cached_by_data_version(digits_eval) -> None:
     cache = Path(cfg.eval.cache_dir)
 
     first = evaluate(cfg, _replay_digits(prepared))
-    lenet = first[m.INFO_KEY]["extractors"]["lenet"]
+    lenet = first.info["extractors"]["lenet"]
     assert lenet["real_pass"] == "computed"
     files = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert [p.name for p in files] == [lenet["real_cache_file"]] and lenet["real_cache_file"].endswith(".safetensors")
-    assert first[m.INFO_KEY]["data_version"].removesuffix(".dir") in lenet["real_cache_file"]
+    assert first.info["data_version"].removesuffix(".dir") in lenet["real_cache_file"]
     with safe_open(str(cache / lenet["real_cache_file"]), framework="pt") as f:  # plain tensors, nothing to unpickle
         assert list(f.keys()) == ["penultimate"] and f.get_tensor("penultimate").shape == (800, 128)
 
     second = evaluate(cfg, _replay_digits(prepared))
-    assert second[m.INFO_KEY]["extractors"]["lenet"]["real_pass"] == "cached"  # no real image was read
+    assert second.info["extractors"]["lenet"]["real_pass"] == "cached"  # no real image was read
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == files  # nothing rewritten
-    assert m.metric_values(second) == m.metric_values(first)
+    assert second.metrics == first.metrics
 
     # New data → new data version → a new cache entry, computed from the new images; the old one is left alone.
     prepare(DataConfig(source="digits", resolution=16, max_images=700, prepared_dir=str(prepared)))
     train_classifier(cfg)  # new data, new classifier (its own step)
     third = evaluate(cfg, _replay_digits(prepared))
-    new = third[m.INFO_KEY]["extractors"]["lenet"]
+    new = third.info["extractors"]["lenet"]
     assert new["real_pass"] == "computed"
     assert new["real_cache_file"] != lenet["real_cache_file"]
-    assert third[m.INFO_KEY]["num_real"] == 700
+    assert third.info["num_real"] == 700
     assert {p.name for p in cache.iterdir()} == {lenet["real_cache_file"], new["real_cache_file"]}
 
 
 def test_retrained_classifier_never_meets_its_predecessors_features(digits_eval) -> None:
     prepared, cfg = digits_eval
-    first = evaluate(cfg, _replay_digits(prepared))["info"]["extractors"]["lenet"]
+    first = evaluate(cfg, _replay_digits(prepared)).info["extractors"]["lenet"]
     other_seed = cfg.eval.classifier.model_copy(update={"seed": 1})  # same data, different weights
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"classifier": other_seed})})
     with pytest.raises(UserError, match="no domain classifier"):  # evaluation never trains the new one itself
         evaluate(cfg, _replay_digits(prepared))
     train_classifier(cfg)
-    second = evaluate(cfg, _replay_digits(prepared))["info"]["extractors"]["lenet"]
+    second = evaluate(cfg, _replay_digits(prepared)).info["extractors"]["lenet"]
     assert second["weights_sha256"] != first["weights_sha256"]
     assert second["real_pass"] == "computed" and second["real_cache_file"] != first["real_cache_file"]
 
@@ -250,7 +250,7 @@ def _plant(path: Path, marker: Path) -> None:
 def test_planted_pickles_in_the_cache_dir_never_run(digits_eval, tmp_path: Path) -> None:
     prepared, cfg = digits_eval
     reference = evaluate(_with_cache_dir(cfg, tmp_path / "clean-cache"), _replay_digits(prepared))
-    info = reference[m.INFO_KEY]
+    info = reference.info
     ours = info["extractors"]["lenet"]["real_cache_file"]
     training_key = json.loads((Path(info["extractors"]["lenet"]["model_dir"]) / "classifier.json").read_text())[
         "training_key"]
@@ -271,20 +271,20 @@ def test_planted_pickles_in_the_cache_dir_never_run(digits_eval, tmp_path: Path)
     with pytest.warns(UserWarning, match="unreadable real-feature cache"):
         result = evaluate(_with_cache_dir(cfg, planted), _replay_digits(prepared))
     assert not marker.exists()
-    assert result[m.INFO_KEY]["extractors"]["lenet"]["real_pass"] == "computed"
-    assert m.metric_values(result) == m.metric_values(reference)
+    assert result.info["extractors"]["lenet"]["real_pass"] == "computed"
+    assert result.metrics == reference.metrics
     with safe_open(str(planted / ours), framework="pt") as f:  # the planted file was replaced by a real entry
         assert f.get_tensor("penultimate").shape == (800, 128)
     again = evaluate(_with_cache_dir(cfg, planted), _replay_digits(prepared))
-    assert again[m.INFO_KEY]["extractors"]["lenet"]["real_pass"] == "cached"
-    assert m.metric_values(again) == m.metric_values(reference) and not marker.exists()
+    assert again.info["extractors"]["lenet"]["real_pass"] == "cached"
+    assert again.metrics == reference.metrics and not marker.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "wrong_rows", "other_key"])
 def test_damaged_cache_entries_are_rebuilt(digits_eval, damage: str) -> None:
     prepared, cfg = digits_eval
     first = evaluate(cfg, _replay_digits(prepared))
-    entry = Path(cfg.eval.cache_dir) / first[m.INFO_KEY]["extractors"]["lenet"]["real_cache_file"]
+    entry = Path(cfg.eval.cache_dir) / first.info["extractors"]["lenet"]["real_cache_file"]
     whole = entry.read_bytes()
     with safe_open(str(entry), framework="pt") as f:
         features, metadata = f.get_tensor("penultimate"), f.metadata()
@@ -304,8 +304,8 @@ def test_damaged_cache_entries_are_rebuilt(digits_eval, damage: str) -> None:
             second = evaluate(cfg, _replay_digits(prepared))
     else:
         second = evaluate(cfg, _replay_digits(prepared))
-    assert second[m.INFO_KEY]["extractors"]["lenet"]["real_pass"] == "computed"
-    assert m.metric_values(second) == m.metric_values(first)
+    assert second.info["extractors"]["lenet"]["real_pass"] == "computed"
+    assert second.metrics == first.metrics
     assert entry.read_bytes() == whole  # rebuilt, byte for byte
 
 
@@ -342,10 +342,10 @@ def test_class_checks_catch_mode_collapse(mnist5k_full_prepared: Path, mnist, le
     collapsed = evaluate(cfg, ReplayGenerator(threes))
     # Measured over classifier seeds 0-2 x 1-2 threads: diverse coverage 1.0, entropy 0.995; collapsed coverage 0.1,
     # entropy 0.0-0.034, recall 0.095-0.104 vs 0.887-0.907.
-    assert diverse[m.CLASS_COVERAGE] == 1.0 and diverse[m.CLASS_ENTROPY] > 0.95
-    assert collapsed[m.CLASS_COVERAGE] == pytest.approx(0.1)  # one class of ten
-    assert collapsed[m.CLASS_ENTROPY] < 0.15
-    assert collapsed["recall_lenet"] < diverse["recall_lenet"]
+    assert diverse.metrics[m.CLASS_COVERAGE] == 1.0 and diverse.metrics[m.CLASS_ENTROPY] > 0.95
+    assert collapsed.metrics[m.CLASS_COVERAGE] == pytest.approx(0.1)  # one class of ten
+    assert collapsed.metrics[m.CLASS_ENTROPY] < 0.15
+    assert collapsed.metrics["recall_lenet"] < diverse.metrics["recall_lenet"]
 
 
 def test_conditional_generators_get_class_accuracy(mnist5k_full_prepared: Path, mnist, lenet_classifier: dict,
@@ -354,9 +354,9 @@ def test_conditional_generators_get_class_accuracy(mnist5k_full_prepared: Path, 
     right = evaluate(cfg, ReplayGenerator(mnist.images, mnist.labels, conditional=True))
     wrong = evaluate(cfg, ReplayGenerator(mnist.images, mnist.labels, conditional=True, label_shift=1))
     # Measured over classifier seeds 0-2 x 1-2 threads: right 0.995-1.0, wrong 0.0, wrong's coverage 1.0.
-    assert right[m.CLASS_ACCURACY] >= 0.95
-    assert wrong[m.CLASS_ACCURACY] <= 0.1  # right digits, wrong requested class
-    assert wrong[m.CLASS_COVERAGE] == 1.0  # coverage alone would not notice
+    assert right.metrics[m.CLASS_ACCURACY] >= 0.95
+    assert wrong.metrics[m.CLASS_ACCURACY] <= 0.1  # right digits, wrong requested class
+    assert wrong.metrics[m.CLASS_COVERAGE] == 1.0  # coverage alone would not notice
 
 
 # ----------------------------------------------------------------------------- errors and clamps
@@ -423,8 +423,8 @@ def test_kid_subset_clamped_and_recorded(mnist5k_full_prepared: Path, mnist, len
                                          eval_config) -> None:
     cfg = eval_config(mnist5k_full_prepared, lenet_classifier["out_dir"], **TRUSTED, **{"eval.num_samples": 60})
     result = evaluate(cfg, ReplayGenerator(mnist.images))
-    assert result[m.INFO_KEY]["kid_subset_size"] == 60
-    assert math.isfinite(result["kid_lenet"])
+    assert result.info["kid_subset_size"] == 60
+    assert math.isfinite(result.metrics["kid_lenet"])
 
 
 def test_wrong_image_shape_and_missing_generator_are_user_errors(
@@ -460,7 +460,7 @@ def test_cli_evaluates_a_generator_package(
     assert run_app(app, ["evaluate", "--params", str(params)]) == 0
     printed = json.loads(capsys.readouterr().out)
     on_disk = json.loads((Path(cfg.eval.out_dir) / METRICS_FILE).read_text())
-    assert on_disk == m.metric_values(printed) and np.isfinite(on_disk["fid_lenet"])
+    assert on_disk == printed["metrics"] and np.isfinite(on_disk["fid_lenet"])
 
     assert run_app(app, ["evaluate", "--params", str(params), "--generator", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -146,13 +146,13 @@ def test_inception_metrics_from_a_local_weights_file(
 
     result = evaluate(cfg, Replay())
     assert not marker.exists()
-    assert INCEPTION_METRICS <= set(result)
-    assert all(math.isfinite(result[k]) for k in INCEPTION_METRICS)
-    assert not any(k.endswith("_lenet") for k in result) and m.CLASS_COVERAGE not in result
-    info = result[m.INFO_KEY]["extractors"]["inception"]
+    assert INCEPTION_METRICS <= set(result.metrics)
+    assert all(math.isfinite(result.metrics[k]) for k in INCEPTION_METRICS)
+    assert not any(k.endswith("_lenet") for k in result.metrics) and m.CLASS_COVERAGE not in result.metrics
+    info = result.info["extractors"]["inception"]
     assert info["weights"] == str(inception_weights_file) and info["torch_fidelity_name"] == "ganops-inception-v3"
     assert info["feature_layer_fid"] == "2048" and info["real_pass"] == "computed"
-    assert result[m.INFO_KEY]["kid_subset_size"] == 10
+    assert result.info["kid_subset_size"] == 10
     # The weights file was read once, with weights_only=True; whatever torch-fidelity unpickled came from memory.
     from_disk = [(f, weights_only) for f, weights_only in torch_load_calls if isinstance(f, str | os.PathLike)]
     assert from_disk == [(inception_weights_file, True)]

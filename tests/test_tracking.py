@@ -91,7 +91,7 @@ def test_a_training_run_records_params_lineage_step_metrics_sample_grids_and_eva
         history = client.get_metric_history(run_id, key)
         assert sorted(m.step for m in history) == [2, 4], key
     # metrics.json repeats the last window's values (its images_per_s is the whole run's, so not compared).
-    for key, value in json.loads(Path(result["metrics_path"]).read_text()).items():
+    for key, value in json.loads(Path(result.metrics_path).read_text()).items():
         if key in step_keys and key != "images_per_s" and value is not None:
             assert client.get_metric_history(run_id, key)[-1].value == pytest.approx(value), key
     # Evaluation metrics (strings are not metrics), with the JSON files as artifacts.

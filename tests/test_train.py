@@ -67,6 +67,13 @@ MATRIX = [
     ("mlp", 32, "lsgan", {"model.conditional": True, "model.cond_mode": "projection"}),
     ("mlp", 28, "nonsaturating", {"model.conditional": True, "model.cond_mode": "concat", "model.spectral_norm": True}),
     ("dcgan", 32, "nonsaturating", {"train.diffaugment": "color,translation,cutout"}),
+    ("dcgan", 32, "wgan", {"train.n_critic": 2, "train.d_optimizer.kind": "rmsprop",
+                           "train.g_optimizer.kind": "rmsprop"}),
+    ("mlp", 28, "nonsaturating", {"train.augment": "ada", "train.ada_interval": 1}),
+    # R1 and path length every step, styles always mixed: every regulariser runs in three steps.
+    ("stylegan2", 32, "nonsaturating", {"train.r1_every": 1, "train.pl_weight": 2.0, "train.pl_every": 1,
+                                        "train.style_mixing": 1.0}),
+    ("stylegan2", 32, "hinge", {"model.conditional": True, "model.mapping_layers": 2, "train.augment": "ada"}),
 ]
 
 
@@ -83,16 +90,17 @@ def test_every_architecture_and_loss_trains(arch, res, loss, extra, mnist_prepar
     g0, d0 = _params(trainer.G), _params(trainer.D)
     result = trainer.run()
 
-    assert result["steps"] == 3
+    assert result.steps == 3
     for key in ("d_loss", "g_loss", "d_real_logit", "d_fake_logit", "d_grad_norm", "g_grad_norm"):
-        assert torch.isfinite(torch.tensor(result[key])), key
+        assert torch.isfinite(torch.tensor(result.final[key])), key
     # Both networks learned: every parameter tensor moved. D's output bias is exempt: it cancels out of the
     # wgan-gp loss, and its hinge gradient is zero while all logits lie inside the margin.
     for before, module in ((g0, trainer.G), (d0, trainer.D)):
-        still = [k for k, v in module.named_parameters() if torch.equal(before[k], v) and k != "head.linear.bias"]
+        still = [k for k, v in module.named_parameters()
+                 if torch.equal(before[k], v) and k not in ("head.linear.bias", "out.bias")]
         assert not still
     cond = extra.get("model.conditional", False)
-    G = load_generator(result["package_dir"])
+    G = load_generator(result.package_dir)
     labels = torch.arange(4) if cond else None
     assert G(torch.randn(4, 16), labels).shape == (4, 1, res, res)
     assert G.num_classes == (10 if cond else 0)
@@ -118,7 +126,7 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
     assert rec.end == result
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 6 and metrics["trained_steps"] == 6 and metrics["g_loss"] == result["g_loss"]
+    assert metrics["steps"] == 6 and metrics["trained_steps"] == 6 and metrics["g_loss"] == result.final["g_loss"]
     spec = read_spec(out / "generator")
     assert spec["arch"] == "dcgan" and spec["num_classes"] == 10 and spec["image_shape"] == [1, 32, 32]
     assert spec["class_names"] == [str(i) for i in range(10)]
@@ -175,19 +183,19 @@ def test_diffaugment_reaches_real_and_fake_in_d_and_fake_in_g(mnist_prepared, ti
     cfg = tiny_train_config(mnist_prepared, **{"train.diffaugment": "translation", "train.n_critic": 2})
     trainer = Trainer(cfg, resume=False)
     seen: list[torch.Tensor] = []
-    augment = trainer._augment
+    augment = trainer.augment
 
     def record(x: torch.Tensor) -> torch.Tensor:
         seen.append(x)
         return augment(x)
 
-    trainer._augment = record
+    trainer.augment = record
     trainer.train_step(1)
     # Each D update augments its real batch, then the detached fake; the G update augments the fake with its graph.
     assert len(seen) == 2 * 2 + 1
     for i in range(2):
         real, fake = seen[2 * i], seen[2 * i + 1]
-        assert torch.equal(real, trainer._real_batch(i)[0]) and not real.requires_grad
+        assert torch.equal(real, trainer.real_batch(i)[0]) and not real.requires_grad
         assert fake.shape == real.shape and not fake.requires_grad
     assert seen[4].requires_grad and torch.equal(seen[4], seen[3])  # G's pass: the last D update's fake
 
@@ -210,31 +218,31 @@ def test_batch_larger_than_dataset_is_a_user_error(mnist28, tiny_train_config):
 
 def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, caplog):
     first = train(tiny_train_config(mnist_prepared, **{"train.steps": 4}))
-    assert first["resumed_from"] == 0
+    assert first.resumed_from == 0
 
     # More steps, same training settings: continue from the checkpoint at step 4.
     more = train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.log_every": 3}))
-    assert more["resumed_from"] == 4 and more["steps"] == 6 and more["trained_steps"] == 2
-    assert json.loads((Path(more["checkpoint"]).with_name("last.json")).read_text())["step"] == 6
+    assert more.resumed_from == 4 and more.steps == 6 and more.trained_steps == 2
+    assert json.loads((Path(more.checkpoint).with_name("last.json")).read_text())["step"] == 6
 
     # A setting that shapes the weights changed: the checkpoint is not used, and the log says why.
     with caplog.at_level(logging.WARNING, logger="gan_core.train"):
         fresh = train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}))
-    assert fresh["resumed_from"] == 0 and fresh["trained_steps"] == 6
+    assert fresh.resumed_from == 0 and fresh.trained_steps == 6
     assert "train.loss: 'nonsaturating' → now 'hinge'" in caplog.text
 
     # A checkpoint written by other code (e.g. before a fix to the losses) is not resumed either.
-    checkpoint = Path(fresh["checkpoint"])
+    checkpoint = Path(fresh.checkpoint)
     state = torch.load(checkpoint, weights_only=True)
     torch.save({**state, "code_hash": "0" * 16}, checkpoint)
     with caplog.at_level(logging.WARNING, logger="gan_core.train"):
         rerun = train(tiny_train_config(mnist_prepared, **{"train.steps": 7, "train.loss": "hinge"}))
-    assert rerun["resumed_from"] == 0 and rerun["trained_steps"] == 7
+    assert rerun.resumed_from == 0 and rerun.trained_steps == 7
     assert "code: '0000000000000000'" in caplog.text
 
     # resume=False ignores a matching checkpoint.
     assert train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}),
-                 resume=False)["resumed_from"] == 0
+                 resume=False).resumed_from == 0
 
 
 def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
@@ -306,8 +314,8 @@ def test_preflight_asks_for_room_for_two_checkpoints(mnist_prepared, tiny_train_
     """The estimate must cover what is written: the checkpoint is replaced atomically, so two coexist briefly."""
     result = train(tiny_train_config(mnist_prepared))
     trainer = Trainer(tiny_train_config(mnist_prepared))
-    checkpoint = Path(result["checkpoint"]).stat().st_size
-    package = sum(f.stat().st_size for f in Path(result["package_dir"]).iterdir())
+    checkpoint = Path(result.checkpoint).stat().st_size
+    package = sum(f.stat().st_size for f in Path(result.package_dir).iterdir())
     assert trainer._output_bytes() >= 2 * checkpoint + package
 
 
@@ -329,8 +337,8 @@ def test_cuda_bf16_channels_last_step(mnist_prepared, tiny_train_config):
     trainer = Trainer(cfg, resume=False)
     assert trainer.runtime.bf16 and trainer.runtime.channels_last
     result = trainer.run()
-    assert torch.isfinite(torch.tensor([result["d_loss"], result["g_loss"]])).all()
-    assert load_generator(result["package_dir"])(torch.randn(2, 16)).shape == (2, 1, 32, 32)
+    assert torch.isfinite(torch.tensor([result.final["d_loss"], result.final["g_loss"]])).all()
+    assert load_generator(result.package_dir)(torch.randn(2, 16)).shape == (2, 1, 32, 32)
 
 
 def test_progress_lines_every_log_every_steps_when_stderr_is_not_a_terminal(

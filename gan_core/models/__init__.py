@@ -1,5 +1,7 @@
-"""The networks, one module per GAN family, registered by name in FAMILIES: adding a family is one new module
-(a Generator, a Discriminator and discriminator_options) and one line here.
+"""The families, one module each, registered by name in FAMILIES: adding a family is one new module and one line
+here. A family module defines Generator, Discriminator, generator_options and discriminator_options (its own
+constructor arguments from the config) and TrainingStep (its losses, regularisers and phase order: a
+gan_core.steps.AdversarialStep, or a subclass of it).
 
     G = build_generator("dcgan", latent_dim=64, channels=1, resolution=32, width=64, num_classes=0)
     D = build_discriminator("dcgan", channels=1, resolution=32, width=64, norm="batch")
@@ -13,27 +15,36 @@ The keyword arguments are plain JSON values: the generator package stores them i
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
-from gan_core.models import dcgan, mlp
+from gan_core.models import dcgan, mlp, stylegan2
 from gan_core.models.dcgan import DCGAN_RESOLUTIONS
 
-FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan}
+FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan, "stylegan2": stylegan2}
+
+if TYPE_CHECKING:
+    from gan_core.steps import AdversarialStep
 
 
 def build_generator(arch: str, **kwargs: Any) -> nn.Module:
-    """G for `arch` (mlp | dcgan): kwargs latent_dim, channels, resolution, width, num_classes."""
+    """G for `arch`: kwargs latent_dim, channels, resolution, width, num_classes and the family's own
+    (stylegan2: mapping_layers)."""
     return _family(arch).Generator(**kwargs)
 
 
 def build_discriminator(arch: str, **kwargs: Any) -> nn.Module:
-    """D for `arch` (mlp | dcgan): kwargs channels, resolution, width, num_classes, cond_mode, spectral_norm
-    and the family's own (dcgan: norm = batch | layer | none). Outputs logits (B,)."""
+    """D for `arch`: kwargs channels, resolution, width, num_classes, cond_mode, spectral_norm and the family's
+    own (dcgan: norm = batch | layer | none). Outputs logits (B,)."""
     return _family(arch).Discriminator(**kwargs)
+
+
+def training_step(arch: str) -> type[AdversarialStep]:
+    """The family's training step class (gan_core.steps): construct it with the trainer."""
+    return _family(arch).TrainingStep
 
 
 def _family(arch: str) -> ModuleType:
@@ -51,6 +62,7 @@ def generator_kwargs(model: ModelConfig, image_shape: tuple[int, int, int], num_
         "resolution": image_shape[1],
         "width": model.g_width,
         "num_classes": num_classes if model.conditional else 0,
+        **FAMILIES[model.arch].generator_options(model),
     }
 
 
@@ -76,4 +88,4 @@ def _check_square(image_shape: tuple[int, int, int]) -> None:
 
 
 __all__ = ["FAMILIES", "DCGAN_RESOLUTIONS", "build_generator", "build_discriminator", "generator_kwargs",
-           "discriminator_kwargs"]
+           "discriminator_kwargs", "training_step"]

@@ -12,6 +12,7 @@ from torch import nn
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
 from gan_core.models.conditioning import ConditionalHead, LabelInput, concat_labels, maybe_spectral_norm
+from gan_core.steps import AdversarialStep
 
 # DCGAN grows from a 4×4 (or 7×7) seed by doublings; these are the sides that reaches with ≥ 2 doublings.
 DCGAN_RESOLUTIONS = (16, 28, 32, 64, 128)
@@ -119,3 +120,12 @@ def discriminator_options(model: ModelConfig, loss: str) -> dict[str, Any]:
     """BatchNorm couples samples in a batch, which breaks the per-sample gradient penalty of wgan-gp, so that loss
     gets LayerNorm; spectral norm replaces normalisation altogether."""
     return {"norm": "none" if model.spectral_norm else "layer" if loss == "wgan-gp" else "batch"}
+
+
+def generator_options(model: ModelConfig) -> dict[str, Any]:
+    """No options beyond the shared ones."""
+    return {}
+
+
+# The standard step: n_critic D updates, then one G update, with any loss of gan_core.losses.
+TrainingStep = AdversarialStep

@@ -10,6 +10,7 @@ from torch import nn
 
 from gan_core.config import ModelConfig
 from gan_core.models.conditioning import ConditionalHead, LabelInput, maybe_spectral_norm
+from gan_core.steps import AdversarialStep
 
 
 class Generator(nn.Module):
@@ -76,3 +77,12 @@ class Discriminator(nn.Module):
 def discriminator_options(model: ModelConfig, loss: str) -> dict[str, Any]:
     """No options beyond the shared ones."""
     return {}
+
+
+def generator_options(model: ModelConfig) -> dict[str, Any]:
+    """No options beyond the shared ones."""
+    return {}
+
+
+# The standard step: n_critic D updates, then one G update, with any loss of gan_core.losses.
+TrainingStep = AdversarialStep
