@@ -62,10 +62,21 @@ def _tensors(tree, prefix=""):
     return {prefix.rstrip("."): tree}
 
 
+RESUME_CASES = {
+    "dcgan": {"model.arch": "dcgan", "train.diffaugment": "translation,cutout"},
+    # Every stateful part of the stylegan2 step crosses the kill: lazy R1 (steps 4, 8, 12, ...), path length
+    # (its running mean), style mixing, layer noise, ADA's p and its pending signs (interval 3: 10 is mid-interval).
+    "stylegan2-ada": {"model.arch": "stylegan2", "model.mapping_layers": 2, "train.r1_every": 4,
+                      "train.pl_weight": 2.0, "train.pl_every": 3, "train.augment": "ada", "train.ada_interval": 3,
+                      "train.ada_kimg": 1.0},
+}
+
+
 @pytest.mark.slow
-def test_sigkill_and_resume_matches_uninterrupted_run(mnist_prepared, tiny_train_config, tmp_path):
-    overrides = {"model.arch": "dcgan", "train.steps": 30, "train.log_every": 5, "train.checkpoint_every": 10,
-                 "train.sample_every": 100, "train.diffaugment": "translation,cutout"}
+@pytest.mark.parametrize("family", sorted(RESUME_CASES))
+def test_sigkill_and_resume_matches_uninterrupted_run(family, mnist_prepared, tiny_train_config, tmp_path):
+    overrides = {"train.steps": 30, "train.log_every": 5, "train.checkpoint_every": 10, "train.sample_every": 100,
+                 **RESUME_CASES[family]}
     killed_cfg = tiny_train_config(mnist_prepared, **overrides, **{"train.out_dir": str(tmp_path / "killed")})
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(killed_cfg.model_dump(mode="json")))  # JSON is YAML
@@ -100,7 +111,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(mnist_prepared, tiny_train
 
     a = load_checkpoint(resumed.checkpoint)
     b = load_checkpoint(straight.checkpoint)
-    for part in ("generator", "discriminator", "ema", "g_optimizer", "d_optimizer"):
+    for part in ("generator", "discriminator", "ema", "g_optimizer", "d_optimizer", "step_state", "augment_state"):
         ta, tb = _tensors(a[part]), _tensors(b[part])
         assert ta.keys() == tb.keys()
         for key, va in ta.items():
