@@ -92,9 +92,10 @@ class ModelConfig(_Section):
     """How D sees the label: projection discriminator or label concatenation."""
     latent_dim: int = Field(64, ge=1, le=4096)
     g_width: int = Field(32, ge=4, le=4096)
-    """DCGAN: feature maps of G's last conv (ngf). MLP: hidden units of G's first layer."""
+    """DCGAN: feature maps of G's last conv (ngf). MLP: hidden units of G's first layer. StyleGAN2: feature maps
+    at full resolution (×2 per halving, at most ×8)."""
     d_width: int = Field(32, ge=4, le=4096)
-    """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer."""
+    """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer. StyleGAN2: as g_width."""
     spectral_norm: bool = False
     """Spectral normalisation on D's layers (mlp, dcgan)."""
     mapping_layers: int = Field(4, ge=1, le=16)

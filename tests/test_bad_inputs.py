@@ -91,6 +91,11 @@ CASES = [
     Case("generate-bad-labels", "ganops", ["generate", "--model", "pkg", "--labels", "one,two"], "one,two",
          _write("pkg/generator.json", "{}")),
     Case("generate-uri-typo", "ganops", ["generate", "--model", "model:/ganops-generator@champion"], "model:/"),
+    Case("generate-truncation-out-of-range", "ganops", ["generate", "--model", "pkg", "--truncation", "1.5"], "1.5",
+         _write("pkg/generator.json", "{}")),
+    Case("override-unknown-loss", "gan_core", ["train", "train.loss=wgan-clip"], "wgan-clip"),
+    Case("override-unknown-optimizer", "gan_core", ["train", "train.d_optimizer.kind=sgd"], "sgd"),
+    Case("override-unknown-augment", "gan_core", ["train", "train.augment=ada2"], "ada2"),
     # --- registry commands outside a ganops repo ----------------------------------------------------------------
     Case("models-without-store", "ganops", ["models"], "mlflow.db"),
     Case("promote-without-store", "ganops", ["promote", "1"], "mlflow.db"),

@@ -102,7 +102,8 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
             ([{"n": 2, "seed": 0.5}], "request 0: seed=0.5; expected an integer in [0, 2**63 - 1]"),
             ([{"n": 2, "labels": [1.5, 2]}], "request 0: labels=[1.5, 2]; expected 2 integer class ids, one per image"),
             ([{"seed": 1}], "each request needs `n`, the number of images"),
-            ([{"n": 2, "seeds": 1}], "unknown column(s) ['seeds']; a request has n, and optionally seed, labels and truncation_psi"),
+            ([{"n": 2, "seeds": 1}],
+             "unknown column(s) ['seeds']; a request has n, and optionally seed, labels and truncation_psi"),
         ]:
             status, body = _post(f"{base}/invocations", {"dataframe_records": rows})
             assert (status, body.get("error_code"), body.get("message")) == (400, "INVALID_PARAMETER_VALUE", message)

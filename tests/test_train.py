@@ -19,7 +19,8 @@ from gan_core.diffaugment import diff_augment
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
 from gan_core.package import load_generator, read_spec
-from gan_core.train import Trainer, progress_line, train
+from gan_core.progress import progress_line
+from gan_core.train import Trainer, train
 
 
 @pytest.fixture(scope="module")
