@@ -283,7 +283,9 @@ def models_command(params: RegistryParams = None) -> None:
         title=f"{cfg.registry.model_name} ({plural(len(versions), 'version')})",
         caption=f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one",
     )
-    for column in ["version", *keys, "gate", "promotion", "aliases", "data", "commit", "created"]:
+    stages = bool(cfg.registry.stages)  # the column only where registry.stages turns stages on
+    for column in ["version", *keys, "gate", "promotion", "aliases", *(["stage"] if stages else []), "data", "commit",
+                   "created"]:
         table.add_column(column, no_wrap=True)
     for v in versions:
         tags = v["tags"]
@@ -293,6 +295,7 @@ def models_command(params: RegistryParams = None) -> None:
             tags.get("gate.decision", "-"),
             tags.get("promotion.decision", "-"),
             ", ".join(f"@{a}" for a in v["aliases"]) or "-",
+            *([v["stage"] or "None"] if stages else []),
             tags.get("data_version", "-")[:12],
             tags.get("git_commit", "-")[:8] + ("*" if tags.get("git_dirty") == "true" else ""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)),

@@ -27,10 +27,13 @@ model ends as champion. A tracking server shared by several hosts needs a shared
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,6 +146,26 @@ def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, 
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     _update_description(client, name, str(version))
+
+
+def _move_stage(client: MlflowClient, cfg: Config, name: str, version: str, role: str) -> None:
+    """With registry.stages set, put `version` in the stage mapped to `role` (champion | challenger), archiving
+    the version that held it: the stage follows the alias in the same locked step. No-op when stages are off."""
+    stage = cfg.registry.stages.get(role)  # type: ignore[call-overload]
+    if stage is None:
+        return
+    _stages_deprecated_once()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # said once per process by _stages_deprecated_once
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=True)
+
+
+@functools.cache
+def _stages_deprecated_once() -> None:
+    logging.getLogger(__name__).warning(
+        "registry.stages is set: ganops also moves MLflow model stages, which MLflow deprecates since 2.9 "
+        "(aliases replace them); shown once"
+    )
 
 
 def _now() -> str:
@@ -316,6 +339,7 @@ def _describe(mv: ModelVersion) -> dict[str, Any]:
         "source": mv.source,
         "created": mv.creation_timestamp,
         "aliases": sorted(mv.aliases or []),
+        "stage": mv.current_stage,
         "metrics": version_metrics(mv),
         "tags": dict(mv.tags),
     }
@@ -409,6 +433,8 @@ def gate(cfg: Config, version: str | int) -> dict[str, Any]:
         _record_gate(client, mv, decision, cfg)
         if decision.passed:
             client.set_registered_model_alias(mv.name, cfg.registry.challenger_alias, mv.version)
+            if str(mv.version) != champion:  # the champion keeps its champion stage
+                _move_stage(client, cfg, mv.name, str(mv.version), "challenger")
     return {"version": str(mv.version), **decision.as_dict(), "champion": champion}
 
 
@@ -440,6 +466,8 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
         if passed:
             client.set_registered_model_alias(name, cfg.registry.challenger_alias, v)
         client.set_registered_model_alias(name, cfg.registry.champion_alias, v)
+        # One stage per version: a version that is both challenger and champion is in the champion's stage.
+        _move_stage(client, cfg, name, v, "champion")
         if champion is not None:
             _set_history(client, name, [*_history(client, name), champion])
         outcome = "promoted" if passed else "forced"
@@ -482,6 +510,7 @@ def rollback(cfg: Config) -> dict[str, Any]:
         else:
             raise UserError(f"@{alias} v{current} of {name!r} replaced no earlier champion; nothing to roll back to")
         client.set_registered_model_alias(name, alias, previous)
+        _move_stage(client, cfg, name, previous, "champion")
         _set_history(client, name, history)
         at = _now()
         _set_tags(client, name, current, {"rollback.demoted_at": at, "rollback.replaced_by": previous})

@@ -307,6 +307,10 @@ class RegistryConfig(_Section):
     """Alias of the promoted generator: `models:/<model_name>@<champion_alias>`."""
     challenger_alias: str = "challenger"
     """Alias of the latest version that passed the gate."""
+    stages: dict[Literal["champion", "challenger"], Literal["Production", "Staging"]] = {}
+    """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
+    also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production
+    and @champion name the same version. Empty (the default): no stage ever changes."""
 
     def model_uri(self, alias: str | None = None) -> str:
         """`models:/<model_name>@<alias>` (the champion's when no alias is given)."""
@@ -315,6 +319,13 @@ class RegistryConfig(_Section):
     def version_uri(self, version: str | int) -> str:
         """`models:/<model_name>/<version>`."""
         return f"models:/{self.model_name}/{version}"
+
+    @field_validator("stages")
+    @classmethod
+    def _one_role_per_stage(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(set(v.values())) < len(v):
+            raise ValueError(f"stages {v}: champion and challenger need different stages")
+        return v
 
     @field_validator("champion_alias", "challenger_alias")
     @classmethod
