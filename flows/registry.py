@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 from filelock import FileLock, Timeout
@@ -148,10 +148,12 @@ def _set_tags(client: MlflowClient, name: str, version: str, tags: Mapping[str, 
     _update_description(client, name, str(version))
 
 
-def _move_stage(client: MlflowClient, cfg: Config, name: str, version: str, role: str) -> None:
+def _move_stage(
+    client: MlflowClient, cfg: Config, name: str, version: str, role: Literal["champion", "challenger"]
+) -> None:
     """With registry.stages set, put `version` in the stage mapped to `role` (champion | challenger), archiving
     the version that held it: the stage follows the alias in the same locked step. No-op when stages are off."""
-    stage = cfg.registry.stages.get(role)  # type: ignore[call-overload]
+    stage = cfg.registry.stages.get(role)
     if stage is None:
         return
     _stages_deprecated_once()
