@@ -301,7 +301,7 @@ def models_command(params: RegistryParams = None) -> None:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)),
         )
     # Wide enough that no column is cut when stdout is not a terminal (pipes, tests).
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(160, Console().width), emoji=False).print(table)
 
 
 @app.command("promote")

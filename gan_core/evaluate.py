@@ -33,6 +33,7 @@ from gan_core.config import Config
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import pick_device
 from gan_core.errors import UserError
+from gan_core.evaluate_translation import evaluate_translation
 from gan_core.fidelity import (
     ISC_SPLITS,
     PRC_NEIGHBORHOOD,
@@ -45,6 +46,7 @@ from gan_core.fidelity import (
     real_features,
 )
 from gan_core.lineage import data_version_info
+from gan_core.models import task
 from gan_core.package import load_generator
 from gan_core.preflight import ensure_writable_dir
 
@@ -77,6 +79,8 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
     on cfg.eval.num_samples samples against cfg.data.prepared_dir, in every feature space of cfg.eval.extractors.
     Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
     ecfg = cfg.eval
+    if task(cfg.model.arch) == "translation":
+        return _evaluate_translator(cfg, generator)
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
     # sampling: a bad input fails before any directory is created, a bad output before any work.
     _check_sample_count(ecfg.num_samples, ecfg.extractors)
@@ -146,6 +150,19 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
     evaluation = Evaluation(metrics={k: float(v) for k, v in result.items()}, info=info)
 
     _write_grid(fake, out / SAMPLES_FILE)
+    write_json(out / INFO_FILE, evaluation.info)
+    write_json(out / METRICS_FILE, evaluation.metrics)
+    return evaluation
+
+
+def _evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None) -> Evaluation:
+    """A translator's evaluation (gan_core.evaluate_translation), written as a generator's is."""
+    device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
+    out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
+    cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
+    result, info = evaluate_translation(cfg, translator, device, out, cache_dir)
+    _check_finite(result)
+    evaluation = Evaluation(metrics={k: float(v) for k, v in result.items()}, info=info)
     write_json(out / INFO_FILE, evaluation.info)
     write_json(out / METRICS_FILE, evaluation.metrics)
     return evaluation

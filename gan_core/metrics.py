@@ -25,6 +25,13 @@ CLASS_ENTROPY = "class_entropy"  # normalised entropy of the generated class his
 CLASS_ACCURACY = "class_accuracy"  # conditional generators: accuracy on the requested class
 CLASSIFIER_ACCURACY = "classifier_accuracy"  # the domain classifier's held-out accuracy (trust in the _lenet numbers)
 
+# Translation (cyclegan): per direction, "a2b" (domain A → B) and "b2a". FID/KID of the translations against the
+# target domain ("fid_lenet_a2b"), content preservation (the target domain's classifier, on G_AB(a), agrees with
+# a's label: "content_lenet_a2b") and cycle reconstruction ("cycle_l1_a" = mean |G_BA(G_AB(a)) − a| in [-1, 1]).
+DIRECTIONS = ("a2b", "b2a")
+CONTENT = "content"
+CYCLE_L1 = "cycle_l1"
+
 # Spread over KID subsets / IS splits: "kid_lenet_std", "isc_inception_std".
 STD_SUFFIX = "_std"
 
@@ -64,6 +71,34 @@ METRICS: dict[str, MetricSpec] = {
     CLASS_ACCURACY: MetricSpec("higher", "lenet", "conditional generators: samples classified as the label asked"),
     CLASSIFIER_ACCURACY: MetricSpec("higher", "lenet", "the domain classifier's held-out accuracy"),
 }
+
+
+def _translation() -> dict[str, MetricSpec]:
+    specs: dict[str, MetricSpec] = {}
+    for direction in DIRECTIONS:
+        source, target = direction[0].upper(), direction[2].upper()
+        for extractor in EXTRACTORS:
+            for name, base in _per_extractor(extractor).items():
+                what = f"{base.description}: {source}→{target} translations vs {target}"
+                specs[f"{name}_{direction}"] = MetricSpec(base.better, extractor, what)
+        specs[f"{CONTENT}_lenet_{direction}"] = MetricSpec(
+            "higher", "lenet", f"content preservation: {target}'s classifier gives G({source.lower()}) the label of "
+                               f"{source.lower()}")
+        specs[f"{CLASSIFIER_ACCURACY}_{direction[2]}"] = MetricSpec(
+            "higher", "lenet", f"domain {target}'s classifier: held-out accuracy")
+        specs[f"{CYCLE_L1}_{direction[0]}"] = MetricSpec(
+            "lower", None, f"cycle reconstruction: mean |{source}→{target}→{source} − {source.lower()}| in [-1, 1]")
+    return specs
+
+
+METRICS.update(_translation())
+
+TRANSLATION_METRICS = frozenset(_translation())
+
+
+def is_translation_metric(name: str) -> bool:
+    """Computed by a translation (cyclegan) evaluation rather than a generation one."""
+    return name in TRANSLATION_METRICS
 
 
 def spec(name: str) -> MetricSpec:

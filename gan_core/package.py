@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +35,9 @@ from gan_core.errors import UserError, first_line
 FORMAT = "ganops-generator/1"
 WEIGHTS_FILE = "weights.safetensors"
 SPEC_FILE = "generator.json"
+PACKAGE_FILES = {"generator": SPEC_FILE, "translator": "translator.json"}
+"""The spec file that makes a directory a package of each kind (gan_core.translator writes translators)."""
+LOADERS = {"generator": "generate", "translator": "translate"}
 MAX_SPEC_BYTES = 1 << 20
 """generator.json is a few KB (class names for thousands of classes still fit); a larger one is not ours."""
 MAX_PARAMETERS = 1 << 30
@@ -129,29 +132,29 @@ def _check_agreement(path: Path, spec: _Spec) -> None:
                             f"the file was edited: restore it or {REDO}")
 
 
-def find_package(root: str | Path) -> Path:
-    """The package directory at or below `root` (MLflow artifact downloads nest it, at most SEARCH_DEPTH deep)."""
+def find_package(root: str | Path, kind: str = "generator") -> Path:
+    """The package directory at or below `root` (MLflow artifact downloads nest it, at most SEARCH_DEPTH deep).
+    `kind` is generator or translator; finding the other kind says which loader to use."""
     root = Path(root)
     if root.is_file():
-        raise UserError(f"{root}: is a file, not a generator package; pass the directory that holds {SPEC_FILE}")
-    if (root / SPEC_FILE).exists() or (root / SPEC_FILE).is_symlink():
-        return root
-    for depth in range(1, SEARCH_DEPTH + 1):
-        found = sorted(p.parent for p in root.glob("/".join(["*"] * depth + [SPEC_FILE])))
-        if found:
-            return found[0]
-    raise UserError(f"{root}: no generator package ({SPEC_FILE}) found inside")
+        raise UserError(f"{root}: is a file, not a {kind} package; pass the directory that holds "
+                        f"{PACKAGE_FILES[kind]}")
+    for depth in range(SEARCH_DEPTH + 1):
+        for found_kind, name in PACKAGE_FILES.items():
+            if depth == 0:  # the spec itself may be damaged (a dangling link): its loader says so
+                hits = [root] if (root / name).exists() or (root / name).is_symlink() else []
+            else:
+                hits = sorted(p.parent for p in root.glob("/".join(["*"] * depth + [name])))
+            if hits and found_kind == kind:
+                return hits[0]
+            if hits:
+                raise UserError(f"{hits[0]}: holds a {found_kind} package, not a {kind}; load it with "
+                                f"gan_core.load_{found_kind}(...) or `ganops {LOADERS[found_kind]}`")
+    raise UserError(f"{root}: no {kind} package ({PACKAGE_FILES[kind]}) found inside")
 
 
-def load_generator(source: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready (eval-mode) generator from a package directory or an MLflow model URI (`models:/...`, `runs:/...`).
-
-    `device`: cpu | cuda | cuda:N | mps | auto (CUDA > MPS > CPU). A damaged package (cut-short or edited files,
-    weights that do not fit generator.json, NaN weights) is a UserError naming the file.
-    """
-    from gan_core.device import pick_device
-
-    target = pick_device(str(device), key="device")
+def local_package(source: str | Path, kind: str = "generator") -> Path:
+    """The package directory for a package path or an MLflow model URI (`models:/...`, `runs:/...`), downloaded."""
     src = str(source)
     if src.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         import mlflow
@@ -161,50 +164,59 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> nn
         except Exception as e:  # MLflow raises several types for a missing name/alias/version
             reason = f"{type(e).__name__}: {first_line(e)}"
             raise UserError(f"cannot fetch {src!r} from MLflow ({reason})") from None
-        package_dir = find_package(local)
-    else:
-        package_dir = Path(src)
-        if not package_dir.exists():
-            raise UserError(f"generator {src!r} does not exist; expected a package directory or models:/<name>@<alias>")
-        package_dir = find_package(package_dir)
+        return find_package(local, kind)
+    if not Path(src).exists():
+        raise UserError(f"{kind} {src!r} does not exist; expected a package directory or models:/<name>@<alias>")
+    return find_package(src, kind)
+
+
+def load_generator(source: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready (eval-mode) generator from a package directory or an MLflow model URI (`models:/...`, `runs:/...`).
+
+    `device`: cpu | cuda | cuda:N | mps | auto (CUDA > MPS > CPU). A damaged package (cut-short or edited files,
+    weights that do not fit generator.json, NaN weights) is a UserError naming the file.
+    """
+    from gan_core.device import pick_device
+    from gan_core.models import build_generator
+
+    target = pick_device(str(device), key="device")
+    package_dir = local_package(source)
     spec = read_spec(package_dir)
-    generator = _build(package_dir, spec)
+    generator = build_checked(package_dir, SPEC_FILE, spec["arch"], spec["kwargs"], build_generator)
     generator.spec = spec  # type: ignore[attr-defined]  # image shape, class names, lineage travel with the module
     return generator.to(target).eval()
 
 
-def _build(package_dir: Path, spec: dict[str, Any]) -> nn.Module:
-    """The network from generator.json with the weights file's tensors, each step checked against the other.
+def build_checked(package_dir: Path, spec_file: str, arch: str, kwargs: dict[str, Any],
+                  build: Callable[..., nn.Module]) -> nn.Module:
+    """The network `build(arch, **kwargs)` with the weights file's tensors, each step checked against the other.
 
     The network is first built on the meta device (no memory): its parameter count and tensor shapes are compared
     with the weights file's header before anything is allocated or read."""
-    from gan_core.models import build_generator
-
-    spec_path, weights_path = package_dir / SPEC_FILE, package_dir / WEIGHTS_FILE
-    arch, kwargs = spec["arch"], spec["kwargs"]
+    spec_path, weights_path = package_dir / spec_file, package_dir / WEIGHTS_FILE
     try:
         with torch.device("meta"):
-            skeleton = build_generator(arch, **kwargs)
+            skeleton = build(arch, **kwargs)
     except (UserError, TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{spec_path}: cannot build arch {arch!r} from kwargs {kwargs} ({first_line(e)}); "
                         f"the file was edited or comes from another ganops version: {REDO}") from None
     count = sum(p.numel() for p in skeleton.parameters())
     if count > MAX_PARAMETERS:
-        raise UserError(f"{spec_path}: kwargs {kwargs} make a generator of {count:,} parameters, more than "
+        raise UserError(f"{spec_path}: kwargs {kwargs} make a network of {count:,} parameters, more than "
                         f"{MAX_PARAMETERS:,}; the file was edited: {REDO}")
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     mismatch = _header_mismatch(weights_path, expected)
     if mismatch:
-        raise UserError(f"{weights_path}: does not fit {SPEC_FILE} ({mismatch}); the two files come from different "
-                        f"packages or generator.json was edited: {REDO}")
+        raise UserError(f"{weights_path}: does not fit {spec_file} ({mismatch}); the two files come from different "
+                        f"packages or {spec_file} was edited: {REDO}")
     state = _read_weights(weights_path)
     bad = next((name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
     if bad is not None:
         raise UserError(f"{weights_path}: tensor {bad!r} holds NaN or infinite values; the training diverged or "
                         "the file is damaged: use another model version or retrain")
-    generator = build_generator(arch, **kwargs)
-    generator.load_state_dict(state)
-    return generator
+    network = build(arch, **kwargs)
+    network.load_state_dict(state)
+    return network
 
 
 def _check_regular_file(path: Path) -> None:

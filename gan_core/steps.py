@@ -5,18 +5,21 @@ device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress an
     out = step(k)                                 # one G update (k = 1, 2, ...) and its D updates → StepOutput
     step.metrics()                                # the family's own numbers for the log window (r1, pl, ...)
     step.state_dict() / step.load_state_dict()    # what a checkpoint must hold beyond networks and optimizers
+    images, per_row = step.sample_grid(G)         # the sample grid of G (the loop passes its EMA copy)
 
 As stylegan2-ada-pytorch splits training_loop.py from loss.py, and pytorch-CycleGAN-and-pix2pix's models define
 `optimize_parameters` for one shared loop: AdversarialStep is the step of the MLP GAN and DCGAN (n_critic D
 updates, then one G update through the updated D, with any loss of gan_core.losses), and families override its
-phases — the fake batch (`generate`), D's regularisers (`d_regularizer`) and G's (`g_regularizer`).
+phases — the fake batch (`generate`), D's regularisers (`d_regularizer`) and G's (`g_regularizer`). A family of
+another task (cyclegan: image → image, two G and two D packed as one G and one D module) writes its own class with
+the FamilyStep methods.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -38,6 +41,17 @@ class StepOutput:
     d_fake: torch.Tensor  # D's logits on the last fake batch (B,)
     real: torch.Tensor
     fake: torch.Tensor
+
+
+class FamilyStep(Protocol):
+    """What the loop calls on a family's training step."""
+
+    def __init__(self, loop: Trainer) -> None: ...
+    def __call__(self, step: int) -> StepOutput: ...
+    def metrics(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def sample_grid(self, G: torch.nn.Module) -> tuple[torch.Tensor, int]: ...
 
 
 class AdversarialStep:
@@ -95,6 +109,11 @@ class AdversarialStep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    @torch.no_grad()
+    def sample_grid(self, G: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        """G's images for the loop's fixed latents (and cycled labels), 8 per row."""
+        return G(self.loop.grid_z, self.loop.grid_labels), 8
 
     # ------------------------------------------------------------------------- the step
     def __call__(self, step: int) -> StepOutput:

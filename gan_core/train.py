@@ -46,7 +46,7 @@ from gan_core.checkpoint import (
     set_rng_state,
 )
 from gan_core.config import Config, OptimizerConfig
-from gan_core.data import PreparedDataset, load_prepared
+from gan_core.data import PreparedDataset, holdout_split, load_domains, load_prepared, read_meta
 from gan_core.device import choose_runtime, deterministic
 from gan_core.diffaugment import AdaptiveAugment, diff_augment
 from gan_core.ema import EMA
@@ -58,15 +58,18 @@ from gan_core.models import (
     build_generator,
     discriminator_kwargs,
     generator_kwargs,
+    task,
     training_step,
 )
 from gan_core.package import save_generator
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
 from gan_core.progress import Progress, progress_line
+from gan_core.translator import save_translator
 
 log = logging.getLogger(__name__)
 
 GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
+GRID_TRANSLATIONS = 8  # translation: rows of (image, translated, translated back) per domain
 NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
 # Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
 ON_DEVICE_DATA_BYTES = 1 << 30
@@ -124,18 +127,20 @@ class Trainer:
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_FILE
         self.resumed_from: int | None = None  # set by prepare()
 
-        self.data = load_prepared(cfg.data.prepared_dir)
+        self.task = task(cfg.model.arch)
+        # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
+        if self.task == "translation":  # the held-out tail of each domain is evaluation's
+            domains = load_domains(cfg.data.prepared_dir)
+            datasets = {k: holdout_split(d, tc.holdout_fraction)[0] for k, d in domains.items()}
+        else:
+            datasets = {"": load_prepared(cfg.data.prepared_dir)}
+        self.data = next(iter(datasets.values()))
+        self.dataset_meta = self.data.meta if self.task == "generation" else read_meta(cfg.data.prepared_dir)
         self.data_version = data_version(cfg.data.prepared_dir)  # the DVC md5, as in every lineage tag
         self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
-        on_device = self.data.images.numel() <= ON_DEVICE_DATA_BYTES
-        self.images = self.data.images.to(self.device) if on_device else self.data.images  # uint8 (N, C, H, W)
-        self.labels = None
-        if self.num_classes:
-            self.labels = self.data.labels.to(self.images.device)  # int64 (N,)
-        self.batches = EpochBatches(len(self.data), tc.batch_size, tc.seed, self.dist.rank, self.dist.world_size,
-                                    self.images.device)
+        self.domains = {name: self._on_device(ds, seed=tc.seed + i) for i, (name, ds) in enumerate(datasets.items())}
 
         # Same seed on every rank → identical initial weights (broadcast below makes sure).
         torch.manual_seed(tc.seed)
@@ -158,10 +163,13 @@ class Trainer:
         if tc.augment == "ada":
             self.ada = AdaptiveAugment(tc.diffaugment, tc.ada_target, tc.batch_size, tc.ada_interval, tc.ada_kimg,
                                        self.device, average=lambda t: distributed.all_reduce_mean(t, self.dist))
-        self.step_fn = training_step(mc.arch)(self)
         grid_gen = torch.Generator().manual_seed(tc.seed)
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
+        # Translation: the first images of each domain (prepare's fixed order mixes the classes) in every grid.
+        self.grid_images = {name: self.runtime.layout(_to_unit(d.images[:GRID_TRANSLATIONS].to(self.device)))
+                            for name, d in self.domains.items()}
+        self.step_fn = training_step(mc.arch)(self)
 
         # Per-window accumulators, on the device: synced to the host only every log_every steps.
         self._sums = torch.zeros(4, device=self.device)  # d_loss, g_loss, D(x) logit, D(G(z)) logit
@@ -181,15 +189,26 @@ class Trainer:
             )
         return data.num_classes
 
+    def _on_device(self, data: PreparedDataset, seed: int) -> _Domain:
+        """One image set where training reads it: on the accelerator when small enough, with its batch order."""
+        on_device = data.images.numel() <= ON_DEVICE_DATA_BYTES
+        images = data.images.to(self.device) if on_device else data.images  # uint8 (N, C, H, W)
+        labels = data.labels.to(images.device) if self.num_classes else None  # int64 (N,)
+        batches = EpochBatches(len(data), self.cfg.train.batch_size, seed, self.dist.rank, self.dist.world_size,
+                               images.device)
+        return _Domain(images, labels, batches)
+
     def _step_seed(self, step: int) -> int:
         return ((self.cfg.train.seed * 1_000_003 + self.dist.rank) * 1_000_033 + step) % (2**63)
 
     # ------------------------------------------------------------------------- services for the family's step
-    def real_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None."""
-        idx = self.batches.indices(k)
-        x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
-        y = self.labels[idx].to(self.device, non_blocking=True) if self.labels is not None else None
+    def real_batch(self, k: int, domain: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None.
+        `domain`: "a" or "b" for translation; generation has one image set ("")."""
+        d = self.domains[domain]
+        idx = d.batches.indices(k)
+        x = _to_unit(d.images[idx].to(self.device, non_blocking=True))
+        y = d.labels[idx].to(self.device, non_blocking=True) if d.labels is not None else None
         return self.runtime.layout(x), y
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -272,11 +291,12 @@ class Trainer:
 
     @torch.no_grad()
     def write_samples(self, step: int) -> Path:
-        """The EMA generator's images for the fixed latent batch, as an 8×8 PNG grid (atomic)."""
-        images = self.ema.module(self.grid_z, self.grid_labels).float().cpu()  # (64, C, H, W) in [-1, 1]
+        """The EMA generator's sample grid (the family's: 8×8 samples of fixed latents; translation rows of image,
+        translation and its way back) as a PNG (atomic)."""
+        images, per_row = self.step_fn.sample_grid(self.ema.module)  # (n, C, H, W) in [-1, 1]
         path = self.out_dir / "samples" / f"step_{step:06d}.png"
         with atomic_file(path) as tmp:
-            save_image(images, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
+            save_image(images.float().cpu(), tmp, nrow=per_row, normalize=True, value_range=(-1, 1), format="png")
         return path
 
     # ------------------------------------------------------------------------- checkpoints
@@ -380,7 +400,7 @@ class Trainer:
                 "device": self.runtime.describe(), "world_size": self.dist.world_size,
                 "g_params": sum(p.numel() for p in self.G.parameters()),
                 "d_params": sum(p.numel() for p in self.D.parameters()),
-                "dataset": self.data.meta, "data_version": self.data_version, "resumed_from": start,
+                "dataset": self.dataset_meta, "data_version": self.data_version, "resumed_from": start,
             }
             for cb in self.callbacks:
                 cb.on_train_start(info)
@@ -441,7 +461,8 @@ class Trainer:
             checkpoint=str(self.checkpoint_path), device=self.runtime.describe(), world_size=self.dist.world_size,
         )
         if self.dist.is_main:
-            save_generator(self.ema.module, self._package_spec(steps), package_dir)
+            save = save_translator if self.task == "translation" else save_generator
+            save(self.ema.module, self._package_spec(steps), package_dir)
             write_json(Path(result.metrics_path), result.summary())
         return result
 
@@ -456,6 +477,12 @@ class Trainer:
         }
         for cb in self.callbacks:
             metadata.update(cb.package_metadata())
+        if self.task == "translation":
+            domains = self.dataset_meta["domains"]
+            return {"arch": self.cfg.model.arch, "kwargs": self.g_kwargs, "image_shape": list(self.image_shape),
+                    "domains": {name: {"source": meta["source"], "classes": meta.get("classes")}
+                                for name, meta in domains.items()},
+                    "metadata": metadata}
         return {
             "arch": self.cfg.model.arch,
             "kwargs": self.g_kwargs,
@@ -468,6 +495,18 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class _Domain:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor | None  # int64 (N,), for conditional generation
+    batches: EpochBatches
+
+
+def _to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
 def make_optimizer(net: nn.Module, settings: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam (betas as set) or RMSprop (the original WGAN's), fused into one kernel per step on GPUs."""
     fused = (device.type == "cuda") or None

@@ -1,7 +1,8 @@
 """The families, one module each, registered by name in FAMILIES: adding a family is one new module and one line
-here. A family module defines Generator, Discriminator, generator_options and discriminator_options (its own
-constructor arguments from the config) and TrainingStep (its losses, regularisers and phase order: a
-gan_core.steps.AdversarialStep, or a subclass of it).
+here. A family module defines TASK ("generation": z [+ label] → image; "translation": image of domain A → B),
+Generator, Discriminator, generator_options and discriminator_options (its own constructor arguments from the
+config) and TrainingStep (its losses, regularisers and phase order: a gan_core.steps.AdversarialStep or a subclass
+for generation; cyclegan's own step for translation — any class with the gan_core.steps.FamilyStep methods).
 
     G = build_generator("dcgan", latent_dim=64, channels=1, resolution=32, width=64, num_classes=0)
     D = build_discriminator("dcgan", channels=1, resolution=32, width=64, norm="batch")
@@ -21,13 +22,13 @@ from torch import nn
 
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
-from gan_core.models import dcgan, mlp, stylegan2
+from gan_core.models import cyclegan, dcgan, mlp, stylegan2
 from gan_core.models.dcgan import DCGAN_RESOLUTIONS
 
-FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan, "stylegan2": stylegan2}
+FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan, "stylegan2": stylegan2, "cyclegan": cyclegan}
 
 if TYPE_CHECKING:
-    from gan_core.steps import AdversarialStep
+    from gan_core.steps import FamilyStep
 
 
 def build_generator(arch: str, **kwargs: Any) -> nn.Module:
@@ -42,7 +43,12 @@ def build_discriminator(arch: str, **kwargs: Any) -> nn.Module:
     return _family(arch).Discriminator(**kwargs)
 
 
-def training_step(arch: str) -> type[AdversarialStep]:
+def task(arch: str) -> str:
+    """generation | translation."""
+    return str(_family(arch).TASK)
+
+
+def training_step(arch: str) -> type[FamilyStep]:
     """The family's training step class (gan_core.steps): construct it with the trainer."""
     return _family(arch).TrainingStep
 
@@ -56,14 +62,10 @@ def _family(arch: str) -> ModuleType:
 def generator_kwargs(model: ModelConfig, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
     """build_generator kwargs (JSON values) for this model config and data shape (C, H, W)."""
     _check_square(image_shape)
-    return {
-        "latent_dim": model.latent_dim,
-        "channels": image_shape[0],
-        "resolution": image_shape[1],
-        "width": model.g_width,
-        "num_classes": num_classes if model.conditional else 0,
-        **FAMILIES[model.arch].generator_options(model),
-    }
+    kwargs: dict[str, Any] = {"channels": image_shape[0], "resolution": image_shape[1], "width": model.g_width}
+    if task(model.arch) == "generation":
+        kwargs = {"latent_dim": model.latent_dim, **kwargs, "num_classes": num_classes if model.conditional else 0}
+    return {**kwargs, **FAMILIES[model.arch].generator_options(model)}
 
 
 def discriminator_kwargs(
@@ -71,14 +73,10 @@ def discriminator_kwargs(
 ) -> dict[str, Any]:
     """build_discriminator kwargs: the shared ones plus the family's own (its discriminator_options)."""
     _check_square(image_shape)
-    kwargs: dict[str, Any] = {
-        "channels": image_shape[0],
-        "resolution": image_shape[1],
-        "width": model.d_width,
-        "num_classes": num_classes if model.conditional else 0,
-        "cond_mode": model.cond_mode,
-        "spectral_norm": model.spectral_norm,
-    }
+    kwargs: dict[str, Any] = {"channels": image_shape[0], "resolution": image_shape[1], "width": model.d_width}
+    if task(model.arch) == "generation":
+        kwargs |= {"num_classes": num_classes if model.conditional else 0, "cond_mode": model.cond_mode,
+                   "spectral_norm": model.spectral_norm}
     return {**kwargs, **FAMILIES[model.arch].discriminator_options(model, loss)}
 
 
@@ -88,4 +86,4 @@ def _check_square(image_shape: tuple[int, int, int]) -> None:
 
 
 __all__ = ["FAMILIES", "DCGAN_RESOLUTIONS", "build_generator", "build_discriminator", "generator_kwargs",
-           "discriminator_kwargs", "training_step"]
+           "discriminator_kwargs", "task", "training_step"]

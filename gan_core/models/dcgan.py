@@ -128,4 +128,5 @@ def generator_options(model: ModelConfig) -> dict[str, Any]:
 
 
 # The standard step: n_critic D updates, then one G update, with any loss of gan_core.losses.
+TASK = "generation"
 TrainingStep = AdversarialStep

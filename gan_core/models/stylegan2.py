@@ -291,6 +291,9 @@ def _minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the family's training step
+TASK = "generation"
+
+
 class TrainingStep(AdversarialStep):
     """Style mixing in G's fakes, lazy R1 on D (γ default 0.1), optional path-length regularisation on G."""
 
