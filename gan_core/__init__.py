@@ -2,6 +2,7 @@
 
     import gan_core
     G = gan_core.load_generator("models:/ganops-generator@champion", device="cuda")
+    G_AB = gan_core.load_translator("models:/ganops-translator@champion", direction="a2b")
 
 Never imports Prefect: orchestration lives in `flows/`.
 """
@@ -11,7 +12,7 @@ from typing import Any
 from gan_core.config import Config, ConfigError, load_config
 from gan_core.errors import UserError
 
-__all__ = ["Config", "ConfigError", "UserError", "load_config", "load_generator"]
+__all__ = ["Config", "ConfigError", "UserError", "load_config", "load_generator", "load_translator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from gan_core.package import load_generator
 
         return load_generator
+    if name == "load_translator":
+        from gan_core.translator import load_translator
+
+        return load_translator
     raise AttributeError(f"module 'gan_core' has no attribute {name!r}")
