@@ -267,6 +267,35 @@ def generate_command(
     typer.echo(f"wrote {plural(n, 'image')} from {source} to {path}")
 
 
+@app.command("translate")
+def translate_command(
+    input_path: Annotated[Path, typer.Option(
+        "--input", help="a PNG/JPEG file, or a directory of them (not searched recursively)")],
+    out: Annotated[Path, typer.Option("--out", help="directory to write <input name>.png into (atomically)")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="models:/<name>@<alias>, models:/<name>/<version> or a translator package directory "
+        "(default: models:/<registry.model_name>@<registry.champion_alias>)")] = None,
+    direction: Annotated[str, typer.Option("--direction", help="a2b (domain A → B) or b2a")] = "a2b",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    params: RegistryParams = None,
+) -> None:
+    """Translate images with a translator (the champion by default): one PNG per input image."""
+    from gan_core.translate import check_translate_args, translate_files
+
+    cfg = load_config(params)
+    source = model or cfg.registry.model_uri()
+    check_translate_args(input_path, out, direction)  # a typo fails before any store is opened
+    if source.startswith(MLFLOW_SCHEMES):
+        _open_store(cfg, "translate")
+    # else a package directory: MLflow is not touched at all (no store is looked for or created).
+    paths = translate_files(source, input_path, out, direction=direction, device=device)
+    for path in paths[:20]:
+        typer.echo(str(path))
+    if len(paths) > 20:
+        typer.echo(f"... and {len(paths) - 20} more")
+    typer.echo(f"translated {plural(len(paths), 'image')} {direction} with {source} into {out}")
+
+
 @app.command("models")
 def models_command(params: RegistryParams = None) -> None:
     """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
