@@ -218,12 +218,13 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> LeN
     return net.to(device).eval()
 
 
-def require_trusted(info: dict[str, Any], min_accuracy: float) -> None:
+def require_trusted(info: dict[str, Any], min_accuracy: float, domain: str = "") -> None:
     """Raise UserError when the classifier's held-out accuracy is below min_accuracy: its metrics mean little."""
     accuracy = float(info["holdout_accuracy"])
     if accuracy < min_accuracy:
+        which = f"domain {domain.upper()}'s classifier" if domain else "domain classifier"
         raise UserError(
-            f"domain classifier held-out accuracy {accuracy:.4f} < eval.classifier.min_accuracy={min_accuracy}; "
+            f"{which} held-out accuracy {accuracy:.4f} < eval.classifier.min_accuracy={min_accuracy}; "
             "its fid_lenet and class checks are not trusted. Train it longer (eval.classifier.epochs) or on more "
             "data (data.max_images), or evaluate with eval.extractors=[inception]"
         )

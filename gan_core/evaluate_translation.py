@@ -79,7 +79,7 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
     if "lenet" in ecfg.extractors:
         for k in domains:
             classifier_info = stored_classifier(cfg, k)
-            require_trusted(classifier_info, ecfg.classifier.min_accuracy)
+            require_trusted(classifier_info, ecfg.classifier.min_accuracy, k)
             extractors[("lenet", k)] = load_extractor("lenet", classifier_info["model_dir"], device.type == "cuda")
             classifiers[k] = classifier_info
             result[f"{m.CLASSIFIER_ACCURACY}_{k}"] = float(classifier_info["holdout_accuracy"])

@@ -143,10 +143,8 @@ def log_to_training_run(cfg: Config, metrics: Mapping[str, Any]) -> str | None:
     metadata); return the run id, or None when the package names no run or the run is not in this store."""
     from mlflow.exceptions import MlflowException
 
-    from gan_core.package import read_spec
-
     package_dir = Path(cfg.train.out_dir) / "generator"
-    run_id = (read_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
+    run_id = (package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
     if not run_id or not store_exists(cfg.registry):
         return None
     client = configure(cfg.registry)
@@ -300,7 +298,26 @@ def log_candidate(
 
 
 def log_generator_model(run_id: str, package_dir: str | Path) -> str:
-    """Log the generator package as this run's pyfunc model; return its `models:/m-...` URI for registration."""
+    """Log the package (a generator's, or a translator's) as this run's pyfunc model; return its `models:/m-...`
+    URI for registration."""
+    if is_translator(package_dir):
+        from gan_core.mlflow_translator import log_translator
+
+        return log_translator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
     from gan_core.mlflow_model import log_generator
 
     return log_generator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
+
+
+def is_translator(package_dir: str | Path) -> bool:
+    from gan_core.package import PACKAGE_FILES
+
+    return (Path(package_dir) / PACKAGE_FILES["translator"]).is_file()
+
+
+def package_spec(package_dir: str | Path) -> dict[str, Any]:
+    """generator.json or translator.json, checked."""
+    from gan_core.package import read_spec
+    from gan_core.translator import read_translator_spec
+
+    return read_translator_spec(package_dir) if is_translator(package_dir) else read_spec(package_dir)

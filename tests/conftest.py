@@ -298,18 +298,6 @@ def eval_config(tmp_path: Path):
 
 
 # ----------------------------------------------------------------------------- translation (issue 13)
-TRANSLATION_SETTINGS = {
-    "model.arch": "cyclegan",
-    "registry.model_name": "test-translator",
-    "gate.thresholds": {"fid_lenet_a2b": {"max": 1e9}},
-    "gate.primary_metric": "fid_lenet_a2b",
-    "model.g_width": 4,
-    "model.d_width": 4,
-    "model.res_blocks": 1,
-    "train.loss": "lsgan",
-    "train.batch_size": 4,
-}
-"""Overrides that make a tiny translation run from the code's defaults (on a two-domain prepared dir)."""
 
 
 @pytest.fixture(scope="session")
@@ -331,11 +319,11 @@ def translator_package(pair_prepared: Path, tmp_path_factory: pytest.TempPathFac
     (digits → mnist5k) and b2a, loadable with gan_core.load_translator."""
     from gan_core.config import load_config
     from gan_core.train import train
+    from translation import TRANSLATION_SETTINGS
 
     root = tmp_path_factory.mktemp("translator_package")
     empty = root / "empty_params.yaml"
     empty.write_text("{}\n")
-    cfg = load_config(empty, {**TRANSLATION_SETTINGS, "data.prepared_dir": str(pair_prepared),
-                              "data.target": "mnist5k", "train.steps": 2, "train.device": "cpu",
+    cfg = load_config(empty, {**TRANSLATION_SETTINGS, "data.prepared_dir": str(pair_prepared), "train.steps": 2, "train.device": "cpu",
                               "train.out_dir": str(root / "train")})
     return Path(train(cfg).package_dir)

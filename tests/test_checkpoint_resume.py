@@ -19,6 +19,7 @@ from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import load_checkpoint
 from gan_core.errors import UserError
 from gan_core.train import DivergenceError, Trainer, train
+from translation import TRANSLATION_SETTINGS
 
 # Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -69,15 +70,18 @@ RESUME_CASES = {
     "stylegan2-ada": {"model.arch": "stylegan2", "model.mapping_layers": 2, "train.r1_every": 4,
                       "train.pl_weight": 2.0, "train.pl_every": 3, "train.augment": "ada", "train.ada_interval": 3,
                       "train.ada_kimg": 1.0},
+    # The history pool (8 images: full after two steps, then swapping) and the lr decay cross the kill.
+    "cyclegan": {**TRANSLATION_SETTINGS, "train.pool_size": 8},
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(RESUME_CASES))
-def test_sigkill_and_resume_matches_uninterrupted_run(family, mnist_prepared, tiny_train_config, tmp_path):
+def test_sigkill_and_resume_matches_uninterrupted_run(family, request, tiny_train_config, tmp_path):
     overrides = {"train.steps": 30, "train.log_every": 5, "train.checkpoint_every": 10, "train.sample_every": 100,
                  **RESUME_CASES[family]}
-    killed_cfg = tiny_train_config(mnist_prepared, **overrides, **{"train.out_dir": str(tmp_path / "killed")})
+    prepared = request.getfixturevalue("pair_prepared" if family == "cyclegan" else "mnist_prepared")
+    killed_cfg = tiny_train_config(prepared, **overrides, **{"train.out_dir": str(tmp_path / "killed")})
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(killed_cfg.model_dump(mode="json")))  # JSON is YAML
     marker = tmp_path / "blocked"
@@ -105,7 +109,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(family, mnist_prepared, ti
     resumed = train(killed_cfg)
     assert resumed.resumed_from == 10 and resumed.steps == 30
 
-    straight_cfg = tiny_train_config(mnist_prepared, **overrides, **{"train.out_dir": str(tmp_path / "straight")})
+    straight_cfg = tiny_train_config(prepared, **overrides, **{"train.out_dir": str(tmp_path / "straight")})
     straight = train(straight_cfg, resume=False)
     assert straight.resumed_from == 0
 
