@@ -48,13 +48,12 @@ def monitor_config(cfg: Config) -> Config:
 
 @task(name="evaluate_champion")
 def evaluate_champion(cfg: Config, model_uri: str) -> dict[str, float]:
-    """Evaluate a registered generator (models:/...) on the prepared data."""
+    """Evaluate a registered generator or translator (models:/...) on the prepared data."""
     from gan_core.evaluate import evaluate
-    from gan_core.package import load_generator
     from gan_core.tracking import configure
 
     configure(cfg.registry)
-    return evaluate(cfg, generator=load_generator(model_uri)).metrics
+    return evaluate(cfg, generator=model_uri).metrics
 
 
 def monitor_markdown(cfg: Config, result: dict[str, Any]) -> str:

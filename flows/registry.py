@@ -200,13 +200,20 @@ def promotion_lock(cfg: Config) -> Iterator[None]:
 def model_description(cfg: Config) -> str:
     """The registered model's description (markdown): what it is and how to pull the champion."""
     name, alias, uri = cfg.registry.model_name, cfg.registry.champion_alias, cfg.registry.model_uri()
+    if cfg.model.arch == "cyclegan":
+        what = f"Image-to-image translator ({cfg.data.source} ↔ {cfg.data.target}, CycleGAN) trained by ganops"
+        use = (f"    python -c \"import gan_core; G_AB = gan_core.load_translator('{uri}', direction='a2b')\"\n"
+               f"    ganops translate --model {uri} --input my.png --out translated/\n")
+    else:
+        what = "GAN generator trained by ganops"
+        use = (f"    python -c \"import gan_core; G = gan_core.load_generator('{uri}', device='auto')\"\n"
+               f"    ganops generate --model {uri} -n 64 --out grid.png\n")
     return (
-        f"GAN generator trained by ganops (`ganops retrain`): one version per training, each gated on its "
+        f"{what} (`ganops retrain`): one version per training, each gated on its "
         f"evaluation (thresholds + beat the champion). `@{alias}` is the promoted one, "
         f"`@{cfg.registry.challenger_alias}` the latest that passed the gate.\n\n"
         "Use the champion:\n\n"
-        f"    python -c \"import gan_core; G = gan_core.load_generator('{uri}', device='auto')\"\n"
-        f"    ganops generate --model {uri} -n 64 --out grid.png\n"
+        f"{use}"
         f"    mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001\n\n"
         "A version's description holds its gate decision and reasons; its tags hold the lineage "
         "(data_version, git_commit, config_hash, run_id) and `metric.<name>` values. The run "

@@ -119,7 +119,8 @@ def retrain(
             with named_step("push_data"):
                 push_data()
         result.update(data_version=data["data_version"], data=data)
-        logger.info("data version %s (%s images from %s)", data["data_version"], data["count"], cfg.data.source)
+        source = cfg.data.source if cfg.data.target is None else f"{cfg.data.source} ↔ {cfg.data.target}"
+        logger.info("data version %s (%s images from %s)", data["data_version"], data["count"], source)
 
         with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])

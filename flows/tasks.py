@@ -20,12 +20,12 @@ if TYPE_CHECKING:  # the heavy imports stay inside the tasks, so importing the f
 @task(name="version_data")
 def version_data(cfg: Config, use_dvc: bool) -> dict[str, Any]:
     """Prepare the dataset (via `dvc repro prepare` when it is the DVC stage) and return its data version."""
-    from gan_core.data import load_prepared, prepare
+    from gan_core.data import prepare, read_meta
     from gan_core.lineage import data_version_info
 
     if use_dvc:
         run_dvc("repro", PREPARE_STAGE)
-        meta = load_prepared(cfg.data.prepared_dir).meta
+        meta = read_meta(cfg.data.prepared_dir)
     else:
         meta = prepare(cfg.data)
     info = data_version_info(cfg.data.prepared_dir)
