@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from translation import TRANSLATION_SETTINGS
 
 from gan_core.batching import EpochBatches
 
@@ -55,8 +56,13 @@ def test_epoch_batches_shard_disjointly_and_cover_each_epoch():
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_stay_identical_and_only_rank0_writes(mnist_prepared, tiny_train_config, tmp_path):
-    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 4, "train.log_every": 2, "train.checkpoint_every": 2})
+@pytest.mark.parametrize("family", ["dcgan", "cyclegan"])
+def test_two_gloo_ranks_stay_identical_and_only_rank0_writes(family, request, tiny_train_config, tmp_path):
+    settings = {"train.steps": 4, "train.log_every": 2, "train.checkpoint_every": 2}
+    if family == "cyclegan":  # two G and two D in one module each, a history pool per rank
+        cfg = tiny_train_config(request.getfixturevalue("pair_prepared"), **TRANSLATION_SETTINGS, **settings)
+    else:
+        cfg = tiny_train_config(request.getfixturevalue("mnist_prepared"), **settings)
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(cfg.model_dump(mode="json")))
     script = tmp_path / "worker.py"
@@ -80,7 +86,8 @@ def test_two_gloo_ranks_stay_identical_and_only_rank0_writes(mnist_prepared, tin
     assert r0["world_size"] == 2 and r0["final"]["g_loss"] == r1["final"]["g_loss"]
 
     rank0, rank1 = tmp_path / "rank0", tmp_path / "rank1"
-    assert (rank0 / "checkpoints" / "last.pt").is_file() and (rank0 / "generator" / "generator.json").is_file()
+    package = "translator.json" if family == "cyclegan" else "generator.json"
+    assert (rank0 / "checkpoints" / "last.pt").is_file() and (rank0 / "generator" / package).is_file()
     assert (rank0 / "metrics.json").is_file() and list((rank0 / "samples").glob("*.png"))
     assert not rank1.exists(), f"rank 1 wrote {sorted(p.name for p in rank1.rglob('*'))}"
     # The checkpoint holds the same G the ranks ended with.

@@ -224,6 +224,35 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     assert runs["30"].data.metrics["fid_lenet"] == rows["longer"]["outputs/eval/metrics.json"]["fid_lenet"]
 
 
+@pytest.mark.slow
+def test_dvc_repro_runs_a_translation_pipeline(pipeline_clone: Path) -> None:
+    """The same four stages train and evaluate a translator when params.yaml describes one (default paths)."""
+    from mlflow import MlflowClient
+
+    repo = pipeline_clone
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(source="digits", target="mnist5k", max_images=300)
+    params["model"] = {"arch": "cyclegan", "g_width": 4, "d_width": 4, "res_blocks": 1}
+    params["train"].update(loss="lsgan", steps=6, batch_size=4, log_every=3, sample_every=6, checkpoint_every=6)
+    params["eval"]["classifier"].update(min_accuracy=0.0)
+    params["gate"] = {"thresholds": {"content_lenet_a2b": {"min": 0.0}}, "primary_metric": "fid_lenet_a2b"}
+    params["registry"]["model_name"] = "test-translator"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _dvc(repo, "repro")
+    assert json.loads(_dvc(repo, "status", "--json")) == {}
+    assert (repo / "data" / "prepared" / "a" / "images.npy").is_file()
+    assert (repo / "outputs" / "train" / "generator" / "translator.json").is_file()
+    classifier = json.loads((repo / "outputs" / "classifier" / "metrics.json").read_text())
+    assert {"holdout_accuracy_a", "holdout_accuracy_b"} <= set(classifier)
+    metrics = json.loads((repo / "outputs" / "eval" / "metrics.json").read_text())
+    assert {"fid_lenet_a2b", "fid_lenet_b2a", "content_lenet_a2b", "cycle_l1_a"} <= set(metrics)
+    client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
+    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    assert run.info.run_name.startswith("cyclegan-lsgan-6steps-") and run.data.tags["dvc.stage"] == "train"
+    assert run.data.metrics["content_lenet_a2b"] == metrics["content_lenet_a2b"]
+    assert len(run.outputs.model_outputs) == 1  # the translator, logged by the evaluate stage
+
+
 # ----------------------------------------------------------------------------- git and lineage (fast)
 def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     head = _run(clone, "git", "rev-parse", "HEAD").strip()
