@@ -317,13 +317,15 @@ def pair_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def translator_package(pair_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real translator package (cyclegan trained 2 steps on pair_prepared; 16 px, 1 channel): directions a2b
     (digits → mnist5k) and b2a, loadable with gan_core.load_translator."""
+    from translation import TRANSLATION_SETTINGS
+
     from gan_core.config import load_config
     from gan_core.train import train
-    from translation import TRANSLATION_SETTINGS
 
     root = tmp_path_factory.mktemp("translator_package")
     empty = root / "empty_params.yaml"
     empty.write_text("{}\n")
-    cfg = load_config(empty, {**TRANSLATION_SETTINGS, "data.prepared_dir": str(pair_prepared), "train.steps": 2, "train.device": "cpu",
+    cfg = load_config(empty, {**TRANSLATION_SETTINGS, "data.prepared_dir": str(pair_prepared), "train.steps": 2,
+                              "train.device": "cpu",
                               "train.out_dir": str(root / "train")})
     return Path(train(cfg).package_dir)

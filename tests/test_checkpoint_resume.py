@@ -14,12 +14,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from translation import TRANSLATION_SETTINGS
 
 from gan_core.callbacks import TrainCallback
 from gan_core.checkpoint import load_checkpoint
 from gan_core.errors import UserError
 from gan_core.train import DivergenceError, Trainer, train
-from translation import TRANSLATION_SETTINGS
 
 # Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
