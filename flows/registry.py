@@ -55,9 +55,9 @@ from gan_core.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOTE_TAG,
-    artifact_location,
     configure,
     ensure_experiment,
+    experiment_artifact_location,
     open_store,
     sqlite_path,
     store_exists,
@@ -282,7 +282,7 @@ def versions_run_id(cfg: Config, client: MlflowClient) -> str:
     MLflow UI charts FID and every other metric across versions on one run page. Created on first use."""
     name = cfg.registry.model_name
     exp_id = ensure_experiment(
-        client, f"{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}", artifact_location(cfg.registry),
+        client, f"{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}", experiment_artifact_location(cfg.registry),
         {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
          NOTE_TAG: "One run per registered model: its versions' evaluation metrics, step = version number."},
     )

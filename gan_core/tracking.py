@@ -124,6 +124,15 @@ def artifact_location(registry: RegistryConfig) -> str:
     return path.as_uri()
 
 
+def experiment_artifact_location(registry: RegistryConfig) -> str | None:
+    """The artifact root ganops gives an experiment it creates: registry.artifact_location, except that a local path
+    is left out against a tracking server. The server then decides (its `--artifacts-destination`, e.g. S3, served
+    through it); a path on the training host would strand every artifact, the generator included, on that host."""
+    if is_http_uri(tracking_uri(registry)) and "://" not in registry.artifact_location:
+        return None
+    return artifact_location(registry)
+
+
 def is_http_uri(uri: str) -> bool:
     """True for a tracking server (http/https), whose client retries requests itself."""
     return uri.startswith(_HTTP_SCHEMES)
@@ -268,10 +277,11 @@ def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) 
 
     An existing experiment gets the tags it lacks; values already there (a description edited in the UI) stay."""
     client = client or open_store(registry)
-    return ensure_experiment(client, registry.experiment, artifact_location(registry), experiment_tags(registry))
+    return ensure_experiment(client, registry.experiment, experiment_artifact_location(registry),
+                             experiment_tags(registry))
 
 
-def ensure_experiment(client: MlflowClient, name: str, location: str, tags: Mapping[str, str]) -> str:
+def ensure_experiment(client: MlflowClient, name: str, location: str | None, tags: Mapping[str, str]) -> str:
     """The id of experiment `name`, created with `location` and `tags` when absent; an existing one gets the tags
     it lacks (values already there stay)."""
     exp = client.get_experiment_by_name(name)
