@@ -98,3 +98,25 @@ def _wait_for(proc: subprocess.Popen, url: str, log: Path, timeout_s: float = 18
             pass
         time.sleep(0.5)
     raise AssertionError(f"no answer from {url} within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def prefect_server(root: Path, database: str | None = None) -> Iterator[str]:
+    """`prefect server start` on loopback (its database: `database`, a SQLAlchemy URI, else SQLite in `root`):
+    its API URL."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(root), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": "", "PREFECT_UI_ENABLED": "false"}
+    if database:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+    log = root / "prefect-server.log"
+    root.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_for(proc, f"{url}/health", log)
+        yield url
+    finally:
+        stop_process_group(proc)

@@ -126,3 +126,91 @@ def test_every_registry_feature_works_against_the_tracking_server(
     finally:
         stop_process_group(server)
 
+
+
+def _race_worker(env: dict[str, str], params: str, version: str, barrier, results) -> None:  # noqa: ANN001
+    """Another host: its own environment (HOME, so no lock file in common), the shared servers' addresses."""
+    import os
+
+    os.environ.update(env)
+    from flows import registry
+    from gan_core.config import load_config
+
+    cfg = load_config(params)
+    registry.open_store(cfg.registry).search_registered_models()  # connect before the start line
+    barrier.wait(timeout=60)
+    results.put((version, registry.promote(cfg, version)["promoted"]))
+
+
+@pytest.mark.timeout(300)
+def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_server(
+    services: tuple[str, S3], generator_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+    import multiprocessing as mp
+
+    import yaml
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from services import prefect_server
+
+    from flows import registry
+    from gan_core.config import load_config
+    from gan_core.mlflow_model import save_generator_model
+    from gan_core.runs import training_tags
+    from gan_core.tracking import experiment_id
+
+    url, _ = services
+    name = "race-generator"
+    params = tmp_path / "race.yaml"
+    params.write_text(yaml.safe_dump({
+        "gate": {"thresholds": {"fid_lenet": {"max": 50.0}}, "primary_metric": "fid_lenet", "min_improvement": 0.05},
+        "registry": {"model_name": name, "experiment": "race"},
+    }))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    cfg = load_config(params)
+    client = MlflowClient(url)
+    model = save_generator_model(generator_package, tmp_path / "pyfunc")
+
+    def candidate(fid: float) -> str:
+        run = client.create_run(experiment_id(cfg.registry, client))
+        client.log_artifacts(run.info.run_id, str(model), "generator")
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return registry.register_candidate(cfg, f"runs:/{run.info.run_id}/generator", run_id=run.info.run_id,
+                                           metrics={"fid_lenet": fid}, tags=training_tags(cfg))["version"]
+
+    base = candidate(49.0)
+    racers = {candidate(fid): fid for fid in (40.0, 30.0, 35.0, 44.0)}  # every one beats the champion by > 5%
+    best = min(racers, key=racers.get)
+
+    with prefect_server(tmp_path / "prefect") as prefect_url, temporary_settings({PREFECT_API_URL: prefect_url}):
+        assert registry.promote(cfg, base)["promoted"]
+        ctx = mp.get_context("spawn")
+        barrier, results = ctx.Barrier(len(racers)), ctx.Queue()
+        workers = []
+        for i, version in enumerate(racers):
+            home = tmp_path / f"host{i}"
+            home.mkdir()
+            env = {"HOME": str(home), "MLFLOW_TRACKING_URI": url, "PREFECT_API_URL": prefect_url}
+            workers.append(ctx.Process(target=_race_worker, args=(env, str(params), version, barrier, results)))
+        for w in workers:
+            w.start()
+        outcomes = dict(results.get(timeout=180) for _ in workers)
+        for w in workers:
+            w.join(timeout=60)
+        with get_client(sync_client=True) as prefect:
+            limits = {limit.name: limit.limit for limit in prefect.read_global_concurrency_limits()}
+
+    # The one shared lock was used: promotions serialised, so the best racer ends as champion whatever the order.
+    assert [limit for name_, limit in limits.items() if name_.startswith("ganops-promote-")] == [1]
+    model_info = client.get_registered_model(name)
+    assert str(model_info.aliases["champion"]) == best, (outcomes, racers)
+    assert outcomes[best] is True
+    # No version and no champion lost: each promoted racer replaced the champion of its moment.
+    assert {v.version for v in client.search_model_versions(f"name='{name}'")} == {base, *racers}
+    history = json.loads(model_info.tags[registry.HISTORY_TAG])
+    promoted = [v for v, won in outcomes.items() if won]
+    assert history[0] == base and len(history) == len(promoted) and set(history[1:]) <= set(promoted)
+    fids = [49.0, *(racers[v] for v in history[1:]), racers[best]]
+    assert fids == sorted(fids, reverse=True), f"each champion beat the one before: {fids}"
