@@ -53,6 +53,10 @@ def _status(repo: Path) -> dict:
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
+    return make_clone(tmp_path)
+
+
+def make_clone(tmp_path: Path) -> Path:
     """What a fresh clone holds for the prepare stage: code, dvc.yaml, params.yaml, .dvc/config, ignores."""
     repo = tmp_path / "clone"
     repo.mkdir()

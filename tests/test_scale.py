@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import S3, mlflow_server, postgres, s3
+from services import S3, S3_CREDENTIALS, mlflow_server, postgres, s3
+from test_dvc import _dvc, _locked, _run, make_clone
 
 pytestmark = [pytest.mark.scale, pytest.mark.slow]
 
@@ -214,3 +215,28 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
     assert history[0] == base and len(history) == len(promoted) and set(history[1:]) <= set(promoted)
     fids = [49.0, *(racers[v] for v in history[1:]), racers[best]]
     assert fids == sorted(fids, reverse=True), f"each champion beat the one before: {fids}"
+
+
+def test_dvc_pushes_to_and_pulls_from_an_s3_remote(services: tuple[str, S3], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe of README's "From one machine to many": an S3 remote, its endpoint in DVC's config, credentials
+    from the usual variables (never in the repo)."""
+    _, store = services
+    clone = make_clone(tmp_path)
+    for key, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    _dvc(clone, "remote", "add", "--default", "--force", "storage", f"s3://{store.bucket}/dvc")
+    _dvc(clone, "remote", "modify", "storage", "endpointurl", store.endpoint)
+    assert "testing" not in (clone / ".dvc" / "config").read_text()
+    _dvc(clone, "repro", "prepare")
+    _dvc(clone, "push", "prepare")
+    assert any(key.startswith("dvc/") for key in store.keys())
+    _run(clone, "git", "add", "-A")
+    _run(clone, "git", "commit", "-q", "-m", "data on s3")
+
+    other = clone.parent / "other-host"
+    _run(clone.parent, "git", "clone", "-q", str(clone), str(other))
+    _dvc(other, "pull", "prepare")
+    files = {p.name: p.read_bytes() for p in (clone / "data" / "prepared").iterdir()}
+    assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files
+    assert _locked(other) == _locked(clone)
