@@ -139,6 +139,8 @@ def train(
     params: Params = DEFAULT_PARAMS,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in train.out_dir")] = True,
     mlflow: Track = True,
+    mlflow_run_id: Annotated[str | None, typer.Option(
+        help="log into this existing MLflow run instead of opening one (the retrain flow's, under torchrun)")] = None,
 ) -> None:
     """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir (and, by default,
     log the training as an MLflow run, so `dvc repro`/`dvc exp run` trainings show in the MLflow UI too)."""
@@ -152,15 +154,21 @@ def train(
     cfg = load_config(params, overrides)
     trainer = Trainer(cfg, resume=resume)
     trainer.prepare()  # data, device, outputs and the checkpoint are checked before any MLflow run is opened
-    if mlflow and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tracks
-        from gan_core.runs import train_in_run
-        from gan_core.tracking import check_tracking
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 tracks and reports
+    if mlflow and rank0:
+        from gan_core.runs import MLflowCallback, train_in_run
+        from gan_core.tracking import check_tracking, configure
 
         check_tracking(cfg.registry, "train", write=True)
-        result = train_in_run(trainer)
+        if mlflow_run_id:
+            trainer.callbacks.append(MLflowCallback(mlflow_run_id, configure(cfg.registry)))
+            result = trainer.run()
+        else:
+            result = train_in_run(trainer)
     else:
         result = trainer.run()
-    print_json(result.as_dict())
+    if rank0:
+        print_json(result.as_dict())
 
 
 @app.command()

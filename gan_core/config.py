@@ -168,6 +168,9 @@ class TrainConfig(_Section):
     diffaugment: str = ""
     """DiffAugment policy, comma-separated subset of color,translation,cutout; empty = off."""
     seed: Seed = 0
+    nproc_per_node: int | Literal["auto"] = Field(1, ge=1, le=1024)
+    """Training processes (data parallel, one per GPU) the retrain flow launches with torchrun; auto = this node's
+    GPU count. 1 trains in the flow's own process. Each process takes train.batch_size, so it shapes the weights."""
     device: str = "auto"
     """auto (CUDA > MPS > CPU) | cpu | cuda | cuda:N | mps"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -1,0 +1,51 @@
+"""Data-parallel training from a running program: `python -m gan_core train` under torchrun, one process per GPU
+(gloo processes on a CPU), rank 0 logging into a given MLflow run. The retrain flow's train step calls this when
+train.nproc_per_node is not 1; the result equals `torchrun --standalone --nproc_per_node N -m gan_core train`'s.
+
+    result = train_processes(cfg, run_id)      # a TrainResult, as gan_core.train.train returns
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from gan_core.atomic import write_json
+from gan_core.config import Config
+from gan_core.errors import UserError
+from gan_core.train import TrainResult
+
+
+def processes(cfg: Config) -> int:
+    """train.nproc_per_node as a number: auto is this node's GPU count (at least 1)."""
+    n = cfg.train.nproc_per_node
+    if n == "auto":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return int(n)
+
+
+def torchrun_command(params_file: str | Path, nproc: int, run_id: str | None = None) -> list[str]:
+    """The command line: torchrun (standalone rendezvous on this node) running gan_core's train CLI."""
+    tracking = ["--mlflow-run-id", run_id] if run_id else ["--no-mlflow"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "gan_core", "train", "--params", str(params_file), *tracking]
+
+
+def train_processes(cfg: Config, run_id: str | None = None) -> TrainResult:
+    """Train with processes(cfg) processes; rank 0 logs into MLflow run `run_id` (none when None). The config
+    goes to the processes as a params file beside the outputs ({train.out_dir}/launch/params.json)."""
+    params = Path(cfg.train.out_dir) / "launch" / "params.json"
+    write_json(params, cfg.model_dump(mode="json"))  # JSON is YAML: the CLI reads it with --params
+    nproc = processes(cfg)
+    # Stderr (the ranks' progress lines) streams through; stdout is rank 0's result JSON.
+    proc = subprocess.run(torchrun_command(params, nproc, run_id), stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if proc.returncode != 0:
+        raise UserError(f"training with {nproc} processes (torchrun) failed with exit status {proc.returncode}; "
+                        "its error is above")
+    return TrainResult(**json.loads(proc.stdout))
