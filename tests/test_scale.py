@@ -240,3 +240,54 @@ def test_dvc_pushes_to_and_pulls_from_an_s3_remote(services: tuple[str, S3], tmp
     files = {p.name: p.read_bytes() for p in (clone / "data" / "prepared").iterdir()}
     assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files
     assert _locked(other) == _locked(clone)
+
+
+@pytest.mark.timeout(420)
+def test_a_worker_runs_the_deployed_retrain_against_the_shared_tracking_server(
+    services: tuple[str, S3], retrain_workspace: Any, tmp_path: Path,
+) -> None:
+    """prefect.yaml deployed to a Prefect server, a process worker picks up a run with tiny-training parameters and
+    completes it; its MLflow run, version and champion are on the shared tracking server."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from services import prefect_server
+
+    url, _ = services
+    ws = retrain_workspace(tmp_path / "ws")  # its params.yaml keeps every path under ws.root
+    project = tmp_path / "project"  # `prefect deploy` runs from a copy of the checkout: never writes to the repo
+    repo = Path(__file__).resolve().parents[1]
+    for package in ("flows", "gan_core"):
+        shutil.copytree(repo / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("prefect.yaml", "params.yaml"):
+        shutil.copy(repo / name, project / name)
+
+    with prefect_server(tmp_path / "prefect") as api:
+        env = {**os.environ, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+
+        def prefect(*args: str, timeout: float = 120) -> str:
+            done = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=project, env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            return done.stdout
+
+        prefect("work-pool", "create", "ganops-process", "--type", "process")
+        prefect("--no-prompt", "deploy", "--name", "ganops-retrain-nightly")
+        prefect("deployment", "run", "retrain/ganops-retrain-nightly", "-p", f"params={ws.params}",
+                "-p", 'overrides=["registry.model_name=worker-generator", "registry.experiment=worker"]')
+        prefect("worker", "start", "--pool", "ganops-process", "--run-once", timeout=300)
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            # The nightly cron also scheduled future runs; the one triggered here is the one that ran.
+            (run,) = [r for r in client.read_flow_runs() if r.state.type.value != "SCHEDULED"]
+            artifacts = {a.key for a in client.read_artifacts()}
+    assert run.state.type.value == "COMPLETED", run.state
+    assert "retrain-summary" in artifacts
+
+    client = MlflowClient(url)
+    champion = client.get_model_version_by_alias("worker-generator", "champion")
+    mlflow_run = client.get_run(champion.run_id)
+    assert mlflow_run.data.tags["prefect.flow_run_id"] == str(run.id)
