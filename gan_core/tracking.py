@@ -43,8 +43,9 @@ SERVICE_TIMEOUT_ENV = "GANOPS_SERVICE_TIMEOUT"
 DEFAULT_SERVICE_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 10.0
 """Longest wait for the reachability probe at the start of a command (a refused connection fails at once)."""
-MLFLOW_HTTP_RETRIES = 2
-"""Retries of one MLflow HTTP request (MLflow's own retry layer: the only one, Prefect does not retry on top)."""
+MLFLOW_HTTP_RETRIES = 5
+"""Retries of one MLflow HTTP request (MLflow's own retry layer: the only one, Prefect does not retry on top):
+backing off 0, 2, 4, 8 and 16 s, they carry a run over a tracking server restart of up to about 30 s."""
 _HTTP_SCHEMES = ("http://", "https://")
 
 
@@ -63,15 +64,16 @@ def service_timeout_s() -> float:
 
 
 def mlflow_http_env(budget_s: float) -> dict[str, str]:
-    """MLflow's HTTP retry settings that keep one request to a dead server within about 0.4 x `budget_s`.
+    """MLflow's HTTP retry settings that keep one request to a dead server within `budget_s`.
 
-    3 attempts of at most budget/8 s each (connect or read), 0 s then 2 s apart plus up to 1 s jitter each:
-    at most 3 * 15 + 4 = 49 s at the default 120 s; a refused connection fails in about 3 s."""
+    6 attempts of at most budget/9 s each (connect or read), 0, 2, 4, 8 and 16 s apart plus up to 1 s jitter each:
+    at most 6 * 13 + 35 = 113 s at the default 120 s. A refused connection is retried for 30-35 s, long enough for a
+    server restart; a tracking server that is down from the start is caught in seconds by the config step's probe."""
     return {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(MLFLOW_HTTP_RETRIES),
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s // 8))),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s // 9))),
     }
 
 

@@ -65,24 +65,33 @@ def s3() -> Iterator[S3]:
 
 
 @contextmanager
-def mlflow_server(backend_uri: str, store: S3, log: Path) -> Iterator[str]:
+def mlflow_server(backend_uri: str, store: S3, log: Path, port: int | None = None) -> Iterator[str]:
     """`mlflow server` on the database with artifacts in S3, proxied (clients never talk to S3): its URL."""
-    port = free_port()
+    port = port or free_port()
+    proc = start_mlflow_server(backend_uri, store, log, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(proc)
+
+
+def start_mlflow_server(backend_uri: str, store: S3, log: Path, port: int) -> subprocess.Popen:
+    """The server process, answering /health (stop it with processes.stop_process_group)."""
     env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": store.endpoint}
     env.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("w") as out:
+    with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
              "--artifacts-destination", f"s3://{store.bucket}/mlflow", "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(proc, f"{url}/health", log)
-        yield url
-    finally:
+        _wait_for(proc, f"http://127.0.0.1:{port}/health", log)
+    except BaseException:
         stop_process_group(proc)
+        raise
+    return proc
 
 
 def _wait_for(proc: subprocess.Popen, url: str, log: Path, timeout_s: float = 180.0) -> None:

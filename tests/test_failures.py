@@ -245,7 +245,7 @@ def test_the_retrain_flow_itself_probes_the_tracking_server_first(
     assert not (tmp_path / "data").exists()  # nothing was prepared before the check
 
 
-def test_mlflow_requests_are_bounded_and_retried_once_when_the_server_is_gone(
+def test_mlflow_requests_are_bounded_and_retried_when_the_server_is_gone(
     tmp_path: Path, restore_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No probe here: a server that goes away between two calls. MLflow's own HTTP retries, which ganops bounds
@@ -269,9 +269,9 @@ def test_mlflow_requests_are_bounded_and_retried_once_when_the_server_is_gone(
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(MLFLOW_HTTP_RETRIES)
     assert isinstance(failure.value.cause, ServiceUnavailable)
     assert f"{uri} unreachable (step 'find_unchanged'): connection refused" in str(failure.value)
-    # Refused connections: 3 attempts, 0 s and 2 s apart (+ <= 1 s jitter each); the bound for a silent server
-    # is 3 attempts x budget/8 + 4 s = 49 s at the default budget.
-    assert elapsed < 3 * (DEFAULT_SERVICE_TIMEOUT_S // 8) + 4
+    # Refused connections: 6 attempts, 0, 2, 4, 8 and 16 s apart (+ <= 1 s jitter each): 30-35 s, which rides
+    # through a server restart (tests/test_scale.py); a silent server adds at most budget/9 per attempt.
+    assert 30 <= elapsed < 6 * (DEFAULT_SERVICE_TIMEOUT_S // 9) + 35
 
     # A user's own MLflow setting is kept.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -16,9 +16,17 @@ pytestmark = [pytest.mark.scale, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, S3]]:
-    root = tmp_path_factory.mktemp("services")
-    with postgres(root / "pg") as database, s3() as store, mlflow_server(database, store, root / "mlflow.log") as url:
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, S3]]:
+    """PostgreSQL and S3 for the module: (the database URI, the bucket)."""
+    with postgres(tmp_path_factory.mktemp("pg")) as database, s3() as store:
+        yield database, store
+
+
+@pytest.fixture(scope="module")
+def services(databases: tuple[str, S3], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, S3]]:
+    """A tracking server on them: (its URL, the bucket)."""
+    database, store = databases
+    with mlflow_server(database, store, tmp_path_factory.mktemp("mlflow") / "mlflow.log") as url:
         yield url, store
 
 
@@ -76,7 +84,7 @@ def test_every_registry_feature_works_against_the_tracking_server(
     url, _ = services
     ws = retrain_workspace(tmp_path / "host")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # a seconds-long training gets samples too
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # a seconds-long run gets samples too
     monkeypatch.chdir(ws.root)
     name = "scale-generator"  # its own registered model and experiment in the shared server
     tree = yaml.safe_load(ws.params.read_text())
@@ -145,7 +153,8 @@ def _race_worker(env: dict[str, str], params: str, version: str, barrier, result
 
 @pytest.mark.timeout(300)
 def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_server(
-    services: tuple[str, S3], generator_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    services: tuple[str, S3], generator_package: Path, digits_prepared: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import json
     import multiprocessing as mp
@@ -168,6 +177,7 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
     params.write_text(yaml.safe_dump({
         "gate": {"thresholds": {"fid_lenet": {"max": 50.0}}, "primary_metric": "fid_lenet", "min_improvement": 0.05},
         "registry": {"model_name": name, "experiment": "race"},
+        "data": {"source": "digits", "prepared_dir": str(digits_prepared)},  # the lineage tags read its version
     }))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     cfg = load_config(params)
@@ -291,3 +301,58 @@ def test_a_worker_runs_the_deployed_retrain_against_the_shared_tracking_server(
     champion = client.get_model_version_by_alias("worker-generator", "champion")
     mlflow_run = client.get_run(champion.run_id)
     assert mlflow_run.data.tags["prefect.flow_run_id"] == str(run.id)
+
+
+@pytest.mark.timeout(300)
+def test_a_brief_tracking_server_outage_during_a_retrain_is_retried(
+    databases: tuple[str, S3], prefect_harness: None, retrain_workspace: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tracking server stops while the flow trains and logs to it, and answers again some 10 s later (a 3 s
+    pause, then its restart): MLflow's retries with backoff carry the requests over the gap and the retrain ends with
+    a champion."""
+    import threading
+    import time
+
+    from mlflow import MlflowClient
+    from processes import free_port, stop_process_group
+    from services import start_mlflow_server
+
+    from flows.retrain import retrain
+
+    database, store = databases
+    port, log = free_port(), tmp_path / "mlflow.log"
+    url = f"http://127.0.0.1:{port}"
+    servers = [start_mlflow_server(database, store, log, port)]
+    ws = retrain_workspace(tmp_path / "ws")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.chdir(ws.root)
+    overrides = ["registry.model_name=outage-generator", "registry.experiment=outage", "train.steps=60",
+                 "train.log_every=5"]
+    outage: dict[str, float] = {}
+
+    def interrupt() -> None:
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # once the training run logs its first steps
+            experiment = client.get_experiment_by_name("outage")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and "g_loss" in client.get_run(runs[0].info.run_id).data.metrics:
+                break
+            time.sleep(0.2)
+        stop_process_group(servers[0])
+        outage["down"] = time.monotonic()
+        time.sleep(3)  # then the restart itself takes several seconds more
+        servers.append(start_mlflow_server(database, store, log, port))
+        outage["up"] = time.monotonic()
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    try:
+        result = retrain(params=str(ws.params), overrides=overrides)
+    finally:
+        thread.join(timeout=180)
+        for server in servers:
+            stop_process_group(server)
+    assert outage["up"] - outage["down"] >= 3, "the server was never stopped"
+    assert result["status"] == "promoted", result
