@@ -202,8 +202,9 @@ def probe_http(service: str, target: str, url: str, step: str, hint: str) -> Non
 def connection_problem(error: BaseException) -> str:
     """A short reason for a failed connection: refused, unknown host, or the library's first line."""
     text = str(error)
-    # requests says "Connection refused", aiohttp (DVC's http remotes) "Connect call failed ... [Errno 111]".
-    if "refused" in text.lower() or "Errno 111" in text:
+    # requests says "Connection refused", aiohttp (DVC's http remotes) "Connect call failed ... [Errno 111]",
+    # botocore (DVC's S3 remotes) "Could not connect to the endpoint URL" once its own retries are spent.
+    if "refused" in text.lower() or "Errno 111" in text or "Could not connect to the endpoint URL" in text:
         return "connection refused"
     if any(s in text for s in ("Name or service not known", "NameResolution", "nodename nor servname",
                                "Temporary failure in name resolution", "getaddrinfo failed")):

@@ -251,6 +251,26 @@ def test_dvc_pushes_to_and_pulls_from_an_s3_remote(services: tuple[str, S3], tmp
     assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files
     assert _locked(other) == _locked(clone)
 
+    # The remote goes away: the flow's push step fails within the budget, on one line naming the remote.
+    import time
+
+    from processes import free_port
+
+    from flows.dvc_pipeline import dvc_push
+    from gan_core.errors import ServiceUnavailable
+
+    _dvc(other, "remote", "modify", "storage", "endpointurl", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("HOME", str(other.parent / "home"))
+    _run(other, "python", "-m", "gan_core", "prepare", "data.max_images=40")  # new data to push
+    _dvc(other, "commit", "--force", "prepare")
+    start = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as failure:
+        dvc_push("prepare")
+    message = str(failure.value)
+    assert "DVC remote 'storage' (s3://" in message and "unreachable (step 'push_data'): connection refused" in message
+    assert "\n" not in message and time.monotonic() - start < 120
+
 
 @pytest.mark.timeout(420)
 def test_a_worker_runs_the_deployed_retrain_against_the_shared_tracking_server(
