@@ -75,12 +75,12 @@ def train_generator(cfg: Config, run_id: str) -> TrainResult:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
     identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
     settings from a finished one trains no step again."""
-    from gan_core.launch import processes, train_processes
+    from gan_core.launch import distributed, train_processes
     from gan_core.runs import MLflowCallback
     from gan_core.tracking import open_store
     from gan_core.train import train
 
-    if processes(cfg) > 1:  # train.nproc_per_node: torchrun, rank 0 logging into this run
+    if distributed(cfg):  # train.nproc_per_node, train.nnodes: torchrun, rank 0 logging into this run
         return train_processes(cfg, run_id)
     # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
     return train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])

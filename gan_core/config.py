@@ -171,6 +171,14 @@ class TrainConfig(_Section):
     nproc_per_node: int | Literal["auto"] = Field(1, ge=1, le=1024)
     """Training processes (data parallel, one per GPU) the retrain flow launches with torchrun; auto = this node's
     GPU count. 1 trains in the flow's own process. Each process takes train.batch_size, so it shapes the weights."""
+    nnodes: int = Field(1, ge=1, le=4096)
+    """Machines taking part in one training (each with nproc_per_node processes). The flow runs on node_rank 0;
+    every other node runs the same config with its own node_rank (README, "From one machine to many")."""
+    node_rank: int = Field(0, ge=0)
+    """This machine's place among the nnodes (0: the one whose rank 0 logs to MLflow and writes the outputs)."""
+    master_addr: str = "127.0.0.1"
+    """Address of node 0, where the ranks meet (nnodes > 1)."""
+    master_port: int = Field(29500, ge=1, le=65535)
     device: str = "auto"
     """auto (CUDA > MPS > CPU) | cpu | cuda | cuda:N | mps"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -195,6 +203,12 @@ class TrainConfig(_Section):
                 f"unknown DiffAugment policy {bad[0]!r}; expected a comma list of color,translation,cutout"
             )
         return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _node_in_range(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}")
+        return self
 
     @field_validator("device")
     @classmethod

@@ -18,7 +18,8 @@ import json
 from typing import Any
 
 RUNTIME_TRAIN_KEYS = frozenset(
-    {"log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last", "compile"}
+    {"log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last", "compile",
+     "node_rank", "master_addr", "master_port"}
 )
 """train.* keys that say where, how fast and how visibly a training runs, not what it learns."""
 CONTINUABLE_KEYS = frozenset({"steps"})
