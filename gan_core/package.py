@@ -75,18 +75,24 @@ def save_generator(generator: nn.Module, spec: dict[str, Any], out_dir: str | Pa
     `spec` must hold arch, kwargs, latent_dim, image_shape, num_classes; format is added here.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     missing = {"arch", "kwargs", "latent_dim", "image_shape", "num_classes"} - spec.keys()
     if missing:
         raise ValueError(f"generator spec lacks {sorted(missing)}")
     full = {"format": FORMAT, "normalization": "tanh", "class_names": None, "metadata": {}, **spec}
+    return write_package(generator, SPEC_FILE, full, out)
+
+
+def write_package(network: nn.Module, spec_file: str, spec: dict[str, Any], out: Path) -> Path:
+    """`network`'s weights (float32 safetensors) and `spec` as `spec_file`, built in a temp dir beside `out` and
+    renamed over it. The generator and translator packages are both written here."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     # Some compiled / DDP-wrapped modules prefix keys; the package stores the plain module's names.
-    module = getattr(generator, "_orig_mod", generator)
+    module = getattr(network, "_orig_mod", network)
     module = getattr(module, "module", module)
     state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_dir(out) as tmp:
         save_file(state, tmp / WEIGHTS_FILE)
-        write_json(tmp / SPEC_FILE, full)
+        write_json(tmp / spec_file, spec)
     return out
 
 
@@ -98,9 +104,17 @@ def read_spec(package_dir: str | Path) -> dict[str, Any]:
             f"{package_dir}: not a generator package (no {SPEC_FILE}); "
             "expected a directory written by `python -m gan_core train`"
         )
+    raw, spec = read_checked_spec(path, FORMAT, _Spec)
+    _check_agreement(path, spec)
+    return raw
+
+
+def read_checked_spec(path: Path, fmt: str, schema: type[BaseModel]) -> tuple[dict[str, Any], Any]:
+    """A package's spec file as (the JSON object, validated by `schema`): a regular file of at most MAX_SPEC_BYTES,
+    a JSON object of format `fmt`. Anything else is a UserError naming the file (and the field)."""
     _check_regular_file(path)
     if path.stat().st_size > MAX_SPEC_BYTES:
-        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a {SPEC_FILE} (at most "
+        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a {path.name} (at most "
                         f"{MAX_SPEC_BYTES}); the package is damaged: {REDO}")
     try:
         raw = json.loads(path.read_bytes())
@@ -108,17 +122,15 @@ def read_spec(package_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({first_line(e)}); the file is cut short or damaged: {REDO}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(raw).__name__}; the package is damaged: {REDO}")
-    if raw.get("format") != FORMAT:
-        raise UserError(f"{path}: unknown format {raw.get('format')!r}; expected {FORMAT!r}")
+    if raw.get("format") != fmt:
+        raise UserError(f"{path}: unknown format {raw.get('format')!r}; expected {fmt!r}")
     try:
-        spec = _Spec.model_validate(raw)
+        return raw, schema.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(part) for part in err["loc"])
         got = f"={err['input']!r}" if err["type"] != "missing" else ""
         raise UserError(f"{path}: {where}{got}: {err['msg']}; the package is damaged or was edited: {REDO}") from None
-    _check_agreement(path, spec)
-    return raw
 
 
 def _check_agreement(path: Path, spec: _Spec) -> None:

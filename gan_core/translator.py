@@ -15,27 +15,23 @@ The weights hold both directions (a2b.*, b2a.*). `load_translator` returns one d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
-from safetensors.torch import save_file
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from torch import nn
 
-from gan_core.atomic import atomic_dir, write_json
 from gan_core.errors import UserError, first_line
 from gan_core.package import (
-    MAX_SPEC_BYTES,
     PACKAGE_FILES,
     REDO,
-    WEIGHTS_FILE,
-    _check_regular_file,
     build_checked,
     local_package,
+    read_checked_spec,
     to_uint8,
+    write_package,
 )
 
 FORMAT = "ganops-translator/1"
@@ -69,41 +65,18 @@ def save_translator(translator: nn.Module, spec: dict[str, Any], out_dir: str | 
     """Write the package atomically (temp dir beside `out_dir`, then rename). `spec` holds arch, kwargs,
     image_shape and domains; format and directions are added here."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     missing = {"arch", "kwargs", "image_shape", "domains"} - spec.keys()
     if missing:
         raise ValueError(f"translator spec lacks {sorted(missing)}")
     directions = {d: {"from": d[0], "to": d[2]} for d in DIRECTIONS}
     full = {"format": FORMAT, "normalization": "tanh", "metadata": {}, "directions": directions, **spec}
-    module = getattr(translator, "_orig_mod", translator)
-    module = getattr(module, "module", module)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-    with atomic_dir(out) as tmp:
-        save_file(state, tmp / WEIGHTS_FILE)
-        write_json(tmp / SPEC_FILE, full)
-    return out
+    return write_package(translator, SPEC_FILE, full, out)
 
 
 def read_translator_spec(package_dir: str | Path) -> dict[str, Any]:
     """translator.json, checked: JSON object, known format, field types, kwargs that agree with image_shape."""
     path = Path(package_dir) / SPEC_FILE
-    _check_regular_file(path)
-    if path.stat().st_size > MAX_SPEC_BYTES:
-        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a {SPEC_FILE}; the package is "
-                        f"damaged: {REDO}")
-    try:
-        raw = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as e:
-        raise UserError(f"{path}: not valid JSON ({first_line(e)}); the file is cut short or damaged: {REDO}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise UserError(f"{path}: unknown format {got!r}; expected {FORMAT!r}")
-    try:
-        spec = _Spec.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(part) for part in err["loc"])
-        raise UserError(f"{path}: {where}: {err['msg']}; the package is damaged or was edited: {REDO}") from None
+    raw, spec = read_checked_spec(path, FORMAT, _Spec)
     for key, value in (("channels", spec.image_shape[0]), ("resolution", spec.image_shape[1])):
         if spec.kwargs.get(key, value) != value:
             raise UserError(f"{path}: kwargs.{key}={spec.kwargs[key]!r} disagrees with image_shape; the file was "

@@ -6,6 +6,9 @@ import os
 import signal
 import socket
 import subprocess
+import time
+import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -29,3 +32,21 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             continue
     proc.wait(timeout=grace_s)
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout_s: float = 120.0, log: Path | None = None) -> None:
+    """Poll `url` until it answers 200; fail when the process exits first or the time runs out (with the tail of
+    its `log`, when given)."""
+    tail = lambda: f":\n{log.read_text()[-3000:]}" if log is not None else ""  # noqa: E731
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with status {proc.returncode} before answering{tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {url} within {timeout_s:.0f} s{tail()}")

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from processes import free_port, stop_process_group
+from processes import free_port, stop_process_group, wait_until_ready
 
 BUCKET = "ganops-artifacts"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -87,26 +85,13 @@ def start_mlflow_server(backend_uri: str, store: S3, log: Path, port: int) -> su
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_for(proc, f"http://127.0.0.1:{port}/health", log)
+        wait_until_ready(proc, f"http://127.0.0.1:{port}/health", 180, log)
     except BaseException:
         stop_process_group(proc)
         raise
     return proc
 
 
-def _wait_for(proc: subprocess.Popen, url: str, log: Path, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no answer from {url} within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @contextmanager
@@ -125,7 +110,7 @@ def prefect_server(root: Path, database: str | None = None) -> Iterator[str]:
                                  str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_for(proc, f"{url}/health", log)
+        wait_until_ready(proc, f"{url}/health", 180, log)
         yield url
     finally:
         stop_process_group(proc)

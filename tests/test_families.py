@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import free_port, stop_process_group
-from test_serve import _post, _wait_until_ready
+from processes import free_port, stop_process_group, wait_until_ready
+from test_serve import _post
 
 from gan_core.diffaugment import AdaptiveAugment
 from gan_core.errors import UserError
@@ -178,7 +178,7 @@ def test_a_stylegan2_retrain_is_registered_and_served_with_truncation(
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_until_ready(server, f"{base}/ping")
+            wait_until_ready(server, f"{base}/ping")
             status, body = _post(f"{base}/invocations",
                                  {"dataframe_records": [{"n": 3, "seed": 5, "truncation_psi": 0.5},
                                                         {"n": 3, "seed": 5, "truncation_psi": 0}]})

@@ -73,8 +73,8 @@ def test_every_registry_feature_works_against_the_tracking_server(
 
     import yaml
     from mlflow import MlflowClient
-    from processes import free_port, stop_process_group
-    from test_serve import _post, _wait_until_ready
+    from processes import free_port, stop_process_group, wait_until_ready
+    from test_serve import _post
 
     from flows.cli import app
     from flows.monitor import monitor
@@ -129,7 +129,7 @@ def test_every_registry_feature_works_against_the_tracking_server(
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_until_ready(server, f"http://127.0.0.1:{port}/ping")
+        wait_until_ready(server, f"http://127.0.0.1:{port}/ping")
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"n": 2, "seed": 0}]})
         assert status == 200 and len(body["predictions"]) == 2
     finally:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
-from processes import free_port, stop_process_group
+from processes import free_port, stop_process_group, wait_until_ready
 
 from gan_core.config import RegistryConfig
 from gan_core.mlflow_model import decode_predictions, log_generator
@@ -35,21 +34,6 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
-
-
-def _wait_until_ready(server: subprocess.Popen, url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited with status {server.returncode} before answering")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no answer from {url} within {timeout_s:.0f} s")
 
 
 @pytest.mark.slow
@@ -76,7 +60,7 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_ready(server, f"{base}/ping")
+        wait_until_ready(server, f"{base}/ping")
 
         request = {"dataframe_records": [{"n": 4, "seed": 0, "labels": [3, 1, 4, 1]}]}
         status, body = _post(f"{base}/invocations", request)

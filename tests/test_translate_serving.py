@@ -20,8 +20,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
-from processes import free_port, stop_process_group
-from test_serve import _post, _wait_until_ready
+from processes import free_port, stop_process_group, wait_until_ready
+from test_serve import _post
 
 from flows.cli import app
 from gan_core.cli import run_app
@@ -266,7 +266,7 @@ def test_models_serve_translates_a_posted_png(champion_uri: str, mlflow_store, t
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_ready(server, f"{base}/ping")
+        wait_until_ready(server, f"{base}/ping")
         image = _digit(5)
         status, body = _post(f"{base}/invocations",
                              {"dataframe_records": [{"image": _b64(image), "direction": "b2a"}]})
