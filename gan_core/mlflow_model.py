@@ -243,12 +243,18 @@ def log_generator(package_dir: str | Path, run_id: str, name: str = "generator")
     MLflow loads the logged model once and predicts the input example to validate it, so a package that cannot
     be served fails here, at logging time.
     """
+    return log_pyfunc(_model_arguments(package_dir), run_id, name)
+
+
+def log_pyfunc(arguments: dict[str, Any], run_id: str, name: str) -> ModelInfo:
+    """Log a "models from code" pyfunc model (its `arguments`: code file, artifacts, signature, example,
+    requirements) to run `run_id`; the generator and translator models both go through here."""
     return mlflow.models.Model.log(
         artifact_path=None,  # deprecated in MLflow 3; `name` replaces it
         name=name,
         flavor=mlflow.pyfunc,
         run_id=run_id,
-        **_model_arguments(package_dir),
+        **arguments,
     )
 
 

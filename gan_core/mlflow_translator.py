@@ -46,7 +46,15 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.mlflow_model import PIP_REQUIREMENTS, BadRequest, _missing, _show, decode_predictions, encode_png
+from gan_core.mlflow_model import (
+    PIP_REQUIREMENTS,
+    BadRequest,
+    _missing,
+    _show,
+    decode_predictions,
+    encode_png,
+    log_pyfunc,
+)
 from gan_core.package import find_package
 from gan_core.translator import DIRECTIONS, MAX_IMAGE_PIXELS, load_translator, read_image, read_translator_spec
 
@@ -186,13 +194,7 @@ def log_translator(package_dir: str | Path, run_id: str, name: str = "translator
 
     MLflow loads the logged model once and predicts the input example to validate it, so a package that cannot
     be served fails here, at logging time."""
-    return mlflow.models.Model.log(
-        artifact_path=None,  # deprecated in MLflow 3; `name` replaces it
-        name=name,
-        flavor=mlflow.pyfunc,
-        run_id=run_id,
-        **_model_arguments(package_dir),
-    )
+    return log_pyfunc(_model_arguments(package_dir), run_id, name)
 
 
 def save_translator_model(package_dir: str | Path, path: str | Path) -> Path:
