@@ -8,6 +8,7 @@ ganops rollback                       # champion back to the previous one
 ganops generate -n 64 --out grid.png  # sample the champion
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
 ganops monitor                        # retrain on drift or new data
+ganops sweep --space configs/sweep-dcgan.yaml   # Optuna search, best through the gate
 ganops ui                             # the MLflow UI on the local store
 ganops --version
 
@@ -190,6 +191,78 @@ def monitor_command(
         typer.echo(f"reason: {reason}")
     if result.get("retrain"):
         _echo_result(result["retrain"])
+
+
+@app.command("sweep")
+def sweep_command(
+    overrides: Overrides = None,
+    space: Annotated[Path, typer.Option("--space", help="search space file (see configs/sweep-dcgan.yaml)")] = Path(
+        "configs/sweep-dcgan.yaml"),
+    trials: Annotated[int | None, typer.Option(
+        "--trials", help="trial budget of the study, shared by every process on it (default: the space file's)",
+    )] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="seconds after which this process starts no more trials")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="trials at a time on this machine (processes)")] = 1,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="study name; the same name continues or joins it (default: the space file's name)")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="study database URL (default: registry.study_storage, else optuna.db beside the "
+        "SQLite tracking store)")] = None,
+    params: Params = DEFAULT_PARAMS,
+) -> None:
+    """Search hyperparameters with Optuna (one MLflow child run per trial, hopeless ones pruned), then register
+    the best trial and apply the gate, as a retrain would."""
+    from flows.search_space import load_space
+    from flows.steps import RetrainFailed
+    from flows.sweep import check_sweep_args, study_storage, sweep
+
+    _check_before_flow("sweep", params, overrides)
+    try:  # the space and the budgets fail here, in one line, before Prefect starts
+        check_sweep_args(trials, timeout, workers)
+        cfg = load_config(params, overrides)
+        load_space(space, cfg, params, _parsed(overrides))
+        study_storage(cfg, storage)
+    except UserError as e:
+        raise _fail("sweep", RetrainFailed("config", e)) from None
+    show_progress()
+    logging.getLogger("flows.sweep").setLevel(logging.INFO)
+    try:
+        result = sweep(space=str(space), params=str(params), overrides=overrides or None, study=study,
+                       trials=trials, timeout_s=timeout, workers=workers, storage=storage)
+    except RetrainFailed as e:
+        raise _fail("sweep", e) from None
+    _echo_trials(result["sweep"])
+    _echo_result(result)
+
+
+def _parsed(overrides: list[str] | None) -> dict:
+    from gan_core.config import parse_overrides
+
+    return parse_overrides(overrides)
+
+
+def _echo_trials(summary: dict) -> None:
+    """The study's trials, best first, as a table; then the best one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = summary["trials"]
+    minimize = summary["direction"] == "minimize"
+    rows = sorted(rows, key=lambda r: (r["value"] is None, (r["value"] or 0) * (1 if minimize else -1)))
+    columns = [c for c in (rows[0] if rows else {}) if c not in ("mlflow_run_id",)]
+    counts = summary["counts"]
+    table = Table(title=f"study {summary['study']}: {counts['complete']} complete, {counts['pruned']} pruned, "
+                        f"{counts['fail']} failed", caption=f"storage {summary['storage']}; MLflow parent run "
+                        f"{summary['parent_run_id']}")
+    for c in columns:
+        table.add_column(summary["objective"] if c == "value" else c, no_wrap=c != "note")
+    for r in rows:
+        table.add_row(*["-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])
+                        for c in columns])
+    Console(width=max(160, Console().width), emoji=False).print(table)
+    if summary.get("best_trial") is not None:
+        typer.echo(f"best: trial {summary['best_trial']} ({summary['objective']} = {summary['best_value']:.4g})")
 
 
 @app.command("schedule")

@@ -35,6 +35,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Text, written atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Pretty, key-sorted JSON (stable bytes for the same data), written atomically."""
     with atomic_file(path) as tmp:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from gan_core.train import TrainResult
 
 
@@ -22,6 +24,10 @@ class TrainCallback:
 
     def on_samples(self, step: int, grid_png: Path) -> None:
         """Every train.sample_every steps and at the end: a PNG grid from the fixed latent batch (EMA G)."""
+
+    def on_generator(self, step: int, generator: nn.Module) -> None:
+        """Right after on_samples: the EMA generator in eval mode, for an intermediate evaluation (a sweep prunes
+        hopeless trials from it). An exception raised here stops the training before that step's checkpoint."""
 
     def on_train_end(self, result: TrainResult) -> None:
         """Once, after the generator package and metrics JSON are written."""

@@ -340,6 +340,10 @@ class RegistryConfig(_Section):
     """Alias of the promoted generator: `models:/<model_name>@<champion_alias>`."""
     challenger_alias: str = "challenger"
     """Alias of the latest version that passed the gate."""
+    study_storage: str | None = None
+    """Database of `ganops sweep`'s Optuna studies. None: optuna.db beside a SQLite tracking store (its own file:
+    Optuna and MLflow both keep an alembic_version table). With a tracking server or database store, set a
+    database URL that every sweep host reaches, e.g. postgresql://user@db-host/optuna (password from PGPASSWORD)."""
     stages: dict[Literal["champion", "challenger"], Literal["Production", "Staging"]] = {}
     """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
     also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production

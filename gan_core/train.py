@@ -435,6 +435,7 @@ class Trainer:
                     last_grid = self.write_samples(step)
                     for cb in self.callbacks:
                         cb.on_samples(step, last_grid)
+                        cb.on_generator(step, self.ema.module)
                 if due_checkpoint and main:
                     self.write_checkpoint(step)
         wall = time.perf_counter() - t_run

@@ -24,7 +24,7 @@ from gan_core.config import Config, load_config
 from gan_core.runs import training_tags
 from gan_core.tracking import configure, experiment_id
 
-FLOW_COMMANDS = ["retrain", "demo", "monitor", "schedule"]
+FLOW_COMMANDS = ["retrain", "demo", "monitor", "schedule", "sweep"]
 REGISTRY_COMMANDS = ["models", "promote", "rollback", "ui", "generate"]
 GAN_CORE_COMMANDS = ["prepare", "train", "classifier", "evaluate"]
 # fid_lenet fails its bound; class_coverage passes; no champion: the champion check passes (nothing to beat).
