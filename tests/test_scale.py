@@ -376,3 +376,43 @@ def test_a_brief_tracking_server_outage_during_a_retrain_is_retried(
             stop_process_group(server)
     assert outage["up"] - outage["down"] >= 3, "the server was never stopped"
     assert result["status"] == "promoted", result
+
+
+def test_a_sweep_shares_its_study_in_postgresql_and_its_runs_on_the_tracking_server(
+    databases: tuple[str, S3], services: tuple[str, S3], prefect_harness: None, retrain_workspace: Any,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a tracking server there is no SQLite file to sit beside: the study goes to a PostgreSQL database
+    (registry.study_storage / --storage) that every sweep host reaches."""
+    import optuna
+    import sqlalchemy
+    import yaml
+    from mlflow import MlflowClient
+
+    from flows.sweep import sweep
+
+    database, _ = databases
+    url, store = services
+    with sqlalchemy.create_engine(database, isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.execute(sqlalchemy.text("CREATE DATABASE optuna"))
+    storage = sqlalchemy.engine.make_url(database).set(database="optuna").render_as_string(hide_password=False)
+    ws = retrain_workspace(tmp_path / "sweep-host")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.chdir(ws.root)
+    space = ws.root / "space.yaml"
+    space.write_text(yaml.safe_dump({"trials": 2, "pruning": {"enabled": False},
+                                     "params": {"train.g_optimizer.lr": {"low": 1e-4, "high": 1e-3, "log": True}}}))
+    tree = yaml.safe_load(ws.params.read_text())
+    tree["registry"].update(study_storage=storage, model_name="ganops-swept")
+    ws.params.write_text(yaml.safe_dump(tree, sort_keys=False))
+    result = sweep(space=str(space), params=str(ws.params))
+
+    study = optuna.load_study(study_name="space", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(url)
+    best = min(study.trials, key=lambda t: t.value)
+    version = client.get_model_version("ganops-swept", result["version"])
+    assert version.run_id == best.user_attrs["mlflow_run_id"] and result["status"] == "promoted"
+    parent = client.get_run(result["sweep"]["parent_run_id"])
+    assert parent.data.tags["sweep.best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert any(k.endswith("sweep/trials.csv") for k in store.keys())  # the results went to the bucket too
