@@ -138,13 +138,14 @@ def retrain(
             from gan_core.runs import training_tags
 
             tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags)
+            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
         result["version"] = version["version"]
         with named_step("promote"):
             # The gate, applied once under the promotion lock against the champion of that moment: a passing
             # candidate takes the alias in the same step, so a faster rival cannot slip in between.
             outcome = promote(cfg, version["version"])
-        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics")}
+        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
+                                                  "champion_comparison")}
         promoted = outcome["promoted"]
         result["status"] = "promoted" if promoted else "rejected"
         if promoted:
@@ -191,9 +192,10 @@ def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) ->
         result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
         trained = train_generator(cfg, run_id)
         with named_step("evaluate"):
-            result["metrics"] = evaluate_generator(cfg).metrics
+            evaluation = evaluate_generator(cfg)
+            result.update(metrics=evaluation.metrics, eval_context=evaluation.context)
         with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir)
+            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"])
 
 
 def _publish(publisher: Any, *args: Any) -> None:
