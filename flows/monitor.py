@@ -61,13 +61,15 @@ def drift_check(
     the champion; across contexts there is no drift number, and the changed context is the reason."""
     name = gate.primary_metric
     was, now = float(recorded.get(name, math.nan)), float(current.get(name, math.nan))
-    if recorded_context is None or context_hash(recorded_context) != context_hash(current_context):
-        where = f"context {short(context_hash(recorded_context))}" if recorded_context else "no recorded context"
+    now_in = f"re-measurement {now:.4g} (context {short(context_hash(current_context))}), so no drift is measured; " \
+        "a retrain measures a candidate in the new context and the gate re-evaluates the champion in it"
+    if recorded_context is None:
+        return None, (f"evaluation context unknown: champion v{version} records none (registered before contexts "
+                      f"were), so its recorded {name} {was:.4g} is not comparable with its {now_in}")
+    if context_hash(recorded_context) != context_hash(current_context):
         return None, (f"evaluation context changed ({context_difference(recorded_context, current_context)}): "
-                      f"champion v{version}'s recorded {name} {was:.4g} ({where}) is not comparable with its "
-                      f"re-measurement {now:.4g} (context {short(context_hash(current_context))}), so no drift is "
-                      "measured; a retrain measures a candidate in the new context and the gate re-evaluates the "
-                      "champion in it")
+                      f"champion v{version}'s recorded {name} {was:.4g} (context "
+                      f"{short(context_hash(recorded_context))}) is not comparable with its {now_in}")
     drift = relative_drift(name, was, now)
     if drift > gate.max_drift:
         return drift, (f"{name} drifted {drift:+.1%} (recorded {was:.4g}, now {now:.4g}, both in context "
