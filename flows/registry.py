@@ -501,6 +501,16 @@ def _apply_gate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: s
     return decide(cfg.gate, str(mv.version), version_metrics(mv), run, measured, hash_)
 
 
+def _measure_champion_ahead(client: MlflowClient, cfg: Config, mv: ModelVersion) -> None:
+    """Re-measure the current champion in the candidate's context before the promotion lock is taken, so the
+    holder reads it from the cache: an evaluation at production settings can outlast LOCK_TIMEOUT_S, which other
+    promoters wait at most. Under the lock the champion is read again; if it changed meanwhile, that one is
+    measured there."""
+    champion = _aliases(client, mv.name).get(cfg.registry.champion_alias)
+    if champion is not None and champion != str(mv.version):
+        champion_in_context(cfg, client.get_model_version(mv.name, champion), recorded_context(mv.tags))
+
+
 def champion_in_context(cfg: Config, champion: ModelVersion, context: Mapping[str, Any] | None) -> ChampionMetrics:
     """The champion's metrics in the candidate's `context`: as recorded when it was measured in that context,
     else re-measured in it (measure_version); `unavailable` says why when neither is possible."""
@@ -599,6 +609,7 @@ def gate(cfg: Config, version: str | int) -> dict[str, Any]:
     """
     client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
+    _measure_champion_ahead(client, cfg, mv)
     with promotion_lock(cfg):
         champion = _aliases(client, mv.name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)
@@ -621,6 +632,7 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
     client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
     name, v = mv.name, str(mv.version)
+    _measure_champion_ahead(client, cfg, mv)
     with promotion_lock(cfg):
         champion = _aliases(client, name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)

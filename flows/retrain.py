@@ -25,6 +25,11 @@ Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsat
 run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
 or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
 
+Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.eval_context: data
+version, extractor weights, sample count, seed, ...) on its run and version; the promote step's gate compares them
+with the champion's only in that context, re-evaluating the champion in it when its own was another (new data
+retrains the lenet extractor), and reports both numbers (flows.registry, flows.report).
+
 Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step.
 """
 
@@ -98,7 +103,8 @@ def retrain(
 ) -> dict[str, Any]:
     """Data → classifier → train → evaluate → register → gate → promote; skips training when nothing changed.
 
-    Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "gate", ...}.
+    Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "eval_context",
+    "gate", ...}.
     Raises RetrainFailed naming the step that failed.
     """
     from flows.report import publish_failure, publish_report
