@@ -371,29 +371,38 @@ def translate_command(
 
 @app.command("models")
 def models_command(params: RegistryParams = None) -> None:
-    """Registered versions, newest first: key metrics, gate result, promotion, aliases, lineage, created."""
+    """Registered versions, newest first: key metrics and their evaluation context, gate result, promotion, aliases,
+    lineage, created. A value marked † was measured in another evaluation context than the champion's."""
     from rich.console import Console
     from rich.table import Table
 
     from flows.registry import list_versions
+    from gan_core.eval_context import short
     from gan_core.tracking import tracking_uri
 
     cfg = _registry_config(params, "models")
     versions = list_versions(cfg)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
-    table = Table(
-        title=f"{cfg.registry.model_name} ({plural(len(versions), 'version')})",
-        caption=f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one",
-    )
+    alias = cfg.registry.champion_alias
+    champion = next((v for v in versions if alias in v["aliases"]), None)
+    caption = f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one"
+    marked = {v["version"] for v in versions if champion is not None and not _comparable(v, champion)}
+    if champion is not None and marked:
+        caption += (f"\n† measured in another evaluation context (data, extractor, samples or seed) than @{alias} "
+                    f"v{champion['version']}'s ({short(champion['context_hash'])}): not comparable with its values; "
+                    "the gate re-measures the champion in a candidate's context before comparing")
+    table = Table(title=f"{cfg.registry.model_name} ({plural(len(versions), 'version')})", caption=caption)
     stages = bool(cfg.registry.stages)  # the column only where registry.stages turns stages on
-    for column in ["version", *keys, "gate", "promotion", "aliases", *(["stage"] if stages else []), "data", "commit",
-                   "created"]:
+    for column in ["version", *keys, "context", "gate", "promotion", "aliases", *(["stage"] if stages else []), "data",
+                   "commit", "created"]:
         table.add_column(column, no_wrap=True)
     for v in versions:
         tags = v["tags"]
+        dagger = "†" if v["version"] in marked else ""
         table.add_row(
             v["version"],
-            *[f"{v['metrics'][k]:.4g}" if k in v["metrics"] else "-" for k in keys],
+            *[f"{v['metrics'][k]:.4g}{dagger}" if k in v["metrics"] else "-" for k in keys],
+            short(v["context_hash"]) if v["context_hash"] else "-",
             tags.get("gate.decision", "-"),
             tags.get("promotion.decision", "-"),
             ", ".join(f"@{a}" for a in v["aliases"]) or "-",
@@ -404,6 +413,12 @@ def models_command(params: RegistryParams = None) -> None:
         )
     # Wide enough that no column is cut when stdout is not a terminal (pipes, tests).
     Console(width=max(160, Console().width), emoji=False).print(table)
+
+
+def _comparable(version: dict, champion: dict) -> bool:
+    """Can `version`'s recorded metrics be set against the champion's? Only in one known evaluation context."""
+    return version is champion or (version["context_hash"] is not None
+                                   and version["context_hash"] == champion["context_hash"])
 
 
 @app.command("promote")

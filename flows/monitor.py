@@ -3,32 +3,36 @@
     ganops monitor                          # params.yaml
     ganops monitor data.max_images=4000     # overrides apply to the data check and to the retrain it may start
 
-Steps: prepare/version the latest data (the retrain flow's own task), load `models:/<name>@champion`,
+Steps: prepare/version the latest data (the retrain flow's own task), load `models:/<name>/<champion version>`,
 re-evaluate it on that data with the same gan_core.evaluate.evaluate the retrain flow uses (into
-{eval.out_dir}/monitor, so the last candidate's files stay), and compare its primary metric with the value
-recorded on the version at registration. A retrain starts (as a subflow) when
+{eval.out_dir}/monitor, so the last candidate's files stay; flows.registry.evaluate_version, which also caches the
+measurement for the gate), and compare its primary metric with the value recorded on the version at registration
+— only when both were measured in the same evaluation context (gan_core.eval_context), the gate's rule. A retrain
+starts (as a subflow) when
 
   * there is no champion yet,
-  * the data version differs from the one the champion was trained on, or
-  * the primary metric got worse by more than gate.max_drift, relative (0.1 = 10%).
-
-Note: after a data change the domain classifier is retrained on the new data, so the re-measured metric is in a
-slightly different feature space than the recorded one; the data change alone already triggers the retrain.
+  * the data version differs from the one the champion was trained on,
+  * the evaluation context differs from the one the champion's metrics were recorded in (new data, a retrained
+    lenet extractor, another eval.num_samples or seed, ...): its recorded numbers say nothing about drift then, so
+    a candidate is measured in the new context and the gate re-evaluates the champion in it, or
+  * the primary metric got worse by more than gate.max_drift, relative (0.1 = 10%), in the same context.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from gan_core.config import DEFAULT_PARAMS, Config, load_config
+from gan_core.config import DEFAULT_PARAMS, Config, GateConfig, load_config
+from gan_core.eval_context import context_difference, context_hash, recorded_context, short
 from gan_core.metrics import better
 from gan_core.tracking import check_tracking, use_store
 
 MONITOR_KEY = "monitor-summary"
+MONITOR_SUBDIR = "monitor"
 
 
 def relative_drift(name: str, recorded: float, current: float) -> float:
@@ -39,21 +43,38 @@ def relative_drift(name: str, recorded: float, current: float) -> float:
     return worse / abs(recorded) if recorded != 0 else (math.inf if worse > 0 else 0.0)
 
 
-def monitor_config(cfg: Config) -> Config:
-    """The same config with evaluation output under {eval.out_dir}/monitor (keeps the candidate's files)."""
-    copy = cfg.model_copy(deep=True)
-    copy.eval.out_dir = str(Path(cfg.eval.out_dir) / "monitor")
-    return copy
-
-
 @task(name="evaluate_champion")
-def evaluate_champion(cfg: Config, model_uri: str) -> dict[str, float]:
-    """Evaluate a registered generator or translator (models:/...) on the prepared data."""
-    from gan_core.evaluate import evaluate
-    from gan_core.tracking import configure
+def evaluate_champion(cfg: Config, version: str) -> dict[str, Any]:
+    """Evaluate a registered version on the prepared data: {"metrics", "context"} (cached for the gate)."""
+    from flows.registry import evaluate_version
 
-    configure(cfg.registry)
-    return evaluate(cfg, generator=model_uri).metrics
+    evaluation = evaluate_version(cfg, version, subdir=MONITOR_SUBDIR)
+    return {"metrics": evaluation.metrics, "context": evaluation.context}
+
+
+def drift_check(
+    gate: GateConfig, version: str, recorded: Mapping[str, float], recorded_context: Mapping[str, Any] | None,
+    current: Mapping[str, float], current_context: Mapping[str, Any],
+) -> tuple[float | None, str | None]:
+    """(relative drift of the primary metric or None, the reason to retrain or None), pure. The recorded and
+    re-measured values are compared only in the same evaluation context, as the gate compares a candidate with
+    the champion; across contexts there is no drift number, and the changed context is the reason."""
+    name = gate.primary_metric
+    was, now = float(recorded.get(name, math.nan)), float(current.get(name, math.nan))
+    now_in = f"re-measurement {now:.4g} (context {short(context_hash(current_context))}), so no drift is measured; " \
+        "a retrain measures a candidate in the new context and the gate re-evaluates the champion in it"
+    if recorded_context is None:
+        return None, (f"evaluation context unknown: champion v{version} records none (registered before contexts "
+                      f"were), so its recorded {name} {was:.4g} is not comparable with its {now_in}")
+    if context_hash(recorded_context) != context_hash(current_context):
+        return None, (f"evaluation context changed ({context_difference(recorded_context, current_context)}): "
+                      f"champion v{version}'s recorded {name} {was:.4g} (context "
+                      f"{short(context_hash(recorded_context))}) is not comparable with its {now_in}")
+    drift = relative_drift(name, was, now)
+    if drift > gate.max_drift:
+        return drift, (f"{name} drifted {drift:+.1%} (recorded {was:.4g}, now {now:.4g}, both in context "
+                       f"{short(context_hash(current_context))}), past gate.max_drift {gate.max_drift:.0%}")
+    return drift, None
 
 
 def monitor_markdown(cfg: Config, result: dict[str, Any]) -> str:
@@ -70,7 +91,13 @@ def monitor_markdown(cfg: Config, result: dict[str, Any]) -> str:
     if result.get("drift") is not None:
         lines.append(
             f"- {cfg.gate.primary_metric}: recorded {result['recorded']:.4g}, now {result['current']:.4g}, "
-            f"drift {result['drift']:+.1%} (limit {cfg.gate.max_drift:.0%})"
+            f"drift {result['drift']:+.1%} (limit {cfg.gate.max_drift:.0%}; context {short(result['context_hash'])})"
+        )
+    elif result.get("current") is not None:
+        lines.append(
+            f"- {cfg.gate.primary_metric}: recorded {result['recorded']:.4g} (context "
+            f"{short(result['recorded_context_hash'])}), now {result['current']:.4g} (context "
+            f"{short(result['context_hash'])}): not comparable, no drift measured"
         )
     lines += ["", "## Reasons", ""] + [f"- {r}" for r in result["reasons"]]
     if result.get("retrain"):
@@ -131,17 +158,19 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
             train_classifier(cfg)
         with named_step("evaluate_champion"):
             # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
-            uri = cfg.registry.version_uri(champion['version'])
-            metrics = evaluate_champion(monitor_config(cfg), uri)
+            measured = evaluate_champion(cfg, champion["version"])
+        recorded_ctx = recorded_context(champion["tags"])
+        drift, why = drift_check(cfg.gate, champion["version"], champion["metrics"], recorded_ctx,
+                                 measured["metrics"], measured["context"])
         recorded = float(champion["metrics"].get(name, math.nan))
-        current = float(metrics.get(name, math.nan))
-        drift = relative_drift(name, recorded, current)
-        result.update(recorded=recorded, current=current, drift=drift, metrics=metrics)
-        logger.info("champion v%s %s: recorded %.4g, now %.4g (drift %+.1f%%)",
-                    champion["version"], name, recorded, current, 100 * drift)
-        if drift > cfg.gate.max_drift:
-            reasons.append(f"{name} drifted {drift:+.1%} (recorded {recorded:.4g}, now {current:.4g}), "
-                           f"past gate.max_drift {cfg.gate.max_drift:.0%}")
+        current = float(measured["metrics"].get(name, math.nan))
+        result.update(recorded=recorded, current=current, drift=drift, metrics=measured["metrics"],
+                      context_hash=context_hash(measured["context"]), recorded_context_hash=champion["context_hash"])
+        logger.info("champion v%s %s: recorded %.4g (context %s), now %.4g (context %s)%s", champion["version"], name,
+                    recorded, short(champion["context_hash"]), current, short(result["context_hash"]),
+                    f", drift {drift:+.1%}" if drift is not None else ": not comparable")
+        if why:
+            reasons.append(why)
     result["reasons"] = reasons or ["champion within gate.max_drift on the latest data, and the data is unchanged"]
     result["action"] = "retrain" if reasons else "none"
     logger.info("monitor: %s (%s)", result["action"], "; ".join(result["reasons"]))

@@ -11,6 +11,8 @@ descriptions that explain it live together, so no path moves an alias without th
 A version's tags tell what produced it and why it was or was not promoted:
     data_version, data_source, git_commit, git_dirty, config_hash, device, torch_version, run_id   lineage
     metric.<name> = value, metric.<name>.extractor = lenet | inception                              evaluation
+    eval.context (canonical JSON), eval.context_hash, eval.data_version, eval.num_samples, eval.seed,
+    eval.extractors: the evaluation context the metrics hold in (gan_core.eval_context)              evaluation
     gate.decision = passed | failed, gate.reasons = one line per threshold / comparison             the gate
     promotion.decision = promoted | forced | rejected, promotion.reasons, promotion.previous_champion,
     promotion.force_reason, promotion.at                                                            promotion
@@ -19,6 +21,12 @@ they change: gate decision and reasons, promotion, metrics, lineage. The registe
 what it is and how to pull the champion.
 The registered model's `champion_history` tag (JSON list, oldest first) holds the champions that were replaced,
 so `rollback` can restore them in turn.
+
+Like with like: the gate compares the candidate with the champion only in one evaluation context. When the
+champion's recorded context differs from the candidate's (new data, a retrained lenet extractor, another sample
+count or seed), the champion is re-evaluated in the candidate's context (measure_version: the current cfg, checked
+to reproduce that context; cached as JSON under eval.cache_dir/champions, keyed by version, run and context hash)
+before the decision; when it cannot be, the gate says why and decides on the thresholds alone (flows.gate).
 
 Concurrency: every alias move happens under one promotion lock, and the comparison with the champion is redone
 inside it, so promotions finishing together serialise and the better model ends as champion. The lock is a lock
@@ -38,7 +46,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
 from filelock import FileLock, Timeout
@@ -47,9 +55,21 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from flows.gate import FAILED_RUN_STATUSES, Decision, decide
+from flows.gate import FAILED_RUN_STATUSES, ChampionMetrics, Decision, decide
 from gan_core.config import Config
-from gan_core.errors import UserError
+from gan_core.errors import UserError, first_line
+from gan_core.eval_context import (
+    champion_cache_path,
+    context_difference,
+    context_hash,
+    context_tags,
+    describe,
+    read_measurement,
+    recorded_context,
+    recorded_hash,
+    short,
+    write_measurement,
+)
 from gan_core.metrics import METRICS
 from gan_core.runs import log_metrics
 from gan_core.tracking import (
@@ -64,6 +84,11 @@ from gan_core.tracking import (
     store_exists,
     tracking_uri,
 )
+
+if TYPE_CHECKING:  # the evaluation (torch) is imported only when a version is measured
+    from gan_core.evaluate import Evaluation
+
+log = logging.getLogger(__name__)
 
 METRIC_PREFIX = "metric."
 HISTORY_TAG = "champion_history"
@@ -301,6 +326,8 @@ def version_description(tags: Mapping[str, str]) -> str:
                      if k.startswith(METRIC_PREFIX) and "." not in k.removeprefix(METRIC_PREFIX))
     if metrics:
         lines += ["", "| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in metrics]
+    if recorded_context(tags) is not None:
+        lines += ["", f"Evaluation: {describe(recorded_context(tags))}"]
     lineage_keys = ("data_version", "data_source", "git_commit", "git_dirty", "config_hash", "run_id")
     known = [f"{k} `{tags[k]}`" for k in lineage_keys if tags.get(k)]
     if known:
@@ -356,11 +383,14 @@ def register_candidate(
     run_id: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new version of cfg.registry.model_name from `model_uri`, tagged with lineage, run id and metrics.
 
     `tags` carries the lineage (gan_core.runs.training_tags); numeric `metrics` become `metric.<name>` tags
-    with the extractor that produced each. Returns latest_version()'s form for the new version.
+    with the extractor that produced each; `context` is their evaluation context (Evaluation.context), recorded
+    as eval.* tags (without one, the gate cannot compare the version with a champion). Returns latest_version()'s
+    form for the new version.
     One training run gives one version: when `run_id` already has one (a retried register whose first attempt
     reached the store), that version is returned instead of registering a duplicate.
     """
@@ -377,6 +407,8 @@ def register_candidate(
     for metric, value in sorted(metric_values.items()):
         version_tags[f"{METRIC_PREFIX}{metric}"] = repr(value)
         version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = METRICS[metric].space or "none"
+    if context is not None:
+        version_tags.update(context_tags(context))
     version_tags["registered_at"] = _now()
     mv = mlflow.register_model(model_uri, name, tags=version_tags)
     _describe_model(client, cfg)
@@ -397,6 +429,7 @@ def _describe(mv: ModelVersion) -> dict[str, Any]:
         "aliases": sorted(mv.aliases or []),
         "stage": mv.current_stage,
         "metrics": version_metrics(mv),
+        "context_hash": recorded_hash(mv.tags),
         "tags": dict(mv.tags),
     }
 
@@ -454,11 +487,104 @@ def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- gate and promotion
 def _apply_gate(client: MlflowClient, cfg: Config, mv: ModelVersion, champion: str | None) -> Decision:
-    """Gather what the gate reads for one version (its run's status, its and the champion's metrics) and decide."""
+    """Gather what the gate reads for one version (its run's status, its metrics and context, the champion's
+    metrics in that context) and decide."""
     run_id = _run_id(mv)
     run = (run_id, client.get_run(run_id).info.status) if run_id else None
-    champion_metrics = version_metrics(client.get_model_version(mv.name, champion)) if champion else {}
-    return decide(cfg.gate, str(mv.version), version_metrics(mv), run, champion, champion_metrics)
+    context = recorded_context(mv.tags)
+    hash_ = context_hash(context) if context is not None else None
+    measured = None
+    if champion == str(mv.version):
+        measured = ChampionMetrics(champion, version_metrics(mv), hash_)
+    elif champion is not None:
+        measured = champion_in_context(cfg, client.get_model_version(mv.name, champion), context)
+    return decide(cfg.gate, str(mv.version), version_metrics(mv), run, measured, hash_)
+
+
+def _measure_champion_ahead(client: MlflowClient, cfg: Config, mv: ModelVersion) -> None:
+    """Re-measure the current champion in the candidate's context before the promotion lock is taken, so the
+    holder reads it from the cache: an evaluation at production settings can outlast LOCK_TIMEOUT_S, which other
+    promoters wait at most. Under the lock the champion is read again; if it changed meanwhile, that one is
+    measured there."""
+    champion = _aliases(client, mv.name).get(cfg.registry.champion_alias)
+    if champion is not None and champion != str(mv.version):
+        champion_in_context(cfg, client.get_model_version(mv.name, champion), recorded_context(mv.tags))
+
+
+def champion_in_context(cfg: Config, champion: ModelVersion, context: Mapping[str, Any] | None) -> ChampionMetrics:
+    """The champion's metrics in the candidate's `context`: as recorded when it was measured in that context,
+    else re-measured in it (measure_version); `unavailable` says why when neither is possible."""
+    recorded, recorded_hash_ = version_metrics(champion), recorded_hash(champion.tags)
+    version = str(champion.version)
+    if context is None or recorded_hash_ == context_hash(context):
+        return ChampionMetrics(version, recorded, recorded_hash_)  # the gate compares, or notes the missing context
+    metrics, why = measure_version(cfg, champion, context)
+    if metrics is None:
+        return ChampionMetrics(version, recorded, recorded_hash_, unavailable=why)
+    return ChampionMetrics(version, metrics, context_hash(context), recorded=recorded,
+                           recorded_context_hash=recorded_hash_)
+
+
+def measure_version(
+    cfg: Config, mv: ModelVersion, context: Mapping[str, Any]
+) -> tuple[dict[str, float] | None, str | None]:
+    """(metrics, None) of version `mv` in `context`, from the cache or by evaluating it with `cfg` (whose data
+    and eval settings must reproduce `context`: checked, never assumed); (None, why) when that cannot be done."""
+    want = context_hash(context)
+    cached = read_measurement(_cache_path(cfg, mv, want), want)
+    if cached is not None:
+        return cached, None
+    current, measured_on = _current_data_version(cfg), str(context.get("data_version"))
+    if current is None:
+        return None, f"no prepared data at {cfg.data.prepared_dir!r} to measure it on"
+    if current != measured_on:
+        # Cheap and the usual case (`ganops promote N` after the data changed): no evaluation to find it out.
+        return None, (f"the prepared data ({cfg.data.prepared_dir}) is at version {current[:12]}, the candidate "
+                      f"was measured on {measured_on[:12]}")
+    try:
+        evaluation = evaluate_version(cfg, str(mv.version), subdir="champion")
+    except UserError as e:  # a gone package, another task's model, a missing classifier, ...: the gate says so
+        return None, first_line(e)
+    except Exception as e:  # unexpected: logged with its traceback, and still never a cross-context comparison
+        log.warning("could not re-evaluate version %s", mv.version, exc_info=True)
+        return None, f"{type(e).__name__}: {first_line(e)}"
+    got = evaluation.context
+    if context_hash(got) != want:
+        return None, (f"the current settings measure in context {short(context_hash(got))}, not the candidate's "
+                      f"{short(want)} ({context_difference(context, got)})")
+    return evaluation.metrics, None
+
+
+def evaluate_version(cfg: Config, version: str, subdir: str) -> Evaluation:
+    """Evaluate registered `version` with `cfg` (outputs under {eval.out_dir}/{subdir}, so the candidate's files
+    stay) and cache its metrics under the context they were measured in, for the gate (measure_version). The gate
+    and the monitor both measure a registered version through here."""
+    from gan_core.evaluate import evaluate
+
+    eval_cfg = cfg.model_copy(deep=True)
+    eval_cfg.eval.out_dir = str(Path(cfg.eval.out_dir) / subdir)
+    client = configure(cfg.registry)  # load_generator("models:/...") reads MLflow's fluent URI
+    mv = _version(client, cfg, version)
+    evaluation = evaluate(eval_cfg, generator=cfg.registry.version_uri(mv.version))
+    path = _cache_path(cfg, mv, context_hash(evaluation.context))
+    try:
+        write_measurement(path, evaluation.context, evaluation.metrics, source=f"{subdir} evaluation")
+    except OSError as e:  # an unwritable cache costs a re-evaluation next time, not this result
+        log.warning("could not cache the measurement of version %s at %s: %s", mv.version, path, e)
+    return evaluation
+
+
+def _cache_path(cfg: Config, mv: ModelVersion, hash_: str) -> Path:
+    return champion_cache_path(cfg.eval.cache_dir, mv.name, str(mv.version), _run_id(mv), hash_)
+
+
+def _current_data_version(cfg: Config) -> str | None:
+    from gan_core.lineage import data_version
+
+    try:
+        return data_version(cfg.data.prepared_dir)
+    except UserError:  # no prepared data here: nothing can be re-evaluated
+        return None
 
 
 def _record_gate(client: MlflowClient, mv: ModelVersion, decision: Decision, cfg: Config) -> None:
@@ -483,6 +609,7 @@ def gate(cfg: Config, version: str | int) -> dict[str, Any]:
     """
     client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
+    _measure_champion_ahead(client, cfg, mv)
     with promotion_lock(cfg):
         champion = _aliases(client, mv.name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)
@@ -505,6 +632,7 @@ def promote(cfg: Config, version: str | int, force: bool = False, reason: str | 
     client = open_store(cfg.registry)
     mv = _version(client, cfg, version)
     name, v = mv.name, str(mv.version)
+    _measure_champion_ahead(client, cfg, mv)
     with promotion_lock(cfg):
         champion = _aliases(client, name).get(cfg.registry.champion_alias)
         decision = _apply_gate(client, cfg, mv, champion)

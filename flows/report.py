@@ -18,6 +18,7 @@ from typing import Any
 
 from gan_core.config import Config
 from gan_core.errors import ServiceUnavailable, find_user_error
+from gan_core.eval_context import context_hash, describe, short
 from gan_core.metrics import better
 from gan_core.tracking import tracking_uri
 
@@ -69,10 +70,12 @@ def _threshold_text(threshold: Any) -> str:
     return " and ".join(parts) or "—"
 
 
-def metrics_table_markdown(cfg: Config, metrics: dict[str, Any], champion_metrics: dict[str, Any]) -> str:
-    """Rows: every numeric metric, gated ones first — candidate value, threshold, champion value, direction."""
+def metrics_table_markdown(cfg: Config, metrics: dict[str, Any], champion_metrics: dict[str, Any],
+                           champion_label: str = "champion") -> str:
+    """Rows: every numeric metric, gated ones first — candidate value, threshold, champion value (in the
+    candidate's evaluation context: the gate leaves it empty when there is none), direction."""
     names = list(dict.fromkeys([cfg.gate.primary_metric, *cfg.gate.thresholds, *sorted(metrics)]))
-    lines = ["| metric | candidate | threshold | champion | better |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| metric | candidate | threshold | {champion_label} | better |", "| --- | --- | --- | --- | --- |"]
     for name in names:
         value = metrics.get(name)
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -123,16 +126,53 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
     decision = result.get("gate") or {}
     if decision:
         lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
-        lines += [f"- {'✅' if c['passed'] else '❌'} {c['reason']}" for c in decision.get("checks", [])]
+        lines += [f"- {_mark(c)} {c['reason']}" for c in decision.get("checks", [])]
+    lines += context_lines(cfg, result.get("eval_context"), decision.get("champion_comparison"))
     metrics = result.get("metrics") or {}
     if metrics:
         champion_metrics = decision.get("champion_metrics") or {}
-        lines += ["", "## Metrics", "", metrics_table_markdown(cfg, metrics, champion_metrics)]
+        comparison = decision.get("champion_comparison") or {}
+        label = "champion (re-measured)" if comparison.get("remeasured") and champion_metrics else "champion"
+        lines += ["", "## Metrics", "", metrics_table_markdown(cfg, metrics, champion_metrics, label)]
     if status != "skipped":
         grid = sample_grid_markdown(cfg)
         if grid:
             lines += ["", "## Samples", "", grid]
     return "\n".join(lines) + "\n"
+
+
+def _mark(check: dict[str, Any]) -> str:
+    if check.get("skipped"):
+        return "⚠️"  # passed only because it could not be applied: the reason says why
+    return "✅" if check["passed"] else "❌"
+
+
+def context_lines(cfg: Config, context: dict[str, Any] | None, comparison: dict[str, Any] | None) -> list[str]:
+    """The evaluation context of the candidate's numbers and where the champion's came from (recorded in the same
+    context, re-measured in it, or not comparable)."""
+    if context is None and not comparison:
+        return []
+    lines = ["", "## Evaluation context", ""]
+    if context is not None:
+        lines.append(f"- candidate: {describe(context)}")
+    if comparison:
+        name, v = cfg.gate.primary_metric, comparison["version"]
+        recorded = comparison.get("recorded") or comparison.get("metrics") or {}
+        recorded_hash = comparison["recorded_context_hash" if comparison.get("remeasured") else "context_hash"]
+        was = f"recorded {name} {_fmt(recorded.get(name))} in context {short(recorded_hash)}"
+        if comparison.get("unavailable"):
+            lines.append(f"- champion v{v}: {was}; not compared (could not be re-evaluated in the candidate's "
+                         f"context: {comparison['unavailable']})")
+        elif comparison.get("remeasured"):
+            now = (comparison.get("metrics") or {}).get(name)
+            lines.append(f"- champion v{v}: re-measured {name} {_fmt(now)} in context "
+                         f"{short(comparison.get('context_hash'))} (the candidate's); {was}, not comparable")
+        elif context is not None and comparison.get("context_hash") == context_hash(context):
+            lines.append(f"- champion v{v}: {was}, the candidate's own context")
+        else:
+            why = "another context" if context is not None else "the candidate records no context"
+            lines.append(f"- champion v{v}: {was}; not compared ({why})")
+    return lines
 
 
 def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> str:
@@ -161,7 +201,8 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
 
 
 def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
-    """The newest model versions as table rows (version, aliases, data version, primary metric, gate, created)."""
+    """The newest model versions as table rows (version, aliases, data version, primary metric and its evaluation
+    context, gate, created)."""
     from flows import registry
 
     rows = []
@@ -174,6 +215,7 @@ def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, A
                 "aliases": ", ".join(v.get("aliases") or []),
                 "data_version": tags.get("data_version", ""),
                 cfg.gate.primary_metric: _fmt(metrics.get(cfg.gate.primary_metric)),
+                "eval_context": short(v.get("context_hash")),
                 "gate": tags.get("gate.decision", ""),
                 "git_commit": tags.get("git_commit", "")[:10],
                 "run_id": v.get("run_id", ""),

@@ -25,6 +25,11 @@ Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsat
 run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
 or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
 
+Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.eval_context: data
+version, extractor weights, sample count, seed, ...) on its run and version; the promote step's gate compares them
+with the champion's only in that context, re-evaluating the champion in it when its own was another (new data
+retrains the lenet extractor), and reports both numbers (flows.registry, flows.report).
+
 Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step.
 """
 
@@ -98,7 +103,8 @@ def retrain(
 ) -> dict[str, Any]:
     """Data → classifier → train → evaluate → register → gate → promote; skips training when nothing changed.
 
-    Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "gate", ...}.
+    Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "eval_context",
+    "gate", ...}.
     Raises RetrainFailed naming the step that failed.
     """
     from flows.report import publish_failure, publish_report
@@ -138,13 +144,14 @@ def retrain(
             from gan_core.runs import training_tags
 
             tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags)
+            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
         result["version"] = version["version"]
         with named_step("promote"):
             # The gate, applied once under the promotion lock against the champion of that moment: a passing
             # candidate takes the alias in the same step, so a faster rival cannot slip in between.
             outcome = promote(cfg, version["version"])
-        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics")}
+        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
+                                                  "champion_comparison")}
         promoted = outcome["promoted"]
         result["status"] = "promoted" if promoted else "rejected"
         if promoted:
@@ -191,9 +198,10 @@ def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) ->
         result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
         trained = train_generator(cfg, run_id)
         with named_step("evaluate"):
-            result["metrics"] = evaluate_generator(cfg).metrics
+            evaluation = evaluate_generator(cfg)
+            result.update(metrics=evaluation.metrics, eval_context=evaluation.context)
         with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir)
+            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"])
 
 
 def _publish(publisher: Any, *args: Any) -> None:

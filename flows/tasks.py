@@ -95,21 +95,25 @@ def evaluate_generator(cfg: Config) -> Evaluation:
 
 
 @task(name="log_candidate", **SERVICE_RETRIES)
-def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str) -> str:
-    """Log evaluation metrics, the metrics JSON, the sample grid and the pyfunc model; return the model URI."""
+def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str,
+                  context: dict[str, Any] | None = None) -> str:
+    """Log evaluation metrics and their context, the metrics JSON, the sample grid and the pyfunc model; return
+    the model URI."""
     from gan_core.runs import log_candidate as log_to_run
     from gan_core.tracking import configure
 
-    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry))
+    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry), context)
 
 
 # ----------------------------------------------------------------------------- registry
 @task(name="register", **SERVICE_RETRIES)
-def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
-    """Register the candidate as a new model version carrying lineage tags and metrics."""
+def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str],
+             context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register the candidate as a new model version carrying lineage tags, metrics and their context."""
     from flows import registry
 
-    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags)
+    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags,
+                                       context=context)
 
 
 @task(name="promote", **SERVICE_RETRIES)

@@ -206,7 +206,7 @@ def evaluate(
         from gan_core.tracking import check_tracking
 
         check_tracking(cfg.registry, "evaluate")
-        log_to_training_run(cfg, result.metrics)
+        log_to_training_run(cfg, result.metrics, result.context)
     print_json(result.as_dict())
 
 

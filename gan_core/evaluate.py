@@ -9,6 +9,8 @@ Writes {eval.out_dir}/metrics.json (numbers only, so `dvc metrics`/`dvc exp show
 {eval.out_dir}/info.json (the extractors, data version, sample count, seed and cache use) and
 {eval.out_dir}/samples.png (the first 64 evaluation samples). Numbers are comparable
 across runs with the same eval.num_samples, eval.seed, eval.batch_size and data: samples come from fixed seeds.
+`result.context` (gan_core.eval_context) names all that the numbers depend on besides the generator; the gate
+compares two versions' numbers only when their contexts are equal.
 Real-data features are cached under eval.cache_dir (safetensors, keyed by the data version from gan_core.lineage,
 the extractor and a digest of its weights), so a second evaluation on the same data skips the real pass, changed
 data or weights never meet a stale entry, and a damaged entry is rebuilt. Nothing there is unpickled.
@@ -33,6 +35,7 @@ from gan_core.config import Config
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.device import pick_device
 from gan_core.errors import UserError
+from gan_core.eval_context import evaluation_context
 from gan_core.evaluate_translation import evaluate_translation
 from gan_core.fidelity import (
     ISC_SPLITS,
@@ -73,6 +76,11 @@ class Evaluation:
     def as_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "info": self.info}
 
+    @property
+    def context(self) -> dict[str, Any]:
+        """The evaluation context the metrics hold in (gan_core.eval_context.evaluation_context of the info)."""
+        return evaluation_context(self.info)
+
 
 def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
     """Evaluate `generator` (a module, a package directory / MLflow model URI, or None = {train.out_dir}/generator)
@@ -102,6 +110,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
         "num_real": len(real),
         "seed": ecfg.seed,
         "batch_size": ecfg.batch_size,
+        "coverage_min_share": ecfg.coverage_min_share,
         "generator": str(generator) if isinstance(generator, str | Path) else None,
         "device": str(device),
         "extractors": {},
@@ -122,6 +131,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
         require_trusted(classifier_info, ecfg.classifier.min_accuracy)
         extractors["lenet"] = load_extractor("lenet", classifier_info["model_dir"], cuda)
         extractor_info["lenet"] = {"holdout_accuracy": classifier_info["holdout_accuracy"],
+                                   "training_key": classifier_info.get("training_key"),
                                    "model_dir": classifier_info["model_dir"]}
         result[m.CLASSIFIER_ACCURACY] = float(classifier_info["holdout_accuracy"])
         tally = ClassTally(extractors["lenet"].module.net, fake)

@@ -102,6 +102,8 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
             "kid_subset_size": kid_subset,
         }
         if name == "lenet":
+            # The classifier's identity beside its weights' digest: part of the evaluation context.
+            info["extractors"][f"{name}_{target}"]["training_key"] = classifiers[target].get("training_key")
             content = _content(classifiers[target], extractor, translated[d], held[d[0]], domains[target])
             if content is not None:
                 result[f"{m.CONTENT}_lenet_{d}"] = content

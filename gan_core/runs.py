@@ -138,9 +138,12 @@ def train_in_run(trainer: Trainer) -> TrainResult:
         return trainer.run()
 
 
-def log_to_training_run(cfg: Config, metrics: Mapping[str, Any]) -> str | None:
-    """Log an evaluation of {train.out_dir}/generator into the MLflow run that trained it (named in the package's
-    metadata); return the run id, or None when the package names no run or the run is not in this store."""
+def log_to_training_run(
+    cfg: Config, metrics: Mapping[str, Any], context: Mapping[str, Any] | None = None
+) -> str | None:
+    """Log an evaluation of {train.out_dir}/generator (its metrics and evaluation context) into the MLflow run that
+    trained it (named in the package's metadata); return the run id, or None when the package names no run or the
+    run is not in this store."""
     from mlflow.exceptions import MlflowException
 
     package_dir = Path(cfg.train.out_dir) / "generator"
@@ -154,7 +157,7 @@ def log_to_training_run(cfg: Config, metrics: Mapping[str, Any]) -> str | None:
         log.warning("the generator's MLflow run %s is not in %s: evaluation not logged", run_id,
                     tracking_uri(cfg.registry))
         return None
-    log_candidate(cfg, run_id, metrics, package_dir, client)
+    log_candidate(cfg, run_id, metrics, package_dir, client, context)
     return str(run_id)
 
 
@@ -282,11 +285,17 @@ def log_evaluation(
 
 
 def log_candidate(
-    cfg: Config, run_id: str, metrics: Mapping[str, Any], package_dir: str | Path, client: MlflowClient
+    cfg: Config, run_id: str, metrics: Mapping[str, Any], package_dir: str | Path, client: MlflowClient,
+    context: Mapping[str, Any] | None = None,
 ) -> str:
-    """Log an evaluation of the run's generator (metrics, eval.out_dir's metrics/info JSON and sample grid) and the
-    package as the run's pyfunc model; return the model's URI. The flow and `python -m gan_core evaluate` both
-    log a candidate through here."""
+    """Log an evaluation of the run's generator (metrics, their evaluation context as eval.* run tags — see
+    gan_core.eval_context —, eval.out_dir's metrics/info JSON and sample grid) and the package as the run's pyfunc
+    model; return the model's URI. The flow and `python -m gan_core evaluate` both log a candidate through here."""
+    from gan_core.eval_context import context_tags
+
+    if context is not None:
+        tags = [RunTag(k, v) for k, v in context_tags(context).items()]
+        client.log_batch(run_id, tags=tags, synchronous=True)
     eval_dir = Path(cfg.eval.out_dir)
     samples = eval_dir / "samples.png"
     log_evaluation(run_id, metrics, metrics_json=eval_dir / "metrics.json" if (eval_dir / "metrics.json").is_file()

@@ -29,6 +29,9 @@ REGISTRY_COMMANDS = ["models", "promote", "rollback", "ui", "generate"]
 GAN_CORE_COMMANDS = ["prepare", "train", "classifier", "evaluate"]
 # fid_lenet fails its bound; class_coverage passes; no champion: the champion check passes (nothing to beat).
 BAD_FID = {"fid_lenet": 99.0, "class_coverage": 1.0}
+CONTEXT = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "synthetic.dir",
+           "num_samples": 200, "seed": 1, "extractors": {}}
+"""One evaluation context for the synthetic metrics: the gate compares them as recorded."""
 
 
 def _help(target, command: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -98,7 +101,7 @@ def _candidate(cfg: Config, model: Path, metrics: dict[str, float]) -> str:
     client.log_artifacts(run_id, str(model), "generator")
     client.set_terminated(run_id, "FINISHED")
     return registry.register_candidate(cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics,
-                                       tags=training_tags(cfg))["version"]
+                                       tags=training_tags(cfg), context=CONTEXT)["version"]
 
 
 def test_rejected_without_champion_reads_right(

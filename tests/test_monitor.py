@@ -10,6 +10,24 @@ import pytest
 from flows.monitor import relative_drift
 
 
+def test_drift_is_measured_only_in_the_recorded_context() -> None:
+    from flows.monitor import drift_check
+    from gan_core.config import GateConfig
+
+    gate = GateConfig(primary_metric="fid_lenet", max_drift=0.1)
+    ctx = {"format": "ganops-eval-context/1", "data_version": "a.dir", "num_samples": 200, "seed": 1, "extractors": {}}
+    assert drift_check(gate, "1", {"fid_lenet": 10.0}, ctx, {"fid_lenet": 10.5}, ctx) == (pytest.approx(0.05), None)
+    drift, why = drift_check(gate, "1", {"fid_lenet": 10.0}, ctx, {"fid_lenet": 12.0}, ctx)
+    assert drift == pytest.approx(0.2) and why.startswith("fid_lenet drifted +20.0% (recorded 10, now 12, both in")
+    # 30% "better" at 2000 samples says nothing: FID's bias depends on the sample count. No drift, and the reason.
+    more = {**ctx, "num_samples": 2000}
+    drift, why = drift_check(gate, "1", {"fid_lenet": 10.0}, ctx, {"fid_lenet": 7.0}, more)
+    assert drift is None and why.startswith("evaluation context changed (num_samples: 200 → now 2000): champion v1's "
+                                            "recorded fid_lenet 10 (context ")
+    drift, why = drift_check(gate, "1", {"fid_lenet": 10.0}, None, {"fid_lenet": 10.0}, ctx)
+    assert drift is None and why.startswith("evaluation context unknown: champion v1 records none")
+
+
 def test_relative_drift_follows_the_metric_direction() -> None:
     # FID: lower is better, so a rise is drift.
     assert relative_drift("fid_lenet", 10.0, 12.0) == pytest.approx(0.2)
@@ -63,6 +81,11 @@ def test_monitor_holds_steady_then_retrains_on_drift_and_on_new_data(
     assert new_version != old_version
     assert changed["action"] == "retrain" and changed["data_version"] == new_version
     assert any("data version changed" in r and old_version in r for r in changed["reasons"])
+    # Re-measured on other data with a retrained lenet extractor, the champion's number is in another context than
+    # the recorded one: no drift is computed across contexts (flows.gate's rule), the changed context is said.
+    assert changed["drift"] is None
+    assert any(r.startswith(f"evaluation context changed (data_version: '{old_version}' → now '{new_version}')")
+               for r in changed["reasons"])
     retrained = changed["retrain"]
     assert retrained["status"] in ("promoted", "rejected") and retrained["version"] == "2"
     v2 = client.get_model_version(name, "2")

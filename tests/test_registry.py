@@ -41,15 +41,22 @@ def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory)
 def cfg(mlflow_store, digits_prepared: Path, tmp_path: Path) -> Config:
     params = tmp_path / "params.yaml"
     params.write_text(GATE_YAML)
-    return load_config(params, [*mlflow_store.overrides, f"data.prepared_dir={digits_prepared}", "data.source=digits"])
+    return load_config(params, [*mlflow_store.overrides, f"data.prepared_dir={digits_prepared}", "data.source=digits",
+                                f"eval.cache_dir={tmp_path / 'cache'}", f"eval.out_dir={tmp_path / 'eval'}"])
 
 
 def _client(cfg: Config) -> MlflowClient:
     return configure(cfg.registry)
 
 
+CONTEXT = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "synthetic.dir",
+           "num_samples": 200, "seed": 1, "extractors": {"lenet": {"weights_sha256": "ab" * 32}}}
+"""The evaluation context of the synthetic metrics below: one for all, so the gate compares them as recorded."""
+
+
 def _candidate(
-    cfg: Config, model: Path, metrics: dict[str, float], status: str = "FINISHED", tags: dict[str, str] | None = None
+    cfg: Config, model: Path, metrics: dict[str, float], status: str = "FINISHED", tags: dict[str, str] | None = None,
+    context: dict | None = CONTEXT,
 ) -> str:
     """A real run holding the pyfunc generator model, ended with `status`, registered as a new version."""
     client = _client(cfg)
@@ -58,7 +65,8 @@ def _candidate(
     client.log_artifacts(run_id, str(model), "generator")
     client.set_terminated(run_id, status)
     result = registry.register_candidate(
-        cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics, tags=tags or training_tags(cfg)
+        cfg, f"runs:/{run_id}/generator", run_id=run_id, metrics=metrics, tags=tags or training_tags(cfg),
+        context=context,
     )
     return result["version"]
 
@@ -155,6 +163,46 @@ def test_promote_needs_to_beat_the_champion_and_rollback_restores_it(cfg: Config
     with pytest.raises(UserError, match="nothing to roll back"):
         registry.rollback(cfg)
     assert _champion(cfg) == v1
+
+
+def test_across_contexts_the_gate_uses_a_cached_re_measurement_or_else_only_the_thresholds(
+    cfg: Config, model_dir: Path
+) -> None:
+    from gan_core.eval_context import champion_cache_path, context_hash, write_measurement
+
+    old = {**CONTEXT, "data_version": "old.dir"}
+    v1 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 20.0}, context=old)
+    assert registry.promote(cfg, v1)["promoted"]
+    tags = _tags(cfg, v1)
+    assert tags["eval.context_hash"] == context_hash(old) and tags["eval.data_version"] == "old.dir"
+    assert f"Evaluation: context {context_hash(old)[:8]} (data old.dir" in _client(cfg).get_model_version(
+        cfg.registry.model_name, v1).description
+
+    # v2 was measured on other data, which is not the prepared data here: v1 cannot be re-measured in its context.
+    # Its recorded 20 would beat v2's 40; across contexts it is not compared, and the thresholds alone decide.
+    v2 = _candidate(cfg, model_dir, GOOD, context=CONTEXT)
+    result = registry.promote(cfg, v2)
+    champion_check = result["checks"][-1]
+    assert result["promoted"] and champion_check["passed"] and champion_check["skipped"]
+    assert champion_check["reason"].startswith(f"champion comparison skipped: champion v{v1}'s fid_lenet (20) was "
+                                               f"measured in context {context_hash(old)[:8]}")
+    assert "the prepared data" in champion_check["reason"] and "the thresholds alone decide: pass" in champion_check[
+        "reason"]
+    assert result["champion_metrics"] == {}
+
+    # A measurement of v2 in v3's context, cached (as a gate or monitor evaluation leaves it), is what v3 faces.
+    new = {**CONTEXT, "num_samples": 300}
+    run_id = _tags(cfg, v2)["run_id"]
+    cache = champion_cache_path(cfg.eval.cache_dir, cfg.registry.model_name, v2, run_id, context_hash(new))
+    write_measurement(cache, new, {**GOOD, "fid_lenet": 30.0}, source="test")
+    v3 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 35.0}, context=new)  # beats the stale 40, not the 30
+    rejected = registry.promote(cfg, v3)
+    assert not rejected["promoted"] and _champion(cfg) == v2
+    reason = rejected["reasons"][-1]
+    assert reason.startswith(f"fid_lenet = 35 vs champion v{v2} 30 (re-measured in the candidate's context "
+                             f"{context_hash(new)[:8]}; recorded 40 in context {context_hash(CONTEXT)[:8]}")
+    assert reason.endswith(": fail") and rejected["champion_metrics"]["fid_lenet"] == 30.0
+    assert rejected["champion_comparison"]["remeasured"]
 
 
 def test_force_needs_a_reason_is_recorded_and_never_promotes_a_failed_run(

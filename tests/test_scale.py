@@ -184,12 +184,17 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
     client = MlflowClient(url)
     model = save_generator_model(generator_package, tmp_path / "pyfunc")
 
+    # One evaluation context for the synthetic metrics: the gate compares them as recorded.
+    context = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "synthetic.dir", "seed": 1,
+               "extractors": {}}
+
     def candidate(fid: float) -> str:
         run = client.create_run(experiment_id(cfg.registry, client))
         client.log_artifacts(run.info.run_id, str(model), "generator")
         client.set_terminated(run.info.run_id, "FINISHED")
         return registry.register_candidate(cfg, f"runs:/{run.info.run_id}/generator", run_id=run.info.run_id,
-                                           metrics={"fid_lenet": fid}, tags=training_tags(cfg))["version"]
+                                           metrics={"fid_lenet": fid}, tags=training_tags(cfg),
+                                           context=context)["version"]
 
     base = candidate(49.0)
     racers = {candidate(fid): fid for fid in (40.0, 30.0, 35.0, 44.0)}  # every one beats the champion by > 5%
