@@ -304,8 +304,10 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
                 client.set_tag(run_id, "sweep.pruned_because", str(pruned))
                 trial.set_user_attr(PRUNED_ATTR, str(pruned))
                 raise
-            metrics = evaluate(cfg).metrics
-            model_uri = log_candidate(cfg, run_id, metrics, result.package_dir, client)
+            evaluation = evaluate(cfg)
+            metrics = evaluation.metrics
+            model_uri = log_candidate(cfg, run_id, metrics, result.package_dir, client, evaluation.context)
+            trial.set_user_attr("eval_context", evaluation.context)  # the gate compares in it (registry)
     except optuna.TrialPruned as pruned:
         client.set_terminated(run_id, "KILLED")  # pruned is not failed: the UI shows it stopped, not broken
         client.set_tag(run_id, STATE_TAG, state)
@@ -717,7 +719,7 @@ def register_best(cfg: Config, plan: SweepPlan, best: optuna.trial.FrozenTrial, 
     tags = {**training_tags(trial_cfg), **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
             "sweep.parent_run_id": parent}
     return register(cfg, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
-                    best.user_attrs.get("metrics", {}), tags)
+                    best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
 
 
 def check_sweep_args(trials: int | None, timeout_s: float | None, workers: int) -> None:

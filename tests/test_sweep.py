@@ -242,6 +242,8 @@ def test_a_sweep_runs_each_trial_in_a_child_run_and_gates_only_the_best(workspac
     version = client.get_model_version("ganops-generator", "1")
     assert version.tags["gate.decision"] == "passed" and version.tags["sweep.trial"] == "0"
     assert version.tags["training_hash"] == run0.data.tags["training_hash"]
+    # The metrics' evaluation context travels with them, so a later gate compares like with like.
+    assert version.tags["eval.context_hash"] == run0.data.tags["eval.context_hash"]
     assert str(client.get_model_version_by_alias("ganops-generator", "champion").version) == "1"
 
     # The parent run holds the results table and the plots; the study is in optuna.db beside the store.
