@@ -173,6 +173,7 @@ def test_prefect_yaml_deploys_a_cron_schedule_to_a_process_work_pool(
         shutil.copytree(REPO / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("prefect.yaml", "params.yaml"):
         shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "configs", project / "configs")
     pool = deployment["work_pool"]["name"]
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "prefect", *args], cwd=project, env=prefect_server,
@@ -191,6 +192,15 @@ def test_prefect_yaml_deploys_a_cron_schedule_to_a_process_work_pool(
             live = client.read_deployment_by_name(f"retrain/{deployment['name']}")
     assert live.work_pool_name == pool
     assert [s.schedule.cron for s in live.schedules] == [deployment["schedules"][0]["cron"]]
+    # The sweep deployment: one sweep process per flow run, unscheduled, so several workers can join a study.
+    sweep_spec = next(d for d in spec["deployments"] if d["entrypoint"] == "flows/sweep.py:sweep")
+    deployed = run("--no-prompt", "deploy", "--name", sweep_spec["name"])
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            swept = client.read_deployment_by_name(f"sweep/{sweep_spec['name']}")
+    assert swept.work_pool_name == pool and not swept.schedules
+    assert swept.parameters["space"] == "configs/sweep-dcgan.yaml" and (project / swept.parameters["space"]).is_file()
     assert live.entrypoint == deployment["entrypoint"]
     # Workers run the flow from the directory it was deployed from.
     assert live.pull_steps == [
