@@ -188,7 +188,7 @@ def open_study(plan: SweepPlan, cfg: Config, space: SearchSpace, seed: int, step
         from gan_core.identity import first_difference
 
         raise UserError(f"study {plan.study!r} in {shown_url(plan.storage)} searched with other settings "
-                        f"({first_difference(recorded, mine)} differs): continue it with the same space, data and "
+                        f"({first_difference(recorded, mine)}): continue it with the same space, data and "
                         "config, or start another with --study NEW")
     return study
 
