@@ -200,7 +200,8 @@ def first_sweep(prefect_harness: None, workspace: Any) -> dict[str, Any]:
     study = optuna.create_study(study_name="space", storage=f"sqlite:///{workspace.root / 'mlruns' / 'optuna.db'}")
     for point in POINTS:
         study.enqueue_trial(point)
-    return sweep(space=str(workspace.root / "space.yaml"), params=str(workspace.params))
+    state = sweep(space=str(workspace.root / "space.yaml"), params=str(workspace.params), return_state=True)
+    return {**state.result(), "flow_run_id": state.state_details.flow_run_id}
 
 
 def _children(client: Any, parent: str) -> list[Any]:
@@ -251,6 +252,12 @@ def test_a_sweep_runs_each_trial_in_a_child_run_and_gates_only_the_best(workspac
     assert {"sweep/trials.csv", "sweep/trials.md", "sweep/optimization_history.png", "sweep/space.yaml"} <= artifacts
     assert client.get_run(parent).data.metrics["best_fid_lenet"] == trials[0].value
     assert client.get_run(parent).info.status == "FINISHED"
+    # The flow run's markdown summary: counts, the best trial and its gate, the table.
+    from test_retrain import _artifact
+
+    summary_md = _artifact(first_sweep["flow_run_id"], "sweep-summary").data
+    assert "1 complete, 1 pruned, 1 failed" in summary_md and "best: trial 0" in summary_md
+    assert "registered as version 1: **promoted**" in summary_md and "fewer than one batch" in summary_md
 
 
 @pytest.mark.slow
