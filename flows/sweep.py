@@ -378,6 +378,8 @@ def requeue_interrupted(study: optuna.Study) -> None:
 def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> int:
     """Run trials of the plan's study until its budget is used (or this process's timeout); return how many ran
     here. The same function runs in the flow's process and in each `--workers` process."""
+    import optuna
+
     from gan_core.tracking import configure
 
     if threads:
@@ -387,7 +389,9 @@ def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> 
     base = load_config(plan.params, plan.overrides)
     space = load_space(plan.space_path, base, plan.params, plan.overrides)
     client = configure(base.registry)
-    study = open_study(plan, base, space, seed=plan.seed + 1000 * worker + counted_or_zero(plan))
+    study = open_study(plan, base, space, seed=plan.seed)
+    # A resumed or joining process must not draw the points its predecessors drew first: offset the seed.
+    study.sampler = optuna.samplers.TPESampler(seed=plan.seed + 1000 * worker + len(study.trials))
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = 0
     while (plan.trials is None or counted(study) < plan.trials) and time.monotonic() < deadline:
@@ -395,16 +399,6 @@ def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> 
         study.optimize(lambda trial: objective(trial, plan, base, space, client), n_trials=1)
         ran += 1
     return ran
-
-
-def counted_or_zero(plan: SweepPlan) -> int:
-    """Trials already in the study: offsets the sampler's seed so a resumed or joining process draws new points."""
-    import optuna
-
-    try:
-        return len(optuna.load_study(study_name=plan.study, storage=plan.storage).trials)
-    except KeyError:
-        return 0
 
 
 def _worker(plan: SweepPlan, worker: int, threads: int) -> int:
@@ -660,6 +654,7 @@ def sweep(
                              storage=store_url, trials=trials or searched.trials,
                              timeout_s=timeout_s or searched.timeout_s, data_version=data["data_version"],
                              parent_run_id="", seed=cfg.train.seed, out_dir=f"{SWEEP_ROOT}/{name}")
+            check_budget(plan.trials, plan.timeout_s)
             opened = open_study(plan, cfg, searched, seed=cfg.train.seed)
             parent = parent_run(opened, cfg, searched, store_url, str(space), client, prefect_run_tags())
             plan = SweepPlan(**{**asdict(plan), "parent_run_id": parent})
@@ -720,6 +715,12 @@ def register_best(cfg: Config, plan: SweepPlan, best: optuna.trial.FrozenTrial, 
             "sweep.parent_run_id": parent}
     return register(cfg, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
                     best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
+
+
+def check_budget(trials: int | None, timeout_s: float | None) -> None:
+    if trials is None and timeout_s is None:
+        raise UserError("the sweep has no budget: give trials (--trials, or `trials:` in the space file) or "
+                        "timeout_s (--timeout)")
 
 
 def check_sweep_args(trials: int | None, timeout_s: float | None, workers: int) -> None:
