@@ -215,13 +215,14 @@ def sweep_command(
     the best trial and apply the gate, as a retrain would."""
     from flows.search_space import load_space
     from flows.steps import RetrainFailed
-    from flows.sweep import check_sweep_args, study_storage, sweep
+    from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
 
     _check_before_flow("sweep", params, overrides)
     try:  # the space and the budgets fail here, in one line, before Prefect starts
         check_sweep_args(trials, timeout, workers)
         cfg = load_config(params, overrides)
-        load_space(space, cfg, params, _parsed(overrides))
+        searched = load_space(space, cfg, params, _parsed(overrides))
+        check_budget(trials or searched.trials, timeout or searched.timeout_s)
         study_storage(cfg, storage)
     except UserError as e:
         raise _fail("sweep", RetrainFailed("config", e)) from None

@@ -127,6 +127,9 @@ def test_the_cli_refuses_a_bad_space_before_prefect_starts(
     assert not (ws.root / "mlruns" / "optuna.db").exists()  # nothing was created: no study, no trial
     assert run_app(app, ["sweep", "--space", str(space), "--workers", "0", "--params", str(ws.params)]) == 2
     assert "--workers 0" in capsys.readouterr().err
+    space.write_text(yaml.safe_dump({"trials": None, "params": {"train.steps": {"low": 10, "high": 20}}}))
+    assert run_app(app, ["sweep", "--space", str(space), "--params", str(ws.params)]) == 2
+    assert "the sweep has no budget" in capsys.readouterr().err
 
 
 def test_an_interrupted_trial_is_retried_once_and_the_budget_counts_finished_trials(tmp_path: Path) -> None:
