@@ -8,7 +8,7 @@ ganops rollback                       # champion back to the previous one
 ganops generate -n 64 --out grid.png  # sample the champion
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
 ganops monitor                        # retrain on drift or new data
-ganops sweep --space configs/sweep-dcgan.yaml   # Optuna search, best through the gate
+ganops sweep --space configs/sweeps/dcgan.yaml   # Optuna search, best through the gate
 ganops ui                             # the MLflow UI on the local store
 ganops --version
 
@@ -196,8 +196,8 @@ def monitor_command(
 @app.command("sweep")
 def sweep_command(
     overrides: Overrides = None,
-    space: Annotated[Path, typer.Option("--space", help="search space file (see configs/sweep-dcgan.yaml)")] = Path(
-        "configs/sweep-dcgan.yaml"),
+    space: Annotated[Path, typer.Option("--space", help="search space file (see configs/sweeps/dcgan.yaml)")] = Path(
+        "configs/sweeps/dcgan.yaml"),
     trials: Annotated[int | None, typer.Option(
         "--trials", help="trial budget of the study, shared by every process on it (default: the space file's)",
     )] = None,

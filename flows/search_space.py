@@ -1,6 +1,6 @@
 """A sweep's search space: which settings `ganops sweep` varies, over what, toward which metric — read and checked.
 
-    # configs/sweep-dcgan.yaml
+    # configs/sweeps/dcgan.yaml
     objective: fid_lenet          # default gate.primary_metric; its direction comes from the metric table
     trials: 20                    # budget shared by every process on the study (--trials overrides)
     timeout_s: null               # wall-time budget of one `ganops sweep` process (--timeout overrides)
@@ -10,7 +10,7 @@
       train.batch_size: {low: 32, high: 128, step: 32}                # int range (low/high/step are ints)
       train.loss: {choices: [nonsaturating, hinge]}                   # categorical (any YAML value, lists too)
 
-    space = load_space("configs/sweep-dcgan.yaml", cfg)    # SearchSpace, or a UserError naming the bad key
+    space = load_space("configs/sweeps/dcgan.yaml", cfg)    # SearchSpace, or a UserError naming the bad key
     overrides = suggest(trial, space)                      # {"train.g_optimizer.lr": 0.00042, ...} for an Optuna trial
 
 Checked before any trial runs: every key is a training setting of `model.*` or `train.*` (data, evaluation, gate
@@ -128,7 +128,7 @@ def load_space(path: str | Path, cfg: Config, params: str | Path | None = None,
     Raises a one-line UserError naming the file and the bad key."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"search space {str(path)!r}: no such file; see configs/sweep-dcgan.yaml for the format")
+        raise UserError(f"search space {str(path)!r}: no such file; see configs/sweeps/dcgan.yaml for the format")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

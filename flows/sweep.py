@@ -1,11 +1,11 @@
 """`ganops sweep`: search hyperparameters with Optuna, then send the best generator through the retrain flow's gate.
 
-    ganops sweep --space configs/sweep-dcgan.yaml                     # trials one after another
-    ganops sweep --space configs/sweep-dcgan.yaml --workers 2         # two trials at a time on this machine
-    ganops sweep --space configs/sweep-dcgan.yaml --trials 40 train.steps=1000   # budget, base overrides
+    ganops sweep --space configs/sweeps/dcgan.yaml                     # trials one after another
+    ganops sweep --space configs/sweeps/dcgan.yaml --workers 2         # two trials at a time on this machine
+    ganops sweep --space configs/sweeps/dcgan.yaml --trials 40 train.steps=1000   # budget, base overrides
 
     from flows.sweep import sweep
-    result = sweep(space="configs/sweep-dcgan.yaml", trials=3)
+    result = sweep(space="configs/sweeps/dcgan.yaml", trials=3)
     result["status"], result["sweep"]["best_trial"]        # "promoted" | "rejected" | "unchanged", 2
 
 The search space file (flows.search_space) names the settings to vary, the objective (default: gate.primary_metric,

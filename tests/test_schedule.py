@@ -200,7 +200,7 @@ def test_prefect_yaml_deploys_a_cron_schedule_to_a_process_work_pool(
         with get_client(sync_client=True) as client:
             swept = client.read_deployment_by_name(f"sweep/{sweep_spec['name']}")
     assert swept.work_pool_name == pool and not swept.schedules
-    assert swept.parameters["space"] == "configs/sweep-dcgan.yaml" and (project / swept.parameters["space"]).is_file()
+    assert swept.parameters["space"] == "configs/sweeps/dcgan.yaml" and (project / swept.parameters["space"]).is_file()
     assert live.entrypoint == deployment["entrypoint"]
     # Workers run the flow from the directory it was deployed from.
     assert live.pull_steps == [
