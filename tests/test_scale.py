@@ -402,6 +402,10 @@ def test_a_sweep_shares_its_study_in_postgresql_and_its_runs_on_the_tracking_ser
         connection.execute(sqlalchemy.text("CREATE DATABASE optuna"))
     storage = sqlalchemy.engine.make_url(database).set(database="optuna").render_as_string(hide_password=False)
     ws = retrain_workspace(tmp_path / "sweep-host")
+    # The session's Prefect harness (an ephemeral server: no lease service, so slots it hands out never expire)
+    # serialises promotions per tracking URI; an earlier test that killed a promotion against a server that had
+    # this port can leave its slot taken. The same server under another name is another lock.
+    url = url.replace("127.0.0.1", "localhost")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.chdir(ws.root)
     space = ws.root / "space.yaml"
