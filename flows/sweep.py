@@ -252,9 +252,17 @@ class PruneHopeless(TrainCallback):
             raise UserError(f"{self.objective} is {value} at step {step}")
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"{self.objective} {value:.4g} at step {step} (on "
-                                     f"{self.space.pruning.num_samples} samples): worse than the earlier trials' "
-                                     "median there")
+            raise optuna.TrialPruned(f"step {step}: {self.objective} {value:.4g}{self._median_text(step)}")
+
+    def _median_text(self, step: int) -> str:
+        """` > median 74.6`: the earlier trials' median there, which the median rule compares with."""
+        import statistics
+
+        from optuna.trial import TrialState
+
+        earlier = [t.intermediate_values[step] for t in self.trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if step in t.intermediate_values]
+        return f" > median {statistics.median(earlier):.4g}" if earlier else ""
 
 
 def trial_config(plan: SweepPlan, point: dict[str, Any]) -> tuple[Config, dict[str, str], Path]:

@@ -230,6 +230,8 @@ def test_a_sweep_runs_each_trial_in_a_child_run_and_gates_only_the_best(workspac
     # Trial 1 never learns (lr 1e-6): at step 20 it is worse than trial 0 was there, so the median rule stops it.
     assert trials[0].intermediate_values[20] < trials[1].intermediate_values[20]
     assert trials[1].state.name == "PRUNED"
+    assert trials[1].user_attrs["pruned_because"].startswith("step 20: fid_lenet ")
+    assert trials[1].user_attrs["pruned_because"].endswith(f"> median {trials[0].intermediate_values[20]:.4g}")
     assert children[1].info.status == "KILLED" and children[1].data.tags["sweep.state"] == "pruned"
     assert trials[0].state.name == "COMPLETE" and children[0].info.status == "FINISHED"
     # Each child run is a full training run: params, curves, sample grid, evaluation, model.
