@@ -576,6 +576,9 @@ def _plots(study: optuna.Study, objective_name: str, out_dir: Path, importances:
         ax.step(*zip(*line, strict=True), where="post", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(objective_name)
+    values = [v for t in done for v in [t.value, *t.intermediate_values.values()] if v is not None]
+    if values and min(values) > 0:
+        ax.set_yscale("log")  # FIDs span good trials (tens) and pruned noise (hundreds): both stay readable
     ax.set_title(f"study {study.study_name}")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -586,7 +589,7 @@ def _plots(study: optuna.Study, objective_name: str, out_dir: Path, importances:
         fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.2), dpi=100)
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel(f"importance for {objective_name} (fANOVA)")
+        ax.set_xlabel(f"importance for {objective_name} (Optuna's default evaluator)")
         fig.tight_layout()
         with atomic_file(out_dir / "param_importances.png") as tmp:
             fig.savefig(tmp, format="png")
