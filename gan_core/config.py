@@ -2,6 +2,10 @@
 documented fields and their validators, one section per params.yaml concern.)
 
     cfg = load_config("params.yaml", ["train.steps=200", "data.source=digits"])
+    cfg = load_config("params.yaml", ["recipe=conditional"])   # configs/recipes/conditional.yaml over params.yaml
+
+A recipe (configs/recipes/<name>.yaml, named by the top-level `recipe` key of the file or an override) is a
+partial tree of model/train keys: params file < recipe < overrides. recipe_names() lists them.
 
 Every section forbids unknown keys, so a typo fails at load time with its key path
 instead of being silently ignored.

@@ -5,6 +5,8 @@ stays one module, past 400 lines, because those parts share the Trainer's state:
 
     python -m gan_core train                                        # params.yaml
     python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
+    python -m gan_core train recipe=wgan-gp                         # a recipe: configs/recipes/wgan-gp.yaml
+    python -m gan_core train train.max_seconds=120 train.steps=100000   # stop at 2 minutes (summed over resumes)
     python -m gan_core train --no-resume                            # ignore {out_dir}/checkpoints/last.pt
     torchrun --standalone --nproc_per_node 2 -m gan_core train      # data parallel (gloo on CPU, NCCL on GPUs)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gan_core.config import ConfigError, load_config, recipe_names
+from gan_core.config import ConfigError, load_config, read_recipe, recipe_names
 from gan_core.identity import identity_key, resumable, training_identity
 from gan_core.package import read_spec
 from gan_core.runs import training_label, training_tags
@@ -59,12 +59,17 @@ def test_unknown_recipes_and_recipes_that_set_other_sections_fail_in_one_line(
 
 
 def test_a_recipe_is_the_settings_it_resolves_to_for_the_identity() -> None:
-    def key(overrides: list[str]) -> str:
+    def key(overrides: list[str] | dict) -> str:
         return identity_key(training_identity(load_config(REPO / "params.yaml", overrides).model_dump(mode="json"),
                                               "d" * 32 + ".dir", "c" * 16))
 
-    written_out = ["model.arch=mlp", "model.g_width=256", "model.d_width=256", "train.steps=10000",
-                   "train.g_optimizer.lr=0.0002", "train.d_optimizer.lr=0.0002"]
+    def dotted(tree: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for k, v in tree.items():
+            out.update(dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    written_out = dotted(read_recipe("mlp"))  # the same keys as overrides, without the name
     assert key(["recipe=mlp"]) == key(written_out)
     assert key(["recipe=mlp"]) != key([])
 
