@@ -109,12 +109,14 @@ def main() -> None:
             prepare(DataConfig(source="mnist5k", resolution=32, channels=1, prepared_dir=str(prepared)))
         if args.classifier is None:
             train_classifier(load_config(REPO / "params.yaml", common))
-        rows = [run(name, work, common, args.max_seconds, args.grids) for name in [REFERENCE, *args.only]]
-    stem = f"recipes_{device}" + (f"_{args.max_seconds:.0f}s" if args.max_seconds else "")
-    machine = {"device": device, "torch": torch.__version__, "cpus": os.cpu_count(),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
-               "load_average_at_end": os.getloadavg()}
-    (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
+        stem = f"recipes_{device}" + (f"_{args.max_seconds:.0f}s" if args.max_seconds else "")
+        rows: list[dict] = []
+        for name in [REFERENCE, *args.only]:  # in the order given: the JSON grows row by row
+            rows.append(run(name, work, common, args.max_seconds, args.grids))
+            machine = {"device": device, "torch": torch.__version__, "cpus": os.cpu_count(),
+                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+                       "load_average_at_end": os.getloadavg()}
+            (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
 
     ref = rows[0]
     print(f"\n{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, load average at end "
