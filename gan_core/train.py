@@ -132,6 +132,7 @@ class Trainer:
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_FILE
         self.resumed_from: int | None = None  # set by prepare()
         self.prior_seconds = 0.0  # training seconds of the runs this one resumes (train.max_seconds counts them)
+        self._run_started: float | None = None  # perf_counter() at the first step of this run
 
         self.task = task(cfg.model.arch)
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
@@ -323,7 +324,13 @@ class Trainer:
             "code_hash": self.code_hash,
         }
 
-    def write_checkpoint(self, step: int, train_seconds: float = 0.0) -> None:
+    def train_seconds(self) -> float:
+        """Training seconds so far, over resumes: what train.max_seconds limits and a checkpoint keeps."""
+        started = self._run_started
+        return self.prior_seconds + (time.perf_counter() - started if started is not None else 0.0)
+
+    def write_checkpoint(self, step: int) -> None:
+        train_seconds = self.train_seconds()
         summary = {"step": step, "steps": self.cfg.train.steps, "train_seconds": round(train_seconds, 3),
                    "max_seconds": self.cfg.train.max_seconds, "config_hash": self.cfg.hash("model", "train"),
                    "data_version": self.data_version, "device": self.runtime.describe(),
@@ -414,7 +421,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_start(info)
         metrics: dict[str, float] = {}
-        t_run = t_window = time.perf_counter()
+        t_run = t_window = self._run_started = time.perf_counter()
         window_start = reached = start
         last_grid: Path | None = None
         out_of_time = self._out_of_time(0.0)  # a resumed run may have spent its budget already
@@ -453,7 +460,7 @@ class Trainer:
                         cb.on_samples(step, last_grid)
                         cb.on_generator(step, self.ema.module)
                 if due_checkpoint and main:
-                    self.write_checkpoint(step, self.prior_seconds + time.perf_counter() - t_run)
+                    self.write_checkpoint(step)
         wall = time.perf_counter() - t_run
         if out_of_time and main:
             log.info("train.max_seconds=%s reached at step %d of %d", tc.max_seconds, reached, tc.steps)
