@@ -2,6 +2,7 @@
 
     ganops retrain                                  # params.yaml
     ganops retrain train.steps=200 model.arch=mlp   # dotted overrides, as in `dvc exp run -S`
+    ganops retrain recipe=conditional               # a named recipe: configs/recipes/conditional.yaml
     ganops demo                                     # the same flow on the defaults, then how to use the champion
 
     from flows.retrain import retrain

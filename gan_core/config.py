@@ -2,6 +2,10 @@
 documented fields and their validators, one section per params.yaml concern.)
 
     cfg = load_config("params.yaml", ["train.steps=200", "data.source=digits"])
+    cfg = load_config("params.yaml", ["recipe=conditional"])   # configs/recipes/conditional.yaml over params.yaml
+
+A recipe (configs/recipes/<name>.yaml, named by the top-level `recipe` key of the file or an override) is a
+partial tree of model/train keys: params file < recipe < overrides. recipe_names() lists them.
 
 Every section forbids unknown keys, so a typo fails at load time with its key path
 instead of being silently ignored.
@@ -128,6 +132,12 @@ class TrainConfig(_Section):
     loss: Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"] = "nonsaturating"
     steps: int = Field(2000, ge=1)
     """Generator updates."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock budget of the training in seconds, summed over resumes; it stops at train.steps or here, whichever
+    comes first, and then writes its checkpoint, samples and package as at the last step (metrics.json's `steps`
+    is the step reached, `stopped_by_time` 1). Part of the training identity, continuable like steps (a larger
+    budget continues a checkpoint). None = no limit. Where it stops depends on the machine's speed: for
+    reproducible weights leave it unset and fix train.steps (the recipes do)."""
     batch_size: int = Field(64, ge=1, le=65536)
     n_critic: int = Field(1, ge=1, le=100)
     """D updates per G update (5 is usual for wgan and wgan-gp)."""
@@ -374,6 +384,9 @@ class RegistryConfig(_Section):
 
 
 class Config(_Section):
+    recipe: str | None = None
+    """The named recipe applied (configs/recipes/<name>.yaml; see load_config), or None. Only a label here: its
+    settings are already in model/train, which is what the training identity hashes."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -490,6 +503,50 @@ def _parse_value(key: str, raw: str) -> Any:
         ) from None
 
 
+# ----------------------------------------------------------------------------- recipes
+RECIPE_SECTIONS = ("model", "train")
+"""What a recipe may set: the settings that shape the weights (so the training identity covers every recipe)."""
+_RECIPE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def recipes_dir() -> Path:
+    """configs/recipes of the project in the working directory (where params.yaml and dvc.yaml are), else of the
+    checkout gan_core was imported from (an editable install run elsewhere, e.g. tests)."""
+    here = Path("configs/recipes")
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "configs" / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The known recipes: the stems of configs/recipes/*.yaml."""
+    folder = recipes_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def read_recipe(name: Any) -> dict[str, Any]:
+    """configs/recipes/<name>.yaml as a partial tree of model/train keys; ConfigError (one line) for an unknown
+    name or a file that sets anything else."""
+    known = recipe_names()
+    if not isinstance(name, str) or not _RECIPE_NAME.fullmatch(name) or name not in known:
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(known) or 'none'} "
+                          f"(files in {recipes_dir()}), or recipe=null")
+    path = recipes_dir() / f"{name}.yaml"
+    tree = _read_params(path)
+    other = sorted(set(tree) - set(RECIPE_SECTIONS))
+    if other:
+        raise ConfigError(f"{path}: a recipe sets only {' and '.join(RECIPE_SECTIONS)} keys, not {', '.join(other)}")
+    return tree
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Deep-merge `update` into `base`: mappings key by key (a recipe's train.g_optimizer.lr keeps the params
+    file's betas), anything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     parts = key.split(".")
@@ -553,8 +610,9 @@ def _read_params(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: expected a mapping of sections (data, model, train, ...), got a {type(tree).__name__}"
         )
-    # A section header with everything under it commented out (`train:`) means "all defaults", like a missing one.
-    return {key: {} if value is None else value for key, value in tree.items()}
+    # A section header with everything under it commented out (`train:`) means "all defaults", like a missing one;
+    # `recipe: null` is a value, not a section.
+    return {key: {} if value is None and key != "recipe" else value for key, value in tree.items()}
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -573,10 +631,16 @@ def load_config(
     params: str | Path | None = None,
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
 ) -> Config:
-    """Load params.yaml (or `params`), apply dotted overrides, validate; raise ConfigError on any problem."""
+    """Load params.yaml (or `params`), apply the recipe it or an override names, then the dotted overrides, and
+    validate; raise ConfigError on any problem. Precedence: params file < recipe < overrides."""
     path = Path(params) if params is not None else DEFAULT_PARAMS
     tree = _read_params(path) if params is not None or path.exists() else {}
-    for key, value in parse_overrides(overrides).items():
+    parsed = parse_overrides(overrides)
+    name = parsed.get("recipe", tree.get("recipe"))
+    if name is not None:
+        _merge(tree, read_recipe(name))
+        tree["recipe"] = name
+    for key, value in parsed.items():
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)

@@ -83,6 +83,12 @@ def average_gradients(module: nn.Module, info: DistInfo) -> None:
         offset += g.numel()
 
 
+def broadcast_tensor(t: torch.Tensor, info: DistInfo) -> None:
+    """Rank 0's value of `t`, in place, on every rank (a decision only rank 0 takes, e.g. out of time)."""
+    if info.enabled:
+        dist.broadcast(t, src=0)
+
+
 def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean of a tensor over ranks (logged metrics)."""
     if info.enabled:

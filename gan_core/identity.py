@@ -2,13 +2,15 @@
 
     identity = training_identity(cfg.model_dump(mode="json"), data_version, code_hash())
     identity_key(identity)               # '3f0c...' (16 hex): the flow's skip key and the `training_hash` run tag
-    resumable(identity, checkpointed)    # equal but for train.steps: a checkpoint continues (more steps, same run)
+    resumable(identity, checkpointed)    # equal but for train.steps/max_seconds: a checkpoint continues (same run)
 
 Runtime settings (where and how fast it runs: device, precision, channels_last, compile) and reporting settings
 (log_every, sample_every, checkpoint_every, out_dir) are not part of it: changing them never retrains, in the flow,
 in `dvc repro` or on resume. Evaluation settings are not part of it either (they change the metrics, not the
-weights). dvc.yaml's `train` stage lists exactly TRAINING_PARAMS and depends on gan_core/ as a whole, as the code
-hash does; tests/test_identity.py keeps the three in step.
+weights). A recipe (configs/recipes) is hashed as the model/train settings it resolves to, not by its name, so
+the same settings are the same training whichever way they were written. dvc.yaml's `train` stage lists exactly
+training_params and depends on gan_core/ as a whole, as the code hash does; tests/test_identity.py keeps the
+three in step.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ RUNTIME_TRAIN_KEYS = frozenset(
      "node_rank", "master_addr", "master_port"}
 )
 """train.* keys that say where, how fast and how visibly a training runs, not what it learns."""
-CONTINUABLE_KEYS = frozenset({"steps"})
-"""train.* keys a checkpoint may differ in and still be resumed: more steps continue the same training."""
+CONTINUABLE_KEYS = frozenset({"steps", "max_seconds"})
+"""train.* keys a checkpoint may differ in and still be resumed: more steps (or a larger time budget, counted over
+resumes) continue the same training."""
 EVAL_RUNTIME_KEYS = frozenset({"device", "out_dir", "cache_dir"})
 """eval.* (and eval.classifier.*) keys that do not change an evaluation's numbers."""
 
@@ -36,8 +39,10 @@ def training_identity(config: dict[str, Any], data_version: str, code: str) -> d
 
 
 def training_params(config: dict[str, Any]) -> list[str]:
-    """The dotted param keys of the identity's settings, as dvc.yaml's `train` stage lists them."""
-    return ["model"] + [f"train.{k}" for k in config["train"] if k not in RUNTIME_TRAIN_KEYS]
+    """The dotted param keys of the identity's settings, as dvc.yaml's `train` stage lists them. `recipe` leads:
+    DVC compares params.yaml's values, not the settings a recipe resolves to, so it needs the recipe's name (and
+    configs/recipes in the stage's deps) to see a recipe change; the identity itself hashes the resolved settings."""
+    return ["recipe", "model"] + [f"train.{k}" for k in config["train"] if k not in RUNTIME_TRAIN_KEYS]
 
 
 def identity_key(identity: dict[str, Any]) -> str:

@@ -54,7 +54,9 @@ def train_processes(cfg: Config, run_id: str | None = None) -> TrainResult:
         raise UserError(f"train.node_rank={cfg.train.node_rank}: the retrain flow runs on node 0 (its rank 0 logs and "
                         "writes the outputs); start the other nodes with torchrun and their own train.node_rank")
     params = Path(cfg.train.out_dir) / "launch" / "params.json"
-    write_json(params, cfg.model_dump(mode="json"))  # JSON is YAML: the CLI reads it with --params
+    # JSON is YAML: the CLI reads it with --params. The settings are resolved already, so the recipe is not applied
+    # again (it would undo overrides of its keys); its name reaches MLflow through the flow's run, opened here.
+    write_json(params, {**cfg.model_dump(mode="json"), "recipe": None})
     nproc = processes(cfg) * cfg.train.nnodes
     # Stderr (the ranks' progress lines) streams through; stdout is rank 0's result JSON.
     proc = subprocess.run(torchrun_command(params, cfg, run_id), stdout=subprocess.PIPE, text=True,

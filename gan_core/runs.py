@@ -97,6 +97,8 @@ def training_tags(cfg: Config) -> dict[str, str]:
 
     tags = {k: str(v) for k, v in lineage(cfg).items()}
     tags.setdefault(CONFIG_HASH_TAG, cfg.hash())
+    if cfg.recipe is not None:  # searchable: tags.recipe = 'conditional' (also the `recipe` param)
+        tags["recipe"] = cfg.recipe
     return tags
 
 
@@ -162,9 +164,11 @@ def log_to_training_run(
 
 
 def training_label(cfg: Config) -> str:
-    """What a training trains, e.g. `dcgan-nonsaturating-2000steps` (`dcgan-cond-...` for a conditional model)."""
+    """What a training trains, e.g. `dcgan-nonsaturating-2000steps` (`dcgan-cond-...` for a conditional model),
+    led by the recipe's name when one is applied (`conditional-dcgan-cond-nonsaturating-3000steps`)."""
     arch = f"{cfg.model.arch}-cond" if cfg.model.conditional else cfg.model.arch
-    return f"{arch}-{cfg.train.loss}-{cfg.train.steps}steps"
+    label = f"{arch}-{cfg.train.loss}-{cfg.train.steps}steps"
+    return f"{cfg.recipe}-{label}" if cfg.recipe is not None else label
 
 
 def training_run_name(cfg: Config, data_version: str) -> str:

@@ -5,6 +5,8 @@ stays one module, past 400 lines, because those parts share the Trainer's state:
 
     python -m gan_core train                                        # params.yaml
     python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
+    python -m gan_core train recipe=wgan-gp                         # a recipe: configs/recipes/wgan-gp.yaml
+    python -m gan_core train train.max_seconds=120 train.steps=100000   # stop at 2 minutes (summed over resumes)
     python -m gan_core train --no-resume                            # ignore {out_dir}/checkpoints/last.pt
     torchrun --standalone --nproc_per_node 2 -m gan_core train      # data parallel (gloo on CPU, NCCL on GPUs)
 
@@ -83,10 +85,12 @@ class DivergenceError(UserError):
 class TrainResult:
     """What a training produced and how it went. `summary()` is what metrics.json holds (numbers only)."""
 
-    steps: int  # the step the weights are at: train.steps, or a checkpoint's later step
+    steps: int  # the step the weights are at: train.steps, a checkpoint's later step, or where max_seconds stopped
     trained_steps: int  # steps this call ran (0 when a checkpoint was already there)
     resumed_from: int
-    wall_time_s: float
+    wall_time_s: float  # this call's
+    train_seconds: float  # training time summed over resumes: what train.max_seconds limits
+    stopped_by_time: bool  # train.max_seconds ran out before train.steps
     images_per_s: float
     final: dict[str, float]  # the last logging window: losses, D logits, gradient norms, diversity, EMA decay
     package_dir: str
@@ -100,7 +104,8 @@ class TrainResult:
     def summary(self) -> dict[str, float | None]:
         """Numbers for metrics.json and MLflow; NaN/inf become None (JSON has neither)."""
         numbers = {"steps": self.steps, "trained_steps": self.trained_steps, "resumed_from": self.resumed_from,
-                   "wall_time_s": round(self.wall_time_s, 3), "images_per_s": self.images_per_s,
+                   "wall_time_s": round(self.wall_time_s, 3), "train_seconds": round(self.train_seconds, 3),
+                   "stopped_by_time": int(self.stopped_by_time), "images_per_s": self.images_per_s,
                    **{k: v for k, v in self.final.items() if k != "images_per_s"}}
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in numbers.items()}
 
@@ -126,6 +131,8 @@ class Trainer:
         self.out_dir = Path(tc.out_dir)
         self.checkpoint_path = self.out_dir / "checkpoints" / CHECKPOINT_FILE
         self.resumed_from: int | None = None  # set by prepare()
+        self.prior_seconds = 0.0  # training seconds of the runs this one resumes (train.max_seconds counts them)
+        self._run_started: float | None = None  # perf_counter() at the first step of this run
 
         self.task = task(cfg.model.arch)
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
@@ -300,9 +307,10 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------------- checkpoints
-    def _state(self, step: int) -> dict[str, Any]:
+    def _state(self, step: int, train_seconds: float) -> dict[str, Any]:
         return {
             "step": step,
+            "train_seconds": train_seconds,
             "generator": self.G.state_dict(),
             "discriminator": self.D.state_dict(),
             "ema": self.ema.state_dict(),
@@ -316,11 +324,18 @@ class Trainer:
             "code_hash": self.code_hash,
         }
 
+    def train_seconds(self) -> float:
+        """Training seconds so far, over resumes: what train.max_seconds limits and a checkpoint keeps."""
+        started = self._run_started
+        return self.prior_seconds + (time.perf_counter() - started if started is not None else 0.0)
+
     def write_checkpoint(self, step: int) -> None:
-        summary = {"step": step, "steps": self.cfg.train.steps, "config_hash": self.cfg.hash("model", "train"),
+        train_seconds = self.train_seconds()
+        summary = {"step": step, "steps": self.cfg.train.steps, "train_seconds": round(train_seconds, 3),
+                   "max_seconds": self.cfg.train.max_seconds, "config_hash": self.cfg.hash("model", "train"),
                    "data_version": self.data_version, "device": self.runtime.describe(),
                    "torch_version": torch.__version__, "written_at": time.time()}
-        save_checkpoint(self.checkpoint_path, self._state(step), summary)
+        save_checkpoint(self.checkpoint_path, self._state(step, train_seconds), summary)
 
     def _try_resume(self) -> int:
         """Load the last checkpoint when it was trained under the same settings; return the step to continue from."""
@@ -346,6 +361,7 @@ class Trainer:
             self.step_fn.load_state_dict(state.get("step_state", {}))
             if self.ada is not None:
                 self.ada.load_state_dict(state["augment_state"])
+            self.prior_seconds = float(state.get("train_seconds", 0.0))  # checkpoints from before max_seconds: 0
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             # Its settings match ours, so the tensors inside were edited or damaged (load_checkpoint checked the
             # structure; shapes and optimizer/RNG contents only show when applied).
@@ -405,14 +421,21 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_start(info)
         metrics: dict[str, float] = {}
-        t_run = t_window = time.perf_counter()
-        window_start = start
+        t_run = t_window = self._run_started = time.perf_counter()
+        window_start = reached = start
         last_grid: Path | None = None
+        out_of_time = self._out_of_time(0.0)  # a resumed run may have spent its budget already
         with Progress(main, start, tc.steps) as bar:
             for step in range(start + 1, tc.steps + 1):
+                if out_of_time:
+                    break
                 self.train_step(step)
                 bar.advance()
-                last = step == tc.steps
+                reached = step
+                # A run stopped by train.max_seconds ends like one that reached train.steps: last log window,
+                # sample grid and checkpoint at this step, then the package.
+                out_of_time = self._out_of_time(time.perf_counter() - t_run)
+                last = step == tc.steps or out_of_time
                 due_log = step % tc.log_every == 0 or last
                 due_samples = step % tc.sample_every == 0 or last
                 due_checkpoint = step % tc.checkpoint_every == 0 or last
@@ -439,23 +462,41 @@ class Trainer:
                 if due_checkpoint and main:
                     self.write_checkpoint(step)
         wall = time.perf_counter() - t_run
-        trained = tc.steps - start if tc.steps > start else 0
-        result = self._finish(metrics, trained, wall, last_grid)
+        if out_of_time and main:
+            log.info("train.max_seconds=%s reached at step %d of %d", tc.max_seconds, reached, tc.steps)
+        result = self._finish(metrics, reached, wall, last_grid, stopped_by_time=out_of_time and reached < tc.steps)
         if main:
             for cb in self.callbacks:
                 cb.on_train_end(result)
         return result
 
-    def _finish(self, metrics: dict[str, float], trained: int, wall: float, grid: Path | None) -> TrainResult:
-        """Write the generator package (EMA weights) and metrics.json."""
+    def _out_of_time(self, seconds: float) -> bool:
+        """train.max_seconds spent (this run's `seconds` plus the resumed runs'). Decided by rank 0 and shared, so
+        every rank stops at the same step (their clocks differ; a rank that stopped alone would hang the others)."""
+        budget = self.cfg.train.max_seconds
+        if budget is None:
+            return False
+        spent = self.prior_seconds + seconds >= budget
+        if not self.dist.enabled:
+            return spent
+        flag = torch.tensor(float(spent), device=self.device)  # a sync per step, as the gradient all-reduce is
+        distributed.broadcast_tensor(flag, self.dist)
+        return bool(flag.item())
+
+    def _finish(self, metrics: dict[str, float], reached: int, wall: float, grid: Path | None,
+                stopped_by_time: bool = False) -> TrainResult:
+        """Write the generator package (EMA weights) and metrics.json; `reached` is the step the loop ended at
+        (the resumed step when it ran none)."""
         tc = self.cfg.train
-        steps = max(tc.steps, self.resumed_from)
+        steps = reached
+        trained = reached - self.resumed_from
         images = trained * tc.batch_size * tc.n_critic * self.dist.world_size
         package_dir = self.out_dir / "generator"
         if self.dist.is_main and grid is None:
             grid = self.write_samples(steps)
         result = TrainResult(
             steps=steps, trained_steps=trained, resumed_from=self.resumed_from, wall_time_s=wall,
+            train_seconds=self.prior_seconds + wall, stopped_by_time=stopped_by_time,
             images_per_s=images / wall if trained and wall > 0 else 0.0, final=metrics,
             package_dir=str(package_dir), metrics_path=str(self.out_dir / "metrics.json"),
             samples_dir=str(self.out_dir / "samples"), last_samples=str(grid) if grid else None,
@@ -463,15 +504,18 @@ class Trainer:
         )
         if self.dist.is_main:
             save = save_translator if self.task == "translation" else save_generator
-            save(self.ema.module, self._package_spec(steps), package_dir)
+            save(self.ema.module, self._package_spec(steps, stopped_by_time), package_dir)
             write_json(Path(result.metrics_path), result.summary())
         return result
 
-    def _package_spec(self, steps: int) -> dict[str, Any]:
+    def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
         metadata: dict[str, Any] = {
             **lineage(self.cfg),
-            "steps": steps,
+            "recipe": self.cfg.recipe,
+            "steps": steps,  # the step reached: train.steps, or where train.max_seconds stopped it
+            "max_seconds": self.cfg.train.max_seconds,
+            "stopped_by": "max_seconds" if stopped_by_time else "steps",
             "loss": self.cfg.train.loss,
             "ema_decay": self.cfg.train.ema_decay,
             "data_content_hash": self.data.meta.get("content_hash"),

@@ -85,3 +85,16 @@ def test_dcgan_rejects_unsupported_resolution():
         build_generator("dcgan", latent_dim=8, channels=1, resolution=20, width=8)
     with pytest.raises(UserError, match="unknown architecture 'resnet'"):
         build_discriminator("resnet", channels=1, resolution=32, width=8)
+
+
+def test_projection_discriminator_starts_with_a_class_term_no_larger_than_its_linear_term():
+    # Issue 17: with nn.Embedding's N(0, 1) init the class term dwarfed the rest from step 0, D won through the
+    # label path (D(x) logit +11.9, D(G(z)) -7.3) and G drew speckled texture; it now starts at the DCGAN init's scale.
+    torch.manual_seed(0)
+    D = build_discriminator("dcgan", channels=1, resolution=32, width=32, num_classes=10, cond_mode="projection")
+    D.eval()
+    x, y = torch.randn(64, 1, 32, 32), torch.randint(0, 10, (64,))
+    with torch.no_grad():
+        linear = D.head.linear(D.features(x).sum(dim=(2, 3))).squeeze(1)
+        class_term = D(x, y) - linear
+    assert class_term.abs().mean() < 2 * linear.abs().mean()

@@ -38,12 +38,17 @@ class ConditionalHead(nn.Module):
     """Maps D's features (B, F) to a logit (B,); with classes, adds the projection term <embed(y), features>.
 
     Projection discriminator (Miyato & Koyama 2018): logit = w·φ(x) + embed(y)·φ(x).
+    The class embedding starts at the scale of the DCGAN init (N(0, 0.02), as w), not nn.Embedding's N(0, 1): at
+    N(0, 1) the projection term starts ~50× larger than w·φ(x), so D separates real from fake through the label
+    path in a few steps and G's gradient saturates (measured: D(x) logit +11.9, D(G(z)) −7.3, fid_lenet 680).
     """
 
     def __init__(self, features: int, num_classes: int, projection: bool):
         super().__init__()
         self.linear = nn.Linear(features, 1)
         self.embed = nn.Embedding(num_classes, features) if projection else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         logit = self.linear(features).squeeze(1)
