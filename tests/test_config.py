@@ -54,7 +54,7 @@ def test_overrides_are_parsed_as_yaml_scalars_and_win_over_the_file() -> None:
     assert cfg.train.steps == 200 and isinstance(cfg.train.steps, int)
     assert cfg.train.compile is True
     assert cfg.train.g_optimizer.lr == pytest.approx(1e-3)
-    assert cfg.train.d_optimizer.lr == pytest.approx(2e-4)  # a sibling section is untouched
+    assert cfg.train.d_optimizer.lr == pytest.approx(0.0018)  # a sibling section keeps params.yaml's value
     assert cfg.data.max_images is None
     assert cfg.data.source == "folder:imgs"
     assert cfg.eval.extractors == ["lenet", "inception"]
