@@ -61,6 +61,7 @@ def make_clone(tmp_path: Path) -> Path:
     repo = tmp_path / "clone"
     repo.mkdir()
     shutil.copytree(REPO / "gan_core", repo / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "configs" / "recipes", repo / "configs" / "recipes")  # a dependency of the train stage
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
     (repo / ".dvc").mkdir()
@@ -135,6 +136,7 @@ def pipeline_clone(tmp_path: Path, _mlflow_template_db: Path) -> Path:
     repo = tmp_path / "pipeline"
     repo.mkdir()
     shutil.copytree(REPO / "gan_core", repo / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "configs" / "recipes", repo / "configs" / "recipes")  # a dependency of the train stage
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))

@@ -298,6 +298,7 @@ def test_data_step_runs_the_dvc_stage_and_pushes_to_the_remote(tmp_path: Path, m
     repo_root = Path(__file__).resolve().parents[1]
     project = tmp_path / "project"
     shutil.copytree(repo_root / "gan_core", project / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo_root / "configs" / "recipes", project / "configs" / "recipes")  # the train stage's dependency
     shutil.copy(repo_root / "dvc.yaml", project / "dvc.yaml")
     (project / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "digits", "resolution": 8}}))
     monkeypatch.chdir(project)
@@ -339,6 +340,7 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     ws = retrain_workspace(tmp_path / "project")
     repo_root = Path(__file__).resolve().parents[1]
     shutil.copytree(repo_root / "gan_core", ws.root / "gan_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo_root / "configs" / "recipes", ws.root / "configs" / "recipes")  # the train stage's dependency
     shutil.copy(repo_root / "dvc.yaml", ws.root / "dvc.yaml")
     # The stages' paths as dvc.yaml names them; a complete params.yaml, as the repo's is (stages list eval.seed, ...).
     relocated = {"data.prepared_dir": "data/prepared", "train.out_dir": "outputs/train", "eval.out_dir": "outputs/eval",
