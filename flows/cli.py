@@ -216,12 +216,13 @@ def sweep_command(
     from flows.search_space import load_space
     from flows.steps import RetrainFailed
     from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
+    from gan_core.config import parse_overrides
 
     _check_before_flow("sweep", params, overrides)
     try:  # the space and the budgets fail here, in one line, before Prefect starts
         check_sweep_args(trials, timeout, workers)
         cfg = load_config(params, overrides)
-        searched = load_space(space, cfg, params, _parsed(overrides))
+        searched = load_space(space, cfg, params, parse_overrides(overrides))
         check_budget(trials or searched.trials, timeout or searched.timeout_s)
         study_storage(cfg, storage)
     except UserError as e:
@@ -237,20 +238,16 @@ def sweep_command(
     _echo_result(result)
 
 
-def _parsed(overrides: list[str] | None) -> dict:
-    from gan_core.config import parse_overrides
-
-    return parse_overrides(overrides)
-
-
 def _echo_trials(summary: dict) -> None:
     """The study's trials, best first, as a table; then the best one."""
     from rich.console import Console
     from rich.table import Table
 
+    from flows.sweep import best_first
+
     rows = summary["trials"]
     minimize = summary["direction"] == "minimize"
-    rows = sorted(rows, key=lambda r: (r["value"] is None, (r["value"] or 0) * (1 if minimize else -1)))
+    rows = best_first(rows, minimize)
     columns = [c for c in (rows[0] if rows else {}) if c not in ("mlflow_run_id",)]
     counts = summary["counts"]
     table = Table(title=f"study {summary['study']}: {counts['complete']} complete, {counts['pruned']} pruned, "

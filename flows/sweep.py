@@ -169,7 +169,7 @@ def fingerprint(space: SearchSpace, cfg: Config, data_version: str) -> dict[str,
     }
 
 
-def open_study(plan: SweepPlan, cfg: Config, space: SearchSpace, seed: int, step: str = "study") -> optuna.Study:
+def open_study(plan: SweepPlan, cfg: Config, space: SearchSpace, worker: int = 0, step: str = "study") -> optuna.Study:
     """Load (or create) the plan's study and check that it searches what this process would."""
     import optuna
 
@@ -179,7 +179,9 @@ def open_study(plan: SweepPlan, cfg: Config, space: SearchSpace, seed: int, step
                                           n_warmup_steps=space.pruning.warmup_steps)
               if space.pruning.enabled else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=plan.study, direction=direction(objective),
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+                                load_if_exists=True, pruner=pruner)
+    # A resumed or joining process must not draw the points its predecessors drew first: offset the seed.
+    study.sampler = optuna.samplers.TPESampler(seed=plan.seed + 1000 * worker + len(study.trials))
     mine = fingerprint(space, cfg, plan.data_version)
     recorded = study.user_attrs.get(FINGERPRINT_ATTR)
     if recorded is None:
@@ -386,8 +388,6 @@ def requeue_interrupted(study: optuna.Study) -> None:
 def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> int:
     """Run trials of the plan's study until its budget is used (or this process's timeout); return how many ran
     here. The same function runs in the flow's process and in each `--workers` process."""
-    import optuna
-
     from gan_core.tracking import configure
 
     if threads:
@@ -397,9 +397,7 @@ def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> 
     base = load_config(plan.params, plan.overrides)
     space = load_space(plan.space_path, base, plan.params, plan.overrides)
     client = configure(base.registry)
-    study = open_study(plan, base, space, seed=plan.seed)
-    # A resumed or joining process must not draw the points its predecessors drew first: offset the seed.
-    study.sampler = optuna.samplers.TPESampler(seed=plan.seed + 1000 * worker + len(study.trials))
+    study = open_study(plan, base, space, worker)
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = 0
     while (plan.trials is None or counted(study) < plan.trials) and time.monotonic() < deadline:
@@ -466,22 +464,20 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
-    pick = min if study.direction == optuna_minimize() else max
+    pick = min if study.direction.name == "MINIMIZE" else max
     return pick(complete, key=lambda t: t.value)
 
 
-def optuna_minimize() -> Any:
-    from optuna.study import StudyDirection
-
-    return StudyDirection.MINIMIZE
+def best_first(rows: list[dict[str, Any]], minimize: bool) -> list[dict[str, Any]]:
+    """Trial rows ordered by objective, best first; rows without a value (pruned, failed) last."""
+    return sorted(rows, key=lambda r: (r["value"] is None, (r["value"] or 0) * (1 if minimize else -1)))
 
 
 def markdown_table(rows: list[dict[str, Any]], objective: str, order_by_value: bool, minimize: bool) -> str:
     if not rows:
         return "_no trials_"
     columns = [c for c in rows[0] if c != "mlflow_run_id"]
-    ordered = sorted(rows, key=lambda r: (r["value"] is None, (r["value"] or 0) * (1 if minimize else -1))) \
-        if order_by_value else rows
+    ordered = best_first(rows, minimize) if order_by_value else rows
     head = "| " + " | ".join(objective if c == "value" else c for c in columns) + " |"
     lines = [head, "|" + "---|" * len(columns)]
     for r in ordered:
@@ -666,7 +662,7 @@ def sweep(
                              timeout_s=timeout_s or searched.timeout_s, data_version=data["data_version"],
                              parent_run_id="", seed=cfg.train.seed, out_dir=f"{SWEEP_ROOT}/{name}")
             check_budget(plan.trials, plan.timeout_s)
-            opened = open_study(plan, cfg, searched, seed=cfg.train.seed)
+            opened = open_study(plan, cfg, searched)
             parent = parent_run(opened, cfg, searched, store_url, str(space), client, prefect_run_tags())
             plan = SweepPlan(**{**asdict(plan), "parent_run_id": parent})
         objective_name = searched.objective_for(cfg)

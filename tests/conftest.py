@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +190,15 @@ class RetrainWorkspace:
     root: Path
     params: Path
     db_uri: str
+
+    @contextmanager
+    def entered(self) -> Iterator[RetrainWorkspace]:
+        """Run from the workspace, its store as MLFLOW_TRACKING_URI (tracking.tracking_uri prefers the env var,
+        whatever the caller exported): for module-scoped fixtures, which cannot take `monkeypatch`."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", self.db_uri)
+            mp.chdir(self.root)
+            yield self
 
     def config(self, overrides: list[str] | None = None):
         from gan_core.config import load_config

@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace) -> Iterator[Any]:
     ws = retrain_workspace(tmp_path_factory.mktemp("eval_context"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
-        mp.chdir(ws.root)
+    with ws.entered():
         yield ws
 
 

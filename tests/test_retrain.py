@@ -19,10 +19,7 @@ import torch
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace) -> Iterator[Any]:
     ws = retrain_workspace(tmp_path_factory.mktemp("retrain"))
-    with pytest.MonkeyPatch.context() as mp:
-        # tracking.tracking_uri prefers the env var: point it at this store too, whatever the caller exported.
-        mp.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
-        mp.chdir(ws.root)
+    with ws.entered():
         yield ws
 
 

@@ -182,9 +182,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace) -> It
     ws.params.write_text(yaml.safe_dump(tree, sort_keys=False))
     space = ws.root / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
-        mp.chdir(ws.root)
+    with ws.entered():
         yield ws
 
 
