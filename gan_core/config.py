@@ -5,7 +5,8 @@ documented fields and their validators, one section per params.yaml concern.)
     cfg = load_config("params.yaml", ["recipe=conditional"])   # configs/recipes/conditional.yaml over params.yaml
 
 A recipe (configs/recipes/<name>.yaml, named by the top-level `recipe` key of the file or an override) is a
-partial tree of model/train keys: params file < recipe < overrides. recipe_names() lists them.
+partial tree of model/train keys (and gate / registry.model_name for a generator with another contract):
+params file < recipe < overrides. recipe_names() lists them.
 
 Every section forbids unknown keys, so a typo fails at load time with its key path
 instead of being silently ignored.
@@ -399,7 +400,7 @@ class Config(_Section):
         """Translation (cyclegan) needs two domains, a gate on translation metrics and a registered model of its
         own, so a translator never competes with a generator for one alias (configs/cyclegan-digits.yaml has all
         three); generation families take none of these."""
-        from gan_core.metrics import is_translation_metric
+        from gan_core.metrics import CLASS_ACCURACY, is_translation_metric
 
         translation = self.model.arch == "cyclegan"
         if translation and self.data.target is None:
@@ -414,6 +415,9 @@ class Config(_Section):
                 raise ValueError(f"gate metric {name!r} is not computed for {task} (model.arch={self.model.arch}); "
                                  + ("gate on fid_lenet_a2b, content_lenet_a2b, ... (configs/cyclegan-digits.yaml)"
                                     if translation else "gate on fid_lenet, class_coverage, ..."))
+        if CLASS_ACCURACY in [*self.gate.thresholds, self.gate.primary_metric] and not self.model.conditional:
+            raise ValueError(f"gate metric {CLASS_ACCURACY!r} is computed for conditional generators only; set "
+                             "model.conditional=true (recipe=conditional) or gate on fid_lenet, class_coverage, ...")
         if translation and self.registry.model_name == RegistryConfig().model_name:
             raise ValueError(f"registry.model_name={self.registry.model_name!r} holds generators; register "
                              "translators under a name of their own, e.g. registry.model_name=ganops-translator")
@@ -504,8 +508,12 @@ def _parse_value(key: str, raw: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- recipes
-RECIPE_SECTIONS = ("model", "train")
-"""What a recipe may set: the settings that shape the weights (so the training identity covers every recipe)."""
+RECIPE_SECTIONS = ("model", "train", "gate", "registry")
+"""What a recipe may set: the settings that shape the weights (model, train: the training identity hashes them
+resolved), and for a generator with another contract, the bar it must clear (gate) and the registered model it is
+published under (registry.model_name only), so e.g. the conditional recipe never competes with the unconditional
+champion for its alias."""
+RECIPE_REGISTRY_KEYS = ("model_name",)
 _RECIPE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -523,8 +531,8 @@ def recipe_names() -> list[str]:
 
 
 def read_recipe(name: Any) -> dict[str, Any]:
-    """configs/recipes/<name>.yaml as a partial tree of model/train keys; ConfigError (one line) for an unknown
-    name or a file that sets anything else."""
+    """configs/recipes/<name>.yaml as a partial tree of config keys; ConfigError (one line) for an unknown
+    name or a file that sets anything but RECIPE_SECTIONS (of registry, only model_name)."""
     known = recipe_names()
     if not isinstance(name, str) or not _RECIPE_NAME.fullmatch(name) or name not in known:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(known) or 'none'} "
@@ -532,8 +540,12 @@ def read_recipe(name: Any) -> dict[str, Any]:
     path = recipes_dir() / f"{name}.yaml"
     tree = _read_params(path)
     other = sorted(set(tree) - set(RECIPE_SECTIONS))
+    registry = tree.get("registry") or {}
+    if isinstance(registry, Mapping):
+        other += [f"registry.{key}" for key in sorted(registry) if key not in RECIPE_REGISTRY_KEYS]
     if other:
-        raise ConfigError(f"{path}: a recipe sets only {' and '.join(RECIPE_SECTIONS)} keys, not {', '.join(other)}")
+        raise ConfigError(f"{path}: a recipe sets only model, train, gate and registry.model_name keys, "
+                          f"not {', '.join(other)}")
     return tree
 
 

@@ -53,9 +53,21 @@ def test_unknown_recipes_and_recipes_that_set_other_sections_fail_in_one_line(
         load_config(REPO / "params.yaml", ["recipe=../params"])
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs" / "recipes").mkdir(parents=True)
-    (tmp_path / "configs" / "recipes" / "greedy.yaml").write_text("gate: {min_improvement: 0.5}\n")
-    with pytest.raises(ConfigError, match="a recipe sets only model and train keys, not gate"):
-        load_config(None, ["recipe=greedy"])
+    (tmp_path / "configs" / "recipes" / "elsewhere.yaml").write_text(
+        "data: {source: digits}\nregistry: {model_name: mine, tracking_uri: 'sqlite:///x.db'}\n")
+    with pytest.raises(ConfigError, match="a recipe sets only model, train, gate and registry.model_name keys, "
+                                          "not data, registry.tracking_uri"):
+        load_config(None, ["recipe=elsewhere"])
+
+
+def test_the_conditional_recipe_is_its_own_registered_model_with_a_class_accuracy_bar() -> None:
+    cfg = load_config(REPO / "params.yaml", ["recipe=conditional"])
+    defaults = load_config(REPO / "params.yaml")
+    assert cfg.registry.model_name == "ganops-conditional" != defaults.registry.model_name
+    assert cfg.gate.thresholds["class_accuracy"].min == 0.95
+    assert cfg.gate.thresholds.keys() - {"class_accuracy"} == defaults.gate.thresholds.keys()  # merged, not replaced
+    with pytest.raises(ConfigError, match="'class_accuracy' is computed for conditional generators only"):
+        load_config(REPO / "params.yaml", ["recipe=conditional", "model.conditional=false"])
 
 
 def test_a_recipe_is_the_settings_it_resolves_to_for_the_identity() -> None:

@@ -14,7 +14,9 @@ from gan_core.steps import AdversarialStep
 
 
 class Generator(nn.Module):
-    """The vanilla GAN generator: Linear–LeakyReLU layers widening ×2, Tanh output."""
+    """The vanilla GAN generator: Linear–LeakyReLU layers widening ×2, Tanh output. The two wider hidden layers
+    are batch-normalised, as in DCGAN's G and the usual MLP GAN since: without it G draws mostly 1s and 9s
+    (mnist5k, widths 256, 150 s: fid_lenet 415, coverage 0.7; with it 127 and 1.0)."""
 
     def __init__(self, latent_dim: int, channels: int, resolution: int, width: int, num_classes: int = 0):
         super().__init__()
@@ -26,8 +28,10 @@ class Generator(nn.Module):
             nn.Linear(in_dim, width),
             nn.LeakyReLU(0.2, True),
             nn.Linear(width, width * 2),
+            nn.BatchNorm1d(width * 2),
             nn.LeakyReLU(0.2, True),
             nn.Linear(width * 2, width * 4),
+            nn.BatchNorm1d(width * 4),
             nn.LeakyReLU(0.2, True),
             nn.Linear(width * 4, math.prod(self.image_shape)),
             nn.Tanh(),
