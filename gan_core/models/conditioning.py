@@ -1,4 +1,4 @@
-"""What the families share: how a label enters G (an embedding beside the latent) and D (projection or concat),
+"""What the families share: how a label enters G (one-hot beside the latent) and D (projection or concat),
 and optional spectral norm on D's layers."""
 
 from __future__ import annotations
@@ -16,22 +16,27 @@ def maybe_spectral_norm(enabled: bool) -> Callable[[nn.Module], nn.Module]:
 
 
 class LabelInput(nn.Module):
-    """Concatenates a learned label embedding to the latent: (B, Z) + (B,) → (B, 2Z). Identity when unconditional."""
+    """Concatenates the one-hot label to the latent: (B, Z) + (B,) → (B, Z + K). Identity when unconditional.
+
+    One-hot, not a learned N(0, 1) embedding of Z dims: that carried as much input energy as z, and G drew each
+    class nearly the same whatever z (conditional DCGAN on mnist5k, 2,000 steps: fid_lenet 174 with speckled
+    strokes; one-hot: 3.4, class_accuracy 0.99; seed 1: 122 against 5.2).
+    """
 
     def __init__(self, latent_dim: int, num_classes: int):
         super().__init__()
-        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        self.latent_dim, self.num_classes = latent_dim, num_classes
 
     @property
     def out_dim(self) -> int:
-        return self.embed.embedding_dim * 2 if self.embed is not None else 0
+        return self.latent_dim + self.num_classes if self.num_classes else 0
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if self.embed is None:
+        if not self.num_classes:
             return z
         if labels is None:
             raise ValueError("this generator is conditional: pass labels (B,) with the latents")
-        return torch.cat([z, self.embed(labels)], dim=1)
+        return torch.cat([z, nn.functional.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
 
 
 class ConditionalHead(nn.Module):
