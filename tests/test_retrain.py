@@ -177,6 +177,25 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
 
 
 @pytest.mark.slow
+def test_the_conditional_recipe_is_its_own_registered_model_gated_on_class_accuracy(
+    workspace: Any, first_run: dict
+) -> None:
+    from flows.retrain import retrain
+
+    client = workspace.client()
+    generator = workspace.config().registry.model_name
+    # The recipe's gate adds class_accuracy ≥ 0.95 to the workspace's loose thresholds; 20 tiny MLP steps miss it.
+    result = retrain(params=str(workspace.params), overrides=["recipe=conditional", "model.arch=mlp"])
+
+    assert result["model_name"] == "ganops-conditional" != generator
+    assert result["status"] == "rejected"
+    assert [c["name"] for c in result["gate"]["checks"] if not c["passed"]] == ["class_accuracy"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'ganops-conditional'")] == ["1"]
+    # The unconditional champion was never compared with it, nor moved.
+    assert str(client.get_model_version_by_alias(generator, "champion").version) == "1"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "step", "cause"),
     [
