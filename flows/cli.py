@@ -284,16 +284,21 @@ RegistryParams = Annotated[
     Path | None,
     typer.Option("--params", help="params file (default: ./params.yaml when present, else the built-in defaults)"),
 ]
+RegistryRecipe = Annotated[
+    str | None,
+    typer.Option("--recipe", help="a recipe's registered model and gate (configs/recipes/<name>.yaml), "
+                 "e.g. --recipe conditional for models:/ganops-conditional"),
+]
 
 
-def _registry_config(params: Path | None, command: str) -> Config:
+def _registry_config(params: Path | None, command: str, recipe: str | None = None) -> Config:
     """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API).
 
     These commands read or move aliases: a missing SQLite store is an error (none is created), and a tracking
     server that does not answer fails now, in seconds, naming the command. They take no `key=value` overrides:
-    what they read (store, model name, aliases, gate) comes from the params file, so a promotion is gated by the
-    project's committed policy, not by one command line's."""
-    cfg = load_config(params)
+    what they read (store, model name, aliases, gate) comes from the params file and, with --recipe, a recipe's
+    file, so a promotion is gated by the project's committed policy, not by one command line's."""
+    cfg = load_config(params, [f"recipe={recipe}"] if recipe is not None else None)
     _open_store(cfg, command)
     return cfg
 
@@ -368,7 +373,7 @@ def translate_command(
 
 
 @app.command("models")
-def models_command(params: RegistryParams = None) -> None:
+def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None) -> None:
     """Registered versions, newest first: key metrics and their evaluation context, gate result, promotion, aliases,
     lineage, created. A value marked † was measured in another evaluation context than the champion's."""
     from rich.console import Console
@@ -378,7 +383,7 @@ def models_command(params: RegistryParams = None) -> None:
     from gan_core.eval_context import short
     from gan_core.tracking import tracking_uri
 
-    cfg = _registry_config(params, "models")
+    cfg = _registry_config(params, "models", recipe)
     versions = list_versions(cfg)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     alias = cfg.registry.champion_alias
@@ -425,12 +430,13 @@ def promote_command(
     force: Annotated[bool, typer.Option("--force", help="skip the gate (a failed run is never promoted)")] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="why the gate is overridden (with --force)")] = None,
     params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
 ) -> None:
     """Move the champion alias to VERSION when it passes the gate (thresholds + beat the champion)."""
     from flows.registry import check_promotion_args, promote
 
     check_promotion_args(version, force, reason)  # a typo is named as such, even where there is no store
-    cfg = _registry_config(params, "promote")
+    cfg = _registry_config(params, "promote", recipe)
     result = promote(cfg, version, force=force, reason=reason)
     alias = cfg.registry.champion_alias
     if result["promoted"]:
@@ -448,11 +454,11 @@ def promote_command(
 
 
 @app.command("rollback")
-def rollback_command(params: RegistryParams = None) -> None:
+def rollback_command(params: RegistryParams = None, recipe: RegistryRecipe = None) -> None:
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
-    cfg = _registry_config(params, "rollback")
+    cfg = _registry_config(params, "rollback", recipe)
     result = rollback(cfg)
     alias = cfg.registry.champion_alias
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")

@@ -100,6 +100,7 @@ CASES = [
     Case("models-without-store", "ganops", ["models"], "mlflow.db"),
     Case("promote-without-store", "ganops", ["promote", "1"], "mlflow.db"),
     Case("rollback-without-store", "ganops", ["rollback"], "mlflow.db"),
+    Case("models-unknown-recipe", "ganops", ["models", "--recipe", "nope"], "nope"),
     Case("promote-not-a-number", "ganops", ["promote", "latest"], "latest"),
     Case("force-without-reason", "ganops", ["promote", "1", "--force"], "--reason"),
     Case("ui-bad-port", "ganops", ["ui", "--port", "70000"], "70000"),

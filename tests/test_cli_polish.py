@@ -145,6 +145,22 @@ def test_passed_gate_lists_every_check_and_names_the_champion(
     assert f"{cfg.registry.model_name} (2 versions)" in capsys.readouterr().out
 
 
+def test_a_recipe_names_its_own_registered_model_and_gate(
+    params: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = load_config(params, ["recipe=conditional"])  # what `ganops retrain recipe=conditional` registers under
+    version = _candidate(cfg, model_dir, {"fid_lenet": 40.0, "class_coverage": 1.0, "class_accuracy": 0.5})
+
+    assert run_app(app, ["promote", version, "--params", str(params), "--recipe", "conditional"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"rejected: v{version} stays off @champion (no champion yet)"
+    assert "  class_accuracy = 0.5 < min 0.95: fail" in out  # the recipe's gate, beside the params file's
+    assert run_app(app, ["models", "--params", str(params), "--recipe", "conditional"]) == 0
+    assert "ganops-conditional (1 version)" in capsys.readouterr().out
+    assert run_app(app, ["models", "--params", str(params)]) != 0  # the unconditional model was never touched
+    assert "no registered model 'ganops-generator'" in capsys.readouterr().err
+
+
 def test_retrain_result_shows_a_failed_gate_by_what_failed(
     params: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
