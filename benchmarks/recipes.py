@@ -1,6 +1,6 @@
 """Every recipe (configs/recipes) against the default gate, same machine, same process, one run each.
 
-    .venv/bin/python benchmarks/recipes.py                               # every recipe + the defaults, CPU (~30 min)
+    .venv/bin/python benchmarks/recipes.py                               # every recipe + the defaults (CPU: ~70 min)
     .venv/bin/python benchmarks/recipes.py --only conditional mlp        # a few (the defaults always run)
     .venv/bin/python benchmarks/recipes.py --max-seconds 120             # every recipe gets the same wall clock
     .venv/bin/python benchmarks/recipes.py --prepared DIR --classifier DIR   # reuse a prepared mnist5k + lenet
