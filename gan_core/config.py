@@ -544,7 +544,8 @@ def read_recipe(name: Any) -> dict[str, Any]:
     if isinstance(registry, Mapping):
         other += [f"registry.{key}" for key in sorted(registry) if key not in RECIPE_REGISTRY_KEYS]
     if other:
-        raise ConfigError(f"{path}: a recipe sets only model, train, gate and registry.model_name keys, "
+        allowed = [s for s in RECIPE_SECTIONS if s != "registry"] + [f"registry.{k}" for k in RECIPE_REGISTRY_KEYS]
+        raise ConfigError(f"{path}: a recipe sets only {', '.join(allowed[:-1])} and {allowed[-1]} keys, "
                           f"not {', '.join(other)}")
     return tree
 
