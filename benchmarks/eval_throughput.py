@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/eval_throughput.py                 # mnist5k, lenet extractor, 2,000 samples
     .venv/bin/python benchmarks/eval_throughput.py --samples 5000 --memory-sizes 5000 20000
 
-1. ours vs direct: gan_core.evaluate.evaluate (first run, real features not yet cached) against one
+1. ours vs direct: gan_core.evaluation.evaluate.evaluate (first run, real features not yet cached) against one
    torch_fidelity.calculate_metrics call on the same inputs (same generated Dataset, real Dataset, extractor,
    metrics). Ratio = direct time / our time; target >= 0.95 (our glue, class checks and files cost <= 5%).
 2. cached: the second evaluation of the same generator on the same data (real pass skipped) vs the first.
@@ -30,11 +30,11 @@ import torch  # noqa: E402
 import torch_fidelity  # noqa: E402
 from torch import nn  # noqa: E402
 
-from gan_core.classifier import train_classifier  # noqa: E402
 from gan_core.config import DataConfig, load_config  # noqa: E402
 from gan_core.data import load_prepared, prepare  # noqa: E402
-from gan_core.evaluate import evaluate  # noqa: E402
-from gan_core.fidelity import GeneratedImages, ImagesDataset  # noqa: E402
+from gan_core.evaluation.classifier import train_classifier  # noqa: E402
+from gan_core.evaluation.evaluate import evaluate  # noqa: E402
+from gan_core.evaluation.fidelity import GeneratedImages, ImagesDataset  # noqa: E402
 
 
 class Replay(nn.Module):

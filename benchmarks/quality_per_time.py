@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_core.classifier import train_classifier  # noqa: E402
 from gan_core.config import Config, DataConfig, load_config  # noqa: E402
 from gan_core.data import prepare  # noqa: E402
-from gan_core.evaluate import evaluate  # noqa: E402
-from gan_core.package import load_generator  # noqa: E402
-from gan_core.train import train  # noqa: E402
+from gan_core.evaluation.classifier import train_classifier  # noqa: E402
+from gan_core.evaluation.evaluate import evaluate  # noqa: E402
+from gan_core.packaging.generator import load_generator  # noqa: E402
+from gan_core.training.loop import train  # noqa: E402
 
 RECIPES: dict[str, dict[str, object]] = {
     "dcgan": {},

@@ -5,7 +5,8 @@
 
 Both sides train the same DCGAN (gan_core.models, 32×32, 1 channel, width 64, latent 64) on mnist5k with batch 64
 and Adam(2e-4, (0.5, 0.999)). The reference follows pytorch/examples/dcgan/main.py: Sigmoid + BCELoss, a DataLoader
-over the (in-memory) images, three `.item()` calls per step, fp32. Ours is `gan_core.train.Trainer.run()` end to end
+over the (in-memory) images, three `.item()` calls per step, fp32. Ours is
+`gan_core.training.loop.Trainer.run()` end to end
 (logging, EMA, final sample grid, checkpoint and package included) with bf16/channels_last on CUDA and
 torch.compile when --compile is given. Rounds alternate reference and ours so machine load hits both alike;
 the median images/s of each is reported with the ratio ours / reference.
@@ -26,7 +27,7 @@ from torch import nn
 from gan_core.config import DataConfig, load_config
 from gan_core.data import load_prepared, prepare
 from gan_core.models import build_discriminator, build_generator
-from gan_core.train import Trainer
+from gan_core.training.loop import Trainer
 
 BATCH, WIDTH, LATENT, RES = 64, 64, 64, 32
 

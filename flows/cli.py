@@ -40,7 +40,7 @@ from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
 if TYPE_CHECKING:
-    from flows.steps import RetrainFailed
+    from flows.failures import RetrainFailed
     from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
@@ -116,9 +116,9 @@ def _fail(what: str, error: RetrainFailed) -> Exception:
 def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> None:
     """What would fail the flow's first step, checked before Prefect starts (its ephemeral API takes ~20 s):
     the params file and overrides, the tracking server, a Prefect server named by PREFECT_API_URL."""
+    from flows.failures import RetrainFailed
     from flows.schedule import check_prefect_api
-    from flows.steps import RetrainFailed
-    from gan_core.tracking import check_tracking
+    from gan_core.tracking.store import check_tracking
 
     try:
         cfg = load_config(params, overrides)
@@ -129,8 +129,8 @@ def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> 
 
 
 def _run_retrain(params: Path, overrides: list[str] | None) -> dict:
+    from flows.failures import RetrainFailed
     from flows.retrain import retrain
-    from flows.steps import RetrainFailed
 
     _check_before_flow("retrain", params, overrides)
     show_progress()
@@ -177,8 +177,8 @@ def monitor_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """Re-evaluate the champion on the latest data; retrain when quality drifted or the data changed."""
+    from flows.failures import RetrainFailed
     from flows.monitor import monitor
-    from flows.steps import RetrainFailed
 
     _check_before_flow("monitor", params, overrides)
     show_progress()
@@ -213,8 +213,8 @@ def sweep_command(
 ) -> None:
     """Search hyperparameters with Optuna (one MLflow child run per trial, hopeless ones pruned), then register
     the best trial and apply the gate, as a retrain would."""
+    from flows.failures import RetrainFailed
     from flows.search_space import load_space
-    from flows.steps import RetrainFailed
     from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
     from gan_core.config import parse_overrides
 
@@ -304,7 +304,7 @@ def _registry_config(params: Path | None, command: str, recipe: str | None = Non
 
 
 def _open_store(cfg: Config, command: str) -> None:
-    from gan_core.tracking import check_tracking, configure
+    from gan_core.tracking.store import check_tracking, configure
 
     check_tracking(cfg.registry, command)
     configure(cfg.registry)
@@ -326,7 +326,7 @@ def generate_command(
     params: RegistryParams = None,
 ) -> None:
     """Sample a generator (the champion by default) into a PNG grid."""
-    from gan_core.generate import generate_grid
+    from gan_core.serving.generate import generate_grid
 
     cfg = load_config(params)
     source = model or cfg.registry.model_uri()
@@ -356,7 +356,7 @@ def translate_command(
     params: RegistryParams = None,
 ) -> None:
     """Translate images with a translator (the champion by default): one PNG per input image."""
-    from gan_core.translate import check_translate_args, translate_files
+    from gan_core.serving.translate import check_translate_args, translate_files
 
     cfg = load_config(params)
     source = model or cfg.registry.model_uri()
@@ -380,8 +380,8 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
     from rich.table import Table
 
     from flows.registry import list_versions
-    from gan_core.eval_context import short
-    from gan_core.tracking import tracking_uri
+    from gan_core.evaluation.context import short
+    from gan_core.tracking.store import tracking_uri
 
     cfg = _registry_config(params, "models", recipe)
     versions = list_versions(cfg)
@@ -466,7 +466,7 @@ def rollback_command(params: RegistryParams = None, recipe: RegistryRecipe = Non
 
 def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
     """`mlflow ui` on this project's store, listening on loopback only."""
-    from gan_core.tracking import artifact_location, is_http_uri, require_store
+    from gan_core.tracking.store import artifact_location, is_http_uri, require_store
 
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: expected a TCP port in [1, 65535]")

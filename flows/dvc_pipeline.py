@@ -21,7 +21,7 @@ import yaml
 
 from gan_core.config import DEFAULT_PARAMS, Config
 from gan_core.errors import ServiceUnavailable, UserError
-from gan_core.tracking import connection_problem, service_timeout_s
+from gan_core.tracking.store import connection_problem, service_timeout_s
 
 PREPARE_STAGE = "prepare"
 

@@ -9,9 +9,9 @@ decision out.
 
 Checks, in order: the training run did not fail; every threshold of gate.thresholds (a missing or non-finite
 metric fails: the gate never skips one); the candidate beats the champion on gate.primary_metric, in that metric's
-direction (gan_core.metrics.METRICS), by at least gate.min_improvement.
+direction (gan_core.config.metrics.METRICS), by at least gate.min_improvement.
 
-Like with like. A metric's value depends on its evaluation context (gan_core.eval_context: data version, feature
+Like with like. A metric's value depends on its evaluation context (gan_core.evaluation.context: data version, feature
 extractor weights, sample count, seed, ...), so the champion check compares only numbers measured in the same
 context: the champion's recorded numbers when its context is the candidate's, else the champion re-measured in
 the candidate's context (flows.registry does that; the reason quotes both values and both contexts). When no
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gan_core.config import GateConfig
-from gan_core.eval_context import short
-from gan_core.metrics import better
+from gan_core.config.metrics import better
+from gan_core.evaluation.context import short
 
 FAILED_RUN_STATUSES = ("FAILED", "KILLED")
 

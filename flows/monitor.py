@@ -4,10 +4,10 @@
     ganops monitor data.max_images=4000     # overrides apply to the data check and to the retrain it may start
 
 Steps: prepare/version the latest data (the retrain flow's own task), load `models:/<name>/<champion version>`,
-re-evaluate it on that data with the same gan_core.evaluate.evaluate the retrain flow uses (into
+re-evaluate it on that data with the same gan_core.evaluation.evaluate.evaluate the retrain flow uses (into
 {eval.out_dir}/monitor, so the last candidate's files stay; flows.registry.evaluate_version, which also caches the
 measurement for the gate), and compare its primary metric with the value recorded on the version at registration
-— only when both were measured in the same evaluation context (gan_core.eval_context), the gate's rule. A retrain
+— only when both were measured in the same evaluation context (gan_core.evaluation.context), the gate's rule. A retrain
 starts (as a subflow) when
 
   * there is no champion yet,
@@ -27,9 +27,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from gan_core.config import DEFAULT_PARAMS, Config, GateConfig, load_config
-from gan_core.eval_context import context_difference, context_hash, recorded_context, short
-from gan_core.metrics import better
-from gan_core.tracking import check_tracking, use_store
+from gan_core.config.metrics import better
+from gan_core.evaluation.context import context_difference, context_hash, recorded_context, short
+from gan_core.tracking.store import check_tracking, use_store
 
 MONITOR_KEY = "monitor-summary"
 MONITOR_SUBDIR = "monitor"
@@ -122,9 +122,9 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     from prefect.artifacts import create_markdown_artifact
 
     from flows.dvc_pipeline import dvc_stage_applies
+    from flows.failures import RetrainFailed, named_step
     from flows.registry import champion as current_champion
     from flows.retrain import retrain
-    from flows.steps import RetrainFailed, named_step
     from flows.tasks import train_classifier, version_data
     from gan_core.config import parse_overrides
 

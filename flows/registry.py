@@ -12,7 +12,7 @@ A version's tags tell what produced it and why it was or was not promoted:
     data_version, data_source, git_commit, git_dirty, config_hash, device, torch_version, run_id   lineage
     metric.<name> = value, metric.<name>.extractor = lenet | inception                              evaluation
     eval.context (canonical JSON), eval.context_hash, eval.data_version, eval.num_samples, eval.seed,
-    eval.extractors: the evaluation context the metrics hold in (gan_core.eval_context)              evaluation
+    eval.extractors: the evaluation context the metrics hold in (gan_core.evaluation.context)              evaluation
     gate.decision = passed | failed, gate.reasons = one line per threshold / comparison             the gate
     promotion.decision = promoted | forced | rejected, promotion.reasons, promotion.previous_champion,
     promotion.force_reason, promotion.at                                                            promotion
@@ -57,8 +57,9 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from flows.gate import FAILED_RUN_STATUSES, ChampionMetrics, Decision, decide
 from gan_core.config import Config
+from gan_core.config.metrics import METRICS
 from gan_core.errors import UserError, first_line
-from gan_core.eval_context import (
+from gan_core.evaluation.context import (
     champion_cache_path,
     context_difference,
     context_hash,
@@ -70,9 +71,8 @@ from gan_core.eval_context import (
     short,
     write_measurement,
 )
-from gan_core.metrics import METRICS
-from gan_core.runs import log_metrics
-from gan_core.tracking import (
+from gan_core.tracking.runs import log_metrics
+from gan_core.tracking.store import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOTE_TAG,
@@ -86,7 +86,7 @@ from gan_core.tracking import (
 )
 
 if TYPE_CHECKING:  # the evaluation (torch) is imported only when a version is measured
-    from gan_core.evaluate import Evaluation
+    from gan_core.evaluation.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ def register_candidate(
 ) -> dict[str, Any]:
     """A new version of cfg.registry.model_name from `model_uri`, tagged with lineage, run id and metrics.
 
-    `tags` carries the lineage (gan_core.runs.training_tags); numeric `metrics` become `metric.<name>` tags
+    `tags` carries the lineage (gan_core.tracking.runs.training_tags); numeric `metrics` become `metric.<name>` tags
     with the extractor that produced each; `context` is their evaluation context (Evaluation.context), recorded
     as eval.* tags (without one, the gate cannot compare the version with a champion). Returns latest_version()'s
     form for the new version.
@@ -559,7 +559,7 @@ def evaluate_version(cfg: Config, version: str, subdir: str) -> Evaluation:
     """Evaluate registered `version` with `cfg` (outputs under {eval.out_dir}/{subdir}, so the candidate's files
     stay) and cache its metrics under the context they were measured in, for the gate (measure_version). The gate
     and the monitor both measure a registered version through here."""
-    from gan_core.evaluate import evaluate
+    from gan_core.evaluation.evaluate import evaluate
 
     eval_cfg = cfg.model_copy(deep=True)
     eval_cfg.eval.out_dir = str(Path(cfg.eval.out_dir) / subdir)
@@ -579,7 +579,7 @@ def _cache_path(cfg: Config, mv: ModelVersion, hash_: str) -> Path:
 
 
 def _current_data_version(cfg: Config) -> str | None:
-    from gan_core.lineage import data_version
+    from gan_core.data.version import data_version
 
     try:
         return data_version(cfg.data.prepared_dir)

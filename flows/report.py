@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.config import Config
+from gan_core.config.metrics import better
 from gan_core.errors import ServiceUnavailable, find_user_error
-from gan_core.eval_context import context_hash, describe, short
-from gan_core.metrics import better
-from gan_core.tracking import tracking_uri
+from gan_core.evaluation.context import context_hash, describe, short
+from gan_core.tracking.store import tracking_uri
 
 SUMMARY_KEY = "retrain-summary"
 VERSIONS_KEY = "model-versions"

@@ -11,11 +11,11 @@
 
 The steps are Prefect tasks in flows.tasks, each calling the same function as the CLI (`python -m gan_core ...`)
 and the DVC stages; flows.dvc_pipeline decides when a run *is* the repo's DVC pipeline (then the data step is
-`dvc repro prepare` and the flow `dvc commit`s what it trained); flows.steps names the step a failure came from,
+`dvc repro prepare` and the flow `dvc commit`s what it trained); flows.failures names the step a failure came from,
 keeps user errors on one line and holds the retry policy. Either way the data version is
-gan_core.lineage.data_version, the md5 DVC records for the prepared directory.
+gan_core.data.version.data_version, the md5 DVC records for the prepared directory.
 
-Skipping. A candidate is identified by its training identity (gan_core.identity: the settings that shape the
+Skipping. A candidate is identified by its training identity (gan_core.training.identity: the settings that shape the
 weights, the data version, gan_core's source — so uncommitted code edits count, and commits that touch no code do
 not) and its evaluation settings. When the newest registered candidate carries the same, nothing is trained: the
 flow says so and reports that version. Logging, sampling, checkpoint cadence, paths and device are not part of it;
@@ -26,7 +26,7 @@ Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsat
 run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
 or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
 
-Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.eval_context: data
+Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.evaluation.context: data
 version, extractor weights, sample count, seed, ...) on its run and version; the promote step's gate compares them
 with the champion's only in that context, re-evaluating the champion in it when its own was another (new data
 retrains the lenet extractor), and reports both numbers (flows.registry, flows.report).
@@ -42,7 +42,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
-from flows.steps import RetrainFailed, named_step
+from flows.failures import RetrainFailed, named_step
 from flows.tasks import (
     evaluate_generator,
     find_unchanged,
@@ -56,8 +56,8 @@ from flows.tasks import (
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.runs import training_key
-from gan_core.tracking import check_tracking, use_store
+from gan_core.tracking.runs import training_key
+from gan_core.tracking.store import check_tracking, use_store
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
@@ -77,7 +77,7 @@ def flow_run_config() -> Config | None:
 def retrain_run_name() -> str:
     """Prefect flow-run name that says what runs, e.g. `retrain-dcgan-nonsaturating-2000steps` (`retrain` when the
     config does not load)."""
-    from gan_core.runs import training_label
+    from gan_core.tracking.runs import training_label
 
     cfg = flow_run_config()
     return f"retrain-{training_label(cfg)}" if cfg else "retrain"
@@ -142,7 +142,7 @@ def retrain(
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
         with named_step("register"):
-            from gan_core.runs import training_tags
+            from gan_core.tracking.runs import training_tags
 
             tags = {**training_tags(cfg), **key}
             version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
@@ -188,7 +188,7 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
 def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
     """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
     model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
-    from gan_core.runs import start_training_run
+    from gan_core.tracking.runs import start_training_run
 
     with named_step("train_classifier"):
         classifier = train_classifier(cfg)

@@ -36,7 +36,7 @@ def check_server(url: str, step: str = "schedule", hint: str = SERVER_HELP) -> N
     within the probe timeout: Prefect's own client would retry a silent server for minutes."""
     import httpx
 
-    from gan_core.tracking import PROBE_TIMEOUT_S, connection_problem, service_timeout_s
+    from gan_core.tracking.store import PROBE_TIMEOUT_S, connection_problem, service_timeout_s
 
     timeout = min(PROBE_TIMEOUT_S, service_timeout_s())
     try:
@@ -67,7 +67,7 @@ def bound_prefect_client() -> None:
     it is imported: call this first."""
     import os
 
-    from gan_core.tracking import service_timeout_s
+    from gan_core.tracking.store import service_timeout_s
 
     if not os.environ.get("PREFECT_API_URL"):
         return
@@ -123,7 +123,7 @@ def serve_retrain(
     from prefect import serve
 
     from gan_core.config import load_config
-    from gan_core.tracking import check_tracking
+    from gan_core.tracking.store import check_tracking
 
     # Arguments first: a typo in --cron is reported as such, not as a missing server. Then what every scheduled
     # run would trip over (the params file, its values, the tracking server), now rather than at 03:00.

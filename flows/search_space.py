@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gan_core.config import Config, ConfigError, load_config
 from gan_core.errors import UserError
-from gan_core.identity import RUNTIME_TRAIN_KEYS
+from gan_core.training.identity import RUNTIME_TRAIN_KEYS
 
 if TYPE_CHECKING:
     import optuna
@@ -170,7 +170,7 @@ def _check_key(path: Path, key: str, flat: dict[str, Any]) -> None:
 
 
 def _check_objective(path: Path, objective: str, cfg: Config) -> None:
-    from gan_core.metrics import is_translation_metric, spec
+    from gan_core.config.metrics import is_translation_metric, spec
 
     try:
         metric = spec(objective)
@@ -186,7 +186,7 @@ def _check_objective(path: Path, objective: str, cfg: Config) -> None:
 
 def direction(objective: str) -> str:
     """Optuna's direction for a metric: FID/KID fall as quality rises, coverage and accuracy rise."""
-    from gan_core.metrics import better
+    from gan_core.config.metrics import better
 
     return "minimize" if better(objective) == "lower" else "maximize"
 

@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 
+from flows.failures import RetrainFailed, named_step
 from flows.search_space import SearchSpace, direction, load_space, suggest
-from flows.steps import RetrainFailed, named_step
-from gan_core.callbacks import TrainCallback
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.errors import ServiceUnavailable, UserError, first_line
+from gan_core.training.callbacks import TrainCallback
 
 if TYPE_CHECKING:
     import optuna
@@ -100,7 +100,7 @@ class SweepPlan:
 # ----------------------------------------------------------------------------- the study
 def study_storage(cfg: Config, storage: str | None = None) -> str:
     """The study database: `storage`, else registry.study_storage, else optuna.db beside a SQLite tracking store."""
-    from gan_core.tracking import sqlite_path, tracking_uri
+    from gan_core.tracking.store import sqlite_path, tracking_uri
 
     chosen = storage or cfg.registry.study_storage
     if chosen:
@@ -157,7 +157,7 @@ def _rdb_storage(url: str, step: str) -> optuna.storages.RDBStorage:
 def fingerprint(space: SearchSpace, cfg: Config, data_version: str) -> dict[str, Any]:
     """What makes trials of one study comparable: the space, the objective, the data and every base setting that
     shapes the weights or the metrics. Budgets and pruning may change between the processes of a study."""
-    from gan_core.identity import evaluation_settings, training_identity
+    from gan_core.training.identity import evaluation_settings, training_identity
 
     config = cfg.model_dump(mode="json")
     return {
@@ -187,7 +187,7 @@ def open_study(plan: SweepPlan, cfg: Config, space: SearchSpace, worker: int = 0
     if recorded is None:
         study.set_user_attr(FINGERPRINT_ATTR, mine)
     elif recorded != mine:
-        from gan_core.identity import first_difference
+        from gan_core.training.identity import first_difference
 
         raise UserError(f"study {plan.study!r} in {shown_url(plan.storage)} searched with other settings "
                         f"({first_difference(recorded, mine)}): continue it with the same space, data and "
@@ -200,7 +200,7 @@ def parent_run(study: optuna.Study, cfg: Config, space: SearchSpace, plan_storag
     """The study's MLflow parent run: created by the first process, reopened (RUNNING) by the next ones."""
     from mlflow.entities import Param
 
-    from gan_core.tracking import experiment_id
+    from gan_core.tracking.store import experiment_id
 
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
@@ -237,8 +237,8 @@ class PruneHopeless(TrainCallback):
     def on_generator(self, step: int, generator: nn.Module) -> None:
         import optuna
 
-        from gan_core.evaluate import evaluate
-        from gan_core.runs import log_metrics
+        from gan_core.evaluation.evaluate import evaluate
+        from gan_core.tracking.runs import log_metrics
 
         if step < self.next_step or step >= self.cfg.train.steps:  # the last step gets the full evaluation
             return
@@ -269,7 +269,7 @@ class PruneHopeless(TrainCallback):
 
 def trial_config(plan: SweepPlan, point: dict[str, Any]) -> tuple[Config, dict[str, str], Path]:
     """The trial's config (base + point, outputs under outputs/sweep/<study>/<training hash>), key and directory."""
-    from gan_core.runs import TRAINING_HASH_TAG, training_key
+    from gan_core.tracking.runs import TRAINING_HASH_TAG, training_key
 
     merged = {**plan.overrides, **point}
     key = training_key(load_config(plan.params, merged), plan.data_version)
@@ -282,9 +282,9 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
     """Train, evaluate and log one point of the space; return its objective value."""
     import optuna
 
-    from gan_core.evaluate import evaluate
-    from gan_core.runs import MLflowCallback, log_candidate, start_training_run
-    from gan_core.train import train
+    from gan_core.evaluation.evaluate import evaluate
+    from gan_core.tracking.runs import MLflowCallback, log_candidate, start_training_run
+    from gan_core.training.loop import train
 
     metric = space.objective_for(base)
     retried = trial.user_attrs.get(RETRY_ATTR)
@@ -388,7 +388,7 @@ def requeue_interrupted(study: optuna.Study) -> None:
 def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> int:
     """Run trials of the plan's study until its budget is used (or this process's timeout); return how many ran
     here. The same function runs in the flow's process and in each `--workers` process."""
-    from gan_core.tracking import configure
+    from gan_core.tracking.store import configure
 
     if threads:
         import torch
@@ -519,7 +519,7 @@ def log_results(study: optuna.Study, objective_name: str, parent_run_id: str, cl
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
         summary[f"best_{objective_name}"] = float(study.best_value)
-    from gan_core.runs import log_metrics
+    from gan_core.tracking.runs import log_metrics
 
     log_metrics(client, parent_run_id, summary)
     if importances:
@@ -637,7 +637,7 @@ def sweep(
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.retrain import prefect_run_tags
     from flows.tasks import promote, train_classifier, version_data
-    from gan_core.tracking import check_tracking, configure, use_store
+    from gan_core.tracking.store import check_tracking, configure, use_store
 
     logger = get_run_logger()
     result: dict[str, Any] = {"params": str(params)}
@@ -715,7 +715,7 @@ def register_best(cfg: Config, plan: SweepPlan, best: optuna.trial.FrozenTrial, 
     """The best trial's logged model as a version, with the same lineage tags as a retrain's candidate plus the
     study and trial (registering a trial twice returns its version)."""
     from flows.tasks import register
-    from gan_core.runs import training_tags
+    from gan_core.tracking.runs import training_tags
 
     trial_cfg, key, _ = trial_config(plan, best.user_attrs["point"])
     tags = {**training_tags(trial_cfg), **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
@@ -747,7 +747,7 @@ def _publish(cfg: Config, result: dict[str, Any], logged: dict[str, Any], space:
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        from gan_core.tracking import experiment_id
+        from gan_core.tracking.store import experiment_id
 
         table = markdown_table(logged["rows"], objective_name, True, direction(objective_name) == "minimize")
         link = run_url(cfg, experiment_id(cfg.registry), result["sweep"]["parent_run_id"])

@@ -1,6 +1,7 @@
 """The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows.registry function as the CLI
-and the DVC stages (gan_core.data.prepare, gan_core.classifier.train_classifier, gan_core.train.train,
-gan_core.evaluate.evaluate, flows.registry's register / promote, which applies the gate)."""
+and the DVC stages (gan_core.data.prepare, gan_core.evaluation.classifier.train_classifier,
+gan_core.training.loop.train, gan_core.evaluation.evaluate.evaluate, flows.registry's register / promote, which
+applies the gate)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from flows.dvc_pipeline import FLOW_STAGES, PREPARE_STAGE, dvc_push, run_dvc
-from flows.steps import SERVICE_RETRIES, is_transient
+from flows.failures import SERVICE_RETRIES, is_transient
 from gan_core.config import Config
 
 if TYPE_CHECKING:  # the heavy imports stay inside the tasks, so importing the flow stays fast
-    from gan_core.evaluate import Evaluation
-    from gan_core.train import TrainResult
+    from gan_core.evaluation.evaluate import Evaluation
+    from gan_core.training.loop import TrainResult
 
 
 @task(name="version_data")
 def version_data(cfg: Config, use_dvc: bool) -> dict[str, Any]:
     """Prepare the dataset (via `dvc repro prepare` when it is the DVC stage) and return its data version."""
     from gan_core.data import prepare, read_meta
-    from gan_core.lineage import data_version_info
+    from gan_core.data.version import data_version_info
 
     if use_dvc:
         run_dvc("repro", PREPARE_STAGE)
@@ -63,9 +64,9 @@ def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- train + evaluate
 @task(name="train_classifier")
 def train_classifier(cfg: Config) -> dict[str, Any]:
-    """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.classifier keys its
+    """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.evaluation.classifier keys its
     model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
-    from gan_core.classifier import train_classifier as fit_classifier
+    from gan_core.evaluation.classifier import train_classifier as fit_classifier
 
     return fit_classifier(cfg)
 
@@ -73,12 +74,12 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def train_generator(cfg: Config, run_id: str) -> TrainResult:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
-    identity (gan_core.identity): a retry continues, and a run that differs only in evaluation, logging or device
-    settings from a finished one trains no step again."""
-    from gan_core.launch import distributed, train_processes
-    from gan_core.runs import MLflowCallback
-    from gan_core.tracking import open_store
-    from gan_core.train import train
+    identity (gan_core.training.identity): a retry continues, and a run that differs only in evaluation, logging
+    or device settings from a finished one trains no step again."""
+    from gan_core.tracking.runs import MLflowCallback
+    from gan_core.tracking.store import open_store
+    from gan_core.training.launch import distributed, train_processes
+    from gan_core.training.loop import train
 
     if distributed(cfg):  # train.nproc_per_node, train.nnodes: torchrun, rank 0 logging into this run
         return train_processes(cfg, run_id)
@@ -89,7 +90,7 @@ def train_generator(cfg: Config, run_id: str) -> TrainResult:
 @task(name="evaluate")
 def evaluate_generator(cfg: Config) -> Evaluation:
     """Evaluate the freshly trained generator package against the prepared data."""
-    from gan_core.evaluate import evaluate
+    from gan_core.evaluation.evaluate import evaluate
 
     return evaluate(cfg)
 
@@ -99,8 +100,8 @@ def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir
                   context: dict[str, Any] | None = None) -> str:
     """Log evaluation metrics and their context, the metrics JSON, the sample grid and the pyfunc model; return
     the model URI."""
-    from gan_core.runs import log_candidate as log_to_run
-    from gan_core.tracking import configure
+    from gan_core.tracking.runs import log_candidate as log_to_run
+    from gan_core.tracking.store import configure
 
     return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry), context)
 

@@ -18,11 +18,11 @@ __all__ = ["Config", "ConfigError", "UserError", "load_config", "load_generator"
 def __getattr__(name: str) -> Any:
     # Imported lazily: torch costs seconds to import, and `python -m gan_core prepare --help` should not pay it.
     if name == "load_generator":
-        from gan_core.package import load_generator
+        from gan_core.packaging.generator import load_generator
 
         return load_generator
     if name == "load_translator":
-        from gan_core.translator import load_translator
+        from gan_core.packaging.translator import load_translator
 
         return load_translator
     raise AttributeError(f"module 'gan_core' has no attribute {name!r}")

@@ -87,7 +87,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     except Exception as e:
         user = find_user_error(e)
         if user is not None:
-            # A wrapper that quotes the user error (flows.steps.RetrainFailed: "step 'x' failed: <message>") also
+            # A wrapper that quotes the user error (flows.failures.RetrainFailed: "step 'x' failed: <message>") also
             # says where it happened; any other wrapper's message would hide what the user has to fix.
             print_error(first_line(e) if first_line(user) in str(e) else first_line(user))
             return 2
@@ -113,7 +113,7 @@ def print_internal_error(summary: str, exc: BaseException) -> None:
 def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
     """Build the prepared dataset (uint8 images, labels, meta.json) from data.source; print where and its version."""
     from gan_core.data import prepare as prepare_dataset
-    from gan_core.lineage import data_version_info
+    from gan_core.data.version import data_version_info
 
     cfg = load_config(params, overrides)
     meta = prepare_dataset(cfg.data)
@@ -147,7 +147,7 @@ def train(
     import logging
     import os
 
-    from gan_core.train import Trainer
+    from gan_core.training.loop import Trainer
 
     # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result JSON.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
@@ -156,8 +156,8 @@ def train(
     trainer.prepare()  # data, device, outputs and the checkpoint are checked before any MLflow run is opened
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 tracks and reports
     if mlflow and rank0:
-        from gan_core.runs import MLflowCallback, train_in_run
-        from gan_core.tracking import check_tracking, configure
+        from gan_core.tracking.runs import MLflowCallback, train_in_run
+        from gan_core.tracking.store import check_tracking, configure
 
         check_tracking(cfg.registry, "train", write=True)
         if mlflow_run_id:
@@ -174,7 +174,7 @@ def train(
 @app.command()
 def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
     """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
-    from gan_core.classifier import train_classifier
+    from gan_core.evaluation.classifier import train_classifier
 
     cfg = load_config(params, overrides)
     print_json(train_classifier(cfg))
@@ -191,19 +191,19 @@ def evaluate(
     mlflow: Track = True,
 ) -> None:
     """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
-    from gan_core.evaluate import evaluate as evaluate_generator
+    from gan_core.evaluation.evaluate import evaluate as evaluate_generator
 
     cfg = load_config(params, overrides)
     if generator is not None and generator.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        from gan_core.tracking import check_tracking, configure
+        from gan_core.tracking.store import check_tracking, configure
 
         # The configured store, not MLflow's default (./mlflow.db, created on first use); it must exist already.
         check_tracking(cfg.registry, "evaluate")
         configure(cfg.registry)
     result = evaluate_generator(cfg, generator)
     if generator is None and mlflow:  # the pipeline's own generator: its training run gets the evaluation
-        from gan_core.runs import log_to_training_run
-        from gan_core.tracking import check_tracking
+        from gan_core.tracking.runs import log_to_training_run
+        from gan_core.tracking.store import check_tracking
 
         check_tracking(cfg.registry, "evaluate")
         log_to_training_run(cfg, result.metrics, result.context)

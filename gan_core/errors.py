@@ -46,3 +46,7 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
         cause = getattr(exc, "cause", None)
         exc = cause if isinstance(cause, BaseException) else exc.__cause__
     return None
+
+
+class ConfigError(UserError, ValueError):
+    """A user error in params.yaml or an override; the message is one line, ready to print."""

@@ -243,7 +243,7 @@ def generator_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from gan_core.models import build_generator
-    from gan_core.package import save_generator
+    from gan_core.packaging.generator import save_generator
 
     kwargs = {"latent_dim": 8, "channels": 1, "resolution": 16, "width": 8, "num_classes": 10}
     torch.manual_seed(0)
@@ -269,8 +269,8 @@ def mnist5k_full_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lenet_classifier(mnist5k_full_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The domain classifier trained once per session on mnist5k_full_prepared (default settings): its info dict,
     with out_dir = its eval.classifier.out_dir (evaluations pointing there reuse it instead of retraining)."""
-    from gan_core.classifier import train_classifier
     from gan_core.config import load_config
+    from gan_core.evaluation.classifier import train_classifier
 
     out_dir = tmp_path_factory.mktemp("lenet_classifier")
     empty = out_dir / "empty_params.yaml"
@@ -330,7 +330,7 @@ def translator_package(pair_prepared: Path, tmp_path_factory: pytest.TempPathFac
     from translation import TRANSLATION_SETTINGS
 
     from gan_core.config import load_config
-    from gan_core.train import train
+    from gan_core.training.loop import train
 
     root = tmp_path_factory.mktemp("translator_package")
     empty = root / "empty_params.yaml"

@@ -16,10 +16,10 @@ import pytest
 import torch
 from translation import TRANSLATION_SETTINGS
 
-from gan_core.callbacks import TrainCallback
-from gan_core.checkpoint import load_checkpoint
 from gan_core.errors import UserError
-from gan_core.train import DivergenceError, Trainer, train
+from gan_core.training.callbacks import TrainCallback
+from gan_core.training.checkpoint import load_checkpoint
+from gan_core.training.loop import DivergenceError, Trainer, train
 
 # Tiny tensors: one intra-op thread is faster, and far faster when the 2 cores are shared.
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from gan_core.callbacks import TrainCallback
+from gan_core.training.callbacks import TrainCallback
 from gan_core.config import load_config
-from gan_core.train import train
+from gan_core.training.loop import train
 
 params, overrides, marker = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
 

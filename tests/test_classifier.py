@@ -14,7 +14,10 @@ from safetensors.torch import load_file
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from gan_core.classifier import (
+from gan_core.config import DataConfig
+from gan_core.data import load_prepared, prepare
+from gan_core.errors import UserError
+from gan_core.evaluation.classifier import (
     METRICS_FILE,
     SPEC_FILE,
     WEIGHTS_FILE,
@@ -23,10 +26,7 @@ from gan_core.classifier import (
     stored_classifier,
     train_classifier,
 )
-from gan_core.config import DataConfig
-from gan_core.data import load_prepared, prepare
-from gan_core.errors import UserError
-from gan_core.fidelity import LENET_EXTRACTOR, LeNetFeatureExtractor
+from gan_core.evaluation.fidelity import LENET_EXTRACTOR, LeNetFeatureExtractor
 
 
 def test_classifier_is_accurate_on_mnist5k(lenet_classifier: dict, mnist5k_full_prepared: Path) -> None:

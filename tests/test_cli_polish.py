@@ -21,8 +21,8 @@ from flows.cli import _echo_result, app, show_progress
 from gan_core import cli as gan_core_cli
 from gan_core.cli import run_app
 from gan_core.config import Config, load_config
-from gan_core.runs import training_tags
-from gan_core.tracking import configure, experiment_id
+from gan_core.tracking.runs import training_tags
+from gan_core.tracking.store import configure, experiment_id
 
 FLOW_COMMANDS = ["retrain", "demo", "monitor", "schedule", "sweep"]
 REGISTRY_COMMANDS = ["models", "promote", "rollback", "ui", "generate"]
@@ -75,7 +75,7 @@ def test_registry_commands_take_params_but_no_overrides(command: str, capsys: py
 # ----------------------------------------------------------------------------- registry output
 @pytest.fixture(scope="module")
 def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gan_core.mlflow_model import save_generator_model
+    from gan_core.serving.generator_model import save_generator_model
 
     return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
@@ -191,9 +191,9 @@ def test_flow_commands_let_training_progress_through() -> None:
     before = logger.level
     try:
         logger.setLevel(logging.NOTSET)
-        assert not logging.getLogger("gan_core.train").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("gan_core.training.loop").isEnabledFor(logging.INFO)
         show_progress()
-        assert logging.getLogger("gan_core.train").isEnabledFor(logging.INFO)
+        assert logging.getLogger("gan_core.training.loop").isEnabledFor(logging.INFO)
     finally:
         logger.setLevel(before)
 
@@ -210,7 +210,8 @@ def test_piped_ganops_retrain_shows_training_progress(retrain_workspace, tmp_pat
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
     # tiny_retrain_params: 20 steps, log_every 10.
-    progress = [line.split(" - ", 1)[1] for line in proc.stdout.splitlines() if "| gan_core.train - step " in line]
+    progress = [line.split(" - ", 1)[1] for line in proc.stdout.splitlines()
+                if "| gan_core.training.loop - step " in line]
     assert [line.split()[1] for line in progress] == ["10/20", "20/20"], proc.stdout
     assert "ETA" in progress[0] and "done in" in progress[1]
     assert "status: promoted (version 1)" in proc.stdout

@@ -172,7 +172,7 @@ def test_cli_usage_errors_exit_2_without_traceback(
 
 
 def test_cli_prepare_prints_where_and_the_data_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from gan_core.lineage import data_version
+    from gan_core.data.version import data_version
 
     out = tmp_path / "prepared"
     code = run_app(app, ["prepare", "data.max_images=20", "data.resolution=8", f"data.prepared_dir={out}"])

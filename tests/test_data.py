@@ -14,17 +14,11 @@ import pytest
 from PIL import Image
 
 from gan_core.config import DataConfig, load_config
-from gan_core.data import (
-    IMAGES_FILE,
-    LABELS_FILE,
-    META_FILE,
-    OFFLINE_ENV,
-    DataWarning,
-    content_hash,
-    load_prepared,
-    prepare,
-)
+from gan_core.data import load_prepared, prepare
+from gan_core.data.prepared import IMAGES_FILE, LABELS_FILE, META_FILE, content_hash
+from gan_core.data.sources import DataWarning
 from gan_core.errors import UserError
+from gan_core.preflight import OFFLINE_ENV
 
 
 def seed0_order(count: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from translation import TRANSLATION_SETTINGS
 
-from gan_core.batching import EpochBatches
+from gan_core.training.batching import EpochBatches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ import json, os, sys
 from pathlib import Path
 import torch
 from gan_core.config import load_config
-from gan_core.train import Trainer
+from gan_core.training.loop import Trainer
 
 params, base = sys.argv[1], Path(sys.argv[2])
 rank = int(os.environ["RANK"])

@@ -36,16 +36,16 @@ def first(prefect_harness: None, workspace: Any) -> dict[str, Any]:
 def _independent(workspace: Any, root: Path, overrides: list[str], model_uri: str) -> dict[str, float]:
     """`python -m gan_core evaluate --generator <model_uri>` as a function, with its own output and real-feature
     cache directories: nothing shared with the gate's evaluation but the data, the classifier and the settings."""
-    from gan_core.evaluate import evaluate
+    from gan_core.evaluation.evaluate import evaluate
 
     cfg = workspace.config([*overrides, f"eval.out_dir={root / 'eval'}", f"eval.cache_dir={root / 'cache'}"])
     return evaluate(cfg, model_uri).metrics
 
 
 def test_the_context_is_recorded_on_the_run_and_the_version(workspace: Any, first: dict[str, Any]) -> None:
-    from gan_core.classifier import model_dir
-    from gan_core.eval_context import context_hash, recorded_context
-    from gan_core.lineage import data_version
+    from gan_core.data.version import data_version
+    from gan_core.evaluation.classifier import model_dir
+    from gan_core.evaluation.context import context_hash, recorded_context
 
     cfg = workspace.config()
     client = workspace.client()
@@ -67,7 +67,7 @@ def test_a_new_sample_count_alone_re_measures_the_champion_and_the_decision_foll
 ) -> None:
     from flows.monitor import monitor
     from flows.retrain import retrain
-    from gan_core.eval_context import CACHE_SUBDIR, context_hash, read_measurement
+    from gan_core.evaluation.context import CACHE_SUBDIR, context_hash, read_measurement
 
     cfg = workspace.config()
     client = workspace.client()
@@ -118,7 +118,7 @@ def test_new_data_re_measures_the_champion_on_it_equal_to_an_independent_evaluat
     from flows.retrain import retrain
     from flows.tasks import train_classifier, version_data
     from gan_core.cli import run_app
-    from gan_core.eval_context import context_hash
+    from gan_core.evaluation.context import context_hash
 
     overrides = ["data.max_images=300"]
     cfg = workspace.config(overrides)
@@ -173,7 +173,7 @@ def test_new_data_re_measures_the_champion_on_it_equal_to_an_independent_evaluat
 
 
 def _context(workspace: Any, version: str) -> str | None:
-    from gan_core.eval_context import recorded_hash
+    from gan_core.evaluation.context import recorded_hash
 
     name = workspace.config().registry.model_name
     return recorded_hash(workspace.client().get_model_version(name, version).tags)

@@ -17,14 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from gan_core import metrics as m
-from gan_core.classifier import train_classifier
 from gan_core.cli import app, run_app
 from gan_core.config import DataConfig
+from gan_core.config import metrics as m
 from gan_core.data import load_prepared, prepare
 from gan_core.errors import UserError
-from gan_core.evaluate import INFO_FILE, METRICS_FILE, SAMPLES_FILE, evaluate
-from gan_core.fidelity import (
+from gan_core.evaluation.classifier import train_classifier
+from gan_core.evaluation.evaluate import INFO_FILE, METRICS_FILE, SAMPLES_FILE, evaluate
+from gan_core.evaluation.fidelity import (
     LENET_EXTRACTOR,
     GeneratedImages,
     ImagesDataset,
@@ -33,7 +33,7 @@ from gan_core.fidelity import (
     load_extractor,
     real_features,
 )
-from gan_core.package import sample_images
+from gan_core.packaging.generator import sample_images
 
 LENET_METRICS = {"fid_lenet", "kid_lenet", "kid_lenet_std", "precision_lenet", "recall_lenet"}
 # The session classifier scored 0.978-0.984 held out over seeds 0-2 x 1-2 threads (500 images: a binomial sd of
@@ -118,7 +118,7 @@ def test_fid_real_halves_small_noise_large(mnist, lenet_classifier: dict) -> Non
 def test_more_training_lowers_fid_toward_real_data(
     mnist_prepared: Path, mnist5k_full_prepared: Path, mnist, lenet_classifier: dict, tiny_train_config, eval_config,
 ) -> None:
-    from gan_core.train import train
+    from gan_core.training.loop import train
 
     def train_and_evaluate(steps: int) -> float:
         train_cfg = tiny_train_config(mnist_prepared, **{
@@ -443,7 +443,7 @@ def test_cli_evaluates_a_generator_package(
     mnist5k_full_prepared: Path, lenet_classifier: dict, eval_config, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from gan_core.models import build_generator
-    from gan_core.package import save_generator
+    from gan_core.packaging.generator import save_generator
 
     kwargs = {"latent_dim": 8, "channels": 1, "resolution": 32, "width": 8, "num_classes": 0}
     torch.manual_seed(0)

@@ -28,11 +28,11 @@ from processes import free_port
 # Imported at collection: importing Prefect configures logging (root handlers included), which must happen before
 # a test's log capture starts, not in the middle of it.
 from flows.dvc_pipeline import dvc_push
-from flows.steps import RetrainFailed, is_transient, named_step
+from flows.failures import RetrainFailed, is_transient, named_step
 from flows.tasks import push_data
 from gan_core.cli import run_app
 from gan_core.errors import ServiceUnavailable, UserError
-from gan_core.tracking import DEFAULT_SERVICE_TIMEOUT_S, MLFLOW_HTTP_RETRIES, mlflow_http_env, use_store
+from gan_core.tracking.store import DEFAULT_SERVICE_TIMEOUT_S, MLFLOW_HTTP_RETRIES, mlflow_http_env, use_store
 
 BIN = Path(sys.executable).parent
 SERVICE_VARS = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "GANOPS_SERVICE_TIMEOUT", *mlflow_http_env(1))
@@ -200,7 +200,7 @@ def test_entry_points_print_one_line_for_wrapped_user_errors_and_a_traceback_for
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero")
     assert "Traceback (most recent call last):" in err[1:] and err[-1] == (
-        "flows.steps.RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero"
+        "flows.failures.RetrainFailed: step 'train' failed: ZeroDivisionError: division by zero"
     )
 
 
@@ -275,7 +275,7 @@ def test_mlflow_requests_are_bounded_and_retried_when_the_server_is_gone(
 
     # A user's own MLflow setting is kept.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    from gan_core.tracking import configure
+    from gan_core.tracking.store import configure
 
     configure(cfg.registry)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
@@ -364,7 +364,7 @@ def test_generate_from_a_package_directory_never_touches_mlflow(
 # ----------------------------------------------------------------------------- careless users
 @pytest.fixture(scope="module")
 def pyfunc_model(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gan_core.mlflow_model import save_generator_model
+    from gan_core.serving.generator_model import save_generator_model
 
     return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
@@ -374,7 +374,7 @@ def store_with_champion(mlflow_store, pyfunc_model: Path, tmp_path: Path) -> Pat
     """A store whose model has one version, the champion, that replaced nothing; returns a params file for it."""
     from flows import registry
     from gan_core.config import load_config
-    from gan_core.tracking import configure, experiment_id
+    from gan_core.tracking.store import configure, experiment_id
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"registry": {"tracking_uri": mlflow_store.uri,

@@ -13,11 +13,11 @@ import torch
 from processes import free_port, stop_process_group, wait_until_ready
 from test_serve import _post
 
-from gan_core.diffaugment import AdaptiveAugment
 from gan_core.errors import UserError
 from gan_core.models.stylegan2 import Generator, ModulatedConv2d
-from gan_core.package import load_generator, sample_images
-from gan_core.train import Trainer
+from gan_core.packaging.generator import load_generator, sample_images
+from gan_core.training.augment import AdaptiveAugment
+from gan_core.training.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def test_a_stylegan2_retrain_is_registered_and_served_with_truncation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from flows.retrain import retrain
-    from gan_core.mlflow_model import decode_predictions
+    from gan_core.serving.generator_model import decode_predictions
 
     ws = retrain_workspace(tmp_path_factory.mktemp("stylegan2"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)

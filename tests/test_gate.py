@@ -8,8 +8,8 @@ import pytest
 
 from flows.gate import ChampionMetrics, champion_check, comparable, decide, threshold_checks
 from gan_core.config import GateConfig, Threshold, load_config
+from gan_core.config.metrics import METRICS, better, spec
 from gan_core.errors import UserError
-from gan_core.metrics import METRICS, better, spec
 
 
 def test_thresholds_pass_fail_and_never_skip_missing_or_nan() -> None:
@@ -25,7 +25,7 @@ def test_thresholds_pass_fail_and_never_skip_missing_or_nan() -> None:
     assert not missing[0].passed and "class_coverage = None" in missing[0].reason
 
 
-CTX = "1a2b3c4d5e6f7a8b"  # the candidate's evaluation context (gan_core.eval_context.context_hash)
+CTX = "1a2b3c4d5e6f7a8b"  # the candidate's evaluation context (gan_core.evaluation.context.context_hash)
 OLD = "9f8e7d6c5b4a3928"  # another context: other data, extractor weights, sample count or seed
 
 
@@ -110,7 +110,7 @@ def test_no_same_context_number_means_thresholds_only_with_a_note_never_a_cross_
 
 
 def test_evaluation_context_names_what_the_numbers_depend_on_and_nothing_else() -> None:
-    from gan_core.eval_context import (
+    from gan_core.evaluation.context import (
         context_difference,
         context_hash,
         context_tags,
@@ -142,7 +142,7 @@ def test_evaluation_context_names_what_the_numbers_depend_on_and_nothing_else() 
 
 
 def test_measurements_are_cached_as_json_and_a_foreign_or_damaged_entry_is_never_trusted(tmp_path) -> None:
-    from gan_core.eval_context import champion_cache_path, context_hash, read_measurement, write_measurement
+    from gan_core.evaluation.context import champion_cache_path, context_hash, read_measurement, write_measurement
 
     ctx = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "d.dir", "num_samples": 200,
            "seed": 1, "extractors": {}}

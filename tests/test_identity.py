@@ -1,4 +1,4 @@
-"""One training identity (gan_core.identity) for resume, the flow's skip key and dvc.yaml's train stage."""
+"""One training identity (gan_core.training.identity) for resume, the flow's skip key and dvc.yaml's train stage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gan_core.config import load_config
-from gan_core.identity import (
+from gan_core.training.identity import (
     evaluation_key,
     evaluation_settings,
     identity_key,

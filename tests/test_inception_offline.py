@@ -17,12 +17,13 @@ import torch_fidelity
 from hostile import CodeRunningPickle
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from gan_core import metrics as m
 from gan_core.config import DataConfig
+from gan_core.config import metrics as m
 from gan_core.data import load_prepared, prepare
+from gan_core.data.version import data_version
 from gan_core.errors import UserError
-from gan_core.evaluate import evaluate
-from gan_core.fidelity import (
+from gan_core.evaluation.evaluate import evaluate
+from gan_core.evaluation.fidelity import (
     INCEPTION_WEIGHTS_ENV,
     OFFLINE_ENV,
     ImagesDataset,
@@ -31,7 +32,6 @@ from gan_core.fidelity import (
     inception_weights,
     load_extractor,
 )
-from gan_core.lineage import data_version
 
 INCEPTION_METRICS = {"fid_inception", "kid_inception", "kid_inception_std", "precision_inception",
                      "recall_inception", "isc_inception", "isc_inception_std"}

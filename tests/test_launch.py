@@ -20,7 +20,7 @@ def test_the_flow_trains_with_two_processes_as_torchrun_does(prefect_harness: No
     from mlflow import MlflowClient
 
     from flows.retrain import retrain
-    from gan_core.launch import torchrun_command
+    from gan_core.training.launch import torchrun_command
 
     ws = retrain_workspace(tmp_path / "ws")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
@@ -61,7 +61,7 @@ def test_two_nodes_meet_at_node_0_and_train_as_two_local_processes_do(
     from processes import free_port, stop_process_group
 
     from flows.retrain import retrain
-    from gan_core.launch import torchrun_command
+    from gan_core.training.launch import torchrun_command
 
     ws = retrain_workspace(tmp_path / "ws")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)

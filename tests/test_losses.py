@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
-from gan_core.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
+from gan_core.models.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
 
 REAL = torch.tensor([2.0, -1.0, 0.5, 3.0])
 FAKE = torch.tensor([-2.0, 0.0, 1.5, -0.5])

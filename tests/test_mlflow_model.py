@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
-from gan_core.mlflow_model import decode_predictions, log_generator, save_generator_model
-from gan_core.package import WEIGHTS_FILE, load_generator, sample_images
-from gan_core.tracking import experiment_id
+from gan_core.packaging.generator import WEIGHTS_FILE, load_generator, sample_images
+from gan_core.serving.generator_model import decode_predictions, log_generator, save_generator_model
+from gan_core.tracking.store import experiment_id
 
 NAME = "ganops-generator"
 
@@ -42,11 +42,11 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     local = Path(mlflow.artifacts.download_artifacts(champion_uri, dst_path=str(tmp_path)))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
-    assert {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "pyfunc_entry.py"} <= files
+    assert {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "generator_entry.py"} <= files
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # "models from code": no cloudpickle
-    assert Path(pyfunc["model_code_path"]).name == "pyfunc_entry.py"
+    assert Path(pyfunc["model_code_path"]).name == "generator_entry.py"
     # No input schema: MLflow would cast requests to it (n=1.5 → 1) and drop unknown columns before predict.
     assert mlmodel["signature"]["inputs"] is None
     outputs = yaml.safe_load(mlmodel["signature"]["outputs"])

@@ -9,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from gan_core.config import Config
-from gan_core.lineage import data_version
-from gan_core.runs import start_training_run
-from gan_core.tracking import (
+from gan_core.data.version import data_version
+from gan_core.tracking.runs import start_training_run
+from gan_core.tracking.store import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOTE_TAG,

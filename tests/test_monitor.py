@@ -45,7 +45,7 @@ def test_monitor_holds_steady_then_retrains_on_drift_and_on_new_data(
 ) -> None:
     from flows.monitor import monitor
     from flows.retrain import retrain
-    from gan_core.lineage import data_version
+    from gan_core.data.version import data_version
 
     ws = retrain_workspace(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)

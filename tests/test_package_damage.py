@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gan_core.errors import UserError
-from gan_core.generate import MAX_IMAGES, generate_grid
-from gan_core.package import MAX_SPEC_BYTES, SPEC_FILE, WEIGHTS_FILE, load_generator, sample_images
+from gan_core.packaging.generator import MAX_SPEC_BYTES, SPEC_FILE, WEIGHTS_FILE, load_generator, sample_images
+from gan_core.serving.generate import MAX_IMAGES, generate_grid
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_sample_images_refuses_values_it_would_otherwise_truncate(generator_pack
 
 def test_unconditional_generator_refuses_labels(tmp_path: Path) -> None:
     from gan_core.models import build_generator
-    from gan_core.package import save_generator
+    from gan_core.packaging.generator import save_generator
 
     kwargs = {"latent_dim": 4, "channels": 1, "resolution": 8, "width": 4, "num_classes": 0}
     spec = {"arch": "mlp", "kwargs": kwargs, "latent_dim": 4, "image_shape": [1, 8, 8], "num_classes": 0}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gan_core.config import ConfigError, load_config, read_recipe, recipe_names
-from gan_core.identity import identity_key, resumable, training_identity
-from gan_core.package import read_spec
-from gan_core.runs import training_label, training_tags
-from gan_core.train import train
+from gan_core.packaging.generator import read_spec
+from gan_core.tracking.runs import training_label, training_tags
+from gan_core.training.identity import identity_key, resumable, training_identity
+from gan_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ["conditional", "hinge", "lsgan", "mlp", "stylegan2", "wgan", "wgan-gp"]

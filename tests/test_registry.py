@@ -14,10 +14,10 @@ from flows import registry
 from flows.cli import app, ui_command_line
 from gan_core.cli import run_app
 from gan_core.config import Config, load_config
+from gan_core.data.version import data_version
 from gan_core.errors import UserError
-from gan_core.lineage import data_version
-from gan_core.runs import training_tags
-from gan_core.tracking import configure, experiment_id
+from gan_core.tracking.runs import training_tags
+from gan_core.tracking.store import configure, experiment_id
 
 GATE_YAML = """
 gate:
@@ -32,7 +32,7 @@ gate:
 @pytest.fixture(scope="module")
 def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generator package saved once as a real pyfunc model directory; each candidate run gets a copy."""
-    from gan_core.mlflow_model import save_generator_model
+    from gan_core.serving.generator_model import save_generator_model
 
     return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
@@ -168,7 +168,7 @@ def test_promote_needs_to_beat_the_champion_and_rollback_restores_it(cfg: Config
 def test_across_contexts_the_gate_uses_a_cached_re_measurement_or_else_only_the_thresholds(
     cfg: Config, model_dir: Path
 ) -> None:
-    from gan_core.eval_context import champion_cache_path, context_hash, write_measurement
+    from gan_core.evaluation.context import champion_cache_path, context_hash, write_measurement
 
     old = {**CONTEXT, "data_version": "old.dir"}
     v1 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 20.0}, context=old)

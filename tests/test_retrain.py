@@ -48,10 +48,11 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 
 @pytest.mark.slow
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
-    from gan_core.identity import evaluation_key
-    from gan_core.lineage import code_hash, data_version, git_info
-    from gan_core.package import load_generator, sample_images
-    from gan_core.runs import training_key
+    from gan_core.data.version import data_version
+    from gan_core.packaging.generator import load_generator, sample_images
+    from gan_core.tracking.lineage import git_info
+    from gan_core.tracking.runs import training_key
+    from gan_core.training.identity import code_hash, evaluation_key
 
     result = first_run["result"]
     cfg = workspace.config()
@@ -211,8 +212,8 @@ def test_failing_step_is_named_and_moves_no_alias(
 ) -> None:
     import logging
 
+    from flows.failures import RetrainFailed
     from flows.retrain import retrain
-    from flows.steps import RetrainFailed
 
     caplog.set_level(logging.INFO)
 

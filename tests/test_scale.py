@@ -37,7 +37,7 @@ def test_a_retrain_against_a_tracking_server_keeps_every_artifact_in_s3(
     from flows.cli import app
     from flows.retrain import retrain
     from gan_core.cli import run_app
-    from gan_core.package import load_generator, sample_images
+    from gan_core.packaging.generator import load_generator, sample_images
 
     url, store = services
     ws = retrain_workspace(tmp_path / "training-host")
@@ -167,9 +167,9 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
 
     from flows import registry
     from gan_core.config import load_config
-    from gan_core.mlflow_model import save_generator_model
-    from gan_core.runs import training_tags
-    from gan_core.tracking import experiment_id
+    from gan_core.serving.generator_model import save_generator_model
+    from gan_core.tracking.runs import training_tags
+    from gan_core.tracking.store import experiment_id
 
     url, _ = services
     name = "race-generator"

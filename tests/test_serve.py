@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 from processes import free_port, stop_process_group, wait_until_ready
 
 from gan_core.config import RegistryConfig
-from gan_core.mlflow_model import decode_predictions, log_generator
-from gan_core.package import load_generator, sample_images
-from gan_core.tracking import experiment_id
+from gan_core.packaging.generator import load_generator, sample_images
+from gan_core.serving.generator_model import decode_predictions, log_generator
+from gan_core.tracking.store import experiment_id
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ganops-generator"

@@ -17,7 +17,7 @@ from flows import registry
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import Config, ConfigError, load_config
-from gan_core.package import load_generator, sample_images
+from gan_core.packaging.generator import load_generator, sample_images
 
 STAGES = ["registry.stages={champion: Production, challenger: Staging}"]
 

@@ -287,7 +287,7 @@ def test_a_second_sweep_joins_the_study_from_worker_processes(workspace: Any, fi
 
 @pytest.mark.slow
 def test_a_study_refuses_a_different_space(workspace: Any, first_sweep: dict) -> None:
-    from flows.steps import RetrainFailed
+    from flows.failures import RetrainFailed
     from flows.sweep import sweep
 
     other = workspace.root / "other.yaml"

@@ -16,10 +16,10 @@ from PIL import Image
 
 from gan_core.config import Config, RegistryConfig
 from gan_core.errors import UserError
-from gan_core.lineage import lineage
-from gan_core.runs import SAMPLES_KEY, MLflowCallback, log_evaluation, log_step_image, start_training_run
-from gan_core.tracking import configure, tracking_uri
-from gan_core.train import train
+from gan_core.tracking.lineage import lineage
+from gan_core.tracking.runs import SAMPLES_KEY, MLflowCallback, log_evaluation, log_step_image, start_training_run
+from gan_core.tracking.store import configure, tracking_uri
+from gan_core.training.loop import train
 
 
 def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:

@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_core.callbacks import TrainCallback
 from gan_core.config import DataConfig
 from gan_core.data import prepare
-from gan_core.diffaugment import diff_augment
+from gan_core.data.version import data_version
 from gan_core.errors import UserError
-from gan_core.lineage import data_version
-from gan_core.package import load_generator, read_spec
-from gan_core.progress import progress_line
-from gan_core.train import Trainer, train
+from gan_core.packaging.generator import load_generator, read_spec
+from gan_core.training.augment import diff_augment
+from gan_core.training.callbacks import TrainCallback
+from gan_core.training.loop import Trainer, train
+from gan_core.training.progress import progress_line
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
     assert json.loads((Path(more.checkpoint).with_name("last.json")).read_text())["step"] == 6
 
     # A setting that shapes the weights changed: the checkpoint is not used, and the log says why.
-    with caplog.at_level(logging.WARNING, logger="gan_core.train"):
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
         fresh = train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.loss": "hinge"}))
     assert fresh.resumed_from == 0 and fresh.trained_steps == 6
     assert "train.loss: 'nonsaturating' → now 'hinge'" in caplog.text
@@ -236,7 +236,7 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
     checkpoint = Path(fresh.checkpoint)
     state = torch.load(checkpoint, weights_only=True)
     torch.save({**state, "code_hash": "0" * 16}, checkpoint)
-    with caplog.at_level(logging.WARNING, logger="gan_core.train"):
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
         rerun = train(tiny_train_config(mnist_prepared, **{"train.steps": 7, "train.loss": "hinge"}))
     assert rerun.resumed_from == 0 and rerun.trained_steps == 7
     assert "code: '0000000000000000'" in caplog.text
@@ -254,7 +254,7 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     from mlflow import MlflowClient
 
     from gan_core.cli import app, run_app
-    from gan_core.package import read_spec
+    from gan_core.packaging.generator import read_spec
 
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
@@ -347,9 +347,9 @@ def test_progress_lines_every_log_every_steps_when_stderr_is_not_a_terminal(
 ):
     """Under pytest stderr is not a TTY, as in CI, a piped `make demo` or a worker: no bar, a line per window."""
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 7, "train.log_every": 3})
-    with caplog.at_level(logging.INFO, logger="gan_core.train"):
+    with caplog.at_level(logging.INFO, logger="gan_core.training.loop"):
         train(cfg)
-    lines = [r.getMessage() for r in caplog.records if r.name == "gan_core.train" and r.levelno == logging.INFO]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gan_core.training.loop" and r.levelno == logging.INFO]
     # log_every=3 over 7 steps: steps 3 and 6, then the last step closes its partial window.
     assert [line.split()[1] for line in lines] == ["3/7", "6/7", "7/7"]
     pattern = re.compile(r"^step (\d+)/7 \((\d+)%\)  d_loss=\S+  g_loss=\S+  (\d+) img/s  (ETA|done in) \S+$")
@@ -375,7 +375,7 @@ def test_on_a_terminal_the_bar_shows_progress_and_the_lines_drop_to_debug(
 ):
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich's way to treat stderr as a terminal
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 4, "train.log_every": 2})
-    with caplog.at_level(logging.DEBUG, logger="gan_core.train"):
+    with caplog.at_level(logging.DEBUG, logger="gan_core.training.loop"):
         train(cfg)
     progress = [r for r in caplog.records if r.getMessage().startswith("step ")]
     assert [r.getMessage().split()[1] for r in progress] == ["2/4", "4/4"]

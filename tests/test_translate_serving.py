@@ -27,16 +27,16 @@ from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
 from gan_core.errors import UserError
-from gan_core.mlflow_translator import (
+from gan_core.packaging.translator import load_translator, read_image, translate_images
+from gan_core.serving.translate import translate_files
+from gan_core.serving.translator_model import (
     MAX_BASE64_CHARS,
     MAX_REQUESTS,
     decode_translations,
     log_translator,
     save_translator_model,
 )
-from gan_core.tracking import experiment_id
-from gan_core.translate import translate_files
-from gan_core.translator import load_translator, read_image, translate_images
+from gan_core.tracking.store import experiment_id
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "test-translator"
@@ -95,7 +95,7 @@ def test_saved_model_holds_code_safetensors_signature_and_example(model_dir: Pat
     files = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
     package = f"artifacts/{translator_package.name}"  # MLflow keeps the package directory's name
-    assert {f"{package}/weights.safetensors", f"{package}/translator.json", "pyfunc_translator_entry.py",
+    assert {f"{package}/weights.safetensors", f"{package}/translator.json", "translator_entry.py",
             "input_example.json", "serving_input_example.json"} <= files
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"

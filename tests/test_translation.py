@@ -13,10 +13,10 @@ from translation import TRANSLATION_SETTINGS
 
 from gan_core.config import ConfigError, DataConfig, load_config
 from gan_core.data import holdout_split, load_domains, load_prepared, prepare
+from gan_core.data.version import data_version
 from gan_core.errors import UserError
-from gan_core.lineage import data_version
 from gan_core.models.cyclegan import HistoryPool, lr_scale
-from gan_core.train import Trainer
+from gan_core.training.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -172,7 +172,7 @@ class _NextDigit(nn.Module):
 @pytest.fixture(scope="module")
 def same_domains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """digits on both sides (A = B), and the per-domain classifiers trained once."""
-    from gan_core.classifier import train_classifier
+    from gan_core.evaluation.classifier import train_classifier
 
     root = tmp_path_factory.mktemp("same_domains")
     prepared = root / "prepared"
@@ -185,7 +185,7 @@ def same_domains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_identity_translator_on_identical_domains_scores_near_zero_fid_and_full_content(same_domains, tmp_path):
-    from gan_core.evaluate import evaluate
+    from gan_core.evaluation.evaluate import evaluate
 
     prepared, classifier = same_domains
     cfg = _config(tmp_path, prepared, **{"data.target": "digits", "eval.classifier.out_dir": str(classifier),
@@ -219,7 +219,7 @@ def test_evaluation_holds_out_what_training_never_saw(pair_prepared: Path) -> No
 def test_translator_package_round_trip_and_the_loaders_point_at_each_other(translator_package: Path,
                                                                            generator_package: Path) -> None:
     from gan_core import load_generator, load_translator
-    from gan_core.translator import translate_images
+    from gan_core.packaging.translator import translate_images
 
     spec = json.loads((translator_package / "translator.json").read_text())
     assert spec["format"] == "ganops-translator/1" and spec["image_shape"] == [1, 16, 16]

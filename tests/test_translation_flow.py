@@ -37,7 +37,7 @@ def test_a_translation_retrain_ends_with_a_champion_translator(prefect_harness: 
     from flows.retrain import retrain
     from gan_core import load_generator, load_translator
     from gan_core.errors import UserError
-    from gan_core.translator import translate_images
+    from gan_core.packaging.translator import translate_images
 
     ws = translation_workspace
     result = retrain(params=str(ws.params))

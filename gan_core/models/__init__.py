@@ -1,8 +1,8 @@
 """The families, one module each, registered by name in FAMILIES: adding a family is one new module and one line
 here. A family module defines TASK ("generation": z [+ label] → image; "translation": image of domain A → B),
 Generator, Discriminator, generator_options and discriminator_options (its own constructor arguments from the
-config) and TrainingStep (its losses, regularisers and phase order: a gan_core.steps.AdversarialStep or a subclass
-for generation; cyclegan's own step for translation — any class with the gan_core.steps.FamilyStep methods).
+config) and TrainingStep (its losses, regularisers and phase order: a gan_core.models.step.AdversarialStep or a subclass
+for generation; cyclegan's own step for translation — any class with the gan_core.models.step.FamilyStep methods).
 
     G = build_generator("dcgan", latent_dim=64, channels=1, resolution=32, width=64, num_classes=0)
     D = build_discriminator("dcgan", channels=1, resolution=32, width=64, norm="batch")
@@ -10,7 +10,7 @@ for generation; cyclegan's own step for translation — any class with the gan_c
     logits = D(images)                        # (8,) raw logits: no sigmoid, so D is also the WGAN critic
 
 The keyword arguments are plain JSON values: the generator package stores them in generator.json and
-`gan_core.package.load_generator` rebuilds the network with `build_generator(arch, **kwargs)`.
+`gan_core.packaging.generator.load_generator` rebuilds the network with `build_generator(arch, **kwargs)`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gan_core.models.dcgan import DCGAN_RESOLUTIONS
 FAMILIES: dict[str, ModuleType] = {"mlp": mlp, "dcgan": dcgan, "stylegan2": stylegan2, "cyclegan": cyclegan}
 
 if TYPE_CHECKING:
-    from gan_core.steps import FamilyStep
+    from gan_core.models.step import FamilyStep
 
 
 def build_generator(arch: str, **kwargs: Any) -> nn.Module:
@@ -49,7 +49,7 @@ def task(arch: str) -> str:
 
 
 def training_step(arch: str) -> type[FamilyStep]:
-    """The family's training step class (gan_core.steps): construct it with the trainer."""
+    """The family's training step class (gan_core.models.step): construct it with the trainer."""
     return _family(arch).TrainingStep
 
 

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_core import distributed
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
-from gan_core.losses import discriminator_loss, generator_loss
-from gan_core.steps import StepOutput
+from gan_core.models.losses import discriminator_loss, generator_loss
+from gan_core.models.step import StepOutput
+from gan_core.training import distributed
 
 if TYPE_CHECKING:
-    from gan_core.train import Trainer
+    from gan_core.training.loop import Trainer
 
 TASK = "translation"
 DIRECTIONS = ("a2b", "b2a")

@@ -12,7 +12,7 @@ from torch import nn
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
 from gan_core.models.conditioning import ConditionalHead, LabelInput, concat_labels, maybe_spectral_norm
-from gan_core.steps import AdversarialStep
+from gan_core.models.step import AdversarialStep
 
 # DCGAN grows from a 4×4 (or 7×7) seed by doublings; these are the sides that reaches with ≥ 2 doublings.
 DCGAN_RESOLUTIONS = (16, 28, 32, 64, 128)
@@ -127,6 +127,6 @@ def generator_options(model: ModelConfig) -> dict[str, Any]:
     return {}
 
 
-# The standard step: n_critic D updates, then one G update, with any loss of gan_core.losses.
+# The standard step: n_critic D updates, then one G update, with any loss of gan_core.models.losses.
 TASK = "generation"
 TrainingStep = AdversarialStep

@@ -10,7 +10,7 @@ from torch import nn
 
 from gan_core.config import ModelConfig
 from gan_core.models.conditioning import ConditionalHead, LabelInput, maybe_spectral_norm
-from gan_core.steps import AdversarialStep
+from gan_core.models.step import AdversarialStep
 
 
 class Generator(nn.Module):
@@ -88,6 +88,6 @@ def generator_options(model: ModelConfig) -> dict[str, Any]:
     return {}
 
 
-# The standard step: n_critic D updates, then one G update, with any loss of gan_core.losses.
+# The standard step: n_critic D updates, then one G update, with any loss of gan_core.models.losses.
 TASK = "generation"
 TrainingStep = AdversarialStep

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from gan_core.config import ModelConfig
 from gan_core.errors import UserError
-from gan_core.steps import AdversarialStep
+from gan_core.models.step import AdversarialStep
 
 RESOLUTIONS = (16, 32, 64, 128, 256)
 W_AVG_BETA = 0.995  # w_avg ← lerp(batch mean w, w_avg, β) each G step, as in stylegan2-ada
@@ -214,7 +214,7 @@ class Synthesis(nn.Module):
 
 
 class Generator(nn.Module):
-    supports_truncation = True  # gan_core.package.sample_images passes truncation_psi
+    supports_truncation = True  # gan_core.packaging.generator.sample_images passes truncation_psi
 
     def __init__(self, latent_dim: int, channels: int, resolution: int, width: int, num_classes: int = 0,
                  mapping_layers: int = 4):

@@ -1,0 +1,412 @@
+"""The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry), each
+field documented where it is declared. Every section forbids unknown keys, so a typo fails at load time with its
+key path instead of being silently ignored. gan_core.config.loading builds a Config from files and overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    # coerce_numbers_to_str: a name written as a number (`experiment: 2024`) is that name, not a type error.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+# torch.manual_seed takes < 2**64, and seeds are multiplied by ~1e6 for derived streams: 32 bits leave room.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class DataConfig(_Section):
+    source: str = "mnist5k"
+    """mnist5k | digits | torchvision:<Name> (e.g. torchvision:FashionMNIST) | folder:<path>; domain A when
+    data.target is set"""
+    target: str | None = None
+    """Translation only (model.arch=cyclegan): domain B's source, any kind data.source takes; None = one image set."""
+    resolution: int = Field(32, ge=8, le=1024)
+    """Side of the square images written by `prepare`, in pixels."""
+    channels: Literal[1, 3] = 1
+    """1 = grayscale, 3 = RGB; sources are converted to this."""
+    max_images: int | None = Field(None, ge=1)
+    """Keep at most this many images (the first N in a deterministic order); None keeps all."""
+    raw_dir: str = "data/raw"
+    """Download cache for torchvision datasets."""
+    prepared_dir: str = "data/prepared"
+    """Where `prepare` writes the prepared dataset (tracked by DVC); `prepare` replaces this whole directory."""
+
+    @field_validator("raw_dir", "prepared_dir")
+    @classmethod
+    def _non_empty_path(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("needs a directory path, got an empty one")
+        return v
+
+    @field_validator("source", "target")
+    @classmethod
+    def _known_source(cls, v: str | None) -> str | None:
+        if v is None or v in ("mnist5k", "digits"):
+            return v
+        kind, sep, arg = v.partition(":")
+        if sep and kind in ("torchvision", "folder") and arg:
+            return v
+        raise ValueError(
+            f"unknown data source {v!r}; expected mnist5k, digits, torchvision:<Name> or folder:<path>"
+        )
+
+
+class ModelConfig(_Section):
+    arch: Literal["mlp", "dcgan", "stylegan2", "cyclegan"] = "dcgan"
+    """Network family (gan_core.models): the vanilla MLP GAN, DCGAN or StyleGAN2 generate images from noise;
+    CycleGAN translates between two image domains (data.source ↔ data.target)."""
+    conditional: bool = False
+    """Condition G and D on class labels (needs a labelled dataset)."""
+    cond_mode: Literal["projection", "concat"] = "projection"
+    """How D sees the label: projection discriminator or label concatenation."""
+    latent_dim: int = Field(64, ge=1, le=4096)
+    g_width: int = Field(32, ge=4, le=4096)
+    """DCGAN: feature maps of G's last conv (ngf). MLP: hidden units of G's first layer. StyleGAN2: feature maps
+    at full resolution (×2 per halving, at most ×8)."""
+    d_width: int = Field(32, ge=4, le=4096)
+    """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer. StyleGAN2: as g_width."""
+    spectral_norm: bool = False
+    """Spectral normalisation on D's layers (mlp, dcgan)."""
+    mapping_layers: int = Field(4, ge=1, le=16)
+    """StyleGAN2: depth of the mapping network z → w (the paper uses 8; 2–4 suffice at 32 px)."""
+    res_blocks: int = Field(6, ge=1, le=32)
+    """CycleGAN: residual blocks in each generator (the paper: 6 at 128 px, 9 at 256 px). g_width and d_width
+    are the generators' and PatchGANs' first feature maps (the paper: 64)."""
+
+
+class OptimizerConfig(_Section):
+    kind: Literal["adam", "rmsprop"] = "adam"
+    """adam, or rmsprop as the original WGAN paper uses (betas then unused)."""
+    lr: float = Field(2e-4, gt=0, le=1.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
+        return v
+
+
+class TrainConfig(_Section):
+    loss: Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"] = "nonsaturating"
+    steps: int = Field(2000, ge=1)
+    """Generator updates."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock budget of the training in seconds, summed over resumes; it stops at train.steps or here, whichever
+    comes first, and then writes its checkpoint, samples and package as at the last step (metrics.json's `steps`
+    is the step reached, `stopped_by_time` 1). Part of the training identity, continuable like steps (a larger
+    budget continues a checkpoint). None = no limit. Where it stops depends on the machine's speed: for
+    reproducible weights leave it unset and fix train.steps (the recipes do)."""
+    batch_size: int = Field(64, ge=1, le=65536)
+    n_critic: int = Field(1, ge=1, le=100)
+    """D updates per G update (5 is usual for wgan and wgan-gp)."""
+    gp_weight: float = Field(10.0, ge=0)
+    """Gradient-penalty weight for wgan-gp."""
+    clip_value: float = Field(0.01, gt=0)
+    """wgan: every critic weight is clipped to [-clip_value, clip_value] after each update."""
+    r1_gamma: float | None = Field(None, ge=0)
+    """R1 penalty weight γ on real images, applied lazily every r1_every steps; None = the family's default
+    (stylegan2 0.1, others 0 = off)."""
+    r1_every: int = Field(16, ge=1)
+    style_mixing: float = Field(0.9, ge=0, le=1)
+    """stylegan2: probability that a batch mixes two latents' styles at a random layer."""
+    pl_weight: float = Field(0.0, ge=0)
+    """stylegan2: path-length regularisation weight (paper: 2); 0 = off. Applied every pl_every steps."""
+    pl_every: int = Field(4, ge=1)
+    cycle_weight: float = Field(10.0, ge=0)
+    """cyclegan: weight λ of the cycle-consistency L1 loss."""
+    identity_weight: float = Field(0.5, ge=0)
+    """cyclegan: weight of the identity L1 loss, relative to cycle_weight (the paper: 0.5); 0 = off."""
+    pool_size: int = Field(50, ge=0, le=10000)
+    """cyclegan: generated images kept in the history pool D is shown (0 = only the newest)."""
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    """cyclegan: the last fraction of each domain (prepare's fixed, shuffled order) is never trained on; evaluation
+    translates these held-out images."""
+    augment: Literal["none", "ada"] = "none"
+    """ada: adaptive augmentation (Karras et al. 2020) of what D sees, with probability p steered so that
+    E[sign(D(real))] stays near ada_target; applies the diffaugment policy (or all of it when that is empty)."""
+    ada_target: float = Field(0.6, gt=0, lt=1)
+    ada_kimg: float = Field(100.0, gt=0)
+    """Thousands of images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs)."""
+    ada_interval: int = Field(4, ge=1)
+    """Steps between updates of p."""
+    g_optimizer: OptimizerConfig = OptimizerConfig()
+    d_optimizer: OptimizerConfig = OptimizerConfig()
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging."""
+    diffaugment: str = ""
+    """DiffAugment policy, comma-separated subset of color,translation,cutout; empty = off."""
+    seed: Seed = 0
+    nproc_per_node: int | Literal["auto"] = Field(1, ge=1, le=1024)
+    """Training processes (data parallel, one per GPU) the retrain flow launches with torchrun; auto = this node's
+    GPU count. 1 trains in the flow's own process. Each process takes train.batch_size, so it shapes the weights."""
+    nnodes: int = Field(1, ge=1, le=4096)
+    """Machines taking part in one training (each with nproc_per_node processes). The flow runs on node_rank 0;
+    every other node runs the same config with its own node_rank (README, "From one machine to many")."""
+    node_rank: int = Field(0, ge=0)
+    """This machine's place among the nnodes (0: the one whose rank 0 logs to MLflow and writes the outputs)."""
+    master_addr: str = "127.0.0.1"
+    """Address of node 0, where the ranks meet (nnodes > 1)."""
+    master_port: int = Field(29500, ge=1, le=65535)
+    device: str = "auto"
+    """auto (CUDA > MPS > CPU) | cpu | cuda | cuda:N | mps"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto = bf16 autocast on CUDA, fp32 elsewhere."""
+    channels_last: bool = True
+    compile: bool = False
+    """torch.compile the networks (CUDA only; ignored on CPU)."""
+    log_every: int = Field(50, ge=1)
+    sample_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    out_dir: str = "outputs/train"
+    """Checkpoints, generator package, sample grids and metrics JSON go here."""
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        allowed = {"color", "translation", "cutout"}
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        bad = [p for p in parts if p not in allowed]
+        if bad:
+            raise ValueError(
+                f"unknown DiffAugment policy {bad[0]!r}; expected a comma list of color,translation,cutout"
+            )
+        return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _node_in_range(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}")
+        return self
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {v!r}; expected auto, cpu, cuda, cuda:N or mps")
+
+
+class ClassifierConfig(_Section):
+    """The offline domain feature extractor: a small CNN trained on the prepared labelled data."""
+
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate of the one-cycle schedule."""
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    min_accuracy: float = Field(0.95, ge=0, le=1)
+    """Held-out accuracy below this makes the classifier's metrics untrusted (evaluation fails)."""
+    resolution: int = Field(32, ge=8, le=256)
+    """Side the classifier sees: real and generated images are resized to it (bilinear, antialiased)."""
+    seed: Seed = 0
+    out_dir: str = "outputs/classifier"
+
+
+class EvalConfig(_Section):
+    num_samples: int = Field(2000, ge=2)
+    """Generated samples per evaluation (fixed, so numbers are comparable across runs)."""
+    seed: Seed = 1234
+    batch_size: int = Field(200, ge=1, le=65536)
+    extractors: list[Literal["lenet", "inception"]] = ["lenet"]
+    """Feature spaces to compute FID/KID/PR in; metric names carry the extractor (fid_lenet, fid_inception)."""
+    kid_subset_size: int = Field(1000, ge=2)
+    """KID subset size; clamped to the smaller sample count (the value used is recorded in metrics.json)."""
+    coverage_min_share: float = Field(0.2, gt=0, le=1)
+    """class_coverage counts a class as present when it gets at least this fraction of a uniform share (n/K)."""
+    device: str = "auto"
+    """auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: where generation and feature extraction run."""
+    inception_weights: str | None = None
+    """Local file of torch-fidelity's Inception weights, for air-gapped machines (or env GANOPS_INCEPTION_WEIGHTS)."""
+    cache_dir: str = "outputs/cache"
+    """Cached real-data features, keyed by data version."""
+    classifier: ClassifierConfig = ClassifierConfig()
+    out_dir: str = "outputs/eval"
+
+    @field_validator("extractors")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one feature extractor is needed (lenet, inception)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate feature extractor in {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_eval_device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown eval device {v!r}; expected auto, cpu, cuda or cuda:N")
+
+
+class Threshold(_Section):
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.max is None and self.min is None:
+            raise ValueError("a threshold needs max or min")
+        # NaN compares false with everything, so the gate would pass or fail regardless of the metric.
+        if any(b is not None and b != b for b in (self.max, self.min)):
+            raise ValueError("a threshold cannot be NaN; use a number, or leave the bound out")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}, so no value could pass")
+        return self
+
+
+class GateConfig(_Section):
+    thresholds: dict[str, Threshold] = {
+        "fid_lenet": Threshold(max=100.0),
+        "class_coverage": Threshold(min=0.9),
+    }
+    """Absolute limits per metric name; a missing or NaN metric fails the gate."""
+    primary_metric: str = "fid_lenet"
+    """The metric a challenger must improve on the champion."""
+    min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
+    """Relative improvement over the champion's primary metric needed to take the alias (0.05 = 5%)."""
+    max_drift: float = Field(0.1, ge=0.0)
+    """Monitor: relative worsening of the champion's primary metric, re-measured on the latest data, that
+    triggers a retrain (0.1 = 10% worse than recorded at registration)."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_threshold_metrics(cls, v: dict[str, Threshold]) -> dict[str, Threshold]:
+        for name in v:
+            _require_metric(name)
+        return v
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_primary_metric(cls, v: str) -> str:
+        _require_metric(v)
+        return v
+
+
+def _require_metric(name: str) -> None:
+    """A gate setting naming a metric nobody computes would fail every candidate (or sort the wrong way)."""
+    from gan_core.config.metrics import METRICS
+
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    """Overridden by MLFLOW_TRACKING_URI when set. sqlite:///<path> (relative to the working directory) or a
+    tracking server's http(s):// URL; plain-file stores (file:./mlruns) are refused by MLflow 3.13+."""
+    artifact_location: str = "mlruns/artifacts"
+    """Artifact root of the experiment when ganops creates it: a local path (made absolute) or a URI (s3://...)."""
+    experiment: str = "ganops"
+    """MLflow experiment holding one run per training."""
+    model_name: str = "ganops-generator"
+    """Registered model that every evaluated candidate becomes a version of."""
+    champion_alias: str = "champion"
+    """Alias of the promoted generator: `models:/<model_name>@<champion_alias>`."""
+    challenger_alias: str = "challenger"
+    """Alias of the latest version that passed the gate."""
+    study_storage: str | None = None
+    """Database of `ganops sweep`'s Optuna studies. None: optuna.db beside a SQLite tracking store (its own file:
+    Optuna and MLflow both keep an alembic_version table). With a tracking server or database store, set a
+    database URL that every sweep host reaches, e.g. postgresql://user@db-host/optuna (password from PGPASSWORD)."""
+    stages: dict[Literal["champion", "challenger"], Literal["Production", "Staging"]] = {}
+    """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
+    also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production
+    and @champion name the same version. Empty (the default): no stage ever changes."""
+
+    def model_uri(self, alias: str | None = None) -> str:
+        """`models:/<model_name>@<alias>` (the champion's when no alias is given)."""
+        return f"models:/{self.model_name}@{alias or self.champion_alias}"
+
+    def version_uri(self, version: str | int) -> str:
+        """`models:/<model_name>/<version>`."""
+        return f"models:/{self.model_name}/{version}"
+
+    @field_validator("stages")
+    @classmethod
+    def _one_role_per_stage(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(set(v.values())) < len(v):
+            raise ValueError(f"stages {v}: champion and challenger need different stages")
+        return v
+
+    @field_validator("champion_alias", "challenger_alias")
+    @classmethod
+    def _valid_alias(cls, v: str) -> str:
+        # MLflow reserves v<number> and "latest" as version references.
+        if not v or v.lower() == "latest" or (v[:1] in "vV" and v[1:].isdigit()):
+            raise ValueError(f"alias {v!r} is reserved or empty; use a name such as champion")
+        return v
+
+
+class Config(_Section):
+    recipe: str | None = None
+    """The named recipe applied (configs/recipes/<name>.yaml; see load_config), or None. Only a label here: its
+    settings are already in model/train, which is what the training identity hashes."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _task_consistent(self) -> Config:
+        """Translation (cyclegan) needs two domains, a gate on translation metrics and a registered model of its
+        own, so a translator never competes with a generator for one alias (configs/cyclegan-digits.yaml has all
+        three); generation families take none of these."""
+        from gan_core.config.metrics import CLASS_ACCURACY, is_translation_metric
+
+        translation = self.model.arch == "cyclegan"
+        if translation and self.data.target is None:
+            raise ValueError("model.arch=cyclegan translates between two image domains: set data.target "
+                             "(domain B; data.source is domain A), e.g. --params configs/cyclegan-digits.yaml")
+        if not translation and self.data.target is not None:
+            raise ValueError(f"data.target={self.data.target!r} makes a two-domain (translation) dataset, which only "
+                             f"model.arch=cyclegan trains; model.arch={self.model.arch!r} needs data.target=null")
+        task = "translation" if translation else "generation"
+        for name in [*self.gate.thresholds, self.gate.primary_metric]:
+            if is_translation_metric(name) != translation:
+                raise ValueError(f"gate metric {name!r} is not computed for {task} (model.arch={self.model.arch}); "
+                                 + ("gate on fid_lenet_a2b, content_lenet_a2b, ... (configs/cyclegan-digits.yaml)"
+                                    if translation else "gate on fid_lenet, class_coverage, ..."))
+        if CLASS_ACCURACY in [*self.gate.thresholds, self.gate.primary_metric] and not self.model.conditional:
+            raise ValueError(f"gate metric {CLASS_ACCURACY!r} is computed for conditional generators only; set "
+                             "model.conditional=true (recipe=conditional) or gate on fid_lenet, class_coverage, ...")
+        if translation and self.registry.model_name == RegistryConfig().model_name:
+            raise ValueError(f"registry.model_name={self.registry.model_name!r} holds generators; register "
+                             "translators under a name of their own, e.g. registry.model_name=ganops-translator")
+        if translation and self.model.conditional:
+            raise ValueError("model.conditional=true: cyclegan translates images and takes no class labels")
+        if translation and self.train.n_critic != 1:
+            raise ValueError(f"train.n_critic={self.train.n_critic}: cyclegan updates G and D once per step")
+        return self
+
+    def hash(self, *sections: str) -> str:
+        """sha256 (16 hex) of the canonical JSON of the given sections (all when none)."""
+        dump = self.model_dump(mode="json")
+        picked = {k: dump[k] for k in (sections or dump.keys())}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view, for MLflow params."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

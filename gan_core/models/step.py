@@ -1,0 +1,165 @@
+"""The family interface: how one family trains one step. The loop (gan_core.training.loop) owns everything else — data,
+device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and resume.
+
+    step = FAMILIES[arch].TrainingStep(trainer)   # gan_core.models.training_step(arch)
+    out = step(k)                                 # one G update (k = 1, 2, ...) and its D updates → StepOutput
+    step.metrics()                                # the family's own numbers for the log window (r1, pl, ...)
+    step.state_dict() / step.load_state_dict()    # what a checkpoint must hold beyond networks and optimizers
+    images, per_row = step.sample_grid(G)         # the sample grid of G (the loop passes its EMA copy)
+
+As stylegan2-ada-pytorch splits training_loop.py from loss.py, and pytorch-CycleGAN-and-pix2pix's models define
+`optimize_parameters` for one shared loop: AdversarialStep is the step of the MLP GAN and DCGAN (n_critic D
+updates, then one G update through the updated D, with any loss of gan_core.models.losses), and families override its
+phases — the fake batch (`generate`), D's regularisers (`d_regularizer`) and G's (`g_regularizer`). A family of
+another task (cyclegan: image → image, two G and two D packed as one G and one D module) writes its own class with
+the FamilyStep methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from gan_core.models.losses import discriminator_loss, generator_loss, gradient_penalty
+from gan_core.training import distributed
+
+if TYPE_CHECKING:
+    from gan_core.training.loop import Trainer
+
+
+@dataclass
+class StepOutput:
+    """What the loop books after a step: losses and mean D logits (device tensors, no host sync), and the last
+    real and fake batches (for the diversity signal)."""
+
+    d_loss: torch.Tensor
+    g_loss: torch.Tensor
+    d_real: torch.Tensor  # D's logits on the last real batch (B,)
+    d_fake: torch.Tensor  # D's logits on the last fake batch (B,)
+    real: torch.Tensor
+    fake: torch.Tensor
+
+
+class FamilyStep(Protocol):
+    """What the loop calls on a family's training step."""
+
+    def __init__(self, loop: Trainer) -> None: ...
+    def __call__(self, step: int) -> StepOutput: ...
+    def metrics(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def sample_grid(self, G: torch.nn.Module) -> tuple[torch.Tensor, int]: ...
+
+
+class AdversarialStep:
+    """n_critic D updates (real up, fake down), then one G update through the updated D."""
+
+    r1_gamma_default = 0.0  # families with R1 by default (stylegan2) override this
+
+    def __init__(self, loop: Trainer):
+        self.loop = loop
+        self.tc = loop.cfg.train
+        self.r1_gamma = self.tc.r1_gamma if self.tc.r1_gamma is not None else self.r1_gamma_default
+        self._r1 = torch.zeros((), device=loop.device)  # the last R1 penalty, for the log
+
+    # ------------------------------------------------------------------------- phases a family may override
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None, step: int) -> torch.Tensor:
+        """The fake batch (B, C, H, W) for latents z (B, Z)."""
+        return self.loop.G_step(z, labels)
+
+    def d_regularizer(self, step: int, real: torch.Tensor, fake: torch.Tensor,
+                      labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Added to D's loss: wgan-gp's gradient penalty; lazy R1 when r1_gamma > 0 (every r1_every steps, scaled
+        by r1_every so its strength is that of an every-step penalty, as in StyleGAN2)."""
+        loop, tc = self.loop, self.tc
+        penalty = None
+        if tc.loss == "wgan-gp":
+            # Through the uncompiled D: torch.compile does not support the double backward.
+            penalty = tc.gp_weight * gradient_penalty(loop.D, real, fake.detach(), labels, loop.noise)
+        if self.r1_gamma > 0 and step % tc.r1_every == 0:
+            r1 = r1_penalty(loop.D, real.detach(), labels, loop.augment)
+            self._r1 = r1.detach()
+            term = (self.r1_gamma / 2) * r1 * tc.r1_every
+            penalty = term if penalty is None else penalty + term
+        return penalty
+
+    def g_regularizer(self, step: int, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Added to G's loss (stylegan2's path-length regulariser)."""
+        return None
+
+    def after_d_update(self) -> None:
+        """wgan: clip every critic weight to ±clip_value (the original WGAN's Lipschitz constraint)."""
+        if self.tc.loss == "wgan":
+            with torch.no_grad():
+                for p in self.loop.D.parameters():
+                    p.clamp_(-self.tc.clip_value, self.tc.clip_value)
+
+    def after_g_update(self, step: int) -> None:
+        """Once per step, after G's optimizer step."""
+
+    def metrics(self) -> dict[str, float]:
+        """The family's own numbers for this log window (one host sync, at log time)."""
+        return {"r1_penalty": float(self._r1)} if self.r1_gamma > 0 else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    @torch.no_grad()
+    def sample_grid(self, G: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        """G's images for the loop's fixed latents (and cycled labels), 8 per row."""
+        return G(self.loop.grid_z, self.loop.grid_labels), 8
+
+    # ------------------------------------------------------------------------- the step
+    def __call__(self, step: int) -> StepOutput:
+        loop, tc = self.loop, self.tc
+        batch = tc.batch_size
+
+        # ---- D update(s): real up, fake down; fake is detached so only D learns here.
+        loop.D.requires_grad_(True)
+        for i in range(tc.n_critic):
+            real, labels = loop.real_batch((step - 1) * tc.n_critic + i)
+            z = torch.randn(batch, loop.cfg.model.latent_dim, device=loop.device, generator=loop.noise)  # (B, Z)
+            # Fake images take the real batch's labels: the class mix G is trained on matches the data's.
+            with loop.runtime.autocast():
+                fake = self.generate(z, labels, step)  # (B, C, H, W)
+                d_real = loop.D_step(loop.augment(real), labels)  # (B,) logits
+                d_fake = loop.D_step(loop.augment(fake.detach()), labels)
+                d_loss = discriminator_loss(tc.loss, d_real, d_fake)
+            penalty = self.d_regularizer(step, real, fake, labels)
+            if penalty is not None:
+                d_loss = d_loss + penalty
+            loop.optimize(loop.D, loop.opt_d, d_loss)
+            self.after_d_update()
+        loop.observe_real_logits(d_real)
+
+        # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
+        loop.D.requires_grad_(False)
+        with loop.runtime.autocast():
+            g_loss = generator_loss(tc.loss, loop.D_step(loop.augment(fake), labels))
+        penalty = self.g_regularizer(step, z, labels)
+        loop.optimize(loop.G, loop.opt_g, g_loss if penalty is None else g_loss + penalty)
+        self.after_g_update(step)
+        # BatchNorm running stats saw only this rank's batches (D's in both passes): take rank 0's, as DDP does.
+        distributed.broadcast_buffers(loop.G, loop.dist)
+        distributed.broadcast_buffers(loop.D, loop.dist)
+        return StepOutput(d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach(), real, fake.detach())
+
+
+def r1_penalty(
+    discriminator: torch.nn.Module,
+    real: torch.Tensor,
+    labels: torch.Tensor | None,
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[‖∇ₓD(aug(x))‖²] on real images x, in fp32 (a double backward; no autocast)."""
+    real = real.float().requires_grad_(True)
+    seen = augment(real)
+    out = discriminator(seen, labels) if labels is not None else discriminator(seen)
+    (grad,) = torch.autograd.grad(out.float().sum(), real, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()

@@ -1,0 +1,335 @@
+"""MLflow tracking for one training: params, lineage tags, step metrics, sample grids, evaluation, the model.
+
+    with start_training_run(cfg) as run:                      # params, config hash, lineage tags, system metrics
+        result = train(cfg, callbacks=[MLflowCallback(run.info.run_id)])
+        log_evaluation(run.info.run_id, evaluate(cfg), metrics_json="outputs/eval/metrics.json")
+        model_uri = log_generator_model(run.info.run_id, result["package_dir"])
+
+What the MLflow UI shows: the experiment carries `mlflow.experimentKind` = custom_model_development and a
+description (MLflow 3.17's UI still starts in its GenAI mode: the links ganops prints add
+flows.report.MODEL_TRAINING_VIEW); a run is named after what ran
+(`dcgan-nonsaturating-2000steps-755336f0`); the prepared data is the run's dataset input (digest = its DVC md5),
+so the Datasets column names it; sample grids are step images, named so they also sort by step as text.
+
+Every function here takes the run id explicitly and logs through an `MlflowClient`, so the hooks work from
+any thread (Prefect runs tasks in worker threads; MLflow's "active run" is thread-local).
+Which store: gan_core.tracking.store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from gan_core.config import Config
+from gan_core.tracking.store import configure, experiment_id, store_exists, tracking_uri
+from gan_core.training.callbacks import TrainCallback
+
+if TYPE_CHECKING:
+    from gan_core.training.loop import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+SAMPLES_KEY = "samples"
+"""`mlflow.log_image` key of the training sample grids: the UI's image panel steps through them."""
+STEP_DIGITS = 8
+"""Digits of the zero-padded step in the image chart's file names (sorted as text, they sort by step)."""
+CONFIG_HASH_TAG = "config_hash"
+MODEL_NAME = "generator"
+"""Name of the logged pyfunc model inside its run."""
+RUN_ID_METADATA = "mlflow_run_id"
+"""Key of the generator package's metadata naming the MLflow run that trained it."""
+DATASET_SOURCE_TYPE = "ganops"
+"""Source type of the dataset inputs: the source is a ganops data.source (mnist5k, folder:..., torchvision:...)."""
+
+
+# ----------------------------------------------------------------------------- runs
+TRAINING_HASH_TAG = "training_hash"
+"""Run tag: key of the training identity (gan_core.training.identity: weight-shaping settings, data version, code)."""
+EVAL_HASH_TAG = "eval_hash"
+"""Run tag: key of the evaluation settings that change the metrics (sample count, seed, extractors, ...)."""
+CODE_HASH_TAG = "code_hash"
+"""Run tag: hash of gan_core's source, so a dirty work tree's edits are not mistaken for the commit's code."""
+
+
+def training_key(cfg: Config, data_version: str) -> dict[str, str]:
+    """What identifies a candidate: its training identity and evaluation settings (gan_core.training.identity), as tags.
+
+    Not the git commit: committing docs or dvc.lock changes nothing that is trained, and the source hash
+    already sees every code change, committed or not."""
+    from gan_core.training.identity import code_hash, evaluation_key, identity_key, training_identity
+
+    config, code = cfg.model_dump(mode="json"), code_hash()
+    return {
+        "data_version": data_version,
+        TRAINING_HASH_TAG: identity_key(training_identity(config, data_version, code)),
+        EVAL_HASH_TAG: evaluation_key(config),
+        CODE_HASH_TAG: code,
+    }
+
+
+def dvc_run_tags() -> dict[str, str]:
+    """Tags naming the DVC stage (and `dvc exp run` experiment) this process runs in; empty outside DVC."""
+    tags = {}
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc.stage"] = os.environ["DVC_STAGE"]
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def training_tags(cfg: Config) -> dict[str, str]:
+    """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch."""
+    from gan_core.tracking.lineage import lineage
+
+    tags = {k: str(v) for k, v in lineage(cfg).items()}
+    tags.setdefault(CONFIG_HASH_TAG, cfg.hash())
+    if cfg.recipe is not None:  # searchable: tags.recipe = 'conditional' (also the `recipe` param)
+        tags["recipe"] = cfg.recipe
+    return tags
+
+
+@contextmanager
+def start_training_run(
+    cfg: Config, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow run for one training, with system metrics on; the run ends FAILED if the block raises.
+
+    Logs on entry: every config key as a param (dotted names), the lineage tags, the prepared data as the run's
+    dataset input, `config.yaml` as an artifact. The run is named by training_run_name unless `run_name` is given.
+    """
+    client = configure(cfg.registry, create=True)
+    exp_id = experiment_id(cfg.registry, client)
+    tags = {**training_tags(cfg), **(extra_tags or {})}
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=run_name or training_run_name(cfg, tags["data_version"]), tags=tags,
+        log_system_metrics=True,
+    ) as run:
+        run_id = run.info.run_id
+        client.log_inputs(run_id, datasets=[dataset_input(cfg, tags["data_version"])])
+        params = [Param(k, _param_value(v)) for k, v in sorted(cfg.flat().items())]
+        client.log_batch(run_id, params=params, synchronous=True)  # MLflow splits it into batches it accepts
+        client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        yield run
+
+
+def train_in_run(trainer: Trainer) -> TrainResult:
+    """Run `trainer` as one MLflow training run, as the retrain flow's training is: the same params, lineage and
+    identity tags, dataset input, step metrics and sample grids (plus the DVC stage/experiment when run by DVC).
+    The generator package records the run's id, so `python -m gan_core evaluate` adds its metrics to this run."""
+    cfg = trainer.cfg
+    client = configure(cfg.registry, create=True)
+    key = training_key(cfg, trainer.data_version)
+    tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
+    with start_training_run(cfg, extra_tags=tags) as run:
+        log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
+        trainer.callbacks.append(MLflowCallback(run.info.run_id, client))
+        return trainer.run()
+
+
+def log_to_training_run(
+    cfg: Config, metrics: Mapping[str, Any], context: Mapping[str, Any] | None = None
+) -> str | None:
+    """Log an evaluation of {train.out_dir}/generator (its metrics and evaluation context) into the MLflow run that
+    trained it (named in the package's metadata); return the run id, or None when the package names no run or the
+    run is not in this store."""
+    from mlflow.exceptions import MlflowException
+
+    package_dir = Path(cfg.train.out_dir) / "generator"
+    run_id = (package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
+    if not run_id or not store_exists(cfg.registry):
+        return None
+    client = configure(cfg.registry)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        log.warning("the generator's MLflow run %s is not in %s: evaluation not logged", run_id,
+                    tracking_uri(cfg.registry))
+        return None
+    log_candidate(cfg, run_id, metrics, package_dir, client, context)
+    return str(run_id)
+
+
+def training_label(cfg: Config) -> str:
+    """What a training trains, e.g. `dcgan-nonsaturating-2000steps` (`dcgan-cond-...` for a conditional model),
+    led by the recipe's name when one is applied (`conditional-dcgan-cond-nonsaturating-3000steps`)."""
+    arch = f"{cfg.model.arch}-cond" if cfg.model.conditional else cfg.model.arch
+    label = f"{arch}-{cfg.train.loss}-{cfg.train.steps}steps"
+    return f"{cfg.recipe}-{label}" if cfg.recipe is not None else label
+
+
+def training_run_name(cfg: Config, data_version: str) -> str:
+    """The MLflow run's name: training_label + the data version's prefix (`dcgan-nonsaturating-2000steps-755336f0`)."""
+    return f"{training_label(cfg)}-{data_version[:8]}"
+
+
+def dataset_name(source: str) -> str:
+    """The Datasets column's name for a data.source: `mnist5k`, `torchvision:MNIST`, a folder's own name."""
+    if source.startswith("folder:"):
+        return Path(source.removeprefix("folder:")).name or source
+    return source
+
+
+def dataset_input(cfg: Config, data_version: str) -> DatasetInput:
+    """The prepared data as an MLflow dataset input (context `training`): digest = the DVC md5 (the data version,
+    36 characters: MLflow's limit for a digest), source = data.source, profile = image count and shape."""
+    meta_path = Path(cfg.data.prepared_dir) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    dataset = Dataset(
+        name=dataset_name(cfg.data.source),
+        digest=data_version,
+        source_type=DATASET_SOURCE_TYPE,
+        source=json.dumps({"source": cfg.data.source, "prepared_dir": cfg.data.prepared_dir}),
+        profile=json.dumps({"num_images": meta.get("count"), "shape": meta.get("shape")}),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+def _param_value(v: Any) -> str:
+    # Lists and None as JSON so `[lenet]` and `null` read the same as in params.yaml.
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log numeric metrics at one step in batches (non-numeric values are skipped: they are not metrics)."""
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    client.log_batch(run_id, metrics=batch, synchronous=True)
+
+
+class MLflowCallback(TrainCallback):
+    """Forwards the trainer's hooks to one MLflow run: step metrics, sample grids per step, the final result."""
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+        self.run_id = run_id
+        self.client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        # Scalar facts (device, parameter counts, resumed step) as tags so runs can be filtered by them.
+        tags = [RunTag(f"train.{k}", str(v)) for k, v in info.items() if isinstance(v, str | int | float | bool)]
+        if tags:
+            self.client.log_batch(self.run_id, tags=tags, synchronous=True)
+        self.client.log_dict(self.run_id, info, "train_start.json")
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        log_metrics(self.client, self.run_id, metrics, step=step)
+
+    def on_samples(self, step: int, grid_png: Path) -> None:
+        log_step_image(self.client, self.run_id, grid_png, SAMPLES_KEY, step)
+
+    def package_metadata(self) -> dict[str, str]:
+        # The package names its run, so a later `python -m gan_core evaluate` logs into the run that trained it.
+        return {RUN_ID_METADATA: self.run_id}
+
+    def on_train_end(self, result: TrainResult) -> None:
+        self.client.log_dict(self.run_id, result.as_dict(), "train_result.json")
+        if Path(result.metrics_path).is_file():
+            self.client.log_artifact(self.run_id, result.metrics_path, "train")
+
+
+def step_image_stem(key: str, step: int, timestamp_ms: int, uid: str) -> str:
+    """`images/<key>+step+<step>+timestamp+<ms>+<uuid>`: the file name MLflow's log_image(key=, step=) writes and its
+    UI's image chart reads, with the step zero-padded to STEP_DIGITS so the grids sort by step in the artifact
+    browser (MLflow's own `+step+250+` sorts after `+step+2000+`; the UI reads the step with parseInt either way)."""
+    return f"images/{key.replace('/', '~')}+step+{step:0{STEP_DIGITS}d}+timestamp+{timestamp_ms}+{uid}"
+
+
+def log_step_image(client: MlflowClient, run_id: str, png: str | Path, key: str, step: int) -> None:
+    """Log an image at a step for the run's image chart (full PNG + the UI's compressed WebP, as log_image does),
+    named by step_image_stem."""
+    import tempfile
+    import uuid
+
+    from mlflow.tracking.multimedia import compress_image_size
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+    from PIL import Image
+
+    stem = step_image_stem(key, step, int(time.time() * 1000), str(uuid.uuid4()))
+    with Image.open(png) as img, tempfile.TemporaryDirectory() as tmp:
+        img.load()
+        name = Path(stem).name
+        img.save(Path(tmp) / f"{name}.png")
+        compress_image_size(img).save(Path(tmp) / f"{name}+compressed.webp")
+        client.log_artifacts(run_id, tmp, str(Path(stem).parent))
+    client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True, synchronous=True)  # what log_image sets
+
+
+def log_evaluation(
+    run_id: str,
+    metrics: Mapping[str, Any],
+    metrics_json: str | Path | None = None,
+    samples_png: str | Path | None = None,
+    client: MlflowClient | None = None,
+) -> None:
+    """Log evaluation metrics (NaN kept: a failed metric must stay visible) and their JSON and sample grid."""
+    client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+    log_metrics(client, run_id, metrics)
+    client.log_dict(run_id, dict(metrics), "eval/metrics.json")
+    if metrics_json is not None:
+        client.log_artifact(run_id, str(metrics_json), "eval/files")
+    if samples_png is not None:
+        client.log_artifact(run_id, str(samples_png), "eval")
+
+
+def log_candidate(
+    cfg: Config, run_id: str, metrics: Mapping[str, Any], package_dir: str | Path, client: MlflowClient,
+    context: Mapping[str, Any] | None = None,
+) -> str:
+    """Log an evaluation of the run's generator (metrics, their evaluation context as eval.* run tags — see
+    gan_core.evaluation.context —, eval.out_dir's metrics/info JSON and sample grid) and the package as the run's pyfunc
+    model; return the model's URI. The flow and `python -m gan_core evaluate` both log a candidate through here."""
+    from gan_core.evaluation.context import context_tags
+
+    if context is not None:
+        tags = [RunTag(k, v) for k, v in context_tags(context).items()]
+        client.log_batch(run_id, tags=tags, synchronous=True)
+    eval_dir = Path(cfg.eval.out_dir)
+    samples = eval_dir / "samples.png"
+    log_evaluation(run_id, metrics, metrics_json=eval_dir / "metrics.json" if (eval_dir / "metrics.json").is_file()
+                   else None, samples_png=samples if samples.is_file() else None, client=client)
+    info = eval_dir / "info.json"
+    if info.is_file():
+        client.log_artifact(run_id, str(info), "eval/files")
+    return log_generator_model(run_id, package_dir)
+
+
+def log_generator_model(run_id: str, package_dir: str | Path) -> str:
+    """Log the package (a generator's, or a translator's) as this run's pyfunc model; return its `models:/m-...`
+    URI for registration."""
+    if is_translator(package_dir):
+        from gan_core.serving.translator_model import log_translator
+
+        return log_translator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
+    from gan_core.serving.generator_model import log_generator
+
+    return log_generator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
+
+
+def is_translator(package_dir: str | Path) -> bool:
+    from gan_core.packaging.generator import PACKAGE_FILES
+
+    return (Path(package_dir) / PACKAGE_FILES["translator"]).is_file()
+
+
+def package_spec(package_dir: str | Path) -> dict[str, Any]:
+    """generator.json or translator.json, checked."""
+    from gan_core.packaging.generator import read_spec
+    from gan_core.packaging.translator import read_translator_spec
+
+    return read_translator_spec(package_dir) if is_translator(package_dir) else read_spec(package_dir)

@@ -1,0 +1,302 @@
+"""The MLflow store: where it is, whether it answers, a client on it, and the experiment ganops logs into.
+
+    client = open_store(cfg.registry)               # a client; sets no global state, creates no store
+    client = configure(cfg.registry, create=True)   # the same, and MLflow's fluent API pointed at it
+    check_tracking(cfg.registry, "config")          # fail fast: bad URI, unreachable server (one line)
+
+The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`. Stores are created only
+where ganops writes (a training run, a registration); reads and alias moves need an existing store and create
+nothing. An http(s) tracking server is probed once at the start of a command (check_tracking_server), and MLflow's
+own HTTP retries, the one retry layer for it, are bounded by GANOPS_SERVICE_TIMEOUT (mlflow_http_env) unless the
+user set MLflow's variables. What goes into runs is gan_core.tracking.runs.
+
+The experiment carries `mlflow.experimentKind` = custom_model_development and a description (MLflow 3.17's UI
+still starts in its GenAI mode: the links ganops prints add flows.report.MODEL_TRAINING_VIEW).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+from gan_core.config import RegistryConfig
+from gan_core.errors import ServiceUnavailable, UserError, first_line
+from gan_core.preflight import ensure_writable_dir
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""The kind MLflow records for a model-training experiment (the UI's mode itself follows `?workflowType=`)."""
+NOTE_TAG = "mlflow.note.content"
+"""MLflow's description tag (experiments and runs)."""
+
+
+
+# ----------------------------------------------------------------------------- store
+SERVICE_TIMEOUT_ENV = "GANOPS_SERVICE_TIMEOUT"
+"""Seconds within which a command gives up on an unreachable service (MLflow, a DVC remote, the Prefect API)."""
+DEFAULT_SERVICE_TIMEOUT_S = 120.0
+PROBE_TIMEOUT_S = 10.0
+"""Longest wait for the reachability probe at the start of a command (a refused connection fails at once)."""
+MLFLOW_HTTP_RETRIES = 5
+"""Retries of one MLflow HTTP request (MLflow's own retry layer: the only one, Prefect does not retry on top):
+backing off 0, 2, 4, 8 and 16 s, they carry a run over a tracking server restart of up to about 30 s."""
+_HTTP_SCHEMES = ("http://", "https://")
+
+
+def service_timeout_s() -> float:
+    """GANOPS_SERVICE_TIMEOUT in seconds (default 120)."""
+    raw = os.environ.get(SERVICE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SERVICE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{SERVICE_TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0, e.g. 120")
+    return value
+
+
+def mlflow_http_env(budget_s: float) -> dict[str, str]:
+    """MLflow's HTTP retry settings that keep one request to a dead server within `budget_s`.
+
+    6 attempts of at most budget/9 s each (connect or read), 0, 2, 4, 8 and 16 s apart plus up to 1 s jitter each:
+    at most 6 * 13 + 35 = 113 s at the default 120 s. A refused connection is retried for 30-35 s, long enough for a
+    server restart; a tracking server that is down from the start is caught in seconds by the config step's probe."""
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(MLFLOW_HTTP_RETRIES),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(budget_s // 9))),
+    }
+
+
+_ours: dict[str, str] = {}
+"""The MLflow variables this process set itself: updated when the budget changes; a user's own value is kept."""
+
+
+def bound_mlflow_http_retries() -> None:
+    """Set MLflow's HTTP retry variables from GANOPS_SERVICE_TIMEOUT unless the user set them (MLflow's defaults
+    retry one request for about 4 minutes, 7 times)."""
+    for key, value in mlflow_http_env(service_timeout_s()).items():
+        if key not in os.environ or os.environ[key] == _ours.get(key):
+            os.environ[key] = _ours[key] = value
+
+
+def _origin() -> str:
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "registry.tracking_uri"
+
+
+def tracking_uri(registry: RegistryConfig) -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the configured URI; relative SQLite paths become absolute.
+
+    Pure: creates nothing (read-only commands must leave no store behind; see configure(create=True))."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or registry.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        # sqlite:////abs/path keeps its leading slash after the prefix; relative paths resolve against cwd.
+        db = db if db.is_absolute() else Path.cwd() / db
+        return f"sqlite:///{db}"
+    if uri.startswith("file:") or "://" not in uri:
+        raise UserError(
+            f"{_origin()}={uri!r} is a plain-file store, which MLflow 3.13+ refuses; "
+            "use sqlite:///mlflow.db or an http(s):// tracking server"
+        )
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_location(registry: RegistryConfig) -> str:
+    """The experiment's artifact root as a URI: local paths are resolved to absolute `file://` URIs."""
+    loc = registry.artifact_location
+    if "://" in loc:  # s3://, gs://, file:///..., mlflow-artifacts://
+        return loc
+    path = Path(loc).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    return path.as_uri()
+
+
+def experiment_artifact_location(registry: RegistryConfig) -> str | None:
+    """The artifact root ganops gives an experiment it creates: registry.artifact_location, except that a local path
+    is left out against a tracking server. The server then decides (its `--artifacts-destination`, e.g. S3, served
+    through it); a path on the training host would strand every artifact, the generator included, on that host."""
+    if is_http_uri(tracking_uri(registry)) and "://" not in registry.artifact_location:
+        return None
+    return artifact_location(registry)
+
+
+def is_http_uri(uri: str) -> bool:
+    """True for a tracking server (http/https), whose client retries requests itself."""
+    return uri.startswith(_HTTP_SCHEMES)
+
+
+def store_exists(registry: RegistryConfig) -> bool:
+    """False only for a SQLite store whose file is missing (a server or database URI is assumed to exist)."""
+    db = sqlite_path(tracking_uri(registry))
+    return db is None or db.is_file()
+
+
+def require_store(registry: RegistryConfig) -> str:
+    """The tracking URI, after checking that a SQLite store exists there (read-only commands must not create one)."""
+    uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UserError(
+            f"no MLflow store at {db}: run `ganops demo` (or `ganops retrain`) first, or set MLFLOW_TRACKING_URI"
+        )
+    return uri
+
+
+def check_tracking(registry: RegistryConfig, step: str, write: bool = False) -> str:
+    """Fail fast, naming `step`, on a tracking setup that cannot work; return the URI. Creates no store.
+
+    A bad GANOPS_SERVICE_TIMEOUT, a plain-file URI or an unsupported scheme is a UserError; an http(s) server that
+    does not answer the probe is ServiceUnavailable. A missing SQLite store: `write=True` (a retrain will create
+    it) proves its directory writable now, not after training; reads leave it to configure(), which refuses."""
+    service_timeout_s()
+    uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if is_http_uri(uri):
+        check_tracking_server(uri, step)
+    elif db is None:
+        open_store(registry)  # a database or plugin URI: MLflow itself says whether it supports the scheme
+    elif write and not db.is_file():
+        ensure_writable_dir(db.parent, f"the directory of {_origin()}")
+    return uri
+
+
+def check_tracking_server(uri: str, step: str) -> None:
+    """A cheap reachability probe of an http(s) tracking server: ServiceUnavailable in seconds, not minutes.
+
+    Any HTTP answer proves the server is there (auth and API errors are MLflow's to report); no-op for other URIs."""
+    if is_http_uri(uri):
+        probe_http("MLflow tracking server", uri, f"{uri.rstrip('/')}/health", step,
+                   "start it or set MLFLOW_TRACKING_URI")
+
+
+def probe_http(service: str, target: str, url: str, step: str, hint: str) -> None:
+    """GET `url` once with a short timeout; raise ServiceUnavailable(service, target, step) when nothing answers."""
+    import requests
+
+    timeout = min(PROBE_TIMEOUT_S, service_timeout_s())
+    try:
+        requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return  # something answered; certificate problems are the client's to report, with their own message
+    except requests.exceptions.Timeout:
+        raise ServiceUnavailable(service, target, step, f"no answer within {timeout:g} s", hint) from None
+    except requests.exceptions.RequestException as e:
+        raise ServiceUnavailable(service, target, step, connection_problem(e), hint) from None
+
+
+def connection_problem(error: BaseException) -> str:
+    """A short reason for a failed connection: refused, unknown host, or the library's first line."""
+    text = str(error)
+    # requests says "Connection refused", aiohttp (DVC's http remotes) "Connect call failed ... [Errno 111]",
+    # botocore (DVC's S3 remotes) "Could not connect to the endpoint URL" once its own retries are spent.
+    if "refused" in text.lower() or "Errno 111" in text or "Could not connect to the endpoint URL" in text:
+        return "connection refused"
+    if any(s in text for s in ("Name or service not known", "NameResolution", "nodename nor servname",
+                               "Temporary failure in name resolution", "getaddrinfo failed")):
+        return "host name not found"
+    return first_line(text)[:200]
+
+
+def open_store(registry: RegistryConfig, create: bool = False) -> MlflowClient:
+    """A client on the configured store (tracking and registry); sets no global MLflow state.
+
+    `create=False` (reads, alias moves): a missing SQLite store is a UserError and nothing is created.
+    `create=True` (training runs, registration): its directory is created and proven writable first.
+    """
+    uri = tracking_uri(registry)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        if not create:
+            require_store(registry)
+        # SQLite creates the file but not its directory.
+        ensure_writable_dir(db.parent, f"the directory of {_origin()}")
+    bound_mlflow_http_retries()
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except UnsupportedModelRegistryStoreURIException:
+        raise UserError(
+            f"{_origin()}={uri!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
+            "http(s)://host:port of a tracking server, or a database URI (postgresql://, mysql://)"
+        ) from None
+
+
+def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
+    """open_store, and point MLflow's fluent API at the same store: only for code that uses it (mlflow.start_run,
+    mlflow.register_model, pyfunc logging, load_generator("models:/...")); everything else takes the client."""
+    client = open_store(registry, create=create)
+    use_store(client.tracking_uri)
+    return client
+
+
+def use_store(uri: str) -> None:
+    """Point MLflow's fluent API (and the flows' outage and retry checks, which read it) at `uri`, creating nothing.
+    A flow does this once, in its config step."""
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    # MLflow also exports the URI to the environment; undo that, or the next configure() with another config
+    # would read it back as the user's MLFLOW_TRACKING_URI.
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
+def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
+    """Tags that mark the experiment as model training, with a description.
+
+    `mlflow.experimentKind` records the kind (MLflow 3.17's UI mode still follows `?workflowType=`, see
+    flows.report.MODEL_TRAINING_VIEW); `mlflow.note.content` is the description the experiment page shows."""
+    return {
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        NOTE_TAG: (
+            "GAN trainings by ganops: one run per training, named `<arch>-<loss>-<steps>steps-<data version>`, "
+            "with every params.yaml key as a param, lineage tags (data version, git commit, config hash), "
+            "losses per step, the sample grids in the `samples` image chart and the evaluation metrics "
+            "(`fid_<extractor>`, `class_coverage`, ...). The Datasets column names the prepared data and its "
+            "DVC md5.\n\n"
+            f"Each training's generator is registered as `{registry.model_name}`; the gate's decision is on each "
+            f"version's page and the promoted one is `{registry.model_uri()}`."
+        ),
+    }
+
+
+def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) -> str:
+    """The id of the configured experiment, created (with its artifact location and experiment_tags) when absent.
+
+    An existing experiment gets the tags it lacks; values already there (a description edited in the UI) stay."""
+    client = client or open_store(registry)
+    return ensure_experiment(client, registry.experiment, experiment_artifact_location(registry),
+                             experiment_tags(registry))
+
+
+def ensure_experiment(client: MlflowClient, name: str, location: str | None, tags: Mapping[str, str]) -> str:
+    """The id of experiment `name`, created with `location` and `tags` when absent; an existing one gets the tags
+    it lacks (values already there stay)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=dict(tags))
+        except mlflow.exceptions.MlflowException:
+            # Another process created it between our lookup and our create.
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in tags.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id

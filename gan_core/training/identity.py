@@ -1,0 +1,93 @@
+"""What makes two trainings the same: the settings that shape the weights, the data, and the code that trains.
+
+    identity = training_identity(cfg.model_dump(mode="json"), data_version, code_hash())
+    identity_key(identity)               # '3f0c...' (16 hex): the flow's skip key and the `training_hash` run tag
+    resumable(identity, checkpointed)    # equal but for train.steps/max_seconds: a checkpoint continues (same run)
+
+Runtime settings (where and how fast it runs: device, precision, channels_last, compile) and reporting settings
+(log_every, sample_every, checkpoint_every, out_dir) are not part of it: changing them never retrains, in the flow,
+in `dvc repro` or on resume. Evaluation settings are not part of it either (they change the metrics, not the
+weights). A recipe (configs/recipes) is hashed as the model/train settings it resolves to, not by its name, so
+the same settings are the same training whichever way they were written. dvc.yaml's `train` stage lists exactly
+training_params and depends on gan_core/ as a whole, as the code hash does; tests/test_identity.py keeps the
+three in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+RUNTIME_TRAIN_KEYS = frozenset(
+    {"log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last", "compile",
+     "node_rank", "master_addr", "master_port"}
+)
+"""train.* keys that say where, how fast and how visibly a training runs, not what it learns."""
+CONTINUABLE_KEYS = frozenset({"steps", "max_seconds"})
+"""train.* keys a checkpoint may differ in and still be resumed: more steps (or a larger time budget, counted over
+resumes) continue the same training."""
+EVAL_RUNTIME_KEYS = frozenset({"device", "out_dir", "cache_dir"})
+"""eval.* (and eval.classifier.*) keys that do not change an evaluation's numbers."""
+
+
+def training_identity(config: dict[str, Any], data_version: str, code: str) -> dict[str, Any]:
+    """The settings that shape the weights (all of `model`, `train` minus runtime keys), the data version (the
+    DVC md5 of the prepared data) and the code hash, from a config as dumped to JSON (a checkpoint stores that)."""
+    train = {k: v for k, v in config["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+    return {"model": config["model"], "train": train, "data_version": data_version, "code": code}
+
+
+def training_params(config: dict[str, Any]) -> list[str]:
+    """The dotted param keys of the identity's settings, as dvc.yaml's `train` stage lists them. `recipe` leads:
+    DVC compares params.yaml's values, not the settings a recipe resolves to, so it needs the recipe's name (and
+    configs/recipes in the stage's deps) to see a recipe change; the identity itself hashes the resolved settings."""
+    return ["recipe", "model"] + [f"train.{k}" for k in config["train"] if k not in RUNTIME_TRAIN_KEYS]
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """sha256 (16 hex) of the identity's canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resumable(mine: dict[str, Any], checkpointed: dict[str, Any]) -> bool:
+    """True when a checkpoint of `checkpointed` can continue into `mine`: the same identity but for train.steps."""
+    return _continuable(mine) == _continuable(checkpointed)
+
+
+def evaluation_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The eval.* settings that change an evaluation's numbers (sample count, seed, extractors, ..., and the
+    domain classifier's settings: it is the lenet feature space, and its accuracy bar decides if metrics count)."""
+    settings = {k: v for k, v in config["eval"].items() if k not in EVAL_RUNTIME_KEYS}
+    settings["classifier"] = {k: v for k, v in settings["classifier"].items() if k not in EVAL_RUNTIME_KEYS}
+    return settings
+
+
+def evaluation_key(config: dict[str, Any]) -> str:
+    """sha256 (16 hex) of evaluation_settings: part of the flow's skip key beside the training identity."""
+    return identity_key(evaluation_settings(config))
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> str:
+    """'train.loss: 'hinge' → now 'nonsaturating'' for the first setting that differs between two trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: {old!r} → now {new!r}"
+
+
+def _continuable(identity: dict[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in identity["train"].items() if k not in CONTINUABLE_KEYS}
+    return {**identity, "train": train}
+
+
+def code_hash() -> str:
+    """sha256 (16 hex) of gan_core's source files: uncommitted edits to the code count as a change, which the
+    git commit alone would miss."""
+    root = Path(__file__).resolve().parents[1]  # gan_core/
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
