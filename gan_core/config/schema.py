@@ -32,7 +32,12 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1
     """1 = grayscale, 3 = RGB; sources are converted to this."""
     max_images: int | None = Field(None, ge=1)
-    """Keep at most this many images (the first N in a deterministic order); None keeps all."""
+    """Keep at most this many images (the first N of a seed-0 permutation of the source: a mix of all classes);
+    None keeps all."""
+    shard_images: int = Field(4096, ge=1, le=1_000_000)
+    """Most images per shard of the prepared dataset (a shard also stays under 64 MiB of pixels). Shards already
+    written keep their size; new images go to new shards, so a dataset grows by files that DVC stores and pushes
+    once."""
     raw_dir: str = "data/raw"
     """Download cache for torchvision datasets."""
     prepared_dir: str = "data/prepared"

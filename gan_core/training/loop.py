@@ -38,6 +38,7 @@ from torchvision.utils import save_image
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
 from gan_core.data import PreparedDataset, holdout_split, load_domains, load_prepared, read_meta
+from gan_core.data.feed import ResidentImages, StreamedImages, training_images
 from gan_core.data.version import data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
@@ -74,8 +75,6 @@ log = logging.getLogger(__name__)
 GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
 GRID_TRANSLATIONS = 8  # translation: rows of (image, translated, translated back) per domain
 NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
-# Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
-ON_DEVICE_DATA_BYTES = 1 << 30
 
 
 class DivergenceError(UserError):
@@ -146,7 +145,7 @@ class Trainer:
         self.dataset_meta = self.data.meta if self.task == "generation" else read_meta(cfg.data.prepared_dir)
         self.data_version = data_version(cfg.data.prepared_dir)  # the DVC md5, as in every lineage tag
         self.code_hash = code_hash()
-        self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
+        self.image_shape: tuple[int, int, int] = self.data.shape  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
         self.domains = {name: self._on_device(ds, seed=tc.seed + i) for i, (name, ds) in enumerate(datasets.items())}
 
@@ -175,7 +174,7 @@ class Trainer:
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
         # Translation: the first images of each domain (prepare's fixed order mixes the classes) in every grid.
-        self.grid_images = {name: self.runtime.layout(_to_unit(d.images[:GRID_TRANSLATIONS].to(self.device)))
+        self.grid_images = {name: self.runtime.layout(_to_unit(d.images.take(torch.arange(GRID_TRANSLATIONS))))
                             for name, d in self.domains.items()}
         self.step_fn = training_step(mc.arch)(self)
 
@@ -198,9 +197,9 @@ class Trainer:
         return data.num_classes
 
     def _on_device(self, data: PreparedDataset, seed: int) -> _Domain:
-        """One image set where training reads it: on the accelerator when small enough, with its batch order."""
-        on_device = data.images.numel() <= ON_DEVICE_DATA_BYTES
-        images = data.images.to(self.device) if on_device else data.images  # uint8 (N, C, H, W)
+        """One image set where training reads it (on the device, in memory or streamed from its shards:
+        gan_core.data.feed), with its batch order."""
+        images = training_images(data, self.device)  # uint8 batches (B, C, H, W) on self.device
         labels = data.labels.to(images.device) if self.num_classes else None  # int64 (N,)
         batches = EpochBatches(len(data), self.cfg.train.batch_size, seed, self.dist.rank, self.dist.world_size,
                                images.device)
@@ -215,7 +214,8 @@ class Trainer:
         `domain`: "a" or "b" for translation; generation has one image set ("")."""
         d = self.domains[domain]
         idx = d.batches.indices(k)
-        x = _to_unit(d.images[idx].to(self.device, non_blocking=True))
+        x = _to_unit(d.images.take(idx))
+        d.images.prefetch(d.batches.indices(k + 1))  # streamed on CUDA: read while this batch trains
         y = d.labels[idx].to(self.device, non_blocking=True) if d.labels is not None else None
         return self.runtime.layout(x), y
 
@@ -543,7 +543,7 @@ class Trainer:
 # ----------------------------------------------------------------------------- helpers
 @dataclass(frozen=True)
 class _Domain:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: ResidentImages | StreamedImages  # uint8 (N, C, H, W) batches
     labels: torch.Tensor | None  # int64 (N,), for conditional generation
     batches: EpochBatches
 
