@@ -48,6 +48,11 @@ def _locked(repo: Path) -> str:
     return out["md5"]
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file of a prepared dataset (meta.json and its shards) by relative path."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
 def _status(repo: Path) -> dict:
     return json.loads(_dvc(repo, "status", "--json", "prepare"))
 
@@ -88,7 +93,7 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     assert dvc_dir_md5(prepared) == md5
     assert data_version_info(prepared) == {"data_version": md5, "data_version_source": "dvc.lock"}
     assert _status(clone) == {}
-    files_before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    files_before = _files(prepared)
 
     # A changed param makes the stage dirty.
     original_params = (clone / "params.yaml").read_text()
@@ -114,7 +119,7 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     (clone / "dvc.lock").unlink()
     _dvc(clone, "repro", "prepare")
     assert _locked(clone) == md5
-    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == files_before
+    assert _files(prepared) == files_before
 
     # The default remote is one directory per user (~/.local/share/ganops/dvc-storage), outside every clone: push
     # here, then a second clone of the same repo pulls the same files with no setup.
@@ -125,7 +130,7 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     other = clone.parent / "other-clone"
     _run(clone.parent, "git", "clone", "-q", str(clone), str(other))
     _dvc(other, "pull", "prepare")
-    assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files_before
+    assert _files(other / "data" / "prepared") == files_before
     assert _status(other) == {}
 
 
@@ -247,7 +252,7 @@ def test_dvc_repro_runs_a_translation_pipeline(pipeline_clone: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(repo, "repro")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
-    assert (repo / "data" / "prepared" / "a" / "images.npy").is_file()
+    assert (repo / "data" / "prepared" / "a" / "shards" / "000000.images.npy").is_file()
     assert (repo / "outputs" / "train" / "generator" / "translator.json").is_file()
     classifier = json.loads((repo / "outputs" / "classifier" / "metrics.json").read_text())
     assert {"holdout_accuracy_a", "holdout_accuracy_b"} <= set(classifier)
@@ -315,7 +320,8 @@ def test_lineage_is_all_strings_and_tracks_data_and_config(mnist_prepared: Path,
     # Different data → a different version; a lock elsewhere that does not list this dir is not used.
     other = tmp_path / "other"
     shutil.copytree(mnist_prepared, other)
-    (other / "images.npy").write_bytes((other / "images.npy").read_bytes()[:-1] + b"\x01")
+    shard = other / "shards" / "000000.images.npy"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x01")
     assert data_version(other) != tags["data_version"]
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert data_version_info(other)["data_version_source"] == "computed"

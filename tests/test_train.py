@@ -204,9 +204,12 @@ def test_diffaugment_reaches_real_and_fake_in_d_and_fake_in_g(mnist_prepared, ti
 def test_conditional_needs_labels(mnist_prepared, tiny_train_config, tmp_path):
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(mnist_prepared, unlabelled)
-    (unlabelled / "labels.npy").unlink()
+    for labels in unlabelled.rglob("*.labels.npy"):  # the shards' label files (gan_core.data.shards)
+        labels.unlink()
     meta = json.loads((unlabelled / "meta.json").read_text())
     meta["classes"] = None
+    for shard in meta["shards"]:
+        del shard["md5"]["labels"]
     (unlabelled / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="model.conditional=true needs class labels.*unlabelled"):
         Trainer(tiny_train_config(unlabelled, **{"model.conditional": True}))
