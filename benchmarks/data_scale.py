@@ -1,0 +1,213 @@
+"""A team's own images at scale: what preparing, versioning, training and evaluating cost as the collection grows.
+
+    .venv/bin/python benchmarks/data_scale.py                               # N = 5k, 20k, 100k at 64 px RGB
+    .venv/bin/python benchmarks/data_scale.py --sizes 5000,20000,100000,200000
+    .venv/bin/python benchmarks/data_scale.py --sizes 500,1000 --steps 20   # a quick look (minutes)
+
+For each N it builds a folder of N synthetic 96x96 RGB PNGs in 10 class folders (random shapes on gradients plus
+noise: not trivially compressible; generated once into --cache, default /tmp/ganops-data-scale, and reused), then
+runs each measured command as its own process (`python -m gan_core ...`, OMP_NUM_THREADS=1) and reads that
+process's peak RSS from the kernel (os.wait4):
+
+  prepare          full prepare of the folder at 64 px RGB (data.resolution=64 data.channels=3)
+  dvc push         `dvc add` + `dvc push` of the prepared dataset to a local DVC remote (bytes = what the remote holds)
+  prepare +5%      5% more images added to the folder (in every class), then prepare again
+  push +5%         `dvc add` + `dvc push` of the new version: the bytes and objects the remote gained
+  train            200 steps of the default DCGAN (batch 64) on the prepared set, images/s from its metrics.json
+  evaluate         `python -m gan_core evaluate` with the lenet extractor (classifier trained first, 1 epoch, not
+                   measured), 2,000 samples, the real pass included (not cached)
+
+and prints one row per N with the ratios the issue's targets are stated in: re-prepare / full prepare, bytes pushed
+for +5% / the collection's bytes, and peak RSS and images/s relative to the smallest N. The reference is the
+smallest N's run in the same invocation. Results also go to benchmarks/results/data_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = 10
+SIDE = 96
+
+
+# ----------------------------------------------------------------------------- the synthetic collection
+def _image(label: int, index: int) -> bytes:
+    """One PNG: a gradient background, 1-3 shapes whose kind and hue follow the class, Gaussian noise."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(label * 10_000_019 + index)
+    y, x = np.mgrid[0:SIDE, 0:SIDE] / SIDE
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1))[..., None]
+    background = a + (b - a) * (t - t.min()) / (np.ptp(t) + 1e-9)
+    image = Image.fromarray(background.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    hue = np.array([(label * 37) % 256, (label * 91) % 256, (label * 173) % 256])
+    for _ in range(rng.integers(1, 4)):
+        x0, y0 = rng.integers(0, SIDE - 30, 2)
+        w, h = rng.integers(15, 60, 2)
+        colour = tuple(int(c) for c in np.clip(hue + rng.integers(-40, 40, 3), 0, 255))
+        box = [int(x0), int(y0), int(x0 + w), int(y0 + h)]
+        (draw.ellipse if label % 2 else draw.rectangle)(box, fill=colour)
+    noisy = np.asarray(image, dtype=np.float64) + rng.normal(0, 8, (SIDE, SIDE, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, format="png")
+    return out.getvalue()
+
+
+def _write_pool_part(args: tuple[Path, int, int, int]) -> int:
+    pool, label, first, stop = args
+    for i in range(first, stop):
+        path = pool / f"class{label}" / f"{i:07d}.png"
+        if not path.exists():
+            path.write_bytes(_image(label, i))
+    return stop - first
+
+
+def ensure_pool(pool: Path, per_class: int, workers: int) -> None:
+    """pool/class<k>/<i>.png for i < per_class: written once, reused by every run and size."""
+    for label in range(CLASSES):
+        (pool / f"class{label}").mkdir(parents=True, exist_ok=True)
+    have = min(len(list((pool / f"class{k}").iterdir())) for k in range(CLASSES))
+    if have >= per_class:
+        return
+    print(f"generating {CLASSES * (per_class - have):,} images into {pool} ...", flush=True)
+    step = 500
+    jobs = [(pool, label, i, min(i + step, per_class)) for label in range(CLASSES)
+            for i in range(have, per_class, step)]
+    with ProcessPoolExecutor(workers) as ex:
+        list(ex.map(_write_pool_part, jobs))
+
+
+def link_images(pool: Path, folder: Path, first: int, stop: int) -> None:
+    """Images first..stop-1 of every class, hard-linked from the pool (no copy, same bytes)."""
+    for label in range(CLASSES):
+        (folder / f"class{label}").mkdir(parents=True, exist_ok=True)
+        for i in range(first, stop):
+            name = f"{i:07d}.png"
+            os.link(pool / f"class{label}" / name, folder / f"class{label}" / name)
+
+
+# ----------------------------------------------------------------------------- measuring a process
+def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
+    """Run a command; return its wall seconds and peak RSS (MB) as the kernel counted them."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = b""
+    assert proc.stdout is not None
+    for chunk in iter(lambda: proc.stdout.read(65536), b""):
+        out += chunk
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
+    return {"s": seconds, "rss_mb": usage.ru_maxrss / 1024, "output": out.decode(errors="replace")}
+
+
+def remote_state(remote: Path) -> tuple[int, int]:
+    files = [p for p in remote.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def run_size(n: int, pool: Path, work: Path, steps: int, samples: int, env: dict[str, str]) -> dict[str, float]:
+    per_class, more = n // CLASSES, max(1, n // CLASSES // 20)  # +5%
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "params.yaml").write_text("{}\n")  # the code's defaults, then the overrides below
+    images, prepared, remote = work / "images", work / "prepared", work / "remote"
+    link_images(pool, images, 0, per_class)
+    py = [sys.executable, "-m", "gan_core"]
+    data = [f"data.source=folder:{images}", "data.resolution=64", "data.channels=3", f"data.prepared_dir={prepared}"]
+    dvc = str(Path(sys.executable).parent / "dvc")
+    row: dict[str, float] = {"n": n}
+
+    first = measure([*py, "prepare", *data], work, env)
+    row.update(prepare_s=first["s"], prepare_rss_mb=first["rss_mb"])
+    collection = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
+    row["collection_mb"] = collection / 2**20
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", str(remote)]):
+        subprocess.run([dvc, *args], cwd=work, check=True, capture_output=True)
+    pushed = measure([dvc, "add", "-q", "prepared"], work, env)["s"] + measure([dvc, "push", "-q"], work, env)["s"]
+    bytes_1, objects_1 = remote_state(remote)
+    row.update(push_s=pushed, remote_mb=bytes_1 / 2**20, remote_objects=objects_1)
+
+    link_images(pool, images, per_class, per_class + more)
+    again = measure([*py, "prepare", *data], work, env)
+    row.update(reprepare_s=again["s"], reprepare_rss_mb=again["rss_mb"])
+    pushed = measure([dvc, "add", "-q", "prepared"], work, env)["s"] + measure([dvc, "push", "-q"], work, env)["s"]
+    bytes_2, objects_2 = remote_state(remote)
+    collection_2 = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
+    row.update(push2_s=pushed, push2_mb=(bytes_2 - bytes_1) / 2**20, push2_objects=objects_2 - objects_1,
+               collection2_mb=collection_2 / 2**20)
+
+    out = work / "outputs"
+    train = measure([*py, "train", "--no-mlflow", *data, f"train.steps={steps}", "train.device=cpu",
+                     "train.log_every=50", f"train.sample_every={steps}", f"train.checkpoint_every={steps}",
+                     f"train.out_dir={out / 'train'}"], work, env)
+    metrics = json.loads((out / "train" / "metrics.json").read_text())
+    row.update(train_s=train["s"], train_rss_mb=train["rss_mb"], train_img_s=metrics["images_per_s"])
+
+    evaluation = [f"eval.num_samples={samples}", "eval.device=cpu", f"eval.out_dir={out / 'eval'}",
+                  f"eval.cache_dir={out / 'cache'}", f"eval.classifier.out_dir={out / 'classifier'}",
+                  "eval.classifier.epochs=1", "eval.classifier.min_accuracy=0", f"train.out_dir={out / 'train'}"]
+    measure([*py, "classifier", *data, *evaluation], work, env)
+    ev = measure([*py, "evaluate", "--no-mlflow", *data, *evaluation], work, env)
+    row.update(eval_s=ev["s"], eval_rss_mb=ev["rss_mb"])
+    shutil.rmtree(work)  # the pool stays
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="5000,20000,100000", help="comma-separated image counts")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ganops-data-scale"))
+    parser.add_argument("--workers", type=int, default=2, help="processes generating the images (once)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale.json")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ensure_pool(args.cache / "pool", max(sizes) // CLASSES + max(1, max(sizes) // CLASSES // 20), args.workers)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1",
+           "GANOPS_OFFLINE": "1"}
+    rows = []
+    for n in sizes:
+        print(f"N = {n:,} ...", flush=True)
+        rows.append(run_size(n, args.cache / "pool", args.cache / f"work-{n}", args.steps, args.samples, env))
+        print(json.dumps(rows[-1]), flush=True)
+    ref = rows[0]
+    print()
+    print("| images | prepare s | prepare +5% s (ratio) | pushed for +5% MB of collection MB (ratio, objects) "
+          "| peak RSS MB prepare / train / evaluate (ratio to first) | train img/s (ratio) | evaluate s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        def rss(key: str, r: dict = r) -> str:
+            return f"{r[key]:,.0f} ({r[key] / ref[key]:.2f}×)"
+
+        print(f"| {r['n']:,} | {r['prepare_s']:.1f} | {r['reprepare_s']:.1f} ({r['reprepare_s'] / r['prepare_s']:.0%}) "
+              f"| {r['push2_mb']:.1f} of {r['collection2_mb']:,.0f} ({r['push2_mb'] / r['collection2_mb']:.1%}, "
+              f"{r['push2_objects']} of {r['remote_objects'] + r['push2_objects']}) "
+              f"| {rss('prepare_rss_mb')} / {rss('train_rss_mb')} / {rss('eval_rss_mb')} "
+              f"| {r['train_img_s']:.0f} ({r['train_img_s'] / ref['train_img_s']:.2f}×) | {r['eval_s']:.0f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": os.uname().nodename, "cpus": os.cpu_count(), "rows": rows},
+                                   indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
