@@ -13,7 +13,8 @@ process's peak RSS from the kernel (os.wait4):
   dvc push         `dvc add` + `dvc push` of the prepared dataset to a local DVC remote (bytes = what the remote holds)
   prepare +5%      5% more images added to the folder (in every class), then prepare again
   push +5%         `dvc add` + `dvc push` of the new version: the bytes and objects the remote gained
-  train            200 steps of the default DCGAN (batch 64) on the prepared set, images/s from its metrics.json
+  train            200 steps of the default DCGAN (batch 64) on the prepared set, images/s from its metrics.json;
+                   --rounds runs per size, alternating the sizes (the median is reported)
   evaluate         `python -m gan_core evaluate` with the lenet extractor (classifier trained first, 1 epoch, not
                    measured), 2,000 samples, the real pass included (not cached)
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -123,7 +125,8 @@ def remote_state(remote: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def run_size(n: int, pool: Path, work: Path, steps: int, samples: int, env: dict[str, str]) -> dict[str, float]:
+def prepare_and_push(n: int, pool: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
+    """Full prepare, push, +5%, prepare again, push again: times, peak RSS, bytes and objects the remote gained."""
     per_class, more = n // CLASSES, max(1, n // CLASSES // 20)  # +5%
     if work.exists():
         shutil.rmtree(work)
@@ -131,15 +134,12 @@ def run_size(n: int, pool: Path, work: Path, steps: int, samples: int, env: dict
     (work / "params.yaml").write_text("{}\n")  # the code's defaults, then the overrides below
     images, prepared, remote = work / "images", work / "prepared", work / "remote"
     link_images(pool, images, 0, per_class)
-    py = [sys.executable, "-m", "gan_core"]
-    data = [f"data.source=folder:{images}", "data.resolution=64", "data.channels=3", f"data.prepared_dir={prepared}"]
     dvc = str(Path(sys.executable).parent / "dvc")
     row: dict[str, float] = {"n": n}
 
-    first = measure([*py, "prepare", *data], work, env)
+    first = measure([*GAN_CORE, "prepare", *data_args(work)], work, env)
     row.update(prepare_s=first["s"], prepare_rss_mb=first["rss_mb"])
-    collection = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
-    row["collection_mb"] = collection / 2**20
+    row["collection_mb"] = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file()) / 2**20
     for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", str(remote)]):
         subprocess.run([dvc, *args], cwd=work, check=True, capture_output=True)
     pushed = measure([dvc, "add", "-q", "prepared"], work, env)["s"] + measure([dvc, "push", "-q"], work, env)["s"]
@@ -147,29 +147,44 @@ def run_size(n: int, pool: Path, work: Path, steps: int, samples: int, env: dict
     row.update(push_s=pushed, remote_mb=bytes_1 / 2**20, remote_objects=objects_1)
 
     link_images(pool, images, per_class, per_class + more)
-    again = measure([*py, "prepare", *data], work, env)
+    again = measure([*GAN_CORE, "prepare", *data_args(work)], work, env)
     row.update(reprepare_s=again["s"], reprepare_rss_mb=again["rss_mb"])
     pushed = measure([dvc, "add", "-q", "prepared"], work, env)["s"] + measure([dvc, "push", "-q"], work, env)["s"]
     bytes_2, objects_2 = remote_state(remote)
-    collection_2 = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
     row.update(push2_s=pushed, push2_mb=(bytes_2 - bytes_1) / 2**20, push2_objects=objects_2 - objects_1,
-               collection2_mb=collection_2 / 2**20)
-
-    out = work / "outputs"
-    train = measure([*py, "train", "--no-mlflow", *data, f"train.steps={steps}", "train.device=cpu",
-                     "train.log_every=50", f"train.sample_every={steps}", f"train.checkpoint_every={steps}",
-                     f"train.out_dir={out / 'train'}"], work, env)
-    metrics = json.loads((out / "train" / "metrics.json").read_text())
-    row.update(train_s=train["s"], train_rss_mb=train["rss_mb"], train_img_s=metrics["images_per_s"])
-
-    evaluation = [f"eval.num_samples={samples}", "eval.device=cpu", f"eval.out_dir={out / 'eval'}",
-                  f"eval.cache_dir={out / 'cache'}", f"eval.classifier.out_dir={out / 'classifier'}",
-                  "eval.classifier.epochs=1", "eval.classifier.min_accuracy=0", f"train.out_dir={out / 'train'}"]
-    measure([*py, "classifier", *data, *evaluation], work, env)
-    ev = measure([*py, "evaluate", "--no-mlflow", *data, *evaluation], work, env)
-    row.update(eval_s=ev["s"], eval_rss_mb=ev["rss_mb"])
-    shutil.rmtree(work)  # the pool stays
+               collection2_mb=sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file()) / 2**20)
+    shutil.rmtree(remote)
+    shutil.rmtree(work / ".dvc")  # its cache: a second copy of the collection
     return row
+
+
+GAN_CORE = [sys.executable, "-m", "gan_core"]
+
+
+def data_args(work: Path) -> list[str]:
+    return [f"data.source=folder:{work / 'images'}", "data.resolution=64", "data.channels=3",
+            f"data.prepared_dir={work / 'prepared'}"]
+
+
+def train(work: Path, steps: int, env: dict[str, str]) -> dict[str, float]:
+    """200 steps of the default DCGAN (64 px RGB, batch 64): wall time, peak RSS, images/s from metrics.json."""
+    out = work / "outputs" / "train"
+    run = measure([*GAN_CORE, "train", "--no-mlflow", "--no-resume", *data_args(work), f"train.steps={steps}",
+                   "train.device=cpu", "train.log_every=50", f"train.sample_every={steps}",
+                   f"train.checkpoint_every={steps}", f"train.out_dir={out}"], work, env)
+    return {"s": run["s"], "rss_mb": run["rss_mb"],
+            "img_s": json.loads((out / "metrics.json").read_text())["images_per_s"]}
+
+
+def evaluate(work: Path, samples: int, env: dict[str, str]) -> dict[str, float]:
+    """The lenet classifier (1 epoch, not measured), then one evaluation with the real pass (nothing cached)."""
+    out = work / "outputs"
+    settings = [f"eval.num_samples={samples}", "eval.device=cpu", f"eval.out_dir={out / 'eval'}",
+                f"eval.cache_dir={out / 'cache'}", f"eval.classifier.out_dir={out / 'classifier'}",
+                "eval.classifier.epochs=1", "eval.classifier.min_accuracy=0", f"train.out_dir={out / 'train'}"]
+    measure([*GAN_CORE, "classifier", *data_args(work), *settings], work, env)
+    run = measure([*GAN_CORE, "evaluate", "--no-mlflow", *data_args(work), *settings], work, env)
+    return {"s": run["s"], "rss_mb": run["rss_mb"]}
 
 
 def main() -> None:
@@ -177,6 +192,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,20000,100000", help="comma-separated image counts")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="training runs per size, alternating the sizes")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ganops-data-scale"))
     parser.add_argument("--workers", type=int, default=2, help="processes generating the images (once)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale.json")
@@ -185,11 +201,26 @@ def main() -> None:
     ensure_pool(args.cache / "pool", max(sizes) // CLASSES + max(1, max(sizes) // CLASSES // 20), args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1",
            "GANOPS_OFFLINE": "1"}
+    works = {n: args.cache / f"work-{n}" for n in sizes}
     rows = []
     for n in sizes:
-        print(f"N = {n:,} ...", flush=True)
-        rows.append(run_size(n, args.cache / "pool", args.cache / f"work-{n}", args.steps, args.samples, env))
+        print(f"N = {n:,}: prepare, push, +5%, prepare, push ...", flush=True)
+        rows.append(prepare_and_push(n, args.cache / "pool", works[n], env))
         print(json.dumps(rows[-1]), flush=True)
+    # Training rounds alternate the sizes, so the load other jobs put on the machine hits every size alike; the
+    # median images/s is reported, the peak RSS of the first round.
+    for r in range(args.rounds):
+        for row in rows:
+            run = train(works[row["n"]], args.steps, env)
+            row.setdefault("train_rss_mb", run["rss_mb"])
+            row.setdefault("train_img_s_rounds", []).append(run["img_s"])
+            print(f"train N = {row['n']:,} round {r + 1}: {run['img_s']:.1f} img/s, {run['rss_mb']:.0f} MB", flush=True)
+    for row in rows:
+        row["train_img_s"] = statistics.median(row["train_img_s_rounds"])
+        run = evaluate(works[row["n"]], args.samples, env)
+        row.update(eval_s=run["s"], eval_rss_mb=run["rss_mb"])
+        print(json.dumps(row), flush=True)
+        shutil.rmtree(works[row["n"]])  # the pool stays
     ref = rows[0]
     print()
     print("| images | prepare s | prepare +5% s (ratio) | pushed for +5% MB of collection MB (ratio, objects) "

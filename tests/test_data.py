@@ -44,7 +44,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 def _entries(folder: Path) -> list[str]:
     """What a folder holds besides the hash caches prepare keeps beside a dataset (.prepared.md5.json, ...)."""
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".md5.json", ".sources.json")))
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".md5.json", ".sources.npz")))
 
 
 def _one_line(error: pytest.ExceptionInfo[UserError]) -> str:

@@ -4,6 +4,7 @@ byte-identical (the same files), damage is named on one line, and old datasets s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,30 @@ def test_a_dataset_of_the_old_one_array_format_says_to_prepare_again(tmp_path: P
     src = _folder(tmp_path / "imgs", {"cat": range(0, 3)})
     prepare(_config(tmp_path, src))  # replaces it
     assert len(load_prepared(old)) == 3 and not (old / "images.npy").exists()
+
+
+def test_unchanged_files_are_not_read_again_and_a_damaged_cache_only_costs_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gan_core.data.sources as sources
+
+    src = _folder(tmp_path / "imgs", {"cat": range(0, 12)})
+    cfg = _config(tmp_path, src)
+    prepare(cfg)
+    before = _shard_files(tmp_path / "prepared")
+    hashed: list[int] = []
+    real = sources.pixel_key
+    monkeypatch.setattr(sources, "pixel_key", lambda *parts: hashed.append(1) or real(*parts))
+    counter = DecodeCounter(monkeypatch)
+    prepare(cfg)
+    assert hashed == [] and counter.calls == 0  # size, mtime and inode unchanged: no file was read
+    # Same bytes, new mtime: read and hashed again, found unchanged, not decoded.
+    touched = src / "cat" / "0004.png"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    prepare(cfg)
+    assert len(hashed) == 1 and counter.calls == 0
+    # A damaged cache is ignored: every file is read (hashed) once more, still nothing decoded.
+    hashed.clear()
+    (tmp_path / ".prepared.sources.npz").write_bytes(b"garbage")
+    prepare(cfg)
+    assert len(hashed) == 12 and counter.calls == 0 and _shard_files(tmp_path / "prepared") == before

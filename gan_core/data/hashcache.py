@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from gan_core.atomic import atomic_file
 
 FORMAT = "ganops-hash-cache/1"
@@ -91,7 +93,64 @@ class HashCache:
             pass
 
 
-def cache_beside(directory: Path, purpose: str) -> Path:
+def cache_beside(directory: Path, purpose: str, suffix: str = "json") -> Path:
     """The cache file for `directory`: a hidden sibling (`data/.prepared.md5.json`), outside what DVC tracks."""
     directory = Path(os.path.abspath(directory))
-    return directory.parent / f".{directory.name}.{purpose}.json"
+    return directory.parent / f".{directory.name}.{purpose}.{suffix}"
+
+
+class FileKeys:
+    """The content keys (sha256) of a folder's many files, item by item, remembered by (size, mtime, inode) in one
+    .npz of plain arrays (relative names, stats, raw digests; no Python object per file, so memory stays small and
+    nothing is unpickled): `cached(i, stat)` is item i's key when its file is unchanged, `put(i, stat, key)` records
+    it, `save()` keeps exactly the items of this run."""
+
+    def __init__(self, file: Path, root: Path, names: list[str]):
+        self.file, self.root = file, str(root.absolute())
+        n = len(names)
+        self._names = np.array([name.encode() for name in names]) if n else np.zeros(0, "S1")  # (n,) bytes
+        self._stats = np.zeros((n, 3), dtype=np.int64)
+        self._digests = np.zeros(n, dtype="S32")
+        self._known = np.zeros(n, dtype=bool)
+        self._row = np.full(n, -1, dtype=np.int64)  # item → row of the cached arrays (-1: not cached)
+        self._cache = self._load()
+        if self._cache is not None and n and len(self._cache["names"]):
+            cached_names = self._cache["names"]  # sorted
+            at = np.searchsorted(cached_names, self._names).clip(max=len(cached_names) - 1)
+            hit = cached_names[at] == self._names
+            self._row[hit] = at[hit]
+
+    def _load(self) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self.file, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in ("format", "root", "names", "stats", "digests")}
+        except (OSError, ValueError, KeyError):  # missing, damaged or foreign: it only saves reading
+            return None
+        good = (str(arrays["format"]) == FORMAT and str(arrays["root"]) == self.root
+                and arrays["names"].dtype.kind == "S" and arrays["stats"].shape == (len(arrays["names"]), 3)
+                and arrays["digests"].shape == (len(arrays["names"]),) and arrays["digests"].dtype == "S32")
+        return arrays if good else None
+
+    def cached(self, i: int, stat: os.stat_result) -> str | None:
+        """Item i's key when its file's stat is what was recorded (and then kept for the next run), else None."""
+        if self._known[i] and self._stats[i].tolist() == stat_key(stat):  # recorded earlier in this run
+            return self._digests[i].ljust(32, b"\0").hex()
+        row = self._row[i]
+        if row < 0 or self._cache["stats"][row].tolist() != stat_key(stat):  # type: ignore[index]
+            return None
+        key = self._cache["digests"][row].ljust(32, b"\0").hex()  # type: ignore[index]
+        self.put(i, stat, key)
+        return key
+
+    def put(self, i: int, stat: os.stat_result, key: str) -> None:
+        self._stats[i], self._digests[i], self._known[i] = stat_key(stat), bytes.fromhex(key), True
+
+    def save(self) -> None:
+        order = np.argsort(self._names[self._known], kind="stable")
+        try:
+            with atomic_file(self.file) as tmp, tmp.open("wb") as f:
+                np.savez(f, format=np.array(FORMAT), root=np.array(self.root),
+                         names=self._names[self._known][order], stats=self._stats[self._known][order],
+                         digests=self._digests[self._known][order])
+        except OSError:  # a read-only data folder: the cache only saves time
+            pass

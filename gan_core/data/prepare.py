@@ -44,7 +44,7 @@ import numpy as np
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import DataConfig
 from gan_core.data import shards as sh
-from gan_core.data.hashcache import HashCache, cache_beside, file_digest, stat_key
+from gan_core.data.hashcache import FileKeys, HashCache, cache_beside, file_digest, stat_key
 from gan_core.data.images import FIT_VERSION, failure_reason, strict_decoding
 from gan_core.data.prepared import (
     FORMAT,
@@ -83,7 +83,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     _check_output(out, cfg)
     if cfg.target is None:
         with atomic_dir(out) as tmp:
-            meta = _build(cfg, tmp, previous=out, top=out, sources_cache=cache_beside(out, "sources"))
+            meta = _build(cfg, tmp, previous=out, top=out, sources_cache=cache_beside(out, "sources", "npz"))
             write_json(tmp / META_FILE, meta)
         _remember_md5s(out, {"": meta})
         return meta
@@ -94,7 +94,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
             try:
                 domain_cfg = cfg.model_copy(update={"source": source, "target": None})
                 built[domain] = _build(domain_cfg, tmp / domain, previous=out / domain, top=out,
-                                       sources_cache=cache_beside(out, f"sources-{domain}"))
+                                       sources_cache=cache_beside(out, f"sources-{domain}", "npz"))
             except UserError as e:
                 raise UserError(f"domain {domain.upper()} ({setting}={source}): {e}") from None
             write_json(tmp / domain / META_FILE, built[domain])
@@ -114,10 +114,10 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
 @dataclass
 class _Previous:
     """The shards of the dataset already at data.prepared_dir that can be reused: prepared with the same settings,
-    their files matching meta.json's md5s. Damaged shards are left out (their items are decoded again)."""
+    their files matching meta.json's md5s. Damaged shards are left out (their items are decoded again). Rows are
+    read from each shard's rows.json when needed, not held for the whole collection."""
 
     dataset: PreparedDataset  # stored rows of the usable shards, in order
-    rows: list[list[list[str]]]  # per usable shard: its [name, key] rows
     labels: list[np.ndarray | None]  # per usable shard: its labels
     next_id: int  # above every shard id of the previous dataset
 
@@ -132,8 +132,7 @@ class _Previous:
         except (KeyError, TypeError, ValueError):
             return None
         cache = HashCache(cache_beside(top, "md5"))
-        row_bytes = int(np.prod(meta["shape"]))
-        usable, offsets, rows, labels = [], [], [], []
+        usable, offsets, labels = [], [], []
         for shard in listed:
             try:
                 for kind, expected in shard.md5.items():
@@ -141,34 +140,46 @@ class _Previous:
                     if cache.hash(path, "md5", name=os.path.relpath(path, top)) != expected:
                         raise ValueError("md5 differs")
                 offset, shape, dtype = sh.npy_layout(folder / sh.relpath(shard.id, "images"))
-                shard_rows = sh.read_rows(folder / sh.relpath(shard.id, "rows"))
                 shard_labels = sh.read_labels(folder / sh.relpath(shard.id, "labels")) if labelled else None
-                if dtype != np.uint8 or shape != (shard.count, *meta["shape"]) or len(shard_rows) != shard.count \
+                if dtype != np.uint8 or shape != (shard.count, *meta["shape"]) \
                         or (shard_labels is not None and shard_labels.shape != (shard.count,)):
                     raise ValueError("files disagree with meta.json")
             except (OSError, ValueError):
                 continue  # a damaged shard: its items are read from the source again
             usable.append(shard)
             offsets.append(offset)
-            rows.append(shard_rows)
             labels.append(shard_labels)
         cache.save()
         if not usable:
             return None
         total = sum(s.count for s in usable)
         dataset = PreparedDataset(folder, meta, usable, np.arange(total), None, offsets)
-        assert dataset.row_bytes == row_bytes
-        return _Previous(dataset, rows, labels, 1 + max(s.id for s in listed))
+        return _Previous(dataset, labels, 1 + max(s.id for s in listed))
 
-    def by_key(self) -> dict[str, int]:
-        """content key → a stored row holding its pixels."""
-        found: dict[str, int] = {}
-        row = 0
-        for shard_rows in self.rows:
-            for _, key in shard_rows:
-                found.setdefault(key, row)
-                row += 1
-        return found
+    def rows(self, k: int) -> list[list[str]] | None:
+        """Usable shard k's [name, key] rows, or None when its rows.json does not match it."""
+        try:
+            rows = sh.read_rows(self.dataset.path / sh.relpath(self.dataset.shards[k].id, "rows"))
+        except (OSError, ValueError):
+            return None
+        return rows if len(rows) == self.dataset.shards[k].count else None
+
+
+class _Pixels:
+    """content key → a stored row of the previous dataset holding its fitted pixels: sorted raw digests, searched
+    with numpy (32 bytes per row, not a dict of a million strings)."""
+
+    def __init__(self, digests: list[bytes], rows: list[int]):
+        array = np.array(digests, dtype="S32") if digests else np.zeros(0, "S32")
+        order = np.argsort(array, kind="stable")
+        self.digests, self.rows = array[order], np.asarray(rows, dtype=np.int64)[order]
+
+    def find(self, key: str) -> int | None:
+        if not len(self.digests):
+            return None
+        digest = bytes.fromhex(key)
+        at = min(int(np.searchsorted(self.digests, digest)), len(self.digests) - 1)
+        return int(self.rows[at]) if self.digests[at].ljust(32, b"\0") == digest else None
 
 
 # ----------------------------------------------------------------------------- one image set
@@ -186,17 +197,31 @@ def _build(cfg: DataConfig, folder: Path, previous: Path, top: Path, sources_cac
 
     # ---- plan: which previous shards stay, which are rewritten, which items are new
     index_of = {source.names[i]: int(i) for i in selected}
-    plan: list[tuple[int, list[int]]] = []  # (usable previous shard k, its rows that stay)
+    plan: list[tuple[int, np.ndarray, np.ndarray]] = []  # (usable previous shard k, its rows that stay, their items)
     claimed: set[str] = set()
+    digests: list[bytes] = []  # every previous row's content key, for items that moved (renamed files)
+    stored: list[int] = []
     if prev is not None:
-        for k, shard_rows in enumerate(prev.rows):
-            alive = [j for j, (name, key) in enumerate(shard_rows)
-                     if name in index_of and name not in claimed and keys.key(index_of[name]) == key]
-            claimed.update(shard_rows[j][0] for j in alive)
+        start = 0
+        for k, shard in enumerate(prev.dataset.shards):
+            shard_rows = prev.rows(k) or []
+            alive, items = [], []
+            for j, (name, key) in enumerate(shard_rows):
+                i = index_of.get(name)
+                if i is not None and name not in claimed and keys.key(i) == key:
+                    alive.append(j)
+                    items.append(i)
+                    claimed.add(source.names[i])
+                digests.append(bytes.fromhex(key))
+                stored.append(start + j)
             if alive:
-                plan.append((k, alive))
+                plan.append((k, np.asarray(alive, dtype=np.int64), np.asarray(items, dtype=np.int64)))
+            start += shard.count
+    reuse = _Pixels(digests, stored)
+    del digests, stored
     new_items = [int(i) for i in selected if source.names[i] not in claimed]
-    rewritten = sum(len(alive) for k, alive in plan if len(alive) != prev.dataset.shards[k].count) if prev else 0
+    del claimed
+    rewritten = sum(len(alive) for k, alive, _ in plan if len(alive) != prev.dataset.shards[k].count) if prev else 0
     # Twice what is written: `dvc repro` then copies the new files into DVC's cache, usually on the same disk.
     ensure_free_space(top, 2 * (rewritten + len(new_items)) * (row_bytes + 8) + FREE_SPACE_MARGIN,
                       "prepared dataset")
@@ -205,25 +230,25 @@ def _build(cfg: DataConfig, folder: Path, previous: Path, top: Path, sources_cac
     entries: list[dict[str, Any]] = []
     next_id = prev.next_id if plan else 0
     starts = np.cumsum([0] + [s.count for s in prev.dataset.shards]) if prev else np.zeros(1, np.int64)
-    for k, alive in plan:
+    for k, alive, items in plan:
         assert prev is not None
         shard = prev.dataset.shards[k]
-        names = [prev.rows[k][j][0] for j in alive]
-        labels = np.array([source.labels[index_of[n]] for n in names], dtype=np.int64) if labelled else None
+        labels = np.array([source.labels[i] for i in items], dtype=np.int64) if labelled else None
         if len(alive) == shard.count:  # unchanged: the same files
             entries.append(_keep(prev.dataset.path, folder, shard, labels, prev.labels[k]))
         else:  # rows left it: rewritten from its own pixels
-            pixels = prev.dataset.read_stored(starts[k] + np.asarray(alive))
-            md5 = sh.write_shard(folder, next_id, pixels, labels, [prev.rows[k][j] for j in alive])
+            pixels = prev.dataset.read_stored(starts[k] + alive)
+            rows = [[source.names[i], keys.key(i)] for i in items]  # keys known: they matched
+            md5 = sh.write_shard(folder, next_id, pixels, labels, rows)
             entries.append({"id": next_id, "count": len(alive), "md5": md5})
             next_id += 1
     skipped: list[dict[str, str]] = []
     per_shard = sh.rows_per_shard(cfg.shard_images, row_bytes)
-    for pixels, labels, rows in _new_shards(source, new_items, prev, keys, per_shard, shape, skipped):
+    for pixels, labels, rows in _new_shards(source, new_items, prev, reuse, keys, per_shard, shape, skipped):
         md5 = sh.write_shard(folder, next_id, pixels, labels if labelled else None, rows)
         entries.append({"id": next_id, "count": len(rows), "md5": md5})
         next_id += 1
-    keys.save(source)
+    keys.save()
     _check_readable(source, entries, skipped, folder)
     return _meta(cfg, source, entries, skipped, settings, labelled, folder)
 
@@ -240,41 +265,37 @@ class _Keys:
     """Content keys of source items: a file's from the hash cache when its stat is unchanged, else read."""
 
     def __init__(self, source: Source, cache_file: Path):
-        self.source, self.cache = source, HashCache(cache_file)
-        self._known: dict[int, str | None] = {}
+        self.source = source
+        self.files = FileKeys(cache_file, source.root, source.names) if source.root is not None else None
+        self.root = str(source.root) if source.root is not None else None
 
     def key(self, i: int) -> str | None:
         """Item i's key; None when it cannot be read (it is then treated as changed, and skipped when decoded)."""
-        if i not in self._known:
-            path = self.source.file(i)
-            try:
-                stat = path.stat() if path is not None else None
-                cached = self.cache.get(os.path.abspath(path), stat, "sha256") if stat is not None else None
-                self._known[i] = cached if cached is not None else self.remember(i, stat, self.source.open(i).key)
-            except Exception:  # Pillow's and the OS's many errors: the decoding step reports them
-                self._known[i] = None
-        return self._known[i]
+        try:
+            # A string path and os.stat: this runs once per file of the collection on every prepare.
+            stat = os.stat(os.path.join(self.root, self.source.names[i])) if self.root is not None else None
+            cached = self.files.cached(i, stat) if self.files is not None and stat is not None else None
+            return cached if cached is not None else self.remember(i, stat, self.source.open(i).key)
+        except Exception:  # Pillow's and the OS's many errors: the decoding step reports them
+            return None
 
     def remember(self, i: int, stat: os.stat_result | None, key: str) -> str:
         path = self.source.file(i)
-        if stat is not None and path is not None and stat_key(path.stat()) == stat_key(stat):
-            self.cache.put(os.path.abspath(path), stat, "sha256", key)
-        self._known[i] = key
+        if self.files is not None and stat is not None and path is not None and stat_key(path.stat()) == \
+                stat_key(stat):
+            self.files.put(i, stat, key)
         return key
 
-    def save(self, source: Source) -> None:
-        files = [source.file(i) for i in range(source.count)]
-        if any(f is not None for f in files):
-            self.cache.keep_only({os.path.abspath(f) for f in files if f is not None})
-            self.cache.save()
+    def save(self) -> None:
+        if self.files is not None:
+            self.files.save()
 
 
-def _new_shards(source: Source, items: list[int], prev: _Previous | None, keys: _Keys, per_shard: int,
-                shape: tuple[int, int, int], skipped: list[dict[str, str]],
+def _new_shards(source: Source, items: list[int], prev: _Previous | None, reuse: _Pixels, keys: _Keys,
+                per_shard: int, shape: tuple[int, int, int], skipped: list[dict[str, str]],
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[list[str]]]]:
     """(pixels uint8 (n, C, H, W), labels (n,), rows) of each new shard: items read one at a time, never more
     than one shard in memory. An unreadable file is skipped and listed (a built-in source's error is raised)."""
-    reuse = prev.by_key() if prev is not None else {}
     buffer = np.empty((per_shard, *shape), dtype=np.uint8)
     labels = np.empty(per_shard, dtype=np.int64)
     rows: list[list[str]] = []
@@ -285,9 +306,10 @@ def _new_shards(source: Source, items: list[int], prev: _Previous | None, keys: 
                 stat = path.stat() if path is not None else None
                 raw = source.open(i)
                 keys.remember(i, stat, raw.key)
-                if raw.key in reuse:  # the same content under another name: its pixels are already fitted
+                row = reuse.find(raw.key)
+                if row is not None:  # the same content under another name: its pixels are already fitted
                     assert prev is not None
-                    buffer[len(rows)] = prev.dataset.read_stored(np.array([reuse[raw.key]]))[0]
+                    buffer[len(rows)] = prev.dataset.read_stored(np.array([row]))[0]
                 else:
                     buffer[len(rows)] = raw.fit()
             except Exception as e:  # Pillow's plugins raise many types on damaged input: the file's problem

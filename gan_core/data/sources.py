@@ -195,39 +195,34 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
     if not root.is_dir():
         raise UserError(f"data.source folder:{root} is a file, not a folder of PNG/JPEG images")
     walk = _Walk(root)
-    class_dirs, top_files = walk.entries(root)
-    top_images = [p for p in top_files if p.suffix.lower() in IMAGE_SUFFIXES]
+    class_dirs, top_files = walk.entries("")
+    top_images = [n for n in top_files if _is_image(n)]
     if class_dirs and top_images:
         raise UserError(
-            f"folder {str(root)!r} mixes images ({top_images[0].name}, ...) with class subfolders "
-            f"({class_dirs[0].name}, ...); put every image in a class folder, or use a flat folder"
+            f"folder {str(root)!r} mixes images ({top_images[0]}, ...) with class subfolders "
+            f"({class_dirs[0]}, ...); put every image in a class folder, or use a flat folder"
         )
     walk.ignore_non_images(top_files)
-    groups: list[tuple[int | None, list[Path]]] = []
-    classes: list[str] | None = None
-    if class_dirs:
-        classes = [d.name for d in class_dirs]
-        for label, class_dir in enumerate(class_dirs):
-            found = walk.files_under(class_dir)
-            groups.append((label, [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]))
-            walk.ignore_non_images(found)
-    else:
-        groups.append((None, top_images))
-
+    # Item names are paths relative to the folder (str, not Path: a million of them must stay small in memory).
     names: list[str] = []
     labels: list[int | None] = []
-    paths: list[Path] = []
-    for label, group in groups:
-        if label is not None and not group:
-            assert classes is not None
-            raise UserError(
-                f"class folder {str(root / classes[label])!r} has no readable PNG/JPEG images; "
-                "add images to it or remove it"
-            )
-        names += [walk.name(p) for p in group]
-        labels += [label] * len(group)
-        paths += group
-    if not paths:
+    classes: list[str] | None = None
+    if class_dirs:
+        classes = class_dirs
+        for label, class_dir in enumerate(class_dirs):
+            found = walk.files_under(class_dir)
+            images = [n for n in found if _is_image(n)]
+            walk.ignore_non_images(found)
+            if not images:
+                raise UserError(
+                    f"class folder {str(root / class_dir)!r} has no readable PNG/JPEG images; "
+                    "add images to it or remove it"
+                )
+            names += images
+            labels += [label] * len(images)
+    else:
+        names, labels = top_images, [None] * len(top_images)
+    if not names:
         raise UserError(f"data folder {str(root)!r} has no PNG/JPEG images (.png, .jpg, .jpeg); "
                         "data.source=folder:<path> needs at least one")
     links = [entry for entry in walk.ignored if entry["reason"].startswith("symlink")]
@@ -240,59 +235,61 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
         )
 
     def open_item(i: int) -> Raw:
-        data = paths[i].read_bytes()
+        data = (root / names[i]).read_bytes()
         return Raw(pixel_key(data), lambda: decode_image(data, cfg))
 
     return Source(names, labels, classes, sorted(walk.ignored, key=lambda entry: entry["path"]), open_item,
-                  lambda i: paths[i], root=root)
+                  lambda i: root / names[i], root=root)
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 class _Walk:
     """Lists a data folder without leaving it: hidden names are skipped silently; links that are not followed,
-    special files (FIFOs, sockets, devices) and non-images are collected in `ignored` with the reason."""
+    special files (FIFOs, sockets, devices) and non-images are collected in `ignored` with the reason. Paths are
+    relative to the folder ("" is the folder itself); os.scandir's entry types spare a stat per regular file."""
 
     def __init__(self, root: Path) -> None:
         self.root, self.real_root = root, root.resolve()
         self.ignored: list[dict[str, str]] = []
 
-    def name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
-
-    def entries(self, directory: Path) -> tuple[list[Path], list[Path]]:
-        """(sub-folders, regular files) of one directory, each sorted."""
+    def entries(self, rel: str) -> tuple[list[str], list[str]]:
+        """(sub-folders, regular files) of one directory, as relative paths, each sorted by name."""
+        directory = self.root / rel if rel else self.root
         try:
-            children = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+            with os.scandir(directory) as it:
+                children = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as e:
             raise UserError(
                 f"cannot list folder {str(directory)!r} ({e.strerror or type(e).__name__}); "
                 "make it readable or move it out of the data folder"
             ) from None
         dirs, files = [], []
-        for path in children:
-            reason = self._link_problem(path) if path.is_symlink() else None
-            if reason is None and path.is_dir() and not path.is_symlink():
-                dirs.append(path)
-            elif reason is None and path.is_file():
-                files.append(path)
+        for entry in children:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            link = entry.is_symlink()
+            reason = self._link_problem(Path(entry.path)) if link else None
+            if reason is None and not link and entry.is_dir(follow_symlinks=False):
+                dirs.append(name)
+            elif reason is None and entry.is_file():
+                files.append(name)
             else:
-                self.ignored.append({"path": self.name(path), "reason": reason or "not a regular file or folder"})
+                self.ignored.append({"path": name, "reason": reason or "not a regular file or folder"})
         return dirs, files
 
-    def files_under(self, directory: Path) -> list[Path]:
-        """Regular files at any depth below `directory`, sorted (a stack, not recursion: depth is unbounded)."""
-        found, pending = [], [directory]
+    def files_under(self, rel: str) -> list[str]:
+        """Regular files at any depth below `rel`, sorted as paths (a stack, not recursion: depth is unbounded)."""
+        found, pending = [], [rel]
         while pending:
             dirs, files = self.entries(pending.pop())
             found += files
             pending += dirs
-        return sorted(found)
+        return sorted(found, key=lambda name: name.split("/"))
 
-    def ignore_non_images(self, files: list[Path]) -> None:
-        self.ignored += [
-            {"path": self.name(p), "reason": "not a .png/.jpg/.jpeg file"}
-            for p in files
-            if p.suffix.lower() not in IMAGE_SUFFIXES
-        ]
+    def ignore_non_images(self, files: list[str]) -> None:
+        self.ignored += [{"path": n, "reason": "not a .png/.jpg/.jpeg file"} for n in files if not _is_image(n)]
 
     def _link_problem(self, link: Path) -> str | None:
         """Why `link` is not followed, or None for a link to a regular file (or FIFO, ...) inside the folder."""
