@@ -105,7 +105,8 @@ def link_images(pool: Path, folder: Path, first: int, stop: int) -> None:
 
 # ----------------------------------------------------------------------------- measuring a process
 def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run a command; return its wall seconds and peak RSS (MB) as the kernel counted them."""
+    """Run a command; return its wall seconds, CPU seconds (user + system) and peak RSS (MB) as the kernel counted
+    them. CPU seconds barely move when other jobs share the cores; wall seconds do."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = b""
@@ -117,7 +118,8 @@ def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
-    return {"s": seconds, "rss_mb": usage.ru_maxrss / 1024, "output": out.decode(errors="replace")}
+    return {"s": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+            "output": out.decode(errors="replace")}
 
 
 def remote_state(remote: Path) -> tuple[int, int]:
@@ -138,7 +140,7 @@ def prepare_and_push(n: int, pool: Path, work: Path, env: dict[str, str]) -> dic
     row: dict[str, float] = {"n": n}
 
     first = measure([*GAN_CORE, "prepare", *data_args(work)], work, env)
-    row.update(prepare_s=first["s"], prepare_rss_mb=first["rss_mb"])
+    row.update(prepare_s=first["s"], prepare_cpu_s=first["cpu_s"], prepare_rss_mb=first["rss_mb"])
     row["collection_mb"] = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file()) / 2**20
     for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", str(remote)]):
         subprocess.run([dvc, *args], cwd=work, check=True, capture_output=True)
@@ -148,7 +150,7 @@ def prepare_and_push(n: int, pool: Path, work: Path, env: dict[str, str]) -> dic
 
     link_images(pool, images, per_class, per_class + more)
     again = measure([*GAN_CORE, "prepare", *data_args(work)], work, env)
-    row.update(reprepare_s=again["s"], reprepare_rss_mb=again["rss_mb"])
+    row.update(reprepare_s=again["s"], reprepare_cpu_s=again["cpu_s"], reprepare_rss_mb=again["rss_mb"])
     pushed = measure([dvc, "add", "-q", "prepared"], work, env)["s"] + measure([dvc, "push", "-q"], work, env)["s"]
     bytes_2, objects_2 = remote_state(remote)
     row.update(push2_s=pushed, push2_mb=(bytes_2 - bytes_1) / 2**20, push2_objects=objects_2 - objects_1,
@@ -166,14 +168,28 @@ def data_args(work: Path) -> list[str]:
             f"data.prepared_dir={work / 'prepared'}"]
 
 
+TRAIN = """
+import json, sys, time
+from gan_core.config import load_config
+from gan_core.training.loop import Trainer
+cfg = load_config(sys.argv[1], sys.argv[2:])
+trainer = Trainer(cfg, resume=False)
+cpu = time.process_time()
+result = trainer.run()
+cpu = time.process_time() - cpu
+print(json.dumps({"img_s": result.images_per_s, "cpu_img_s": result.trained_steps * cfg.train.batch_size / cpu}))
+"""
+
+
 def train(work: Path, steps: int, env: dict[str, str]) -> dict[str, float]:
-    """200 steps of the default DCGAN (64 px RGB, batch 64): wall time, peak RSS, images/s from metrics.json."""
+    """`steps` steps of the default DCGAN (64 px RGB, batch 64), Trainer.run() as `python -m gan_core train` runs it:
+    wall time, peak RSS, images/s over the loop (its own figure) and images per CPU-second of the loop."""
     out = work / "outputs" / "train"
-    run = measure([*GAN_CORE, "train", "--no-mlflow", "--no-resume", *data_args(work), f"train.steps={steps}",
+    run = measure([sys.executable, "-c", TRAIN, str(work / "params.yaml"), *data_args(work), f"train.steps={steps}",
                    "train.device=cpu", "train.log_every=50", f"train.sample_every={steps}",
                    f"train.checkpoint_every={steps}", f"train.out_dir={out}"], work, env)
-    return {"s": run["s"], "rss_mb": run["rss_mb"],
-            "img_s": json.loads((out / "metrics.json").read_text())["images_per_s"]}
+    figures = json.loads(run["output"].strip().splitlines()[-1])
+    return {"s": run["s"], "rss_mb": run["rss_mb"], **figures}
 
 
 def evaluate(work: Path, samples: int, env: dict[str, str]) -> dict[str, float]:
@@ -214,27 +230,34 @@ def main() -> None:
             run = train(works[row["n"]], args.steps, env)
             row.setdefault("train_rss_mb", run["rss_mb"])
             row.setdefault("train_img_s_rounds", []).append(run["img_s"])
-            print(f"train N = {row['n']:,} round {r + 1}: {run['img_s']:.1f} img/s, {run['rss_mb']:.0f} MB", flush=True)
+            row.setdefault("train_cpu_img_s_rounds", []).append(run["cpu_img_s"])
+            print(f"train N = {row['n']:,} round {r + 1}: {run['img_s']:.1f} img/s, {run['cpu_img_s']:.1f} "
+                  f"img/CPU-s, {run['rss_mb']:.0f} MB", flush=True)
     for row in rows:
         row["train_img_s"] = statistics.median(row["train_img_s_rounds"])
+        row["train_cpu_img_s"] = statistics.median(row["train_cpu_img_s_rounds"])
         run = evaluate(works[row["n"]], args.samples, env)
         row.update(eval_s=run["s"], eval_rss_mb=run["rss_mb"])
         print(json.dumps(row), flush=True)
         shutil.rmtree(works[row["n"]])  # the pool stays
     ref = rows[0]
     print()
-    print("| images | prepare s | prepare +5% s (ratio) | pushed for +5% MB of collection MB (ratio, objects) "
-          "| peak RSS MB prepare / train / evaluate (ratio to first) | train img/s (ratio) | evaluate s |")
+    print("| images | prepare s | prepare +5% s: ratio wall (CPU) | pushed for +5%: MB of collection MB, ratio, "
+          "objects | peak RSS MB prepare / train / evaluate (ratio to first) | train img/s wall (ratio), per CPU-s "
+          "(ratio) | evaluate s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         def rss(key: str, r: dict = r) -> str:
             return f"{r[key]:,.0f} ({r[key] / ref[key]:.2f}×)"
 
-        print(f"| {r['n']:,} | {r['prepare_s']:.1f} | {r['reprepare_s']:.1f} ({r['reprepare_s'] / r['prepare_s']:.0%}) "
-              f"| {r['push2_mb']:.1f} of {r['collection2_mb']:,.0f} ({r['push2_mb'] / r['collection2_mb']:.1%}, "
-              f"{r['push2_objects']} of {r['remote_objects'] + r['push2_objects']}) "
+        print(f"| {r['n']:,} | {r['prepare_s']:.1f} | {r['reprepare_s']:.1f}: {r['reprepare_s'] / r['prepare_s']:.0%} "
+              f"({r['reprepare_cpu_s'] / r['prepare_cpu_s']:.0%}) "
+              f"| {r['push2_mb']:.1f} of {r['collection2_mb']:,.0f}, {r['push2_mb'] / r['collection2_mb']:.1%}, "
+              f"{r['push2_objects']} of {r['remote_objects'] + r['push2_objects']} "
               f"| {rss('prepare_rss_mb')} / {rss('train_rss_mb')} / {rss('eval_rss_mb')} "
-              f"| {r['train_img_s']:.0f} ({r['train_img_s'] / ref['train_img_s']:.2f}×) | {r['eval_s']:.0f} |")
+              f"| {r['train_img_s']:.0f} ({r['train_img_s'] / ref['train_img_s']:.2f}×), "
+              f"{r['train_cpu_img_s']:.0f} ({r['train_cpu_img_s'] / ref['train_cpu_img_s']:.2f}×) "
+              f"| {r['eval_s']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": os.uname().nodename, "cpus": os.cpu_count(), "rows": rows},
                                    indent=2) + "\n")

@@ -82,9 +82,8 @@ def read_rows(path: Path) -> list[list[str]]:
     """The [name, key] rows of a shard's rows.json; ValueError when it is not one."""
     data = json.loads(path.read_text())
     rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not all(
-        isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rows
-    ):
+    if not isinstance(rows, list) or any(type(r) is not list or len(r) != 2 or type(r[0]) is not str
+                                         or type(r[1]) is not str for r in rows):
         raise ValueError("not a rows file")
     return rows
 

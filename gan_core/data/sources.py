@@ -202,7 +202,7 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
             f"folder {str(root)!r} mixes images ({top_images[0]}, ...) with class subfolders "
             f"({class_dirs[0]}, ...); put every image in a class folder, or use a flat folder"
         )
-    walk.ignore_non_images(top_files)
+    top_images = walk.ignore_non_images(top_files)
     # Item names are paths relative to the folder (str, not Path: a million of them must stay small in memory).
     names: list[str] = []
     labels: list[int | None] = []
@@ -210,9 +210,7 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
     if class_dirs:
         classes = class_dirs
         for label, class_dir in enumerate(class_dirs):
-            found = walk.files_under(class_dir)
-            images = [n for n in found if _is_image(n)]
-            walk.ignore_non_images(found)
+            images = walk.ignore_non_images(walk.files_under(class_dir))
             if not images:
                 raise UserError(
                     f"class folder {str(root / class_dir)!r} has no readable PNG/JPEG images; "
@@ -288,8 +286,15 @@ class _Walk:
             pending += dirs
         return sorted(found, key=lambda name: name.split("/"))
 
-    def ignore_non_images(self, files: list[str]) -> None:
-        self.ignored += [{"path": n, "reason": "not a .png/.jpg/.jpeg file"} for n in files if not _is_image(n)]
+    def ignore_non_images(self, files: list[str]) -> list[str]:
+        """The image files among `files`; the others are listed in `ignored`."""
+        images = []
+        for name in files:
+            if _is_image(name):
+                images.append(name)
+            else:
+                self.ignored.append({"path": name, "reason": "not a .png/.jpg/.jpeg file"})
+        return images
 
     def _link_problem(self, link: Path) -> str | None:
         """Why `link` is not followed, or None for a link to a regular file (or FIFO, ...) inside the folder."""
