@@ -34,8 +34,9 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,33 +82,55 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     """
     out = Path(cfg.prepared_dir)
     _check_output(out, cfg)
-    if cfg.target is None:
+    # Each source listed (and checked) before anything is created; an error names the domain and its setting.
+    domains = {"": (cfg, "data.source")} if cfg.target is None else {
+        "a": (cfg.model_copy(update={"target": None}), "data.source"),
+        "b": (cfg.model_copy(update={"source": cfg.target, "target": None}), "data.target")}
+    sources = {domain: _named(domain, setting, domain_cfg.source, lambda c=domain_cfg: open_source(c))
+               for domain, (domain_cfg, setting) in domains.items()}
+    existing = nearest_existing(out.absolute().parent)
+    try:
         with atomic_dir(out) as tmp:
-            meta = _build(cfg, tmp, previous=out, top=out, sources_cache=cache_beside(out, "sources", "npz"))
-            write_json(tmp / META_FILE, meta)
-        _remember_md5s(out, {"": meta})
-        return meta
-    # Translation: each domain read (and checked) in turn; an error names the domain and its setting.
-    built = {}
-    with atomic_dir(out) as tmp:
-        for domain, setting, source in (("a", "data.source", cfg.source), ("b", "data.target", cfg.target)):
-            try:
-                domain_cfg = cfg.model_copy(update={"source": source, "target": None})
-                built[domain] = _build(domain_cfg, tmp / domain, previous=out / domain, top=out,
-                                       sources_cache=cache_beside(out, f"sources-{domain}", "npz"))
-            except UserError as e:
-                raise UserError(f"domain {domain.upper()} ({setting}={source}): {e}") from None
-            write_json(tmp / domain / META_FILE, built[domain])
-        meta = {
-            "format": PAIR_FORMAT,
-            "task": "translation",
-            "shape": built["a"]["shape"],
-            "count": sum(b["count"] for b in built.values()),
-            "domains": built,
-        }
-        write_json(tmp / META_FILE, meta)
+            built = {}
+            for domain, (domain_cfg, setting) in domains.items():
+                build = partial(_build, domain_cfg, sources[domain], tmp / domain, previous=out / domain, top=out,
+                                sources_cache=cache_beside(out, f"sources-{domain}" if domain else "sources", "npz"))
+                built[domain] = _named(domain, setting, domain_cfg.source, build)
+                write_json(tmp / domain / META_FILE, built[domain])
+            meta = built[""] if cfg.target is None else {
+                "format": PAIR_FORMAT,
+                "task": "translation",
+                "shape": built["a"]["shape"],
+                "count": sum(b["count"] for b in built.values()),
+                "domains": built,
+            }
+            if cfg.target is not None:
+                write_json(tmp / META_FILE, meta)
+    except BaseException:
+        _remove_new_folders(out.absolute().parent, existing)  # the folders atomic_dir made for a dataset not made
+        raise
     _remember_md5s(out, built)
     return meta
+
+
+def _named(domain: str, setting: str, source: str, work: Callable[[], Any]) -> Any:
+    """work(), its UserError prefixed with the translation domain it is about (a one-domain error is as is)."""
+    try:
+        return work()
+    except UserError as e:
+        if not domain:
+            raise
+        raise UserError(f"domain {domain.upper()} ({setting}={source}): {e}") from None
+
+
+def _remove_new_folders(folder: Path, existing: Path) -> None:
+    """Remove `folder` and its parents up to `existing` (which was there before) when they are empty."""
+    while folder != existing and folder.is_relative_to(existing):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 # ----------------------------------------------------------------------------- the previous dataset
@@ -183,10 +206,10 @@ class _Pixels:
 
 
 # ----------------------------------------------------------------------------- one image set
-def _build(cfg: DataConfig, folder: Path, previous: Path, top: Path, sources_cache: Path) -> dict[str, Any]:
+def _build(cfg: DataConfig, source: Source, folder: Path, previous: Path, top: Path, sources_cache: Path
+           ) -> dict[str, Any]:
     """Write one image set's shards into `folder` (reusing `previous`'s); return its meta. `top`: the directory DVC
     tracks (the md5 cache lives beside it); `sources_cache`: the file keeping the source files' content keys."""
-    source = open_source(cfg)
     shape = (cfg.channels, cfg.resolution, cfg.resolution)
     row_bytes = int(np.prod(shape))
     settings = {"resolution": cfg.resolution, "channels": cfg.channels, "fit": FIT_VERSION}
@@ -248,8 +271,8 @@ def _build(cfg: DataConfig, folder: Path, previous: Path, top: Path, sources_cac
         md5 = sh.write_shard(folder, next_id, pixels, labels if labelled else None, rows)
         entries.append({"id": next_id, "count": len(rows), "md5": md5})
         next_id += 1
-    keys.save()
     _check_readable(source, entries, skipped, folder)
+    keys.save()
     return _meta(cfg, source, entries, skipped, settings, labelled, folder)
 
 
