@@ -1,12 +1,14 @@
 """File hashes remembered by (size, mtime, inode), as DVC's state database does: a file whose stat is unchanged is
 not read again, so hashing a collection costs what changed in it, not its size.
 
-    cache = HashCache(Path("data/.prepared.md5.json"))
+    cache = HashCache(Path("data/.prepared.md5.json"))     # the prepared dataset's files (md5: the data version)
     digest = cache.hash(path, "md5")        # read only when the file is new or its stat changed
     cache.save()                            # atomic; a cache that cannot be written only costs a re-hash next time
+    keys = FileKeys(Path("data/.prepared.sources.npz"), root, names)   # a source folder's files (sha256), compact
 
-The cache is a JSON file beside the directory it describes (never inside a DVC-tracked directory: stats differ from
-machine to machine, the tracked bytes must not). A damaged or foreign cache file is ignored. Nothing is unpickled.
+Caches live beside the directory they describe (never inside a DVC-tracked directory: stats differ from machine to
+machine, the tracked bytes must not). A damaged or foreign cache file is ignored. JSON and plain numpy arrays:
+nothing is unpickled.
 """
 
 from __future__ import annotations
