@@ -186,11 +186,11 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     params["train"]["log_every"] = 5
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert json.loads(_dvc(repo, "status", "--json")) == {}
-    checkpoint_py = repo / "gan_core" / "checkpoint.py"
+    checkpoint_py = repo / "gan_core" / "training" / "checkpoint.py"
     checkpoint_py.write_text(checkpoint_py.read_text() + "\n# a fix\n")
     status = json.loads(_dvc(repo, "status", "--json"))
     assert {"changed deps": {"gan_core": "modified"}} in status["train"]
-    _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/checkpoint.py")
+    _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/training/checkpoint.py")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
 
     _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")
