@@ -55,8 +55,21 @@ def on_prefect_server(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    _flush_prefect_workers()  # what earlier tests queued goes to the API they ran on
     with temporary_settings({PREFECT_API_URL: prefect_api}):
         yield prefect_api
+        _flush_prefect_workers()
+
+
+def _flush_prefect_workers() -> None:
+    """Send what Prefect's log and event workers queued, and stop them; the next flow starts new ones. They live
+    for the process: undrained, a flow's events are still being sent when its API changes or stops (a failed
+    heartbeat event, logged as an error). Prefect's test harness drains them the same way."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30, at_exit=False)
+    EventsWorker.drain_all(timeout=30, at_exit=False)
 
 
 def test_a_retrain_against_a_tracking_server_keeps_every_artifact_in_s3(
