@@ -321,9 +321,9 @@ def test_a_worker_runs_the_deployed_retrain_through_a_tracking_server_restart(
     tracking_server: TrackingServer, on_prefect_server: str, retrain_workspace: Any, tmp_path: Path,
 ) -> None:
     """prefect.yaml deployed to the Prefect server, a process worker picks up a run with tiny-training parameters.
-    While the flow's own subprocess trains and logs, the tracking server stops and answers again some 10 s later
-    (a 3 s pause, then its restart): the MLflow retries that process set up carry its requests over the gap, and the
-    run completes with its MLflow run, version and champion on the tracking server."""
+    While the flow's own subprocess trains and logs, the tracking server restarts (gone for the seconds its start
+    takes here): the MLflow retries that process set up carry its requests over the gap, and the run completes with
+    its MLflow run, version and champion on the tracking server."""
     import json
     import os
     import subprocess
@@ -369,7 +369,6 @@ def test_a_worker_runs_the_deployed_retrain_through_a_tracking_server_restart(
             time.sleep(0.2)
         tracking_server.stop()
         outage["down"] = time.time()
-        time.sleep(3)  # then the restart itself takes several seconds more
         tracking_server.start()
         outage["up"] = time.time()
 
@@ -385,7 +384,7 @@ def test_a_worker_runs_the_deployed_retrain_through_a_tracking_server_restart(
         summaries = [a for a in prefect_client.read_artifacts() if a.flow_run_id == run.id]
     assert run.state.type.value == "COMPLETED", run.state
     assert "retrain-summary" in {a.key for a in summaries}
-    assert outage["up"] - outage["down"] >= 3, "the tracking server was never restarted"
+    assert set(outage) == {"down", "up"}, "the tracking server was never restarted"
 
     client = MlflowClient(url)
     champion = client.get_model_version_by_alias("worker-generator", "champion")
