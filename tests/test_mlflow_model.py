@@ -42,7 +42,8 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     local = Path(mlflow.artifacts.download_artifacts(champion_uri, dst_path=str(tmp_path)))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
-    assert {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "generator_entry.py"} <= files
+    expected = {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "generator_entry.py"}
+    assert expected <= files
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # "models from code": no cloudpickle

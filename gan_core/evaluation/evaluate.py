@@ -31,6 +31,7 @@ from torchvision.utils import make_grid
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config
 from gan_core.config import metrics as m
+from gan_core.config.catalogue import TRANSLATION, family_info
 from gan_core.data import PreparedDataset, load_prepared
 from gan_core.data.version import data_version_info
 from gan_core.device import pick_device
@@ -49,7 +50,6 @@ from gan_core.evaluation.fidelity import (
     real_features,
 )
 from gan_core.evaluation.translation import evaluate_translation
-from gan_core.models import task
 from gan_core.packaging.generator import load_generator
 from gan_core.preflight import ensure_writable_dir
 
@@ -87,7 +87,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
     on cfg.eval.num_samples samples against cfg.data.prepared_dir, in every feature space of cfg.eval.extractors.
     Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
     ecfg = cfg.eval
-    if task(cfg.model.arch) == "translation":
+    if family_info(cfg.model.arch).task == TRANSLATION:
         return _evaluate_translator(cfg, generator)
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
     # sampling: a bad input fails before any directory is created, a bad output before any work.

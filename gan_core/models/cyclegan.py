@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
 from gan_core.models.losses import discriminator_loss, generator_loss
 from gan_core.models.step import StepOutput
@@ -37,19 +38,19 @@ from gan_core.training import distributed
 if TYPE_CHECKING:
     from gan_core.training.loop import Trainer
 
-TASK = "translation"
+SUPPORTS = family_info("cyclegan").supports  # what it accepts: its catalogue entry
 DIRECTIONS = ("a2b", "b2a")
 Direction = Literal["a2b", "b2a"]
 Domain = Literal["a", "b"]
-MIN_RESOLUTION = 16
-LOSSES = ("lsgan", "nonsaturating", "hinge")
+MIN_RESOLUTION = SUPPORTS.min_resolution
+LOSSES = SUPPORTS.losses or ()
 
 
 def _check_resolution(resolution: int) -> None:
     # Two stride-2 downsamplings must divide the side; 16 px leaves a 4×4 bottleneck.
-    if resolution < MIN_RESOLUTION or resolution % 4:
-        raise UserError(f"CycleGAN needs data.resolution divisible by 4 and at least {MIN_RESOLUTION}, "
-                        f"got {resolution}")
+    if not SUPPORTS.resolution(resolution):
+        raise UserError(f"CycleGAN needs data.resolution divisible by {SUPPORTS.resolution_step} and at least "
+                        f"{MIN_RESOLUTION}, got {resolution}")
 
 
 def _init(module: nn.Module) -> None:

@@ -1,7 +1,7 @@
 """The family interface: how one family trains one step. The loop (gan_core.training.loop) owns everything else — data,
 device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and resume.
 
-    step = FAMILIES[arch].TrainingStep(trainer)   # gan_core.models.training_step(arch)
+    step = family(arch).TrainingStep(loop)        # gan_core.models.family
     out = step(k)                                 # one G update (k = 1, 2, ...) and its D updates → StepOutput
     step.metrics()                                # the family's own numbers for the log window (r1, pl, ...)
     step.state_dict() / step.load_state_dict()    # what a checkpoint must hold beyond networks and optimizers

@@ -41,14 +41,7 @@ from gan_core.data import PreparedDataset, holdout_split, load_domains, load_pre
 from gan_core.data.version import data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
-from gan_core.models import (
-    build_discriminator,
-    build_generator,
-    discriminator_kwargs,
-    generator_kwargs,
-    task,
-    training_step,
-)
+from gan_core.models import family
 from gan_core.packaging.generator import save_generator
 from gan_core.packaging.translator import save_translator
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
@@ -135,7 +128,8 @@ class Trainer:
         self.prior_seconds = 0.0  # training seconds of the runs this one resumes (train.max_seconds counts them)
         self._run_started: float | None = None  # perf_counter() at the first step of this run
 
-        self.task = task(cfg.model.arch)
+        self.family = family(cfg.model.arch)
+        self.task = self.family.task
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
         if self.task == "translation":  # the held-out tail of each domain is evaluation's
             domains = load_domains(cfg.data.prepared_dir)
@@ -153,10 +147,10 @@ class Trainer:
         # Same seed on every rank → identical initial weights (broadcast below makes sure).
         torch.manual_seed(tc.seed)
         mc = cfg.model
-        self.g_kwargs = generator_kwargs(mc, self.image_shape, self.num_classes)
-        self.d_kwargs = discriminator_kwargs(mc, tc.loss, self.image_shape, self.num_classes)
-        self.G = self.runtime.prepare(build_generator(mc.arch, **self.g_kwargs))
-        self.D = self.runtime.prepare(build_discriminator(mc.arch, **self.d_kwargs))
+        self.g_kwargs = self.family.generator_kwargs(mc, self.image_shape, self.num_classes)
+        self.d_kwargs = self.family.discriminator_kwargs(mc, tc.loss, self.image_shape, self.num_classes)
+        self.G = self.runtime.prepare(self.family.Generator(**self.g_kwargs))
+        self.D = self.runtime.prepare(self.family.Discriminator(**self.d_kwargs))
         distributed.broadcast_module(self.G, self.dist)
         distributed.broadcast_module(self.D, self.dist)
         self.G_step, self.D_step = self.runtime.compiled(self.G), self.runtime.compiled(self.D)
@@ -177,7 +171,7 @@ class Trainer:
         # Translation: the first images of each domain (prepare's fixed order mixes the classes) in every grid.
         self.grid_images = {name: self.runtime.layout(_to_unit(d.images[:GRID_TRANSLATIONS].to(self.device)))
                             for name, d in self.domains.items()}
-        self.step_fn = training_step(mc.arch)(self)
+        self.step_fn = self.family.TrainingStep(self)
 
         # Per-window accumulators, on the device: synced to the host only every log_every steps.
         self._sums = torch.zeros(4, device=self.device)  # d_loss, g_loss, D(x) logit, D(G(z)) logit
