@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from gan_core.config import ModelConfig
 from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
-from gan_core.models.step import AdversarialStep
+from gan_core.models.step import AdversarialStep, Loop
 
 RESOLUTIONS = family_info("stylegan2").supports.resolutions or ()
 W_AVG_BETA = 0.995  # w_avg ← lerp(batch mean w, w_avg, β) each G step, as in stylegan2-ada
@@ -297,7 +297,7 @@ class TrainingStep(AdversarialStep):
 
     r1_gamma_default = 0.1
 
-    def __init__(self, loop: Any):
+    def __init__(self, loop: Loop):
         super().__init__(loop)
         self.pl_mean = torch.zeros((), device=loop.device)
         self._pl = torch.zeros((), device=loop.device)
