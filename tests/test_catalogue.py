@@ -161,3 +161,28 @@ def test_a_test_family_can_be_registered_but_brings_no_settings_and_ships_nothin
         unregister("dcgan")
     with pytest.raises(UserError, match=r"unknown architecture 'tiny'; expected one of \["):
         family("tiny")
+
+
+def test_every_stage_keeps_one_entry_per_task_kind() -> None:
+    """Adding a task kind registers one module per stage: each stage's table names every kind, and nothing else."""
+    from gan_core.evaluation.evaluate import EVALUATORS
+    from gan_core.models import SHARED_ARGUMENTS
+    from gan_core.packaging import PACKAGES
+    from gan_core.serving.mlflow_models import MLFLOW_MODELS
+    from gan_core.training.tasks import TRAINING
+
+    for table in (SHARED_ARGUMENTS, TRAINING, PACKAGES, EVALUATORS, MLFLOW_MODELS):
+        assert set(table) == set(TASKS)
+    assert {t.spec_file for t in TASKS.values()} == {"generator.json", "translator.json"}
+    assert {t.command for t in TASKS.values()} == {"generate", "translate"}
+
+
+def test_a_package_says_its_task_kind_by_its_spec_file(generator_package: Path, translator_package: Path) -> None:
+    from gan_core.config.catalogue import TRANSLATION
+    from gan_core.packaging import package_task, read_package_spec
+
+    assert package_task(generator_package) == GENERATION and package_task(translator_package) == TRANSLATION
+    assert read_package_spec(generator_package)["format"] == "ganops-generator/1"
+    assert read_package_spec(translator_package)["format"] == "ganops-translator/1"
+    with pytest.raises(UserError, match="not a generator package"):
+        read_package_spec(generator_package.parent)

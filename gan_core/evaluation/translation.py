@@ -1,5 +1,6 @@
-"""Evaluate a translator (cyclegan) on the held-out images of both domains: `gan_core.evaluation.evaluate.evaluate`
-calls this for a translation run, and writes what it returns as for a generator.
+"""Evaluate a translator (translation task: cyclegan) on the held-out images of both domains:
+gan_core.evaluation.evaluate calls it for the families of the translation task. It writes metrics.json, info.json
+and samples.png as a generator's evaluation does.
 
 Per direction (a2b: A → B, b2a), named as in gan_core.config.metrics:
     fid_lenet_a2b, kid_lenet_a2b, precision_lenet_a2b, recall_lenet_a2b   G_AB(A held-out) against all of B, in the
@@ -26,6 +27,7 @@ from gan_core.config import Config
 from gan_core.config import metrics as m
 from gan_core.data import PreparedDataset, holdout_split, load_domains
 from gan_core.data.version import data_version_info
+from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import require_trusted, stored_classifier
 from gan_core.evaluation.fidelity import (
@@ -38,13 +40,28 @@ from gan_core.evaluation.fidelity import (
     load_extractor,
     real_features,
 )
+from gan_core.evaluation.result import Evaluation, checked, write
 from gan_core.packaging.translator import DIRECTIONS, load_translator, translate_images
+from gan_core.preflight import ensure_writable_dir
 
 GRID_ROWS = 8
 
 
-def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
-                         out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None) -> Evaluation:
+    """Evaluate `translator` (the two-direction module, a package directory / MLflow model URI, or None =
+    {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; write metrics.json, info.json and
+    samples.png to eval.out_dir."""
+    device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
+    out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
+    cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
+    result, info = translation_metrics(cfg, translator, device, out, cache_dir)
+    evaluation = checked(result, info)
+    write(out, evaluation)
+    return evaluation
+
+
+def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
+                        out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, info) of the translator (the two-direction module, a package directory / MLflow URI, or None =
     {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; writes {out}/samples.png."""
     ecfg = cfg.eval

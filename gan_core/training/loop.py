@@ -37,13 +37,12 @@ from torchvision.utils import save_image
 
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
-from gan_core.data import PreparedDataset, holdout_split, load_domains, load_prepared, read_meta
+from gan_core.data import PreparedDataset
 from gan_core.data.version import data_version_info
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import family
-from gan_core.packaging.generator import save_generator
-from gan_core.packaging.translator import save_translator
+from gan_core.packaging import PACKAGES
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
 from gan_core.training import distributed
 from gan_core.training.augment import AdaptiveAugment, diff_augment
@@ -62,6 +61,7 @@ from gan_core.training.identity import code_hash, first_difference, resumable, t
 from gan_core.training.lineage import lineage
 from gan_core.training.progress import Progress, progress_line
 from gan_core.training.result import TrainResult
+from gan_core.training.tasks import TRAINING, PackageContents
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,10 @@ class Trainer:
         self._run_started: float | None = None  # perf_counter() at the first step of this run
 
         self.family = family(cfg.model.arch)
-        self.task = self.family.task
+        self.task = TRAINING[self.family.task]
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
-        if self.task == "translation":  # the held-out tail of each domain is evaluation's
-            domains = load_domains(cfg.data.prepared_dir)
-            datasets = {k: holdout_split(d, tc.holdout_fraction)[0] for k, d in domains.items()}
-        else:
-            datasets = {"": load_prepared(cfg.data.prepared_dir)}
+        datasets, self.dataset_meta = self.task.load(cfg)
         self.data = next(iter(datasets.values()))
-        self.dataset_meta = self.data.meta if self.task == "generation" else read_meta(cfg.data.prepared_dir)
         # The DVC md5, as in every lineage tag.
         self.version_info = dict(data_version or data_version_info(cfg.data.prepared_dir))
         self.data_version = self.version_info["data_version"]
@@ -489,8 +484,7 @@ class Trainer:
             checkpoint=str(self.checkpoint_path), device=self.runtime.describe(), world_size=self.dist.world_size,
         )
         if self.dist.is_main:
-            save = save_translator if self.task == "translation" else save_generator
-            save(self.ema.module, self._package_spec(steps, stopped_by_time), package_dir)
+            PACKAGES[self.family.task].save(self.ema.module, self._package_spec(steps, stopped_by_time), package_dir)
             write_json(Path(result.metrics_path), result.summary())
         return result
 
@@ -514,21 +508,10 @@ class Trainer:
         }
         for cb in self.callbacks:
             metadata.update(cb.package_metadata())
-        if self.task == "translation":
-            domains = self.dataset_meta["domains"]
-            return {"arch": self.cfg.model.arch, "kwargs": self.g_kwargs, "image_shape": list(self.image_shape),
-                    "domains": {name: {"source": meta["source"], "classes": meta.get("classes")}
-                                for name, meta in domains.items()},
-                    "metadata": metadata}
-        return {
-            "arch": self.cfg.model.arch,
-            "kwargs": self.g_kwargs,
-            "latent_dim": self.cfg.model.latent_dim,
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "class_names": self.data.classes if self.num_classes else None,
-            "metadata": metadata,
-        }
+        return self.task.package_spec(PackageContents(
+            arch=self.cfg.model.arch, kwargs=self.g_kwargs, image_shape=self.image_shape,
+            latent_dim=self.cfg.model.latent_dim, num_classes=self.num_classes, class_names=self.data.classes,
+            dataset_meta=self.dataset_meta, metadata=metadata))
 
 
 # ----------------------------------------------------------------------------- helpers
