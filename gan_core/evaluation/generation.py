@@ -37,10 +37,8 @@ from gan_core.evaluation.fidelity import (
     real_features,
 )
 from gan_core.evaluation.result import SAMPLES_FILE, Evaluation, checked, write
-from gan_core.packaging.generator import load_generator
+from gan_core.packaging.generator import GRID_SAMPLES, load_generator
 from gan_core.preflight import ensure_writable_dir
-
-GRID_SIZE = 64
 
 
 def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
@@ -197,7 +195,7 @@ def _check_shape(first: torch.Tensor, real: PreparedDataset) -> None:
 
 
 def _write_grid(fake: GeneratedImages, path: Path) -> None:
-    images = fake.chunk(0)[:GRID_SIZE]  # (b, C, H, W) uint8, the evaluation's own first samples
+    images = fake.chunk(0)[:GRID_SAMPLES]  # (b, C, H, W) uint8, the evaluation's own first samples
     grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))), padding=2)  # (3, H', W')
     with atomic_file(path) as tmp:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="png")

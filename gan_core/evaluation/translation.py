@@ -41,10 +41,8 @@ from gan_core.evaluation.fidelity import (
     real_features,
 )
 from gan_core.evaluation.result import Evaluation, checked, write
-from gan_core.packaging.translator import DIRECTIONS, load_translator, translate_images
+from gan_core.packaging.translator import DIRECTIONS, GRID_TRANSLATIONS, load_translator, translate_images
 from gan_core.preflight import ensure_writable_dir
-
-GRID_ROWS = 8
 
 
 def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None) -> Evaluation:
@@ -163,7 +161,7 @@ def _reverse(direction: str) -> str:
 
 def _write_grid(held: dict[str, PreparedDataset], translated: dict[str, torch.Tensor], path: Path) -> None:
     """Rows of (a, G_AB(a), b, G_BA(b)) for the first held-out images."""
-    n = min(GRID_ROWS, *(len(t) for t in translated.values()))
+    n = min(GRID_TRANSLATIONS, *(len(t) for t in translated.values()))
     columns = [held["a"].images[:n], translated["a2b"][:n], held["b"].images[:n], translated["b2a"][:n]]
     images = torch.stack(columns, dim=1).flatten(0, 1)  # (n·4, C, H, W) uint8
     grid = make_grid(images, nrow=len(columns), padding=2)

@@ -46,6 +46,8 @@ MAX_PARAMETERS = 1 << 30
 """Most generator parameters a package may declare (4 GiB of float32): kwargs edited to `width: 10**6` must
 fail with a message, not by exhausting memory while the network is built."""
 MAX_SEED = 2**63 - 1
+GRID_SAMPLES = 64
+"""Images in a generator's sample grid (8×8): training's grids of its fixed latents, evaluation's samples.png."""
 """Noise seeds are non-negative int64 values (what JSON clients, pandas and MLflow carry without loss)."""
 MAX_HEADER_BYTES = 100 << 20
 """safetensors' own limit on the JSON header of a weights file."""

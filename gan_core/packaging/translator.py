@@ -37,6 +37,8 @@ from gan_core.packaging.generator import (
 FORMAT = "ganops-translator/1"
 SPEC_FILE = TASKS[TRANSLATION].spec_file  # translator.json
 DIRECTIONS = ("a2b", "b2a")
+GRID_TRANSLATIONS = 8
+"""Rows of a translator's sample grid: training's and evaluation's show this many images of each domain."""
 MAX_IMAGE_PIXELS = 4096 * 4096
 """Largest image `read_image` decodes (before fitting it to the translator's side): a bigger one is refused."""
 

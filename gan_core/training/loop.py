@@ -43,6 +43,8 @@ from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import family
 from gan_core.packaging import PACKAGES
+from gan_core.packaging.generator import GRID_SAMPLES
+from gan_core.packaging.translator import GRID_TRANSLATIONS
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
 from gan_core.training import distributed
 from gan_core.training.augment import AdaptiveAugment, diff_augment
@@ -65,8 +67,6 @@ from gan_core.training.tasks import TRAINING, PackageContents
 
 log = logging.getLogger(__name__)
 
-GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
-GRID_TRANSLATIONS = 8  # translation: rows of (image, translated, translated back) per domain
 NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
 # Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
 ON_DEVICE_DATA_BYTES = 1 << 30
