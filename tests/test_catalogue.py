@@ -175,6 +175,13 @@ def test_every_stage_keeps_one_entry_per_task_kind() -> None:
         assert set(table) == set(TASKS)
     assert {t.spec_file for t in TASKS.values()} == {"generator.json", "translator.json"}
     assert {t.command for t in TASKS.values()} == {"generate", "translate"}
+    import gan_core
+
+    uri = "models:/m@champion"
+    for kind in TASKS.values():  # the usage lines a registered model's description and `ganops` print
+        assert f"gan_core.load_{kind.package}('{uri}'" in kind.load_example.format(uri=uri)
+        assert callable(getattr(gan_core, f"load_{kind.package}"))
+        assert kind.command_example.format(uri=uri).startswith(f"ganops {kind.command} --model ")
 
 
 def test_a_package_says_its_task_kind_by_its_spec_file(generator_package: Path, translator_package: Path) -> None:

@@ -46,6 +46,10 @@ class TaskKind:
     """The `ganops` command that uses such a package (`ganops generate`)."""
     does: str
     """What its families do, for messages: "translates images"."""
+    load_example: str
+    """How Python code (after `import gan_core`) loads a registered model of this kind; `{uri}`: its models:/ URI."""
+    command_example: str
+    """The `ganops` command that uses it, with typical arguments; `{uri}` as above."""
 
     @property
     def spec_file(self) -> str:
@@ -54,8 +58,14 @@ class TaskKind:
 
 
 TASKS: dict[str, TaskKind] = {
-    GENERATION: TaskKind(GENERATION, package="generator", command="generate", does="draws images from noise"),
-    TRANSLATION: TaskKind(TRANSLATION, package="translator", command="translate", does="translates images"),
+    GENERATION: TaskKind(
+        GENERATION, package="generator", command="generate", does="draws images from noise",
+        load_example="G = gan_core.load_generator('{uri}', device='auto')",
+        command_example="ganops generate --model {uri} -n 64 --out grid.png"),
+    TRANSLATION: TaskKind(
+        TRANSLATION, package="translator", command="translate", does="translates images",
+        load_example="G_AB = gan_core.load_translator('{uri}', direction='a2b')",
+        command_example="ganops translate --model {uri} --input my.png --out translated/"),
 }
 
 

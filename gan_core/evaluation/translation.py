@@ -25,6 +25,7 @@ from torchvision.utils import make_grid
 from gan_core.atomic import atomic_file
 from gan_core.config import Config
 from gan_core.config import metrics as m
+from gan_core.config.catalogue import TRANSLATION
 from gan_core.data import PreparedDataset, holdout_split, load_domains
 from gan_core.data.version import data_version_info
 from gan_core.device import pick_device
@@ -81,7 +82,7 @@ def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, 
         result[f"{m.CYCLE_L1}_{d[0]}"] = float((back - source).abs().mean())
 
     info: dict[str, Any] = {
-        **version, "task": "translation",
+        **version, "task": TRANSLATION,
         "domains": {k: {"source": d.meta.get("source"), "num_real": len(d), "num_held_out": len(held[k])}
                     for k, d in domains.items()},
         "holdout_fraction": cfg.train.holdout_fraction, "seed": ecfg.seed, "batch_size": ecfg.batch_size,
