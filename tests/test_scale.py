@@ -204,10 +204,10 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
     import yaml
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
+    from pyfunc import save_pyfunc
 
     from flows import registry
     from gan_core.config import load_config
-    from gan_core.serving.generator_model import save_generator_model
     from gan_core.tracking.runs import training_tags
     from gan_core.tracking.store import experiment_id
 
@@ -222,7 +222,7 @@ def test_promotions_racing_from_separate_hosts_serialise_through_the_prefect_ser
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     cfg = load_config(params)
     client = MlflowClient(url)
-    model = save_generator_model(generator_package, tmp_path / "pyfunc")
+    model = save_pyfunc(generator_package, tmp_path / "pyfunc")
 
     # One evaluation context for the synthetic metrics: the gate compares them as recorded.
     context = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "synthetic.dir", "seed": 1,

@@ -16,9 +16,9 @@ from PIL import Image
 
 from gan_core.config import Config, RegistryConfig
 from gan_core.errors import UserError
-from gan_core.tracking.lineage import lineage
 from gan_core.tracking.runs import SAMPLES_KEY, MLflowCallback, log_evaluation, log_step_image, start_training_run
 from gan_core.tracking.store import configure, tracking_uri
+from gan_core.training.lineage import lineage
 from gan_core.training.loop import train
 
 

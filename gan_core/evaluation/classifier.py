@@ -7,7 +7,7 @@
 It is the offline feature extractor behind fid_lenet/kid_lenet/precision_lenet/recall_lenet (its penultimate
 layer, registered with torch-fidelity in gan_core.evaluation.fidelity) and the judge of the class checks (its logits).
 Training is deterministic (seeded init, seeded shuffles, deterministic algorithms) and cached: a model whose
-classifier.json records the same data version (gan_core.lineage) and classifier settings is reused, not retrained.
+classifier.json records the same data version (gan_core.data.version) and classifier settings is reused, not retrained.
 Its held-out accuracy must reach eval.classifier.min_accuracy before evaluation trusts its numbers.
 A translation dataset (data.target set) gets one classifier per domain, under model/a and model/b: each judges
 translations *into* its domain (their FID features, and whether they kept their source image's class).

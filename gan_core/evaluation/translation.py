@@ -1,5 +1,6 @@
-"""Evaluate a translator (cyclegan) on the held-out images of both domains: `gan_core.evaluation.evaluate.evaluate`
-calls this for a translation run, and writes what it returns as for a generator.
+"""Evaluate a translator (translation task: cyclegan) on the held-out images of both domains:
+gan_core.evaluation.evaluate calls it for the families of the translation task. It writes metrics.json, info.json
+and samples.png as a generator's evaluation does.
 
 Per direction (a2b: A → B, b2a), named as in gan_core.config.metrics:
     fid_lenet_a2b, kid_lenet_a2b, precision_lenet_a2b, recall_lenet_a2b   G_AB(A held-out) against all of B, in the
@@ -24,8 +25,10 @@ from torchvision.utils import make_grid
 from gan_core.atomic import atomic_file
 from gan_core.config import Config
 from gan_core.config import metrics as m
+from gan_core.config.catalogue import TRANSLATION
 from gan_core.data import PreparedDataset, holdout_split, load_domains
 from gan_core.data.version import data_version_info
+from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import require_trusted, stored_classifier
 from gan_core.evaluation.fidelity import (
@@ -38,13 +41,26 @@ from gan_core.evaluation.fidelity import (
     load_extractor,
     real_features,
 )
-from gan_core.packaging.translator import DIRECTIONS, load_translator, translate_images
+from gan_core.evaluation.result import Evaluation, checked, write
+from gan_core.packaging.translator import DIRECTIONS, GRID_TRANSLATIONS, load_translator, translate_images
+from gan_core.preflight import ensure_writable_dir
 
-GRID_ROWS = 8
+
+def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None) -> Evaluation:
+    """Evaluate `translator` (the two-direction module, a package directory / MLflow model URI, or None =
+    {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; write metrics.json, info.json and
+    samples.png to eval.out_dir."""
+    device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
+    out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
+    cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
+    result, info = translation_metrics(cfg, translator, device, out, cache_dir)
+    evaluation = checked(result, info)
+    write(out, evaluation)
+    return evaluation
 
 
-def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
-                         out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
+                        out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, info) of the translator (the two-direction module, a package directory / MLflow URI, or None =
     {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; writes {out}/samples.png."""
     ecfg = cfg.eval
@@ -66,7 +82,7 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
         result[f"{m.CYCLE_L1}_{d[0]}"] = float((back - source).abs().mean())
 
     info: dict[str, Any] = {
-        **version, "task": "translation",
+        **version, "task": TRANSLATION,
         "domains": {k: {"source": d.meta.get("source"), "num_real": len(d), "num_held_out": len(held[k])}
                     for k, d in domains.items()},
         "holdout_fraction": cfg.train.holdout_fraction, "seed": ecfg.seed, "batch_size": ecfg.batch_size,
@@ -146,7 +162,7 @@ def _reverse(direction: str) -> str:
 
 def _write_grid(held: dict[str, PreparedDataset], translated: dict[str, torch.Tensor], path: Path) -> None:
     """Rows of (a, G_AB(a), b, G_BA(b)) for the first held-out images."""
-    n = min(GRID_ROWS, *(len(t) for t in translated.values()))
+    n = min(GRID_TRANSLATIONS, *(len(t) for t in translated.values()))
     columns = [held["a"].images[:n], translated["a2b"][:n], held["b"].images[:n], translated["b2a"][:n]]
     images = torch.stack(columns, dim=1).flatten(0, 1)  # (n·4, C, H, W) uint8
     grid = make_grid(images, nrow=len(columns), padding=2)

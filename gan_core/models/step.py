@@ -1,7 +1,8 @@
-"""The family interface: how one family trains one step. The loop (gan_core.training.loop) owns everything else — data,
-device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and resume.
+"""The family interface: how one family trains one step, and what it may use of the loop. The loop
+(gan_core.training.loop) owns everything else — data, device, AMP, EMA, DDP, checkpoints, callbacks, the divergence
+guard, progress and resume — and offers a step only what `Loop` lists.
 
-    step = FAMILIES[arch].TrainingStep(trainer)   # gan_core.models.training_step(arch)
+    step = family(arch).TrainingStep(loop)        # gan_core.models.family
     out = step(k)                                 # one G update (k = 1, 2, ...) and its D updates → StepOutput
     step.metrics()                                # the family's own numbers for the log window (r1, pl, ...)
     step.state_dict() / step.load_state_dict()    # what a checkpoint must hold beyond networks and optimizers
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from gan_core.config import Config
+from gan_core.device import Runtime
 from gan_core.models.losses import discriminator_loss, generator_loss, gradient_penalty
-from gan_core.training import distributed
-
-if TYPE_CHECKING:
-    from gan_core.training.loop import Trainer
 
 
 @dataclass
@@ -43,10 +43,61 @@ class StepOutput:
     fake: torch.Tensor
 
 
+class Loop(Protocol):
+    """What a family's training step may use of the loop (gan_core.training.loop.Trainer provides it): the contract
+    a family author reads first. Anything else of the loop is its own business."""
+
+    cfg: Config
+    """The settings (read only): train.* for the loss, weights and schedules, model.* for latent_dim."""
+    device: torch.device
+    runtime: Runtime
+    """`runtime.autocast()` around forward passes (bf16 on CUDA)."""
+    G: nn.Module
+    """The generator: its parameters, `requires_grad_`, and a family's own submodules (stylegan2's mapping)."""
+    D: nn.Module
+    G_step: nn.Module
+    """G for forward passes in training: a torch.compile'd view of G when train.compile is on, else G."""
+    D_step: nn.Module
+    opt_g: torch.optim.Optimizer
+    """G's optimizer, to pass to optimize(); its learning rate moves only through scale_learning_rates()."""
+    opt_d: torch.optim.Optimizer
+    noise: torch.Generator
+    """Every random draw of a step (z, penalties, mixing, pools): reseeded per step, so a resumed run draws alike."""
+    grid_z: torch.Tensor
+    """The fixed latents (64, Z) of every sample grid, and their labels (64,) for a conditional G."""
+    grid_labels: torch.Tensor | None
+    grid_images: dict[str, torch.Tensor]
+    """Translation: the fixed real images of each domain ("a", "b") in every sample grid."""
+
+    def real_batch(self, k: int, domain: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None."""
+        ...
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a batch (DiffAugment or ADA; the identity when off)."""
+        ...
+
+    def optimize(self, net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step of `net` on `loss`, gradients averaged over ranks."""
+        ...
+
+    def observe_real_logits(self, logits: torch.Tensor) -> None:
+        """D's logits on a real batch, once per step (ADA steers by them)."""
+        ...
+
+    def scale_learning_rates(self, scale: float) -> None:
+        """Both optimizers' learning rates set to `scale` × their configured rate (a schedule)."""
+        ...
+
+    def sync_buffers(self) -> None:
+        """G's and D's buffers (BatchNorm running stats) made rank 0's on every rank, as DDP does; no-op alone."""
+        ...
+
+
 class FamilyStep(Protocol):
     """What the loop calls on a family's training step."""
 
-    def __init__(self, loop: Trainer) -> None: ...
+    def __init__(self, loop: Loop) -> None: ...
     def __call__(self, step: int) -> StepOutput: ...
     def metrics(self) -> dict[str, float]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -59,7 +110,7 @@ class AdversarialStep:
 
     r1_gamma_default = 0.0  # families with R1 by default (stylegan2) override this
 
-    def __init__(self, loop: Trainer):
+    def __init__(self, loop: Loop):
         self.loop = loop
         self.tc = loop.cfg.train
         self.r1_gamma = self.tc.r1_gamma if self.tc.r1_gamma is not None else self.r1_gamma_default
@@ -146,8 +197,7 @@ class AdversarialStep:
         loop.optimize(loop.G, loop.opt_g, g_loss if penalty is None else g_loss + penalty)
         self.after_g_update(step)
         # BatchNorm running stats saw only this rank's batches (D's in both passes): take rank 0's, as DDP does.
-        distributed.broadcast_buffers(loop.G, loop.dist)
-        distributed.broadcast_buffers(loop.D, loop.dist)
+        loop.sync_buffers()
         return StepOutput(d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach(), real, fake.detach())
 
 

@@ -31,10 +31,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
-from gan_core.models.step import AdversarialStep
+from gan_core.models.step import AdversarialStep, Loop
 
-RESOLUTIONS = (16, 32, 64, 128, 256)
+RESOLUTIONS = family_info("stylegan2").supports.resolutions or ()
 W_AVG_BETA = 0.995  # w_avg ← lerp(batch mean w, w_avg, β) each G step, as in stylegan2-ada
 PL_DECAY = 0.01  # the path-length target follows the mean length with this rate
 SQRT2 = math.sqrt(2.0)
@@ -291,15 +292,12 @@ def _minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the family's training step
-TASK = "generation"
-
-
 class TrainingStep(AdversarialStep):
     """Style mixing in G's fakes, lazy R1 on D (γ default 0.1), optional path-length regularisation on G."""
 
     r1_gamma_default = 0.1
 
-    def __init__(self, loop: Any):
+    def __init__(self, loop: Loop):
         super().__init__(loop)
         self.pl_mean = torch.zeros((), device=loop.device)
         self._pl = torch.zeros((), device=loop.device)
