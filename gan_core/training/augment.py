@@ -103,10 +103,11 @@ class AdaptiveAugment:
     18, so p values are not comparable with the paper's: its "p below ≈ 0.8 is safe" was measured on its own
     pipeline, not on this one.
 
-    r_t is the share of real images D puts on the real side of its decision boundary, which is 0 only for losses
-    whose D is zero-centred (the config refuses ada with lsgan, wgan and wgan-gp). p lives on the device (no host
-    sync); `state_dict` holds it and the pending signs, so a resumed run continues. Under DDP the sums of signs and
-    counts are averaged over ranks before p moves, so r_t is the mean over every rank's images, as the reference's.
+    r_t is the share of real images D puts on the real side of a decision boundary at 0, minus the share it puts on
+    the other side: a measure only where D's boundary is 0 (the config refuses ada with lsgan, wgan and wgan-gp).
+    p lives on the device (no host sync); `state_dict` holds it and the pending signs, so a resumed run continues.
+    Under DDP the sums of signs and counts are averaged over ranks before p moves, so r_t is the mean over every
+    rank's images, as the reference's.
     """
 
     def __init__(self, policy: str, target: float, batch_size: int, interval: int, kimg: float,
