@@ -109,6 +109,14 @@ class OptimizerConfig(Section):
         return v
 
 
+# Losses whose D output is not centred on 0, so ADA's r_t = E[sign(D(real))] means nothing there (TrainConfig.augment).
+ADA_REFUSED_LOSSES = {
+    "lsgan": "an lsgan D that cannot tell real from fake outputs 0.5",
+    "wgan": "a wgan critic's offset is arbitrary",
+    "wgan-gp": "a wgan-gp critic's offset is arbitrary",
+}
+
+
 class StepSettings(Section):
     """train.* keys every family's step reads (the loss and its regularisers) and the training's length: the first
     part of TrainConfig."""
@@ -143,17 +151,26 @@ class LoopSettings(Section):
     """Translation (cyclegan): the last fraction of each domain (prepare's fixed, shuffled order) is never trained
     on; evaluation translates these held-out images."""
     augment: Literal["none", "ada"] = "none"
-    """ada: adaptive augmentation (Karras et al. 2020) of what D sees, with probability p steered so that
-    E[sign(D(real))] stays near ada_target; applies the diffaugment policy (or all of it when that is empty)."""
+    """ada: adaptive augmentation (Karras et al. 2020) of what D sees: each operation of the diffaugment policy (all
+    of color, translation, cutout when that is empty) applied to each image with probability p, p steered so that
+    r_t = E[sign(D(real))] stays near ada_target (gan_core.training.augment.AdaptiveAugment). r_t reads overfitting
+    only where D's decision boundary is 0: nonsaturating and minimax (a logit; the paper's loss) and hinge (its
+    optimal D is sign(p_data − p_G) too). Refused with lsgan (targets 0/1: an undecided D outputs 0.5, so r_t ≈ 1
+    and p climbs whatever D does) and wgan/wgan-gp (a critic's offset is arbitrary): the reference has no r_t
+    for them, and shifting or rescaling it would be a guess."""
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)
-    """Thousands of images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs)."""
+    """Thousands of real images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs).
+    Counted as the reference counts them: every real batch of a step, all n_critic of them, on every process."""
     ada_interval: int = Field(4, ge=1)
     """Steps between updates of p."""
     g_optimizer: OptimizerConfig = OptimizerConfig()
     d_optimizer: OptimizerConfig = OptimizerConfig()
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging."""
+    """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging. It is ramped in: the
+    decay after n G steps is min(ema_decay, (1 + n)/(10 + n)), so 0.999 takes hold only after ~9,000 steps; a
+    2,000-step run ends at 0.9955 (4,000 steps: 0.9978), whatever ema_decay ≥ those values says. metrics.json
+    and the MLflow run log the decay in use as `ema_decay`."""
     diffaugment: str = ""
     """DiffAugment policy, comma-separated subset of color,translation,cutout; empty = off."""
     seed: Seed = 0
@@ -211,6 +228,15 @@ class LoopSettings(Section):
 # dvc.yaml's train stage list them in (tests/test_identity.py holds dvc.yaml to it).
 class TrainConfig(LoopSettings, *reversed(catalogue.train_sections()), StepSettings):  # type: ignore[misc]
     """train.*: the step's settings, every family's own, then the loop's."""
+
+    @model_validator(mode="after")
+    def _ada_reads_a_zero_centred_d(self) -> TrainConfig:
+        if self.augment == "ada" and self.loss in ADA_REFUSED_LOSSES:
+            raise ValueError(f"train.augment=ada cannot steer by train.loss={self.loss}: ADA reads "
+                             "E[sign(D(real))] as overfitting, which needs D's decision boundary at 0 "
+                             f"({ADA_REFUSED_LOSSES[self.loss]}); use train.loss=nonsaturating, minimax or hinge, "
+                             "or a fixed train.diffaugment policy")
+        return self
 
 
 class ClassifierConfig(Section):

@@ -11,12 +11,13 @@ blocks, two upsamplings and a 7×7 conv to tanh, with instance norm and reflecti
 halves the side `patch_downsamplings` times (3 at 256 px as in the paper, fewer at small sides so a patch
 stays a part of the image).
 
-TrainingStep: one G update of both directions — adversarial (train.loss, LSGAN by default) + cycle consistency
-λ·(‖G_BA(G_AB(a)) − a‖₁ + ‖G_AB(G_BA(b)) − b‖₁) with λ = train.cycle_weight (10) + identity
-λ·λ_id·(‖G_AB(b) − b‖₁ + ‖G_BA(a) − a‖₁), λ_id = train.identity_weight (0.5) — then one update of both
-discriminators on real images and on fakes drawn from a history pool of the last train.pool_size (50)
-translations (Shrivastava et al. 2017). Adam's learning rates decay linearly to zero over the second half
-of train.steps, as the paper's schedule does over its second 100 epochs.
+TrainingStep: one G update of both directions — adversarial (train.loss, LSGAN by default: E[(D(G(x)) − 1)²] per
+direction, unhalved, as backward_G) + cycle consistency λ·(‖G_BA(G_AB(a)) − a‖₁ + ‖G_AB(G_BA(b)) − b‖₁) with
+λ = train.cycle_weight (10) + identity λ·λ_id·(‖G_AB(b) − b‖₁ + ‖G_BA(a) − a‖₁), λ_id = train.identity_weight
+(0.5) — then one update of both discriminators (LSGAN: ½·(real + fake) each, as backward_D_basic) on real images
+and on fakes drawn from a history pool of the last train.pool_size (50) translations (Shrivastava et al. 2017).
+tests/test_parity.py checks both totals against the reference's formulas. Adam's learning rates decay linearly
+to zero over the second half of train.steps, as the paper's schedule does over its second 100 epochs.
 """
 
 from __future__ import annotations

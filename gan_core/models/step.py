@@ -121,15 +121,25 @@ class AdversarialStep:
         """The fake batch (B, C, H, W) for latents z (B, Z)."""
         return self.loop.G_step(z, labels)
 
-    def d_regularizer(self, step: int, real: torch.Tensor, fake: torch.Tensor,
-                      labels: torch.Tensor | None) -> torch.Tensor | None:
-        """Added to D's loss: wgan-gp's gradient penalty; lazy R1 when r1_gamma > 0 (every r1_every steps, scaled
-        by r1_every so its strength is that of an every-step penalty, as in StyleGAN2)."""
+    def d_regularizer(self, step: int, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                      seen: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+        """Added to D's loss (`seen`: the real and fake images as D was shown them, augmented).
+
+        wgan-gp's gradient penalty, between the images D was shown: with augmentation the critic's loss is a WGAN
+        between the augmented distributions, so that is where its Lipschitz bound belongs (no reference combines
+        GP with DiffAugment/ADA; without augmentation `seen` is the plain batch, as in gan_mnist.py).
+
+        Lazy R1 when r1_gamma > 0: every r1_every steps, × r1_every so its strength is an every-step penalty's
+        (stylegan2-ada's gain = D_reg_interval), w.r.t. the image before augmentation with D run through it (its
+        loss.py). It is added to that step's D loss, where the reference runs a separate Dreg optimizer step and
+        so scales Adam's lr by k/(k+1) and its betas to the power k/(k+1) (k = r1_every) to keep D's rate over k
+        steps. Folded in, there is no extra step to correct for: D's lr is train.d_optimizer.lr as set, ≈ 6 % above
+        the reference's main-step lr at k = 16 (16/17 of the paper's lr matches it exactly)."""
         loop, tc = self.loop, self.tc
         penalty = None
         if tc.loss == "wgan-gp":
             # Through the uncompiled D: torch.compile does not support the double backward.
-            penalty = tc.gp_weight * gradient_penalty(loop.D, real, fake.detach(), labels, loop.noise)
+            penalty = tc.gp_weight * gradient_penalty(loop.D, seen[0], seen[1].detach(), labels, loop.noise)
         if self.r1_gamma > 0 and step % tc.r1_every == 0:
             r1 = r1_penalty(loop.D, real.detach(), labels, loop.augment)
             self._r1 = r1.detach()
@@ -173,21 +183,24 @@ class AdversarialStep:
 
         # ---- D update(s): real up, fake down; fake is detached so only D learns here.
         loop.D.requires_grad_(True)
+        real_logits = []  # D's logits on every real batch of the step: what ADA reads
         for i in range(tc.n_critic):
             real, labels = loop.real_batch((step - 1) * tc.n_critic + i)
             z = torch.randn(batch, loop.cfg.model.latent_dim, device=loop.device, generator=loop.noise)  # (B, Z)
             # Fake images take the real batch's labels: the class mix G is trained on matches the data's.
             with loop.runtime.autocast():
                 fake = self.generate(z, labels, step)  # (B, C, H, W)
-                d_real = loop.D_step(loop.augment(real), labels)  # (B,) logits
-                d_fake = loop.D_step(loop.augment(fake.detach()), labels)
+                seen = (loop.augment(real), loop.augment(fake.detach()))  # what D is shown
+                d_real = loop.D_step(seen[0], labels)  # (B,) logits
+                d_fake = loop.D_step(seen[1], labels)
                 d_loss = discriminator_loss(tc.loss, d_real, d_fake)
-            penalty = self.d_regularizer(step, real, fake, labels)
+            penalty = self.d_regularizer(step, real, fake, labels, seen)
             if penalty is not None:
                 d_loss = d_loss + penalty
             loop.optimize(loop.D, loop.opt_d, d_loss)
             self.after_d_update()
-        loop.observe_real_logits(d_real)
+            real_logits.append(d_real.detach())
+        loop.observe_real_logits(torch.cat(real_logits))
 
         # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
         loop.D.requires_grad_(False)

@@ -138,8 +138,8 @@ class Trainer:
         self.noise = torch.Generator(device=self.device)
         self.ada: AdaptiveAugment | None = None
         if tc.augment == "ada":
-            self.ada = AdaptiveAugment(tc.diffaugment, tc.ada_target, tc.batch_size, tc.ada_interval, tc.ada_kimg,
-                                       self.device, average=lambda t: distributed.all_reduce_mean(t, self.dist))
+            self.ada = AdaptiveAugment.for_training(tc, self.dist.world_size, self.device,
+                                                    average=lambda t: distributed.all_reduce_mean(t, self.dist))
         grid_gen = torch.Generator().manual_seed(tc.seed)
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
@@ -202,7 +202,8 @@ class Trainer:
         optimizer.step()
 
     def observe_real_logits(self, logits: torch.Tensor) -> None:
-        """D's logits on a real batch, once per step: ADA steers its probability by them."""
+        """D's logits on every real image of this step (all n_critic batches), once per step: ADA steers its
+        probability by them."""
         if self.ada is not None:
             self.ada.observe(logits.detach())
 
