@@ -43,6 +43,7 @@ from prefect import flow, get_run_logger
 
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
+from flows.registry import Registry
 from flows.tasks import (
     evaluate_generator,
     find_unchanged,
@@ -57,7 +58,7 @@ from flows.tasks import (
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.tracking.runs import training_key
-from gan_core.tracking.store import check_tracking, use_store
+from gan_core.tracking.store import check_tracking
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
@@ -113,11 +114,14 @@ def retrain(
     logger = get_run_logger()
     result: dict[str, Any] = {"params": str(params)}
     cfg: Config | None = None
+    registry: Registry | None = None
     try:
         with named_step("config"):
             parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
-            use_store(check_tracking(cfg.registry, "config", write=True))
+            # The one registry handle of this run: every step below reads and writes the store through it.
+            registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))
+            registry.point_fluent_api()
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
@@ -131,13 +135,13 @@ def retrain(
 
         with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])
-            previous = find_unchanged(cfg, key)
+            previous = find_unchanged(registry, key)
         if previous is not None:
             result.update(skipped(cfg, previous, key))
-            _publish(publish_report, cfg, result)
+            _publish(publish_report, registry, result)
             return result
 
-        model_uri = train_candidate(cfg, key, result)
+        model_uri = train_candidate(cfg, registry, key, result)
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
@@ -145,12 +149,12 @@ def retrain(
             from gan_core.tracking.runs import training_tags
 
             tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
+            version = register(registry, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
         result["version"] = version["version"]
         with named_step("promote"):
             # The gate, applied once under the promotion lock against the champion of that moment: a passing
             # candidate takes the alias in the same step, so a faster rival cannot slip in between.
-            outcome = promote(cfg, version["version"])
+            outcome = promote(registry, version["version"])
         result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
                                                   "champion_comparison")}
         promoted = outcome["promoted"]
@@ -159,11 +163,11 @@ def retrain(
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
         else:
             logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
-        _publish(publish_report, cfg, result)
+        _publish(publish_report, registry, result)
         return result
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
-        _publish(publish_failure, cfg, result, failure)
+        _publish(publish_failure, cfg, result, failure, registry)
         raise
 
 
@@ -185,7 +189,7 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
     }
 
 
-def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
+def train_candidate(cfg: Config, registry: Registry, key: dict[str, str], result: dict[str, Any]) -> str:
     """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
     model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
     from gan_core.tracking.runs import start_training_run
@@ -194,15 +198,16 @@ def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) ->
         classifier = train_classifier(cfg)
     result["classifier_accuracy"] = classifier.get("holdout_accuracy")
     run_tags = {**{k: v for k, v in key.items() if k != "data_version"}, **prefect_run_tags()}
-    with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
+    with named_step("train"), start_training_run(cfg, extra_tags=run_tags,
+                                                 client=registry.client(create=True)) as run:
         run_id = run.info.run_id
         result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
-        trained = train_generator(cfg, run_id)
+        trained = train_generator(cfg, run_id, registry)
         with named_step("evaluate"):
             evaluation = evaluate_generator(cfg)
             result.update(metrics=evaluation.metrics, eval_context=evaluation.context)
         with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"])
+            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"], registry)
 
 
 def _publish(publisher: Any, *args: Any) -> None:

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.failures import RetrainFailed, named_step
 from flows.search_space import SearchSpace, direction, load_space, suggest
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     import optuna
     from mlflow import MlflowClient
     from torch import nn
+
+    from flows.registry import Registry
 
 __all__ = ["sweep", "study_storage", "run_trials", "SweepPlan"]
 
@@ -98,16 +101,18 @@ class SweepPlan:
 
 
 # ----------------------------------------------------------------------------- the study
-def study_storage(cfg: Config, storage: str | None = None) -> str:
+def study_storage(registry: Registry | Config, storage: str | None = None) -> str:
     """The study database: `storage`, else registry.study_storage, else optuna.db beside a SQLite tracking store."""
-    from gan_core.tracking.store import sqlite_path, tracking_uri
+    from flows.registry import Registry
+    from gan_core.tracking.store import sqlite_path
 
-    chosen = storage or cfg.registry.study_storage
+    registry = Registry.of(registry)
+    chosen = storage or registry.cfg.registry.study_storage
     if chosen:
         if chosen.startswith("sqlite:///") and not Path(chosen.removeprefix("sqlite:///")).is_absolute():
             chosen = f"sqlite:///{Path.cwd() / chosen.removeprefix('sqlite:///')}"
         return chosen
-    uri = tracking_uri(cfg.registry)
+    uri = registry.uri
     db = sqlite_path(uri)
     if db is None:
         raise UserError(f"the tracking store {uri} is not a SQLite file, so there is no default place for the sweep's "
@@ -278,7 +283,7 @@ def trial_config(plan: SweepPlan, point: dict[str, Any]) -> tuple[Config, dict[s
     return cfg, key, out
 
 
-def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchSpace, client: MlflowClient) -> float:
+def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchSpace, registry: Registry) -> float:
     """Train, evaluate and log one point of the space; return its objective value."""
     import optuna
 
@@ -298,8 +303,10 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
             "sweep.study": plan.study, "sweep.trial": str(trial.number)}
     started = time.monotonic()
     state, run_id = "complete", ""
+    client = registry.client(create=True)
     try:
-        with start_training_run(cfg, run_name=f"{plan.study}-trial-{trial.number}", extra_tags=tags) as run:
+        with start_training_run(cfg, run_name=f"{plan.study}-trial-{trial.number}", extra_tags=tags,
+                                client=client) as run:
             run_id = run.info.run_id
             trial.set_user_attr("mlflow_run_id", run_id)
             trial.set_user_attr("key", key)
@@ -385,10 +392,11 @@ def requeue_interrupted(study: optuna.Study) -> None:
             study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number})
 
 
-def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> int:
+def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None, registry: Registry | None = None) -> int:
     """Run trials of the plan's study until its budget is used (or this process's timeout); return how many ran
-    here. The same function runs in the flow's process and in each `--workers` process."""
-    from gan_core.tracking.store import configure
+    here. The same function runs in the flow's process (with the flow's registry handle) and in each `--workers`
+    process (which builds its own: a handle does not cross a process spawn)."""
+    from flows.registry import Registry
 
     if threads:
         import torch
@@ -396,13 +404,16 @@ def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> 
         torch.set_num_threads(threads)
     base = load_config(plan.params, plan.overrides)
     space = load_space(plan.space_path, base, plan.params, plan.overrides)
-    client = configure(base.registry)
+    if registry is None:
+        registry = Registry(base)
+        registry.client()
+        registry.point_fluent_api()
     study = open_study(plan, base, space, worker)
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = 0
     while (plan.trials is None or counted(study) < plan.trials) and time.monotonic() < deadline:
         requeue_interrupted(study)
-        study.optimize(lambda trial: objective(trial, plan, base, space, client), n_trials=1)
+        study.optimize(lambda trial: objective(trial, plan, base, space, registry), n_trials=1)
         ran += 1
     return ran
 
@@ -415,11 +426,11 @@ def _worker(plan: SweepPlan, worker: int, threads: int) -> int:
     return run_trials(plan, worker, threads)
 
 
-@task(name="trials")
-def trials_task(plan: SweepPlan, workers: int) -> int:
+@task(name="trials", cache_policy=NO_CACHE)
+def trials_task(plan: SweepPlan, workers: int, registry: Registry) -> int:
     """Run the trials here (one worker) or in `workers` spawned processes sharing the cores; return how many ran."""
     if workers == 1:
-        return run_trials(plan)
+        return run_trials(plan, registry=registry)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -635,9 +646,10 @@ def sweep(
     and apply the gate. Returns {"status": "promoted" | "rejected" | "unchanged", "version", "metrics", "gate",
     "sweep": {...}}. Raises RetrainFailed naming the step that failed."""
     from flows.dvc_pipeline import dvc_stage_applies
+    from flows.registry import Registry
     from flows.retrain import prefect_run_tags
     from flows.tasks import promote, train_classifier, version_data
-    from gan_core.tracking.store import check_tracking, configure, use_store
+    from gan_core.tracking.store import check_tracking
 
     logger = get_run_logger()
     result: dict[str, Any] = {"params": str(params)}
@@ -646,17 +658,18 @@ def sweep(
             parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
             check_sweep_args(trials, timeout_s, workers)
-            use_store(check_tracking(cfg.registry, "config", write=True))
+            registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))  # this run's one handle
+            registry.point_fluent_api()
             searched = load_space(space, cfg, params, parsed)
             name = study or Path(space).stem
-            store_url = study_storage(cfg, storage)
+            store_url = study_storage(registry, storage)
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
         with named_step("train_classifier"):
             train_classifier(cfg)
         with named_step("study"):
-            client = configure(cfg.registry, create=True)
+            client = registry.client(create=True)
             plan = SweepPlan(params=str(params), overrides=parsed, space_path=str(space), study=name,
                              storage=store_url, trials=trials or searched.trials,
                              timeout_s=timeout_s or searched.timeout_s, data_version=data["data_version"],
@@ -670,7 +683,7 @@ def sweep(
                     direction(objective_name), objective_name, ", ".join(searched.params), plan.trials,
                     f", {plan.timeout_s:g} s" if plan.timeout_s else "")
         with named_step("trials"):
-            ran = trials_task(plan, workers)
+            ran = trials_task(plan, workers, registry)
         with named_step("results"):
             import optuna
 
@@ -693,25 +706,25 @@ def sweep(
         client.set_tag(parent, "sweep.best_trial", str(best.number))
         client.set_tag(parent, "sweep.best_run_id", best.user_attrs["mlflow_run_id"])
         with named_step("register"):
-            version = register_best(cfg, plan, best, parent)
+            version = register_best(registry, plan, best, parent)
         result.update(version=version["version"], run_id=best.user_attrs["mlflow_run_id"],
                       metrics=best.user_attrs.get("metrics", {}), data_version=data["data_version"])
         with named_step("promote"):
-            outcome = promote(cfg, version["version"])
+            outcome = promote(registry, version["version"])
         result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics")}
         result["status"] = ("promoted" if outcome["promoted"] else
                             "unchanged" if outcome["decision"] == "unchanged" else "rejected")
         client.set_terminated(parent, "FINISHED")
         logger.info("best trial %d (%s = %.4g) is version %s: %s", best.number, objective_name, best.value,
                     version["version"], result["status"])
-        _publish(cfg, result, logged, searched, objective_name)
+        _publish(registry, result, logged, searched, objective_name)
         return result
     except RetrainFailed as failure:
         logger.error("sweep %s", failure)
         raise
 
 
-def register_best(cfg: Config, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
+def register_best(registry: Registry, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
     """The best trial's logged model as a version, with the same lineage tags as a retrain's candidate plus the
     study and trial (registering a trial twice returns its version)."""
     from flows.tasks import register
@@ -720,7 +733,7 @@ def register_best(cfg: Config, plan: SweepPlan, best: optuna.trial.FrozenTrial, 
     trial_cfg, key, _ = trial_config(plan, best.user_attrs["point"])
     tags = {**training_tags(trial_cfg), **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
             "sweep.parent_run_id": parent}
-    return register(cfg, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
+    return register(registry, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
                     best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
 
 
@@ -739,7 +752,7 @@ def check_sweep_args(trials: int | None, timeout_s: float | None, workers: int) 
         raise UserError(f"--workers {workers}: expected a number of processes >= 1")
 
 
-def _publish(cfg: Config, result: dict[str, Any], logged: dict[str, Any], space: SearchSpace,
+def _publish(registry: Registry, result: dict[str, Any], logged: dict[str, Any], space: SearchSpace,
              objective_name: str) -> None:
     """The flow run's markdown summary; failing to write it must not fail a finished sweep."""
     from flows.report import run_url
@@ -750,7 +763,8 @@ def _publish(cfg: Config, result: dict[str, Any], logged: dict[str, Any], space:
         from gan_core.tracking.store import experiment_id
 
         table = markdown_table(logged["rows"], objective_name, True, direction(objective_name) == "minimize")
-        link = run_url(cfg, experiment_id(cfg.registry), result["sweep"]["parent_run_id"])
+        cfg = registry.cfg
+        link = run_url(cfg, experiment_id(cfg.registry, registry.client()), result["sweep"]["parent_run_id"])
         create_markdown_artifact(summary_markdown(result, table, link), key="sweep-summary",
                                  description=f"sweep {result['sweep']['study']}")
     except Exception as e:

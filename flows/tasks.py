@@ -1,19 +1,24 @@
 """The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows.registry function as the CLI
 and the DVC stages (gan_core.data.prepare, gan_core.evaluation.classifier.train_classifier,
 gan_core.training.loop.train, gan_core.evaluation.evaluate.evaluate, flows.registry's register / promote, which
-applies the gate)."""
+applies the gate).
+
+Tasks that take the flow's registry handle (flows.registry.Registry: a live client) are not cached by their
+inputs (cache_policy=NO_CACHE): Prefect could not hash the handle, and no step here is worth caching by input."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_pipeline import FLOW_STAGES, PREPARE_STAGE, dvc_push, run_dvc
 from flows.failures import SERVICE_RETRIES, is_transient
 from gan_core.config import Config
 
 if TYPE_CHECKING:  # the heavy imports stay inside the tasks, so importing the flow stays fast
+    from flows.registry import Registry
     from gan_core.evaluation.evaluate import Evaluation
     from gan_core.training.loop import TrainResult
 
@@ -46,12 +51,12 @@ def record_dvc_stages() -> None:
     run_dvc("commit", "--force", *FLOW_STAGES)
 
 
-@task(name="find_unchanged", **SERVICE_RETRIES)
-def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
+@task(name="find_unchanged", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | None:
     """The newest registered candidate when it was trained from the same key and gated, else None."""
-    from flows import registry
+    from flows.registry import latest_version
 
-    latest = registry.latest_version(cfg)
+    latest = latest_version(registry)
     if latest is None:
         return None
     tags = latest["tags"]
@@ -71,20 +76,18 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     return fit_classifier(cfg)
 
 
-@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def train_generator(cfg: Config, run_id: str) -> TrainResult:
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def train_generator(cfg: Config, run_id: str, registry: Registry) -> TrainResult:
     """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
     identity (gan_core.training.identity): a retry continues, and a run that differs only in evaluation, logging
     or device settings from a finished one trains no step again."""
     from gan_core.tracking.runs import MLflowCallback
-    from gan_core.tracking.store import open_store
     from gan_core.training.launch import distributed, train_processes
     from gan_core.training.loop import train
 
     if distributed(cfg):  # train.nproc_per_node, train.nnodes: torchrun, rank 0 logging into this run
         return train_processes(cfg, run_id)
-    # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
-    return train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])
+    return train(cfg, resume=True, callbacks=[MLflowCallback(run_id, registry.client())])
 
 
 @task(name="evaluate")
@@ -95,35 +98,32 @@ def evaluate_generator(cfg: Config) -> Evaluation:
     return evaluate(cfg)
 
 
-@task(name="log_candidate", **SERVICE_RETRIES)
+@task(name="log_candidate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str,
-                  context: dict[str, Any] | None = None) -> str:
+                  context: dict[str, Any] | None, registry: Registry) -> str:
     """Log evaluation metrics and their context, the metrics JSON, the sample grid and the pyfunc model; return
     the model URI."""
     from gan_core.tracking.runs import log_candidate as log_to_run
-    from gan_core.tracking.store import configure
 
-    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry), context)
+    registry.point_fluent_api()  # pyfunc logging reads it
+    return log_to_run(cfg, run_id, metrics, package_dir, registry.client(), context)
 
 
 # ----------------------------------------------------------------------------- registry
-@task(name="register", **SERVICE_RETRIES)
-def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str],
+@task(name="register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def register(registry: Registry, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str],
              context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register the candidate as a new model version carrying lineage tags, metrics and their context."""
-    from flows import registry
+    from flows.registry import register_candidate
 
-    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags,
-                                       context=context)
+    return register_candidate(registry, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags,
+                              context=context)
 
 
-@task(name="promote", **SERVICE_RETRIES)
-def promote(cfg: Config, version: str) -> dict[str, Any]:
+@task(name="promote", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def promote(registry: Registry, version: str) -> dict[str, Any]:
     """Apply the gate under the promotion lock and, when it passes, move the champion alias to the version (one
     alias update: nothing is half-promoted)."""
-    from flows import registry
+    from flows.registry import promote as gate_and_promote
 
-    return registry.promote(cfg, version)
-
-
-# ----------------------------------------------------------------------------- the flow
+    return gate_and_promote(registry, version)
