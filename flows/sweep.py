@@ -19,14 +19,20 @@ in its metric's direction), the budgets and the pruning. The flow:
    that it searches the same space toward the same objective on the same data and base config. Its MLflow parent
    run (`sweep-<study>`) is created once and shared by every process that joins;
 4. trials: each trial trains one config (the base plus the trial's point) in its own MLflow child run (params,
-   curves, sample grids, evaluation, model), evaluating its EMA generator every pruning.every_steps on
-   pruning.num_samples samples: Optuna's median rule stops trials that are worse than the earlier ones at the same
-   step (the child run ends KILLED, tagged sweep.state=pruned). A trial that fails (diverges, a config combination
-   the validator refuses) is recorded as failed, with its reason, and the sweep goes on. `--workers N` runs N worker
-   processes on this machine; other hosts join the same study with the same command (and the same storage);
+   curves, sample grids, evaluation, model) through the retrain's own candidate routine (flows.candidate: run →
+   train → evaluate → log), evaluating its EMA generator every pruning.every_steps on pruning.num_samples samples:
+   Optuna's median rule stops trials that are worse than the earlier ones at the same step (the child run ends
+   KILLED, tagged sweep.state=pruned). A trial that fails (diverges, a config combination the validator refuses) is
+   recorded as failed, with its reason, and the sweep goes on. `--workers N` runs N worker processes on this
+   machine; other hosts join the same study with the same command (and the same storage);
 5. register, promote: the study's best trial (over every process) becomes a model version and goes through the
    same gate as a retrain's candidate; the parent run gets the results table and plots, and the flow run a markdown
    summary.
+
+Distributed trials. With train.nproc_per_node > 1 (or train.nnodes > 1) in the base config, every trial trains
+as a retrain's candidate does: torchrun's processes, rank 0 logging into the trial's run. The EMA generator then
+lives in those processes, out of the pruner's reach, so a distributed trial is judged at its end only: it reports
+no intermediate value and the median rule never stops it (pruning.* applies to single-process trials).
 
 Budgets. `trials` counts the study's finished trials (completed, pruned, failed), plus those running, over every
 process: each process stops starting trials once it is reached, so a resumed sweep runs what is left.
@@ -53,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.failures import RetrainFailed, named_step
 from flows.search_space import SearchSpace, direction, load_space, suggest
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
@@ -95,6 +102,7 @@ class SweepPlan:
     trials: int | None
     timeout_s: float | None
     data_version: str
+    data_version_source: str
     parent_run_id: str
     seed: int
     out_dir: str
@@ -283,13 +291,12 @@ def trial_config(plan: SweepPlan, point: dict[str, Any]) -> tuple[Config, dict[s
     return cfg, key, out
 
 
-def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchSpace, registry: Registry) -> float:
-    """Train, evaluate and log one point of the space; return its objective value."""
+def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchSpace, inputs: RunInputs) -> float:
+    """Train, evaluate and log one point of the space (flows.candidate's routine, as a retrain's candidate);
+    return its objective value."""
     import optuna
 
-    from gan_core.evaluation.evaluate import evaluate
-    from gan_core.tracking.runs import MLflowCallback, log_candidate, start_training_run
-    from gan_core.training.loop import train
+    from gan_core.training.launch import distributed
 
     metric = space.objective_for(base)
     retried = trial.user_attrs.get(RETRY_ATTR)
@@ -299,36 +306,33 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
         cfg, key, out = trial_config(plan, point)
     except UserError as e:  # a combination the validator refuses (each value alone was checked up front)
         return _failed(trial, f"config: {first_line(e)}")
-    tags = {**{k: v for k, v in key.items() if k != "data_version"}, "mlflow.parentRunId": plan.parent_run_id,
-            "sweep.study": plan.study, "sweep.trial": str(trial.number)}
-    started = time.monotonic()
-    state, run_id = "complete", ""
-    client = registry.client(create=True)
+    tags = {"mlflow.parentRunId": plan.parent_run_id, "sweep.study": plan.study, "sweep.trial": str(trial.number)}
+    started_at = time.monotonic()
+    client = inputs.registry.client(create=True)
+    run_id = ""
+
+    def started(run: Any) -> None:
+        nonlocal run_id
+        run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        log.info("trial %d%s: %s (MLflow run %s)", trial.number,
+                 f" (retry of {retried})" if retried is not None else "", _point_text(point), run_id)
+
+    def pruning(run_id: str) -> list[TrainCallback]:
+        # A distributed trial trains in torchrun's processes, out of this one's reach: it is judged at its end only.
+        return [] if distributed(cfg) else [PruneHopeless(trial, cfg, space, out, client, run_id)]
+
     try:
-        with start_training_run(cfg, run_name=f"{plan.study}-trial-{trial.number}", extra_tags=tags,
-                                client=client) as run:
-            run_id = run.info.run_id
-            trial.set_user_attr("mlflow_run_id", run_id)
-            trial.set_user_attr("key", key)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            log.info("trial %d%s: %s (MLflow run %s)", trial.number,
-                     f" (retry of {retried})" if retried is not None else "", _point_text(point), run_id)
-            callbacks = [MLflowCallback(run_id, client), PruneHopeless(trial, cfg, space, out, client, run_id)]
-            try:
-                result = train(cfg, resume=True, callbacks=callbacks)
-            except optuna.TrialPruned as pruned:
-                state = "pruned"
-                client.set_tag(run_id, "sweep.pruned_because", str(pruned))
-                trial.set_user_attr(PRUNED_ATTR, str(pruned))
-                raise
-            evaluation = evaluate(cfg)
-            metrics = evaluation.metrics
-            model_uri = log_candidate(cfg, run_id, metrics, result.package_dir, client, evaluation.context)
-            trial.set_user_attr("eval_context", evaluation.context)  # the gate compares in it (registry)
+        candidate = train_candidate(cfg, inputs, key=key, run_name=f"{plan.study}-trial-{trial.number}",
+                                    extra_tags=tags, callbacks=pruning, started=started)
     except optuna.TrialPruned as pruned:
+        client.set_tag(run_id, "sweep.pruned_because", str(pruned))
+        trial.set_user_attr(PRUNED_ATTR, str(pruned))
         client.set_terminated(run_id, "KILLED")  # pruned is not failed: the UI shows it stopped, not broken
-        client.set_tag(run_id, STATE_TAG, state)
-        log.info("trial %d pruned after %.0f s: %s", trial.number, time.monotonic() - started, pruned)
+        client.set_tag(run_id, STATE_TAG, "pruned")
+        log.info("trial %d pruned after %.0f s: %s", trial.number, time.monotonic() - started_at, pruned)
         raise
     except Exception as e:
         from gan_core.errors import find_user_error
@@ -340,14 +344,16 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
         if user is None:
             log.debug("trial %d: unexpected error", trial.number, exc_info=True)
         return _failed(trial, why)
+    metrics, model_uri = candidate.evaluation.metrics, candidate.model_uri
+    trial.set_user_attr("eval_context", candidate.evaluation.context)  # the gate compares in it (registry)
     value = metrics.get(metric, math.nan)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     trial.set_user_attr("metrics", {k: v for k, v in numbers.items() if math.isfinite(v)})
     trial.set_user_attr("model_uri", model_uri)
-    client.set_tag(run_id, STATE_TAG, state)
+    client.set_tag(run_id, STATE_TAG, "complete")
     if not math.isfinite(value):
         return _failed(trial, f"{metric} is {value}")
-    log.info("trial %d: %s = %.4g in %.0f s", trial.number, metric, value, time.monotonic() - started)
+    log.info("trial %d: %s = %.4g in %.0f s", trial.number, metric, value, time.monotonic() - started_at)
     return float(value)
 
 
@@ -392,10 +398,11 @@ def requeue_interrupted(study: optuna.Study) -> None:
             study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number})
 
 
-def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None, registry: Registry | None = None) -> int:
+def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None, inputs: RunInputs | None = None) -> int:
     """Run trials of the plan's study until its budget is used (or this process's timeout); return how many ran
-    here. The same function runs in the flow's process (with the flow's registry handle) and in each `--workers`
-    process (which builds its own: a handle does not cross a process spawn)."""
+    here. The same function runs in the flow's process (with the flow's RunInputs: its registry handle and data
+    version) and in each `--workers` process, which builds its own from the plan (a client does not cross a
+    process spawn; the data version does, in the plan, so no worker hashes the data again)."""
     from flows.registry import Registry
 
     if threads:
@@ -404,16 +411,18 @@ def run_trials(plan: SweepPlan, worker: int = 0, threads: int | None = None, reg
         torch.set_num_threads(threads)
     base = load_config(plan.params, plan.overrides)
     space = load_space(plan.space_path, base, plan.params, plan.overrides)
-    if registry is None:
+    if inputs is None:
         registry = Registry(base)
         registry.client()
         registry.point_fluent_api()
+        inputs = run_inputs(registry, {"data_version": plan.data_version,
+                                       "data_version_source": plan.data_version_source})
     study = open_study(plan, base, space, worker)
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = 0
     while (plan.trials is None or counted(study) < plan.trials) and time.monotonic() < deadline:
         requeue_interrupted(study)
-        study.optimize(lambda trial: objective(trial, plan, base, space, registry), n_trials=1)
+        study.optimize(lambda trial: objective(trial, plan, base, space, inputs), n_trials=1)
         ran += 1
     return ran
 
@@ -427,10 +436,10 @@ def _worker(plan: SweepPlan, worker: int, threads: int) -> int:
 
 
 @task(name="trials", cache_policy=NO_CACHE)
-def trials_task(plan: SweepPlan, workers: int, registry: Registry) -> int:
+def trials_task(plan: SweepPlan, workers: int, inputs: RunInputs) -> int:
     """Run the trials here (one worker) or in `workers` spawned processes sharing the cores; return how many ran."""
     if workers == 1:
-        return run_trials(plan, registry=registry)
+        return run_trials(plan, inputs=inputs)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -666,6 +675,7 @@ def sweep(
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
+        inputs = run_inputs(registry, data)  # hashed once, above: every trial (and worker) is handed it
         with named_step("train_classifier"):
             train_classifier(cfg)
         with named_step("study"):
@@ -673,7 +683,8 @@ def sweep(
             plan = SweepPlan(params=str(params), overrides=parsed, space_path=str(space), study=name,
                              storage=store_url, trials=trials or searched.trials,
                              timeout_s=timeout_s or searched.timeout_s, data_version=data["data_version"],
-                             parent_run_id="", seed=cfg.train.seed, out_dir=f"{SWEEP_ROOT}/{name}")
+                             data_version_source=data["data_version_source"], parent_run_id="",
+                             seed=cfg.train.seed, out_dir=f"{SWEEP_ROOT}/{name}")
             check_budget(plan.trials, plan.timeout_s)
             opened = open_study(plan, cfg, searched)
             parent = parent_run(opened, cfg, searched, store_url, str(space), client, prefect_run_tags())
@@ -683,7 +694,7 @@ def sweep(
                     direction(objective_name), objective_name, ", ".join(searched.params), plan.trials,
                     f", {plan.timeout_s:g} s" if plan.timeout_s else "")
         with named_step("trials"):
-            ran = trials_task(plan, workers, registry)
+            ran = trials_task(plan, workers, inputs)
         with named_step("results"):
             import optuna
 
@@ -706,7 +717,7 @@ def sweep(
         client.set_tag(parent, "sweep.best_trial", str(best.number))
         client.set_tag(parent, "sweep.best_run_id", best.user_attrs["mlflow_run_id"])
         with named_step("register"):
-            version = register_best(registry, plan, best, parent)
+            version = register_best(inputs, plan, best, parent)
         result.update(version=version["version"], run_id=best.user_attrs["mlflow_run_id"],
                       metrics=best.user_attrs.get("metrics", {}), data_version=data["data_version"])
         with named_step("promote"):
@@ -724,16 +735,17 @@ def sweep(
         raise
 
 
-def register_best(registry: Registry, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
+def register_best(inputs: RunInputs, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
     """The best trial's logged model as a version, with the same lineage tags as a retrain's candidate plus the
     study and trial (registering a trial twice returns its version)."""
     from flows.tasks import register
     from gan_core.tracking.runs import training_tags
 
     trial_cfg, key, _ = trial_config(plan, best.user_attrs["point"])
-    tags = {**training_tags(trial_cfg), **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
+    lineage = training_tags(trial_cfg, data_version_info=inputs.data_version, device=inputs.device)
+    tags = {**lineage, **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
             "sweep.parent_run_id": parent}
-    return register(registry, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
+    return register(inputs.registry, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
                     best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
 
 

@@ -120,10 +120,12 @@ class Registry:
         return self.aliases().get(self.champion_alias)
 
     # ------------------------------------------------------------------------- the prepared data
-    def hand_data_version(self, info: Mapping[str, str]) -> None:
-        """The prepared data's version as the flow computed it ({"data_version", "data_version_source"},
-        gan_core.data.version.data_version_info): re-measuring a champion reads it from here, not from disk."""
-        self._data_version, self._data_version_read = dict(info), True
+    def hand_data_version(self, info: Mapping[str, Any]) -> None:
+        """The prepared data's version as the flow computed it (the "data_version" and "data_version_source" of
+        gan_core.data.version.data_version_info, e.g. the version_data step's result): re-measuring a champion
+        reads it from here, not from disk."""
+        self._data_version = {k: str(info[k]) for k in ("data_version", "data_version_source")}
+        self._data_version_read = True
 
     def data_version(self) -> dict[str, str] | None:
         """The prepared data's version: as handed over, else read from data.prepared_dir once; None when there is
