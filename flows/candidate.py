@@ -88,14 +88,14 @@ def train_model(cfg: Config, run_id: str, inputs: RunInputs, callbacks: Sequence
     from gan_core.training.loop import train
 
     mlflow_callback = MLflowCallback(run_id, inputs.registry.client())
-    return train(cfg, resume=True, callbacks=[mlflow_callback, *callbacks])
+    return train(cfg, resume=True, callbacks=[mlflow_callback, *callbacks], data_version_info=inputs.data_version)
 
 
 def evaluate_model(cfg: Config, inputs: RunInputs) -> Evaluation:
     """Evaluate the freshly trained package ({train.out_dir}/generator) against the prepared data."""
     from gan_core.evaluation.evaluate import evaluate
 
-    return evaluate(cfg)
+    return evaluate(cfg, data_version_info=inputs.data_version)
 
 
 def log_model(cfg: Config, run_id: str, evaluation: Evaluation, package_dir: str, inputs: RunInputs) -> str:

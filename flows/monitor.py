@@ -141,6 +141,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
         registry.point_fluent_api()
     with named_step("version_data"):
         data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
+    registry.hand_data_version(data)  # hashed once, above: the champion's evaluation is handed it
     with named_step("find_champion"):
         champion = current_champion(registry)
     result: dict[str, Any] = {
@@ -161,7 +162,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
             )
         name = cfg.gate.primary_metric
         with named_step("train_classifier"):
-            train_classifier(cfg)
+            train_classifier(cfg, data["data_version"])
         with named_step("evaluate_champion"):
             # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
             measured = evaluate_champion(registry, champion["version"])

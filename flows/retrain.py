@@ -199,7 +199,7 @@ def classify_and_train(
     logged model); return its lineage tags and the model's URI. Fills `result` as it goes, so a failure report says
     how far the run got."""
     with named_step("train_classifier"):
-        classifier = train_classifier(cfg)
+        classifier = train_classifier(cfg, inputs.data_version["data_version"])
     result["classifier_accuracy"] = classifier.get("holdout_accuracy")
 
     def started(run: Any) -> None:

@@ -52,6 +52,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,9 +242,9 @@ class PruneHopeless(TrainCallback):
     samples, report the objective to Optuna and stop the training when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, cfg: Config, space: SearchSpace, out_dir: Path,
-                 client: MlflowClient, run_id: str) -> None:
+                 client: MlflowClient, run_id: str, data_version_info: Mapping[str, str] | None = None) -> None:
         self.trial, self.cfg, self.space, self.out_dir = trial, cfg, space, out_dir
-        self.client, self.run_id = client, run_id
+        self.client, self.run_id, self.data_version_info = client, run_id, data_version_info
         self.objective = space.objective_for(cfg)
         self.next_step = space.pruning.every_steps
 
@@ -261,7 +262,8 @@ class PruneHopeless(TrainCallback):
         ecfg = self.cfg.model_copy(update={"eval": self.cfg.eval.model_copy(update={
             "num_samples": self.space.pruning.num_samples, "out_dir": str(self.out_dir / "prune"),
             "device": device})})
-        value = evaluate(ecfg, generator).metrics.get(self.objective, math.nan)
+        evaluation = evaluate(ecfg, generator, data_version_info=self.data_version_info)
+        value = evaluation.metrics.get(self.objective, math.nan)
         log_metrics(self.client, self.run_id, {f"sweep_{self.objective}": value}, step=step)
         if not math.isfinite(value):
             raise UserError(f"{self.objective} is {value} at step {step}")
@@ -322,7 +324,7 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
 
     def pruning(run_id: str) -> list[TrainCallback]:
         # A distributed trial trains in torchrun's processes, out of this one's reach: it is judged at its end only.
-        return [] if distributed(cfg) else [PruneHopeless(trial, cfg, space, out, client, run_id)]
+        return [] if distributed(cfg) else [PruneHopeless(trial, cfg, space, out, client, run_id, inputs.data_version)]
 
     try:
         candidate = train_candidate(cfg, inputs, key=key, run_name=f"{plan.study}-trial-{trial.number}",
@@ -677,7 +679,7 @@ def sweep(
             data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
         inputs = run_inputs(registry, data)  # hashed once, above: every trial (and worker) is handed it
         with named_step("train_classifier"):
-            train_classifier(cfg)
+            train_classifier(cfg, data["data_version"])
         with named_step("study"):
             client = registry.client(create=True)
             plan = SweepPlan(params=str(params), overrides=parsed, space_path=str(space), study=name,

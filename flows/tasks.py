@@ -72,12 +72,13 @@ def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | 
 
 # ----------------------------------------------------------------------------- classifier and candidate
 @task(name="train_classifier")
-def train_classifier(cfg: Config) -> dict[str, Any]:
+def train_classifier(cfg: Config, data_version: str | None = None) -> dict[str, Any]:
     """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.evaluation.classifier keys its
-    model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
+    model by the data's version (`data_version`, as the version_data step computed it) and its settings, so this
+    costs seconds when the data is unchanged."""
     from gan_core.evaluation.classifier import train_classifier as fit_classifier
 
-    return fit_classifier(cfg)
+    return fit_classifier(cfg, data_version=data_version)
 
 
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)

@@ -113,7 +113,8 @@ def evaluate_version(registry: Registry, version: str, subdir: str) -> Evaluatio
     eval_cfg.eval.out_dir = str(Path(cfg.eval.out_dir) / subdir)
     mv = registry.version(version)
     registry.point_fluent_api()  # load_generator("models:/...") reads MLflow's fluent URI
-    evaluation = evaluate(eval_cfg, generator=cfg.registry.version_uri(mv.version))
+    evaluation = evaluate(eval_cfg, generator=cfg.registry.version_uri(mv.version),
+                          data_version_info=registry.data_version())
     path = cache_path(registry, mv, context_hash(evaluation.context))
     try:
         write_measurement(path, evaluation.context, evaluation.metrics, source=f"{subdir} evaluation")

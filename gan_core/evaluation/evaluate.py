@@ -19,6 +19,7 @@ data or weights never meet a stale entry, and a damaged entry is rebuilt. Nothin
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config
 from gan_core.config import metrics as m
 from gan_core.data import PreparedDataset, load_prepared
-from gan_core.data.version import data_version_info
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import LeNet, require_trusted, stored_classifier
@@ -82,13 +83,15 @@ class Evaluation:
         return evaluation_context(self.info)
 
 
-def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
+def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None, *,
+             data_version_info: Mapping[str, str] | None = None) -> Evaluation:
     """Evaluate `generator` (a module, a package directory / MLflow model URI, or None = {train.out_dir}/generator)
     on cfg.eval.num_samples samples against cfg.data.prepared_dir, in every feature space of cfg.eval.extractors.
-    Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
+    Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png.
+    `data_version_info`: the prepared data's version (gan_core.data.version) when the caller hashed it already."""
     ecfg = cfg.eval
     if task(cfg.model.arch) == "translation":
-        return _evaluate_translator(cfg, generator)
+        return _evaluate_translator(cfg, generator, data_version_info)
     # Inputs first (the generator named on the command line, then the data), then the output directories, then
     # sampling: a bad input fails before any directory is created, a bad output before any work.
     _check_sample_count(ecfg.num_samples, ecfg.extractors)
@@ -97,7 +100,7 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
     G = _generator(generator, cfg, device)
     real = load_prepared(cfg.data.prepared_dir)
     _check_real_count(real)
-    version = data_version_info(cfg.data.prepared_dir)
+    version = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
     out = ensure_writable_dir(ecfg.out_dir, "eval.out_dir")
     cache_dir = ensure_writable_dir(ecfg.cache_dir, "eval.cache_dir")
     fake = GeneratedImages(G, ecfg.num_samples, seed=ecfg.seed, batch_size=ecfg.batch_size)
@@ -127,7 +130,8 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
         extractor_info["inception"] = {"weights": weights}
     tally: ClassTally | None = None
     if "lenet" in ecfg.extractors:
-        classifier_info = stored_classifier(cfg)  # trained by its own step; evaluation never trains it
+        # Trained by its own step; evaluation never trains it.
+        classifier_info = stored_classifier(cfg, data_version=version["data_version"])
         require_trusted(classifier_info, ecfg.classifier.min_accuracy)
         extractors["lenet"] = load_extractor("lenet", classifier_info["model_dir"], cuda)
         extractor_info["lenet"] = {"holdout_accuracy": classifier_info["holdout_accuracy"],
@@ -165,12 +169,13 @@ def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Ev
     return evaluation
 
 
-def _evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None) -> Evaluation:
+def _evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None,
+                         data_version_info: Mapping[str, str] | None = None) -> Evaluation:
     """A translator's evaluation (gan_core.evaluation.translation), written as a generator's is."""
     device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
     out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
     cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
-    result, info = evaluate_translation(cfg, translator, device, out, cache_dir)
+    result, info = evaluate_translation(cfg, translator, device, out, cache_dir, data_version_info=data_version_info)
     _check_finite(result)
     evaluation = Evaluation(metrics={k: float(v) for k, v in result.items()}, info=info)
     write_json(out / INFO_FILE, evaluation.info)

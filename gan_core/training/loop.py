@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from torchvision.utils import save_image
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
 from gan_core.data import PreparedDataset, holdout_split, load_domains, load_prepared, read_meta
-from gan_core.data.version import data_version
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import (
@@ -114,15 +114,18 @@ class TrainResult:
         return asdict(self)
 
 
-def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
-    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches)."""
-    return Trainer(cfg, resume=resume, callbacks=callbacks).run()
+def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
+          data_version_info: Mapping[str, str] | None = None) -> TrainResult:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version_info`: the
+    prepared data's version (gan_core.data.version.data_version_info) when the caller hashed it already."""
+    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version_info=data_version_info).run()
 
 
 class Trainer:
     """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools."""
 
-    def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()):
+    def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
+                 data_version_info: Mapping[str, str] | None = None):
         self.cfg, self.resume, self.callbacks = cfg, resume, list(callbacks)
         tc = cfg.train
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -144,7 +147,9 @@ class Trainer:
             datasets = {"": load_prepared(cfg.data.prepared_dir)}
         self.data = next(iter(datasets.values()))
         self.dataset_meta = self.data.meta if self.task == "generation" else read_meta(cfg.data.prepared_dir)
-        self.data_version = data_version(cfg.data.prepared_dir)  # the DVC md5, as in every lineage tag
+        # The DVC md5, as in every lineage tag: hashed here unless the caller (a flow) hands it over.
+        self.data_version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
+        self.data_version = self.data_version_info["data_version"]
         self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
@@ -512,7 +517,7 @@ class Trainer:
     def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
         metadata: dict[str, Any] = {
-            **lineage(self.cfg),
+            **lineage(self.cfg, data_version_info=self.data_version_info, device=self.device.type),
             "recipe": self.cfg.recipe,
             "steps": steps,  # the step reached: train.steps, or where train.max_seconds stopped it
             "max_seconds": self.cfg.train.max_seconds,
