@@ -73,7 +73,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-# ----------------------------------------------------------------------------- flows (issue 6)
+# ----------------------------------------------------------------------------- flows
 def _echo_result(result: dict) -> None:
     """One line per fact a user acts on: what happened, which version, why."""
     status, version = result.get("status"), result.get("version")
@@ -280,7 +280,7 @@ def schedule_command(
     serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
 
 
-# ----------------------------------------------------------------------------- registry and consumption (issue 5)
+# ----------------------------------------------------------------------------- registry and consumption
 # Downstream users pull and inspect models from anywhere, not only from a checkout with a params.yaml.
 RegistryParams = Annotated[
     Path | None,
