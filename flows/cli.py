@@ -216,8 +216,7 @@ def sweep_command(
     """Search hyperparameters with Optuna (one MLflow child run per trial, hopeless ones pruned), then register
     the best trial and apply the gate, as a retrain would."""
     from flows.failures import RetrainFailed
-    from flows.search_space import load_space
-    from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
+    from flows.sweep import check_budget, check_sweep_args, load_space, study_storage, sweep
     from gan_core.config import parse_overrides
 
     _check_before_flow("sweep", params, overrides)

@@ -74,7 +74,7 @@ def _base(tmp_path: Path):
     ],
 )
 def test_a_bad_search_space_fails_in_one_line_naming_the_key(tmp_path: Path, space: dict, named: str) -> None:
-    from flows.search_space import load_space
+    from flows.sweep import load_space
 
     params, cfg = _base(tmp_path)
     path = tmp_path / "space.yaml"
@@ -90,7 +90,7 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(tmp_path: Path, spa
 def test_a_good_space_reads_kinds_and_draws_points_inside_it(tmp_path: Path) -> None:
     import optuna
 
-    from flows.search_space import load_space, suggest
+    from flows.sweep import load_space, suggest
 
     params, cfg = _base(tmp_path)
     path = tmp_path / "space.yaml"

@@ -12,6 +12,7 @@
 
     space = load_space("configs/sweeps/dcgan.yaml", cfg)    # SearchSpace, or a UserError naming the bad key
     overrides = suggest(trial, space)                      # {"train.g_optimizer.lr": 0.00042, ...} for an Optuna trial
+    point_text(overrides)                                  # 'train.g_optimizer.lr=0.00042 ...' for logs and tables
 
 Checked before any trial runs: every key is a training setting of `model.*` or `train.*` (data, evaluation, gate
 and registry settings would make trials incomparable; runtime keys such as train.device change nothing a trial is
@@ -210,3 +211,12 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 
 def _primitive(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
+
+
+def point_text(point: dict[str, Any]) -> str:
+    """A point as one line: `train.g_optimizer.lr=0.00042 train.loss=hinge`."""
+    return " ".join(f"{k}={_short(v)}" for k, v in point.items())
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if not isinstance(v, str) else v
