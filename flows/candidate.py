@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gan_core.config import Config
@@ -121,7 +121,7 @@ class CandidateSteps:
     train: Callable[..., TrainResult] = train_model
     evaluate: Callable[..., Evaluation] = evaluate_model
     log: Callable[..., str] = log_model
-    named: Callable[[str], AbstractContextManager[Any]] = field(default=unnamed)
+    named: Callable[[str], AbstractContextManager[Any]] = unnamed
 
 
 def no_callbacks(run_id: str) -> Sequence[TrainCallback]:
