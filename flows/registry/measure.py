@@ -24,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from flows.gate import ChampionMetrics
 from flows.registry.handle import Registry, run_id_of, version_metrics
+from gan_core.config import Config
 from gan_core.errors import UserError, first_line
 from gan_core.evaluation.context import (
     champion_cache_path,
@@ -102,12 +103,13 @@ def measure_version(
     return evaluation.metrics, None
 
 
-def evaluate_version(registry: Registry, version: str, subdir: str) -> Evaluation:
+def evaluate_version(registry: Registry | Config, version: str, subdir: str) -> Evaluation:
     """Evaluate registered `version` with the handle's config (outputs under {eval.out_dir}/{subdir}, so the
     candidate's files stay) and cache its metrics under the context they were measured in, for the gate
     (measure_version). The gate and the monitor both measure a registered version through here."""
     from gan_core.evaluation.evaluate import evaluate
 
+    registry = Registry.of(registry)
     cfg = registry.cfg
     eval_cfg = cfg.model_copy(deep=True)
     eval_cfg.eval.out_dir = str(Path(cfg.eval.out_dir) / subdir)
