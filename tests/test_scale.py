@@ -187,10 +187,10 @@ def _race_worker(env: dict[str, str], params: str, version: str, barrier, result
     from flows import registry
     from gan_core.config import load_config
 
-    cfg = load_config(params)
-    registry.open_store(cfg.registry).search_registered_models()  # connect before the start line
+    handle = registry.Registry(load_config(params))
+    handle.client().search_registered_models()  # connect before the start line
     barrier.wait(timeout=60)
-    results.put((version, registry.promote(cfg, version)["promoted"]))
+    results.put((version, registry.promote(handle, version)["promoted"]))
 
 
 @pytest.mark.timeout(300)

@@ -38,7 +38,7 @@ from torchvision.utils import save_image
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
 from gan_core.data import PreparedDataset
-from gan_core.data.version import data_version_info
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import family
@@ -77,22 +77,23 @@ class DivergenceError(UserError):
 
 
 def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
-          data_version: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None) -> TrainResult:
-    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version` and
+          data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None) -> TrainResult:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version_info` and
     `lineage`: as Trainer takes them."""
-    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version=data_version, lineage=lineage).run()
+    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version_info=data_version_info,
+                   lineage=lineage).run()
 
 
 class Trainer:
     """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools, and is
     the `Loop` a family's step uses (gan_core.models.step).
 
-    `data_version`: the prepared data's version as gan_core.data.version.data_version_info gives it, when the caller
-    has it already (a flow that prepared the data); `lineage`: the package's lineage metadata, when the caller has
-    stamped a run with it (gan_core.training.lineage.lineage). Each is computed here when not given."""
+    `data_version_info`: the prepared data's version as gan_core.data.version.data_version_info gives it, when the
+    caller has it already (a flow that prepared the data); `lineage`: the package's lineage metadata, when the caller
+    has stamped a run with it (gan_core.training.lineage.lineage). Each is computed here when not given."""
 
     def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
-                 data_version: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None):
+                 data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None):
         self.cfg, self.resume, self.callbacks = cfg, resume, list(callbacks)
         tc = cfg.train
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -110,8 +111,8 @@ class Trainer:
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
         datasets, self.dataset_meta = self.task.load(cfg)
         self.data = next(iter(datasets.values()))
-        # The DVC md5, as in every lineage tag.
-        self.version_info = dict(data_version or data_version_info(cfg.data.prepared_dir))
+        # The DVC md5, as in every lineage tag: hashed here unless the caller (a flow) hands it over.
+        self.version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
         self.data_version = self.version_info["data_version"]
         self._lineage = dict(lineage) if lineage is not None else None
         self.code_hash = code_hash()
@@ -493,7 +494,7 @@ class Trainer:
         """The lineage handed in, else this run's: its data version and the device it ran on."""
         if self._lineage is not None:
             return self._lineage
-        return lineage(self.cfg, self.version_info, self.runtime.device.type)
+        return lineage(self.cfg, data_version_info=self.version_info, device=self.runtime.device.type)
 
     def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
