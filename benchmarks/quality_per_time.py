@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality_per_time.py                       # every recipe, CPU here (~30 min)
     .venv/bin/python benchmarks/quality_per_time.py --only dcgan stylegan2 --budget-s 120
     .venv/bin/python benchmarks/quality_per_time.py --resolution 64 --budget-s 600   # on a GPU
+    .venv/bin/python benchmarks/quality_per_time.py --smoke     # seconds: dcgan, one 4-step segment, 500 images
 
 Each recipe trains in segments, resuming its own checkpoint (a resumed run is bit-identical to a straight one),
 and after each segment its EMA generator is evaluated against the *full* mnist5k set in the lenet feature space
@@ -48,14 +49,18 @@ RECIPES: dict[str, dict[str, object]] = {
 }
 REFERENCE = "dcgan"
 FIRST_SEGMENT = {"dcgan": 250, "stylegan2": 50, "dcgan-500": 250, "dcgan-500-ada": 250}
+SMOKE = {"data.max_images": 500, "eval.num_samples": 200, "eval.classifier.epochs": 1,
+         "eval.classifier.min_accuracy": 0.0}
+"""A --smoke run's sizes: 500 images, 200 samples, a one-epoch classifier trusted whatever its accuracy."""
 
 
-def run_recipe(name: str, work: Path, eval_cfg: Config, resolution: int, budget_s: float, grids: Path) -> list[dict]:
+def run_recipe(name: str, work: Path, eval_cfg: Config, resolution: int, budget_s: float, grids: Path,
+               first_segment: int | None = None) -> list[dict]:
     overrides = {"data.resolution": resolution, "data.prepared_dir": str(work / "data" / name),
                  "train.out_dir": str(work / "train" / name), "train.log_every": 50, "train.sample_every": 10**6,
                  "train.checkpoint_every": 10**6, **RECIPES[name]}
     points: list[dict] = []
-    seconds, steps = 0.0, FIRST_SEGMENT[name]
+    seconds, steps = 0.0, first_segment or FIRST_SEGMENT[name]
     while True:
         cfg = load_config(None, {**overrides, "train.steps": steps})
         prepare(cfg.data)
@@ -100,16 +105,24 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=240.0, help="training seconds per recipe")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run at a tiny size (into a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    smoke = SMOKE if args.smoke else {}
+    if args.smoke:
+        args.only, args.budget_s = [REFERENCE], 0.0
     with tempfile.TemporaryDirectory(prefix="ganops-quality-") as tmp:
         work = Path(tmp)
-        full = DataConfig(source="mnist5k", resolution=args.resolution, prepared_dir=str(work / "data" / "full"))
+        if args.smoke:
+            args.out = work / "results"
+        full = DataConfig(source="mnist5k", resolution=args.resolution, prepared_dir=str(work / "data" / "full"),
+                          max_images=smoke.get("data.max_images"))
         prepare(full)
         eval_cfg = load_config(None, {
             "data.resolution": args.resolution, "data.prepared_dir": full.prepared_dir,
             "eval.out_dir": str(work / "eval"), "eval.cache_dir": str(work / "cache"),
-            "eval.classifier.out_dir": str(work / "classifier"), "eval.classifier.resolution": args.resolution})
+            "eval.classifier.out_dir": str(work / "classifier"), "eval.classifier.resolution": args.resolution,
+            **{k: v for k, v in smoke.items() if k.startswith("eval.")}})
         train_classifier(eval_cfg)
         started = time.perf_counter()
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -117,9 +130,10 @@ def main() -> None:
         grids = args.out / f"{stem}_grids"
         grids.mkdir(parents=True, exist_ok=True)
         points = [p for name in args.only
-                  for p in run_recipe(name, work, eval_cfg, args.resolution, args.budget_s, grids)]
-    (args.out / f"{stem}.json").write_text(json.dumps(points, indent=1) + "\n")
-    plot(points, args.out / f"{stem}.png")
+                  for p in run_recipe(name, work, eval_cfg, args.resolution, args.budget_s, grids,
+                                      first_segment=4 if args.smoke else None)]
+        (args.out / f"{stem}.json").write_text(json.dumps(points, indent=1) + "\n")
+        plot(points, args.out / f"{stem}.png")
 
     best = {name: min(p["fid_lenet"] for p in points if p["recipe"] == name) for name in args.only}
     print(f"\n{device}, {args.resolution} px, budget {args.budget_s:.0f} training s per recipe "
@@ -130,6 +144,9 @@ def main() -> None:
         at = next(p["train_seconds"] for p in points if p["recipe"] == name and p["fid_lenet"] == fid)
         ratio = f"{fid / best[REFERENCE]:.2f}×" if REFERENCE in best else "-"
         print(f"| {name} | {fid:.2f} | {at:.0f} | {ratio} |")
+    if REFERENCE in best:
+        print("ratio of each recipe's best fid_lenet to dcgan's: "
+              + ", ".join(f"{name} {fid / best[REFERENCE]:.2f}x" for name, fid in best.items()))
 
 
 if __name__ == "__main__":

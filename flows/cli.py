@@ -37,10 +37,12 @@ import typer
 
 from gan_core.cli import Overrides, Params, Version, print_internal_error, run_app
 from gan_core.config import DEFAULT_PARAMS, load_config
+from gan_core.config.catalogue import TASKS, family_info
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
 
 if TYPE_CHECKING:
     from flows.failures import RetrainFailed
+    from flows.registry import Registry
     from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
@@ -72,7 +74,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-# ----------------------------------------------------------------------------- flows (issue 6)
+# ----------------------------------------------------------------------------- flows
 def _echo_result(result: dict) -> None:
     """One line per fact a user acts on: what happened, which version, why."""
     status, version = result.get("status"), result.get("version")
@@ -155,12 +157,13 @@ def demo_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
+    from flows.registry import Registry
     from flows.registry import champion as current_champion
 
     result = _run_retrain(params, overrides)
     _echo_result(result)
     cfg = load_config(params, overrides)
-    champion = current_champion(cfg)
+    champion = current_champion(Registry(cfg))
     model = cfg.registry.model_uri()
     if champion is None:
         typer.echo(f"no champion yet: the gate rejected this candidate; see `ganops models` (wanted {model})")
@@ -168,7 +171,7 @@ def demo_command(
     typer.echo(f"champion: {model} = version {champion['version']}")
     typer.echo("next:")
     typer.echo("  ganops ui                          # compare runs in the MLflow UI")
-    typer.echo(f"  ganops generate --model {model} -n 64 --out grid.png")
+    typer.echo("  " + TASKS[family_info(cfg.model.arch).task].command_example.format(uri=model))
 
 
 @app.command("monitor")
@@ -214,8 +217,7 @@ def sweep_command(
     """Search hyperparameters with Optuna (one MLflow child run per trial, hopeless ones pruned), then register
     the best trial and apply the gate, as a retrain would."""
     from flows.failures import RetrainFailed
-    from flows.search_space import load_space
-    from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
+    from flows.sweep import check_budget, check_sweep_args, load_space, study_storage, sweep
     from gan_core.config import parse_overrides
 
     _check_before_flow("sweep", params, overrides)
@@ -278,7 +280,7 @@ def schedule_command(
     serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
 
 
-# ----------------------------------------------------------------------------- registry and consumption (issue 5)
+# ----------------------------------------------------------------------------- registry and consumption
 # Downstream users pull and inspect models from anywhere, not only from a checkout with a params.yaml.
 RegistryParams = Annotated[
     Path | None,
@@ -291,23 +293,26 @@ RegistryRecipe = Annotated[
 ]
 
 
-def _registry_config(params: Path | None, command: str, recipe: str | None = None) -> Config:
-    """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API).
+def _registry(params: Path | None, command: str, recipe: str | None = None) -> Registry:
+    """The command's registry handle (its config is `.cfg`), with MLflow pointed at its store (load_generator's
+    models:/ URIs go through the fluent API).
 
     These commands read or move aliases: a missing SQLite store is an error (none is created), and a tracking
     server that does not answer fails now, in seconds, naming the command. They take no `key=value` overrides:
     what they read (store, model name, aliases, gate) comes from the params file and, with --recipe, a recipe's
     file, so a promotion is gated by the project's committed policy, not by one command line's."""
-    cfg = load_config(params, [f"recipe={recipe}"] if recipe is not None else None)
-    _open_store(cfg, command)
-    return cfg
+    return _open_store(load_config(params, [f"recipe={recipe}"] if recipe is not None else None), command)
 
 
-def _open_store(cfg: Config, command: str) -> None:
-    from gan_core.tracking.store import check_tracking, configure
+def _open_store(cfg: Config, command: str) -> Registry:
+    """The command's one registry handle on an existing store (checked, opened), MLflow's fluent API pointed at it."""
+    from flows.registry import Registry
+    from gan_core.tracking.store import check_tracking
 
-    check_tracking(cfg.registry, command)
-    configure(cfg.registry)
+    registry = Registry(cfg, check_tracking(cfg.registry, command))
+    registry.client()
+    registry.point_fluent_api()
+    return registry
 
 
 @app.command("generate")
@@ -381,14 +386,14 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
 
     from flows.registry import list_versions
     from gan_core.evaluation.context import short
-    from gan_core.tracking.store import tracking_uri
 
-    cfg = _registry_config(params, "models", recipe)
-    versions = list_versions(cfg)
+    registry = _registry(params, "models", recipe)
+    cfg = registry.cfg
+    versions = list_versions(registry)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     alias = cfg.registry.champion_alias
     champion = next((v for v in versions if alias in v["aliases"]), None)
-    caption = f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one"
+    caption = f"store {registry.uri}; `ganops ui` to compare runs, `ganops promote N` to gate one"
     marked = {v["version"] for v in versions if champion is not None and not _comparable(v, champion)}
     if champion is not None and marked:
         caption += (f"\n† measured in another evaluation context (data, extractor, samples or seed) than @{alias} "
@@ -436,9 +441,9 @@ def promote_command(
     from flows.registry import check_promotion_args, promote
 
     check_promotion_args(version, force, reason)  # a typo is named as such, even where there is no store
-    cfg = _registry_config(params, "promote", recipe)
-    result = promote(cfg, version, force=force, reason=reason)
-    alias = cfg.registry.champion_alias
+    registry = _registry(params, "promote", recipe)
+    result = promote(registry, version, force=force, reason=reason)
+    alias = registry.champion_alias
     if result["promoted"]:
         previous = f" (was v{result['previous_champion']})" if result["previous_champion"] else ""
         typer.echo(f"{result['decision']}: v{result['version']} is now @{alias}{previous}")
@@ -458,9 +463,9 @@ def rollback_command(params: RegistryParams = None, recipe: RegistryRecipe = Non
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
-    cfg = _registry_config(params, "rollback", recipe)
-    result = rollback(cfg)
-    alias = cfg.registry.champion_alias
+    registry = _registry(params, "rollback", recipe)
+    result = rollback(registry)
+    alias = registry.champion_alias
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
 
 

@@ -1,7 +1,7 @@
 """What a retrain run did, as Prefect artifacts: a markdown summary and a table of recent model versions.
 
-    publish_report(cfg, result)            # after a promoted / rejected / skipped run
-    publish_failure(cfg, result, error)    # after a failed step: which step, why, and that no alias moved
+    publish_report(registry, result)                 # after a promoted / rejected / skipped run
+    publish_failure(cfg, result, error, registry)    # after a failed step: which step, why, and that no alias moved
 
 The markdown is built by pure functions (`summary_markdown`, `failure_markdown`) so it can be read in tests
 and printed by the CLI; `publish_*` only hand it to Prefect (artifacts appear in the UI under the flow run and,
@@ -14,13 +14,16 @@ import base64
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gan_core.config import Config
 from gan_core.config.metrics import better
 from gan_core.errors import ServiceUnavailable, find_user_error
 from gan_core.evaluation.context import context_hash, describe, short
 from gan_core.tracking.store import tracking_uri
+
+if TYPE_CHECKING:
+    from flows.registry import Registry
 
 SUMMARY_KEY = "retrain-summary"
 VERSIONS_KEY = "model-versions"
@@ -200,13 +203,14 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
     return "\n".join(lines) + "\n"
 
 
-def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
+def versions_rows(registry: Registry, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
     """The newest model versions as table rows (version, aliases, data version, primary metric and its evaluation
     context, gate, created)."""
-    from flows import registry
+    from flows.registry import list_versions
 
+    cfg = registry.cfg
     rows = []
-    for v in registry.list_versions(cfg, missing_ok=True)[:limit]:
+    for v in list_versions(registry, missing_ok=True)[:limit]:
         metrics = v.get("metrics") or {}
         tags = v.get("tags") or {}
         rows.append(
@@ -224,28 +228,32 @@ def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, A
     return rows
 
 
-def publish_report(cfg: Config, result: dict[str, Any]) -> None:
+def publish_report(registry: Registry, result: dict[str, Any]) -> None:
     """Markdown summary + recent-versions table as artifacts of the current flow run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    cfg = registry.cfg
     create_markdown_artifact(summary_markdown(cfg, result), key=SUMMARY_KEY, description="what this retrain did")
-    rows = versions_rows(cfg)
+    rows = versions_rows(registry)
     if rows:
         create_table_artifact(rows, key=VERSIONS_KEY, description=f"recent versions of {cfg.registry.model_name}")
 
 
-def publish_failure(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> None:
-    """Failure summary as an artifact (and the versions table when the registry is reachable).
+def publish_failure(
+    cfg: Config | None, result: dict[str, Any], failure: BaseException, registry: Registry | None = None
+) -> None:
+    """Failure summary as an artifact (and the versions table when the registry is reachable; `registry` is None
+    when the run failed before its handle was built).
 
     After an unreachable service the table is left out: asking the registry again would only add its timeouts
     to a failure that is already known."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(failure_markdown(cfg, result, failure), key=SUMMARY_KEY, description="retrain failed")
-    if cfg is None or isinstance(find_user_error(failure), ServiceUnavailable):
+    if cfg is None or registry is None or isinstance(find_user_error(failure), ServiceUnavailable):
         return
     try:
-        rows = versions_rows(cfg)
+        rows = versions_rows(registry)
     except Exception:  # the registry may be what failed; the failure summary above is what matters
         return
     if rows:

@@ -10,10 +10,15 @@
     result["status"]     # "promoted" | "rejected" | "skipped"
 
 The steps are Prefect tasks in flows.tasks, each calling the same function as the CLI (`python -m gan_core ...`)
-and the DVC stages; flows.dvc_pipeline decides when a run *is* the repo's DVC pipeline (then the data step is
-`dvc repro prepare` and the flow `dvc commit`s what it trained); flows.failures names the step a failure came from,
-keeps user errors on one line and holds the retry policy. Either way the data version is
-gan_core.data.version.data_version, the md5 DVC records for the prepared directory.
+and the DVC stages; the candidate itself (one MLflow run: train, through torchrun when distributed → evaluate →
+log) is flows.candidate's routine, which every sweep trial runs too. flows.dvc_pipeline decides when a run *is* the
+repo's DVC pipeline (then the data step is `dvc repro prepare` and the flow `dvc commit`s what it trained);
+flows.failures names the step a failure came from, keeps user errors on one line and holds the retry policy. Either
+way the data version is gan_core.data.version.data_version, the md5 DVC records for the prepared directory.
+
+Decided once. The config step builds the run's one registry handle (flows.registry.Registry: the store and its
+client); the version_data step hashes the data once. Both are handed forward (flows.candidate.RunInputs) to the
+classifier, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
 
 Skipping. A candidate is identified by its training identity (gan_core.training.identity: the settings that shape the
 weights, the data version, gan_core's source — so uncommitted code edits count, and commits that touch no code do
@@ -41,23 +46,23 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
+from flows.registry import Registry
 from flows.tasks import (
-    evaluate_generator,
+    RETRAIN_STEPS,
     find_unchanged,
-    log_candidate,
     promote,
     push_data,
     record_dvc_stages,
     register,
     train_classifier,
-    train_generator,
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.tracking.runs import training_key
-from gan_core.tracking.store import check_tracking, use_store
+from gan_core.tracking.store import check_tracking
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
@@ -113,15 +118,19 @@ def retrain(
     logger = get_run_logger()
     result: dict[str, Any] = {"params": str(params)}
     cfg: Config | None = None
+    registry: Registry | None = None
     try:
         with named_step("config"):
             parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
-            use_store(check_tracking(cfg.registry, "config", write=True))
+            # The one registry handle of this run: every step below reads and writes the store through it.
+            registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))
+            registry.point_fluent_api()
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
             data = version_data(cfg, use_dvc)
+        inputs = run_inputs(registry, data)  # hashed once, above: every step below is handed it
         if use_dvc and has_default_remote():
             with named_step("push_data"):
                 push_data()
@@ -131,26 +140,24 @@ def retrain(
 
         with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])
-            previous = find_unchanged(cfg, key)
+            previous = find_unchanged(registry, key)
         if previous is not None:
             result.update(skipped(cfg, previous, key))
-            _publish(publish_report, cfg, result)
+            _publish(publish_report, registry, result)
             return result
 
-        model_uri = train_candidate(cfg, key, result)
+        lineage, model_uri = classify_and_train(cfg, inputs, key, result)
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
         with named_step("register"):
-            from gan_core.tracking.runs import training_tags
-
-            tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
+            version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
+                               result["eval_context"])
         result["version"] = version["version"]
         with named_step("promote"):
             # The gate, applied once under the promotion lock against the champion of that moment: a passing
             # candidate takes the alias in the same step, so a faster rival cannot slip in between.
-            outcome = promote(cfg, version["version"])
+            outcome = promote(registry, version["version"])
         result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
                                                   "champion_comparison")}
         promoted = outcome["promoted"]
@@ -159,11 +166,11 @@ def retrain(
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
         else:
             logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
-        _publish(publish_report, cfg, result)
+        _publish(publish_report, registry, result)
         return result
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
-        _publish(publish_failure, cfg, result, failure)
+        _publish(publish_failure, cfg, result, failure, registry)
         raise
 
 
@@ -185,24 +192,23 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
     }
 
 
-def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
-    """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
-    model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
-    from gan_core.tracking.runs import start_training_run
-
+def classify_and_train(
+    cfg: Config, inputs: RunInputs, key: dict[str, str], result: dict[str, Any]
+) -> tuple[dict[str, str], str]:
+    """Classifier, then the candidate (flows.candidate: one MLflow run holding the training, its evaluation and the
+    logged model); return its lineage tags and the model's URI. Fills `result` as it goes, so a failure report says
+    how far the run got."""
     with named_step("train_classifier"):
-        classifier = train_classifier(cfg)
+        classifier = train_classifier(cfg, inputs.data_version["data_version"])
     result["classifier_accuracy"] = classifier.get("holdout_accuracy")
-    run_tags = {**{k: v for k, v in key.items() if k != "data_version"}, **prefect_run_tags()}
-    with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
-        run_id = run.info.run_id
-        result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
-        trained = train_generator(cfg, run_id)
-        with named_step("evaluate"):
-            evaluation = evaluate_generator(cfg)
-            result.update(metrics=evaluation.metrics, eval_context=evaluation.context)
-        with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"])
+
+    def started(run: Any) -> None:
+        result.update(run_id=run.info.run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
+
+    candidate = train_candidate(cfg, inputs, key=key, extra_tags=prefect_run_tags(), started=started,
+                                steps=RETRAIN_STEPS)
+    result.update(metrics=candidate.evaluation.metrics, eval_context=candidate.evaluation.context)
+    return candidate.lineage, candidate.model_uri
 
 
 def _publish(publisher: Any, *args: Any) -> None:

@@ -10,12 +10,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from gan_core.config import TrainConfig
 from gan_core.errors import UserError
+
+
+class RuntimeSettings(Protocol):
+    """The train.* settings choose_runtime reads (gan_core.config.TrainConfig has them). A protocol, so this shared
+    module imports nothing of the config."""
+
+    device: str
+    precision: str
+    channels_last: bool
+    compile: bool
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def available_devices() -> list[str]:
     return names + (["mps"] if torch.backends.mps.is_available() else [])
 
 
-def choose_runtime(cfg: TrainConfig, local_rank: int = 0) -> Runtime:
+def choose_runtime(cfg: RuntimeSettings, local_rank: int = 0) -> Runtime:
     """The runtime for this config: GPU speed-ups switch on only where they help (CUDA)."""
     device = pick_device(cfg.device, local_rank)
     cuda = device.type == "cuda"

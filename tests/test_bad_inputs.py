@@ -96,6 +96,7 @@ CASES = [
     Case("override-unknown-loss", "gan_core", ["train", "train.loss=wgan-clip"], "wgan-clip"),
     Case("override-unknown-optimizer", "gan_core", ["train", "train.d_optimizer.kind=sgd"], "sgd"),
     Case("override-unknown-augment", "gan_core", ["train", "train.augment=ada2"], "ada2"),
+    Case("ada-with-lsgan", "gan_core", ["train", "train.augment=ada", "train.loss=lsgan"], "train.loss=lsgan"),
     # --- registry commands outside a ganops repo ----------------------------------------------------------------
     Case("models-without-store", "ganops", ["models"], "mlflow.db"),
     Case("promote-without-store", "ganops", ["promote", "1"], "mlflow.db"),

@@ -75,9 +75,9 @@ def test_registry_commands_take_params_but_no_overrides(command: str, capsys: py
 # ----------------------------------------------------------------------------- registry output
 @pytest.fixture(scope="module")
 def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gan_core.serving.generator_model import save_generator_model
+    from pyfunc import save_pyfunc
 
-    return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
+    return save_pyfunc(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
 
 @pytest.fixture()

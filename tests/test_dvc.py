@@ -15,7 +15,7 @@ import yaml
 
 from gan_core.config import load_config
 from gan_core.data.version import data_version, data_version_info, dvc_dir_md5
-from gan_core.tracking.lineage import git_info, lineage
+from gan_core.training.lineage import git_info, lineage
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: dvc and the python the stage's `python -m gan_core` needs
@@ -191,11 +191,11 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     params["train"]["log_every"] = 5
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert json.loads(_dvc(repo, "status", "--json")) == {}
-    checkpoint_py = repo / "gan_core" / "checkpoint.py"
+    checkpoint_py = repo / "gan_core" / "training" / "checkpoint.py"
     checkpoint_py.write_text(checkpoint_py.read_text() + "\n# a fix\n")
     status = json.loads(_dvc(repo, "status", "--json"))
     assert {"changed deps": {"gan_core": "modified"}} in status["train"]
-    _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/checkpoint.py")
+    _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/training/checkpoint.py")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
 
     _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")

@@ -364,9 +364,9 @@ def test_generate_from_a_package_directory_never_touches_mlflow(
 # ----------------------------------------------------------------------------- careless users
 @pytest.fixture(scope="module")
 def pyfunc_model(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gan_core.serving.generator_model import save_generator_model
+    from pyfunc import save_pyfunc
 
-    return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
+    return save_pyfunc(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
 
 @pytest.fixture

@@ -72,8 +72,8 @@ def test_lazy_r1_runs_every_r1_every_steps_and_w_avg_is_tracked(mnist_prepared, 
     assert step.r1_gamma == 0.1  # the family's default when train.r1_gamma is null
     real, labels = trainer.real_batch(0)
     fake = trainer.G(torch.randn(8, 16))
-    assert step.d_regularizer(1, real, fake, labels) is None  # odd steps: no R1
-    penalty = step.d_regularizer(2, real, fake, labels)
+    assert step.d_regularizer(1, real, fake, labels, (real, fake)) is None  # odd steps: no R1
+    penalty = step.d_regularizer(2, real, fake, labels, (real, fake))
     assert penalty is not None and penalty.requires_grad and penalty.item() > 0
     w_avg = trainer.G.mapping.w_avg.clone()
     trainer.train_step(1)

@@ -13,13 +13,14 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
+from pyfunc import save_pyfunc
 from safetensors.torch import load_file
 
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
 from gan_core.packaging.generator import WEIGHTS_FILE, load_generator, sample_images
-from gan_core.serving.generator_model import decode_predictions, log_generator, save_generator_model
+from gan_core.serving.generator_model import decode_predictions, log_generator
 from gan_core.tracking.store import experiment_id
 
 NAME = "ganops-generator"
@@ -42,7 +43,9 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     local = Path(mlflow.artifacts.download_artifacts(champion_uri, dst_path=str(tmp_path)))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
-    assert {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json", "generator_entry.py"} <= files
+    expected = {"artifacts/generator/weights.safetensors", "artifacts/generator/generator.json",
+                "generator_entry.py"}
+    assert expected <= files
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # "models from code": no cloudpickle
@@ -104,7 +107,7 @@ BAD_REQUESTS = [
 @pytest.fixture(scope="module")
 def pyfunc_model(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> mlflow.pyfunc.PyFuncModel:
     """The same pyfunc model saved to a directory and loaded once (no tracking store needed to predict)."""
-    path = save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "model")
+    path = save_pyfunc(generator_package, tmp_path_factory.mktemp("pyfunc") / "model")
     return mlflow.pyfunc.load_model(str(path))
 
 

@@ -9,14 +9,11 @@ import torch
 from torch import nn
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
-from gan_core.models import (
-    DCGAN_RESOLUTIONS,
-    build_discriminator,
-    build_generator,
-    discriminator_kwargs,
-    generator_kwargs,
-)
+from gan_core.models import build_discriminator, build_generator, family
+
+DCGAN_RESOLUTIONS = family_info("dcgan").supports.resolutions
 
 CASES = [
     # arch, resolution, channels, conditional, cond_mode, spectral_norm
@@ -35,8 +32,8 @@ def test_generator_and_discriminator_shapes(arch, res, ch, cond, mode, sn):
     torch.manual_seed(0)
     model = ModelConfig(arch=arch, conditional=cond, cond_mode=mode, latent_dim=16, g_width=8, d_width=8,
                         spectral_norm=sn)
-    g_kwargs = generator_kwargs(model, (ch, res, res), num_classes=10)
-    d_kwargs = discriminator_kwargs(model, "nonsaturating", (ch, res, res), num_classes=10)
+    g_kwargs = family(arch).generator_kwargs(model, (ch, res, res), num_classes=10)
+    d_kwargs = family(arch).discriminator_kwargs(model, "nonsaturating", (ch, res, res), num_classes=10)
     # The package stores the kwargs as JSON and rebuilds from them: they must round-trip unchanged.
     assert json.loads(json.dumps(g_kwargs)) == g_kwargs and json.loads(json.dumps(d_kwargs)) == d_kwargs
     G, D = build_generator(arch, **g_kwargs), build_discriminator(arch, **d_kwargs)
@@ -72,7 +69,7 @@ def test_discriminator_normalisation_fits_the_loss():
     """BatchNorm for the BCE-style losses, none of it where a gradient penalty or spectral norm is used."""
     def norms(loss: str, sn: bool) -> set[type]:
         model = ModelConfig(arch="dcgan", d_width=8, spectral_norm=sn)
-        D = build_discriminator("dcgan", **discriminator_kwargs(model, loss, (1, 32, 32), 0))
+        D = build_discriminator("dcgan", **family("dcgan").discriminator_kwargs(model, loss, (1, 32, 32), 0))
         return {type(m) for m in D.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))}
 
     assert norms("nonsaturating", False) == {nn.BatchNorm2d}

@@ -32,9 +32,9 @@ gate:
 @pytest.fixture(scope="module")
 def model_dir(generator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generator package saved once as a real pyfunc model directory; each candidate run gets a copy."""
-    from gan_core.serving.generator_model import save_generator_model
+    from pyfunc import save_pyfunc
 
-    return save_generator_model(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
+    return save_pyfunc(generator_package, tmp_path_factory.mktemp("pyfunc") / "generator")
 
 
 @pytest.fixture()

@@ -50,9 +50,9 @@ def _artifact(flow_run_id: Any, key: str) -> Any:
 def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, first_run: dict) -> None:
     from gan_core.data.version import data_version
     from gan_core.packaging.generator import load_generator, sample_images
-    from gan_core.tracking.lineage import git_info
     from gan_core.tracking.runs import training_key
     from gan_core.training.identity import code_hash, evaluation_key
+    from gan_core.training.lineage import git_info
 
     result = first_run["result"]
     cfg = workspace.config()
@@ -377,3 +377,47 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     assert generator_md5.endswith(".dir")
     status = subprocess.run([dvc, "status"], check=True, capture_output=True, text=True).stdout
     assert "up to date" in status, status
+
+
+@pytest.mark.slow
+def test_a_retrain_hashes_its_data_once_and_opens_its_store_once(
+    prefect_harness: None, retrain_workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided once, handed forward: the version_data step hashes the prepared data and the run's registry handle
+    opens the store; the classifier, the trainer, the lineage tags, the evaluation, the registration and the gate
+    (which re-measures the champion in the second run's evaluation context) are handed both."""
+    import flows.registry.handle
+    import gan_core.data.version
+    import gan_core.tracking.store
+    from flows.retrain import retrain
+
+    ws = retrain_workspace(tmp_path / "ws")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+    monkeypatch.chdir(ws.root)
+    hashed: list[str] = []
+    opened: list[str] = []
+    md5, open_uri = gan_core.data.version.dvc_dir_md5, gan_core.tracking.store.open_uri
+
+    def counted_md5(directory: Any) -> str:
+        hashed.append(str(directory))
+        return md5(directory)
+
+    def counted_open(uri: str, create: bool = False) -> Any:
+        opened.append(uri)
+        return open_uri(uri, create)
+
+    monkeypatch.setattr(gan_core.data.version, "dvc_dir_md5", counted_md5)
+    for module in (gan_core.tracking.store, flows.registry.handle):
+        monkeypatch.setattr(module, "open_uri", counted_open)
+
+    first = retrain(params=str(ws.params))
+    assert first["status"] == "promoted"
+    assert (len(hashed), len(opened)) == (1, 1), (hashed, opened)
+
+    hashed.clear()
+    opened.clear()
+    # Another sample count: a new candidate (its checkpoint resumes, no step trains) in another context, so the gate
+    # re-evaluates the champion in it: that evaluation is handed the data version too.
+    second = retrain(params=str(ws.params), overrides=["eval.num_samples=150"])
+    assert second["gate"]["champion_comparison"]["remeasured"]
+    assert (len(hashed), len(opened)) == (1, 1), (hashed, opened)

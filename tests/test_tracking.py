@@ -16,9 +16,9 @@ from PIL import Image
 
 from gan_core.config import Config, RegistryConfig
 from gan_core.errors import UserError
-from gan_core.tracking.lineage import lineage
 from gan_core.tracking.runs import SAMPLES_KEY, MLflowCallback, log_evaluation, log_step_image, start_training_run
 from gan_core.tracking.store import configure, tracking_uri
+from gan_core.training.lineage import lineage
 from gan_core.training.loop import train
 
 
@@ -63,11 +63,12 @@ def test_a_training_run_records_params_lineage_step_metrics_sample_grids_and_eva
     client = MlflowClient(mlflow_store.uri)
     eval_json = tmp_path / "eval_metrics.json"
     eval_json.write_text(json.dumps({"fid_lenet": 12.5, "class_coverage": 0.9}))
-    with start_training_run(cfg, run_name="tiny") as run:
+    with start_training_run(cfg, run_name="tiny", client=client) as run:
         run_id = run.info.run_id
-        result = train(cfg, callbacks=[MLflowCallback(run_id)])
+        result = train(cfg, callbacks=[MLflowCallback(run_id, client)])
         system_keys = _wait_for_system_metrics(client, run_id)
-        log_evaluation(run_id, {"fid_lenet": 12.5, "class_coverage": 0.9, "extractor": "lenet"}, metrics_json=eval_json)
+        log_evaluation(run_id, {"fid_lenet": 12.5, "class_coverage": 0.9, "extractor": "lenet"}, metrics_json=eval_json,
+                       client=client)
 
     logged = client.get_run(run_id)
     assert logged.info.status == "FINISHED"

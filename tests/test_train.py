@@ -137,6 +137,9 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
     assert spec["metadata"]["data_content_hash"] == meta["content_hash"]
     assert spec["metadata"]["data_version"] == data_version(mnist_prepared)  # what MLflow lineage tags carry
 
+    assert spec["metadata"]["device"] == trainer.device.type == "cpu"  # the device it ran on, not decided again
+    assert len(spec["metadata"]["git_commit"]) in (40, len("unknown"))
+
     # The package holds the EMA weights: a reloaded G reproduces the in-memory EMA generator exactly.
     z, labels = torch.randn(5, 16), torch.tensor([0, 1, 2, 3, 9])
     G = load_generator(out / "generator")
@@ -384,3 +387,16 @@ def test_on_a_terminal_the_bar_shows_progress_and_the_lines_drop_to_debug(
     assert [r.getMessage().split()[1] for r in progress] == ["2/4", "4/4"]
     assert {r.levelno for r in progress} == {logging.DEBUG}  # a log line would tear the live bar
     assert "4/4" in capsys.readouterr().err  # the bar's count
+
+
+def test_the_data_version_and_lineage_are_handed_in_when_the_caller_has_them(mnist_prepared, tiny_train_config):
+    """A flow that prepared the data and stamped its run passes both on: the trainer neither hashes the data again
+    nor asks git and the device a second time, and the package says what the run's tags say."""
+    cfg = tiny_train_config(mnist_prepared, **{"train.steps": 2})
+    version = {"data_version": "f" * 32 + ".dir", "data_version_source": "dvc.lock"}
+    stamped = {"data_version": version["data_version"], "git_commit": "c0ffee", "device": "cuda"}
+    result = train(cfg, data_version_info=version, lineage=stamped)
+    metadata = read_spec(result.package_dir)["metadata"]
+    assert {k: metadata[k] for k in stamped} == stamped and "git_dirty" not in metadata
+    state = torch.load(result.checkpoint, weights_only=True, map_location="cpu")
+    assert state["data_version"] == version["data_version"]

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
 from processes import free_port, stop_process_group, wait_until_ready
+from pyfunc import save_pyfunc
 from test_serve import _post
 
 from flows.cli import app
@@ -34,7 +35,6 @@ from gan_core.serving.translator_model import (
     MAX_REQUESTS,
     decode_translations,
     log_translator,
-    save_translator_model,
 )
 from gan_core.tracking.store import experiment_id
 
@@ -70,7 +70,7 @@ def _expected(translator_package: Path, data: bytes, direction: str) -> torch.Te
 @pytest.fixture(scope="module")
 def model_dir(translator_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The translator saved as a pyfunc model directory (no tracking store needed)."""
-    return save_translator_model(translator_package, tmp_path_factory.mktemp("pyfunc_translator") / "model")
+    return save_pyfunc(translator_package, tmp_path_factory.mktemp("pyfunc_translator") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,12 @@ def test_cyclegan_step_trains_both_directions_with_cycle_and_identity_losses(pai
     images, per_row = trainer.step_fn.sample_grid(trainer.ema.module)
     assert per_row == 6 and images.shape == (48, 1, 16, 16)
     assert (Path(result.package_dir) / "translator.json").is_file()
+    # The step's schedule moves both rates through the loop (scale_learning_rates): at the last step, lr_scale's.
+    tc = trainer.cfg.train
+    last = lr_scale(tc.steps, tc.steps)
+    assert last < 1.0
+    assert [g["lr"] for g in trainer.opt_g.param_groups] == [tc.g_optimizer.lr * last] * len(trainer.opt_g.param_groups)
+    assert [g["lr"] for g in trainer.opt_d.param_groups] == [tc.d_optimizer.lr * last] * len(trainer.opt_d.param_groups)
 
     no_identity = Trainer(_config(tmp_path / "b", pair_prepared, **{"train.identity_weight": 0.0}), resume=False)
     assert no_identity.run().final["identity_l1"] == 0.0

@@ -9,19 +9,16 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class _Section(BaseModel):
-    # coerce_numbers_to_str: a name written as a number (`experiment: 2024`) is that name, not a type error.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
-
+from gan_core.config import catalogue
+from gan_core.config.section import Section
 
 # torch.manual_seed takes < 2**64, and seeds are multiplied by ~1e6 for derived streams: 32 bits leave room.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     source: str = "mnist5k"
     """mnist5k | digits | torchvision:<Name> (e.g. torchvision:FashionMNIST) | folder:<path>; domain A when
     data.target is set"""
@@ -63,10 +60,12 @@ class DataConfig(_Section):
         )
 
 
-class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan", "stylegan2", "cyclegan"] = "dcgan"
-    """Network family (gan_core.models): the vanilla MLP GAN, DCGAN or StyleGAN2 generate images from noise;
-    CycleGAN translates between two image domains (data.source ↔ data.target)."""
+class SharedModelConfig(Section):
+    """model.* keys every family reads (the generation ones: conditional, cond_mode, latent_dim, spectral_norm)."""
+
+    arch: str = "dcgan"
+    """Network family (gan_core.config.catalogue): the vanilla MLP GAN, DCGAN or StyleGAN2 generate images from
+    noise; CycleGAN translates between two image domains (data.source ↔ data.target)."""
     conditional: bool = False
     """Condition G and D on class labels (needs a labelled dataset)."""
     cond_mode: Literal["projection", "concat"] = "projection"
@@ -79,14 +78,29 @@ class ModelConfig(_Section):
     """DCGAN: feature maps of D's first conv (ndf). MLP: hidden units of D's last layer. StyleGAN2: as g_width."""
     spectral_norm: bool = False
     """Spectral normalisation on D's layers (mlp, dcgan)."""
-    mapping_layers: int = Field(4, ge=1, le=16)
-    """StyleGAN2: depth of the mapping network z → w (the paper uses 8; 2–4 suffice at 32 px)."""
-    res_blocks: int = Field(6, ge=1, le=32)
-    """CycleGAN: residual blocks in each generator (the paper: 6 at 128 px, 9 at 256 px). g_width and d_width
-    are the generators' and PatchGANs' first feature maps (the paper: 64)."""
+
+    @field_validator("arch")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        if v not in catalogue.FAMILIES:
+            raise ValueError(f"Input should be {_one_of(catalogue.family_names())}")
+        return v
 
 
-class OptimizerConfig(_Section):
+def _one_of(names: list[str]) -> str:
+    """"'a', 'b' or 'c'", as pydantic words a Literal's choices."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+# Each family's own model.* keys (gan_core.config.catalogue) follow the shared ones: with the bases reversed, pydantic
+# lists the fields shared first, then the families' in catalogue order (stylegan2's mapping_layers, cyclegan's
+# res_blocks), the order params.yaml and every dumped config have them in.
+class ModelConfig(*reversed(catalogue.model_sections()), SharedModelConfig):  # type: ignore[misc]
+    """model.*: the shared settings and every family's own."""
+
+
+class OptimizerConfig(Section):
     kind: Literal["adam", "rmsprop"] = "adam"
     """adam, or rmsprop as the original WGAN paper uses (betas then unused)."""
     lr: float = Field(2e-4, gt=0, le=1.0)
@@ -100,7 +114,18 @@ class OptimizerConfig(_Section):
         return v
 
 
-class TrainConfig(_Section):
+# Losses whose D output is not centred on 0, so ADA's r_t = E[sign(D(real))] means nothing there (TrainConfig.augment).
+ADA_REFUSED_LOSSES = {
+    "lsgan": "an lsgan D that cannot tell real from fake outputs 0.5",
+    "wgan": "a wgan critic's offset is arbitrary",
+    "wgan-gp": "a wgan-gp critic's offset is arbitrary",
+}
+
+
+class StepSettings(Section):
+    """train.* keys every family's step reads (the loss and its regularisers) and the training's length: the first
+    part of TrainConfig."""
+
     loss: Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"] = "nonsaturating"
     steps: int = Field(2000, ge=1)
     """Generator updates."""
@@ -121,32 +146,36 @@ class TrainConfig(_Section):
     """R1 penalty weight γ on real images, applied lazily every r1_every steps; None = the family's default
     (stylegan2 0.1, others 0 = off)."""
     r1_every: int = Field(16, ge=1)
-    style_mixing: float = Field(0.9, ge=0, le=1)
-    """stylegan2: probability that a batch mixes two latents' styles at a random layer."""
-    pl_weight: float = Field(0.0, ge=0)
-    """stylegan2: path-length regularisation weight (paper: 2); 0 = off. Applied every pl_every steps."""
-    pl_every: int = Field(4, ge=1)
-    cycle_weight: float = Field(10.0, ge=0)
-    """cyclegan: weight λ of the cycle-consistency L1 loss."""
-    identity_weight: float = Field(0.5, ge=0)
-    """cyclegan: weight of the identity L1 loss, relative to cycle_weight (the paper: 0.5); 0 = off."""
-    pool_size: int = Field(50, ge=0, le=10000)
-    """cyclegan: generated images kept in the history pool D is shown (0 = only the newest)."""
+
+
+class LoopSettings(Section):
+    """train.* keys of the loop (data split, augmentation, optimizers, EMA, seed, processes, device, outputs): the
+    last part of TrainConfig."""
+
     holdout_fraction: float = Field(0.1, ge=0, lt=1)
-    """cyclegan: the last fraction of each domain (prepare's fixed, shuffled order) is never trained on; evaluation
-    translates these held-out images."""
+    """Translation (cyclegan): the last fraction of each domain (prepare's fixed, shuffled order) is never trained
+    on; evaluation translates these held-out images."""
     augment: Literal["none", "ada"] = "none"
-    """ada: adaptive augmentation (Karras et al. 2020) of what D sees, with probability p steered so that
-    E[sign(D(real))] stays near ada_target; applies the diffaugment policy (or all of it when that is empty)."""
+    """ada: adaptive augmentation (Karras et al. 2020) of what D sees: each operation of the diffaugment policy (all
+    of color, translation, cutout when that is empty) applied to each image with probability p, p steered so that
+    r_t = E[sign(D(real))] stays near ada_target (gan_core.training.augment.AdaptiveAugment). r_t reads overfitting
+    only where D's decision boundary is 0: nonsaturating and minimax (a logit; the paper's loss) and hinge (its
+    optimal D is sign(p_data − p_G) too). Refused with lsgan (targets 0/1: an undecided D outputs 0.5, so r_t ≈ 1
+    and p climbs whatever D does) and wgan/wgan-gp (a critic's offset is arbitrary): the reference has no r_t
+    for them, and shifting or rescaling it would be a guess."""
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)
-    """Thousands of images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs)."""
+    """Thousands of real images over which p can move from 0 to 1 (the paper: 500; shorter suits short runs).
+    Counted as the reference counts them: every real batch of a step, all n_critic of them, on every process."""
     ada_interval: int = Field(4, ge=1)
     """Steps between updates of p."""
     g_optimizer: OptimizerConfig = OptimizerConfig()
     d_optimizer: OptimizerConfig = OptimizerConfig()
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging."""
+    """Decay of the EMA copy of G that samples and exports come from; 0 disables averaging. It is ramped in: the
+    decay after n G steps is min(ema_decay, (1 + n)/(10 + n)), so 0.999 takes hold only after ~9,000 steps; a
+    2,000-step run ends at 0.9955 (4,000 steps: 0.9978), whatever ema_decay ≥ those values says. metrics.json
+    and the MLflow run log the decay in use as `ema_decay`."""
     diffaugment: str = ""
     """DiffAugment policy, comma-separated subset of color,translation,cutout; empty = off."""
     seed: Seed = 0
@@ -187,7 +216,7 @@ class TrainConfig(_Section):
         return ",".join(parts)
 
     @model_validator(mode="after")
-    def _node_in_range(self) -> TrainConfig:
+    def _node_in_range(self) -> LoopSettings:
         if self.node_rank >= self.nnodes:
             raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}")
         return self
@@ -200,7 +229,22 @@ class TrainConfig(_Section):
         raise ValueError(f"unknown device {v!r}; expected auto, cpu, cuda, cuda:N or mps")
 
 
-class ClassifierConfig(_Section):
+# Each family's own train.* keys sit between the step's and the loop's, in catalogue order: the order params.yaml and
+# dvc.yaml's train stage list them in (tests/test_identity.py holds dvc.yaml to it).
+class TrainConfig(LoopSettings, *reversed(catalogue.train_sections()), StepSettings):  # type: ignore[misc]
+    """train.*: the step's settings, every family's own, then the loop's."""
+
+    @model_validator(mode="after")
+    def _ada_reads_a_zero_centred_d(self) -> TrainConfig:
+        if self.augment == "ada" and self.loss in ADA_REFUSED_LOSSES:
+            raise ValueError(f"train.augment=ada cannot steer by train.loss={self.loss}: ADA reads "
+                             "E[sign(D(real))] as overfitting, which needs D's decision boundary at 0 "
+                             f"({ADA_REFUSED_LOSSES[self.loss]}); use train.loss=nonsaturating, minimax or hinge, "
+                             "or a fixed train.diffaugment policy")
+        return self
+
+
+class ClassifierConfig(Section):
     """The offline domain feature extractor: a small CNN trained on the prepared labelled data."""
 
     epochs: int = Field(5, ge=1, le=1000)
@@ -216,7 +260,7 @@ class ClassifierConfig(_Section):
     out_dir: str = "outputs/classifier"
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     num_samples: int = Field(2000, ge=2)
     """Generated samples per evaluation (fixed, so numbers are comparable across runs)."""
     seed: Seed = 1234
@@ -253,7 +297,7 @@ class EvalConfig(_Section):
         raise ValueError(f"unknown eval device {v!r}; expected auto, cpu, cuda or cuda:N")
 
 
-class Threshold(_Section):
+class Threshold(Section):
     max: float | None = None
     min: float | None = None
 
@@ -269,7 +313,7 @@ class Threshold(_Section):
         return self
 
 
-class GateConfig(_Section):
+class GateConfig(Section):
     thresholds: dict[str, Threshold] = {
         "fid_lenet": Threshold(max=100.0),
         "class_coverage": Threshold(min=0.9),
@@ -305,7 +349,7 @@ def _require_metric(name: str) -> None:
         raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
 
 
-class RegistryConfig(_Section):
+class RegistryConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     """Overridden by MLFLOW_TRACKING_URI when set. sqlite:///<path> (relative to the working directory) or a
     tracking server's http(s):// URL; plain-file stores (file:./mlruns) are refused by MLflow 3.13+."""
@@ -352,7 +396,7 @@ class RegistryConfig(_Section):
         return v
 
 
-class Config(_Section):
+class Config(Section):
     recipe: str | None = None
     """The named recipe applied (configs/recipes/<name>.yaml; see load_config), or None. Only a label here: its
     settings are already in model/train, which is what the training identity hashes."""
@@ -367,32 +411,37 @@ class Config(_Section):
     def _task_consistent(self) -> Config:
         """Translation (cyclegan) needs two domains, a gate on translation metrics and a registered model of its
         own, so a translator never competes with a generator for one alias (configs/cyclegan-digits.yaml has all
-        three); generation families take none of these."""
+        three); generation families take none of these. Then what the family does not support (its catalogue
+        entry) and a whole config shows: class labels, several D updates per G update."""
         from gan_core.config.metrics import CLASS_ACCURACY, is_translation_metric
 
-        translation = self.model.arch == "cyclegan"
+        family = catalogue.family_info(self.model.arch)
+        kind = catalogue.TASKS[family.task]
+        translation = family.task == catalogue.TRANSLATION
         if translation and self.data.target is None:
-            raise ValueError("model.arch=cyclegan translates between two image domains: set data.target "
+            raise ValueError(f"model.arch={family.name} translates between two image domains: set data.target "
                              "(domain B; data.source is domain A), e.g. --params configs/cyclegan-digits.yaml")
         if not translation and self.data.target is not None:
+            translators = " or ".join(f"model.arch={info.name}" for info in catalogue.FAMILIES.values()
+                                      if info.task == catalogue.TRANSLATION)
             raise ValueError(f"data.target={self.data.target!r} makes a two-domain (translation) dataset, which only "
-                             f"model.arch=cyclegan trains; model.arch={self.model.arch!r} needs data.target=null")
-        task = "translation" if translation else "generation"
+                             f"{translators} trains; model.arch={self.model.arch!r} needs data.target=null")
         for name in [*self.gate.thresholds, self.gate.primary_metric]:
             if is_translation_metric(name) != translation:
-                raise ValueError(f"gate metric {name!r} is not computed for {task} (model.arch={self.model.arch}); "
+                raise ValueError(f"gate metric {name!r} is not computed for {family.task} (model.arch={family.name}); "
                                  + ("gate on fid_lenet_a2b, content_lenet_a2b, ... (configs/cyclegan-digits.yaml)"
                                     if translation else "gate on fid_lenet, class_coverage, ..."))
         if CLASS_ACCURACY in [*self.gate.thresholds, self.gate.primary_metric] and not self.model.conditional:
             raise ValueError(f"gate metric {CLASS_ACCURACY!r} is computed for conditional generators only; set "
                              "model.conditional=true (recipe=conditional) or gate on fid_lenet, class_coverage, ...")
-        if translation and self.registry.model_name == RegistryConfig().model_name:
+        if family.task != catalogue.GENERATION and self.registry.model_name == RegistryConfig().model_name:
             raise ValueError(f"registry.model_name={self.registry.model_name!r} holds generators; register "
-                             "translators under a name of their own, e.g. registry.model_name=ganops-translator")
-        if translation and self.model.conditional:
-            raise ValueError("model.conditional=true: cyclegan translates images and takes no class labels")
-        if translation and self.train.n_critic != 1:
-            raise ValueError(f"train.n_critic={self.train.n_critic}: cyclegan updates G and D once per step")
+                             f"{kind.package}s under a name of their own, e.g. "
+                             f"registry.model_name=ganops-{kind.package}")
+        if self.model.conditional and not family.supports.conditional:
+            raise ValueError(f"model.conditional=true: {family.name} {kind.does} and takes no class labels")
+        if self.train.n_critic != 1 and not family.supports.n_critic:
+            raise ValueError(f"train.n_critic={self.train.n_critic}: {family.name} updates G and D once per step")
         return self
 
     def hash(self, *sections: str) -> str:

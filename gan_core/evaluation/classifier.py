@@ -7,7 +7,7 @@
 It is the offline feature extractor behind fid_lenet/kid_lenet/precision_lenet/recall_lenet (its penultimate
 layer, registered with torch-fidelity in gan_core.evaluation.fidelity) and the judge of the class checks (its logits).
 Training is deterministic (seeded init, seeded shuffles, deterministic algorithms) and cached: a model whose
-classifier.json records the same data version (gan_core.lineage) and classifier settings is reused, not retrained.
+classifier.json records the same data version (gan_core.data.version) and classifier settings is reused, not retrained.
 Its held-out accuracy must reach eval.classifier.min_accuracy before evaluation trusts its numbers.
 A translation dataset (data.target set) gets one classifier per domain, under model/a and model/b: each judges
 translations *into* its domain (their FID features, and whether they kept their source image's class).
@@ -33,7 +33,7 @@ from torch import nn
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_domains, load_prepared
-from gan_core.data.version import data_version
+from gan_core.data.version import data_version as read_data_version
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
 from gan_core.preflight import ensure_writable_dir
@@ -112,32 +112,33 @@ def _domains(cfg: Config) -> dict[str, PreparedDataset]:
     return {"": load_prepared(cfg.data.prepared_dir)}
 
 
-def _version(cfg: Config, domain: str) -> str:
-    version = data_version(cfg.data.prepared_dir)
+def _version(cfg: Config, domain: str, data_version: str | None = None) -> str:
+    version = data_version or read_data_version(cfg.data.prepared_dir)
     return f"{version}:{domain}" if domain else version
 
 
-def stored_classifier(cfg: Config, domain: str = "") -> dict[str, Any]:
+def stored_classifier(cfg: Config, domain: str = "", *, data_version: str | None = None) -> dict[str, Any]:
     """The stored domain classifier's info (as train_classifier returns it) when it was trained on this data with
     these settings; else a UserError naming the directory and the command that trains it. Evaluation reads the
     classifier through here and never trains one: that is the classifier's own step (DVC stage, flow task)."""
     out = model_dir(cfg, domain)
-    existing = _reusable_spec(out, training_key(cfg.eval.classifier, _version(cfg, domain)))
+    existing = _reusable_spec(out, training_key(cfg.eval.classifier, _version(cfg, domain, data_version)))
     if existing is None:
         raise UserError(f"no domain classifier for this data and eval.classifier settings in {str(out)!r}; train "
                         "it first: `python -m gan_core classifier` (the DVC stage `classifier`)")
     return {**existing, "model_dir": str(out), "trained": False}
 
 
-def train_classifier(cfg: Config) -> dict[str, Any]:
+def train_classifier(cfg: Config, *, data_version: str | None = None) -> dict[str, Any]:
     """Train the domain classifier on cfg.data.prepared_dir, or reuse the stored one trained on the same data and
     settings. Writes {out_dir}/model/ (weights.safetensors + classifier.json) and {out_dir}/metrics.json.
+    `data_version`: the prepared data's version (gan_core.data.version) when the caller hashed it already.
 
     Returns the model info: holdout_accuracy, data content hash, training key, model_dir, trained (False = reused).
     For a translation dataset: {"holdout_accuracy": the lower of the two, "domains": {"a": info, "b": info}}.
     """
     ccfg = cfg.eval.classifier
-    infos = {domain: _train_one(cfg, domain, prepared) for domain, prepared in _domains(cfg).items()}
+    infos = {domain: _train_one(cfg, domain, prepared, data_version) for domain, prepared in _domains(cfg).items()}
     if "" in infos:
         metrics = _metrics(infos[""])
         result = infos[""]
@@ -150,7 +151,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     return result
 
 
-def _train_one(cfg: Config, domain: str, prepared: PreparedDataset) -> dict[str, Any]:
+def _train_one(cfg: Config, domain: str, prepared: PreparedDataset, data_version: str | None) -> dict[str, Any]:
     ccfg = cfg.eval.classifier
     if prepared.labels is None:
         where = f"domain {domain.upper()} of " if domain else ""
@@ -159,7 +160,7 @@ def _train_one(cfg: Config, domain: str, prepared: PreparedDataset) -> dict[str,
             f"(source {prepared.meta.get('source')!r}) has none; use a labelled source "
             "(mnist5k, digits, class subfolders) or eval.extractors=[inception]"
         )
-    version = _version(cfg, domain)
+    version = _version(cfg, domain, data_version)
     key = training_key(ccfg, version)
     out = model_dir(cfg, domain)
     existing = _reusable_spec(out, key)

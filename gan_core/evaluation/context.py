@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.atomic import write_json
+from gan_core.config.catalogue import GENERATION
 from gan_core.training.identity import first_difference
 
 FORMAT = "ganops-eval-context/1"
@@ -51,7 +52,7 @@ _EXTRACTOR_KEYS = ("weights_sha256", "training_key", "kid_subset_size")
 def evaluation_context(info: Mapping[str, Any]) -> dict[str, Any]:
     """The context of an evaluation, from its info (Evaluation.info / info.json): data version, task, sampling
     settings, and per extractor the digest of its weights (and the lenet classifier's training key). Pure."""
-    ctx: dict[str, Any] = {"format": FORMAT, "task": info.get("task", "generation")}
+    ctx: dict[str, Any] = {"format": FORMAT, "task": info.get("task", GENERATION)}
     ctx.update({k: info[k] for k in _SETTINGS if k in info and k != "task"})
     ctx["extractors"] = {
         name: {k: entry[k] for k in _EXTRACTOR_KEYS if k in entry}

@@ -1,5 +1,6 @@
-"""Evaluate a translator (cyclegan) on the held-out images of both domains: `gan_core.evaluation.evaluate.evaluate`
-calls this for a translation run, and writes what it returns as for a generator.
+"""Evaluate a translator (translation task: cyclegan) on the held-out images of both domains:
+gan_core.evaluation.evaluate calls it for the families of the translation task. It writes metrics.json, info.json
+and samples.png as a generator's evaluation does.
 
 Per direction (a2b: A → B, b2a), named as in gan_core.config.metrics:
     fid_lenet_a2b, kid_lenet_a2b, precision_lenet_a2b, recall_lenet_a2b   G_AB(A held-out) against all of B, in the
@@ -13,6 +14,7 @@ and the same in the inception space when eval.extractors holds it (fid_inception
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,10 @@ from torchvision.utils import make_grid
 from gan_core.atomic import atomic_file
 from gan_core.config import Config
 from gan_core.config import metrics as m
+from gan_core.config.catalogue import TRANSLATION
 from gan_core.data import PreparedDataset, holdout_split, load_domains
-from gan_core.data.version import data_version_info
+from gan_core.data.version import data_version_info as read_data_version
+from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import require_trusted, stored_classifier
 from gan_core.evaluation.fidelity import (
@@ -38,13 +42,28 @@ from gan_core.evaluation.fidelity import (
     load_extractor,
     real_features,
 )
-from gan_core.packaging.translator import DIRECTIONS, load_translator, translate_images
+from gan_core.evaluation.result import Evaluation, checked, write
+from gan_core.packaging.translator import DIRECTIONS, GRID_TRANSLATIONS, load_translator, translate_images
+from gan_core.preflight import ensure_writable_dir
 
-GRID_ROWS = 8
+
+def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None, *,
+                        data_version_info: Mapping[str, str] | None = None) -> Evaluation:
+    """Evaluate `translator` (the two-direction module, a package directory / MLflow model URI, or None =
+    {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; write metrics.json, info.json and
+    samples.png to eval.out_dir."""
+    device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
+    out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
+    cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
+    result, info = translation_metrics(cfg, translator, device, out, cache_dir, data_version_info=data_version_info)
+    evaluation = checked(result, info)
+    write(out, evaluation)
+    return evaluation
 
 
-def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
-                         out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
+                        out: Path, cache_dir: Path, *, data_version_info: Mapping[str, str] | None = None
+                        ) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, info) of the translator (the two-direction module, a package directory / MLflow URI, or None =
     {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; writes {out}/samples.png."""
     ecfg = cfg.eval
@@ -56,7 +75,7 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
             raise UserError(f"domain {name.upper()} holds out {len(part)} images (train.holdout_fraction="
                             f"{cfg.train.holdout_fraction}); precision/recall need at least {PRC_NEIGHBORHOOD + 1}: "
                             "raise train.holdout_fraction or prepare more data")
-    version = data_version_info(cfg.data.prepared_dir)
+    version = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
     translated = {d: translate_images(nets[d], held[d[0]].images, ecfg.batch_size) for d in DIRECTIONS}
     result: dict[str, float] = {}
     for d in DIRECTIONS:  # cycle reconstruction in float, from the float translation (no uint8 rounding between)
@@ -66,7 +85,7 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
         result[f"{m.CYCLE_L1}_{d[0]}"] = float((back - source).abs().mean())
 
     info: dict[str, Any] = {
-        **version, "task": "translation",
+        **version, "task": TRANSLATION,
         "domains": {k: {"source": d.meta.get("source"), "num_real": len(d), "num_held_out": len(held[k])}
                     for k, d in domains.items()},
         "holdout_fraction": cfg.train.holdout_fraction, "seed": ecfg.seed, "batch_size": ecfg.batch_size,
@@ -78,7 +97,7 @@ def evaluate_translation(cfg: Config, translator: nn.Module | str | Path | None,
     classifiers: dict[str, Any] = {}
     if "lenet" in ecfg.extractors:
         for k in domains:
-            classifier_info = stored_classifier(cfg, k)
+            classifier_info = stored_classifier(cfg, k, data_version=version["data_version"])
             require_trusted(classifier_info, ecfg.classifier.min_accuracy, k)
             extractors[("lenet", k)] = load_extractor("lenet", classifier_info["model_dir"], device.type == "cuda")
             classifiers[k] = classifier_info
@@ -147,7 +166,7 @@ def _reverse(direction: str) -> str:
 
 def _write_grid(held: dict[str, PreparedDataset], translated: dict[str, torch.Tensor], path: Path) -> None:
     """Rows of (a, G_AB(a), b, G_BA(b)) for the first held-out images."""
-    n = min(GRID_ROWS, *(len(t) for t in translated.values()))
+    n = min(GRID_TRANSLATIONS, *(len(t) for t in translated.values()))
     columns = [held["a"].images[:n], translated["a2b"][:n], held["b"].images[:n], translated["b2a"][:n]]
     images = torch.stack(columns, dim=1).flatten(0, 1)  # (n·4, C, H, W) uint8
     grid = make_grid(images, nrow=len(columns), padding=2)

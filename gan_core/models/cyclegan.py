@@ -11,45 +11,43 @@ blocks, two upsamplings and a 7×7 conv to tanh, with instance norm and reflecti
 halves the side `patch_downsamplings` times (3 at 256 px as in the paper, fewer at small sides so a patch
 stays a part of the image).
 
-TrainingStep: one G update of both directions — adversarial (train.loss, LSGAN by default) + cycle consistency
-λ·(‖G_BA(G_AB(a)) − a‖₁ + ‖G_AB(G_BA(b)) − b‖₁) with λ = train.cycle_weight (10) + identity
-λ·λ_id·(‖G_AB(b) − b‖₁ + ‖G_BA(a) − a‖₁), λ_id = train.identity_weight (0.5) — then one update of both
-discriminators on real images and on fakes drawn from a history pool of the last train.pool_size (50)
-translations (Shrivastava et al. 2017). Adam's learning rates decay linearly to zero over the second half
-of train.steps, as the paper's schedule does over its second 100 epochs.
+TrainingStep: one G update of both directions — adversarial (train.loss, LSGAN by default: E[(D(G(x)) − 1)²] per
+direction, unhalved, as backward_G) + cycle consistency λ·(‖G_BA(G_AB(a)) − a‖₁ + ‖G_AB(G_BA(b)) − b‖₁) with
+λ = train.cycle_weight (10) + identity λ·λ_id·(‖G_AB(b) − b‖₁ + ‖G_BA(a) − a‖₁), λ_id = train.identity_weight
+(0.5) — then one update of both discriminators (LSGAN: ½·(real + fake) each, as backward_D_basic) on real images
+and on fakes drawn from a history pool of the last train.pool_size (50) translations (Shrivastava et al. 2017).
+tests/test_parity.py checks both totals against the reference's formulas. Adam's learning rates decay linearly
+to zero over the second half of train.steps, as the paper's schedule does over its second 100 epochs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
 from gan_core.models.losses import discriminator_loss, generator_loss
-from gan_core.models.step import StepOutput
-from gan_core.training import distributed
+from gan_core.models.step import Loop, StepOutput
 
-if TYPE_CHECKING:
-    from gan_core.training.loop import Trainer
-
-TASK = "translation"
+SUPPORTS = family_info("cyclegan").supports  # what it accepts: its catalogue entry
 DIRECTIONS = ("a2b", "b2a")
 Direction = Literal["a2b", "b2a"]
 Domain = Literal["a", "b"]
-MIN_RESOLUTION = 16
-LOSSES = ("lsgan", "nonsaturating", "hinge")
+MIN_RESOLUTION = SUPPORTS.min_resolution
+LOSSES = SUPPORTS.losses or ()
 
 
 def _check_resolution(resolution: int) -> None:
     # Two stride-2 downsamplings must divide the side; 16 px leaves a 4×4 bottleneck.
-    if resolution < MIN_RESOLUTION or resolution % 4:
-        raise UserError(f"CycleGAN needs data.resolution divisible by 4 and at least {MIN_RESOLUTION}, "
-                        f"got {resolution}")
+    if not SUPPORTS.resolution(resolution):
+        raise UserError(f"CycleGAN needs data.resolution divisible by {SUPPORTS.resolution_step} and at least "
+                        f"{MIN_RESOLUTION}, got {resolution}")
 
 
 def _init(module: nn.Module) -> None:
@@ -222,18 +220,15 @@ def lr_scale(step: int, steps: int) -> float:
 class TrainingStep:
     """One step: G_AB and G_BA together (adversarial + cycle + identity), then D_A and D_B on pooled fakes."""
 
-    def __init__(self, loop: Trainer):
+    def __init__(self, loop: Loop):
         self.loop, self.tc = loop, loop.cfg.train
         self.pools = {"a": HistoryPool(self.tc.pool_size), "b": HistoryPool(self.tc.pool_size)}
-        self.base_lr = {"g": self.tc.g_optimizer.lr, "d": self.tc.d_optimizer.lr}
         zero = torch.zeros((), device=loop.device)
         self._cycle, self._identity, self._adv, self._scale = zero, zero, zero, 1.0
 
     def _set_lr(self, step: int) -> None:
         self._scale = lr_scale(step, self.tc.steps)
-        for opt, key in ((self.loop.opt_g, "g"), (self.loop.opt_d, "d")):
-            for group in opt.param_groups:
-                group["lr"] = self.base_lr[key] * self._scale
+        self.loop.scale_learning_rates(self._scale)
 
     def __call__(self, step: int) -> StepOutput:
         loop, tc = self.loop, self.tc
@@ -267,8 +262,7 @@ class TrainingStep:
             d_loss = (discriminator_loss(tc.loss, d_real_b.flatten(), d_fake_b.flatten())
                       + discriminator_loss(tc.loss, d_real_a.flatten(), d_fake_a.flatten()))
         loop.optimize(loop.D, loop.opt_d, d_loss)
-        distributed.broadcast_buffers(loop.G, loop.dist)
-        distributed.broadcast_buffers(loop.D, loop.dist)
+        loop.sync_buffers()
 
         self._cycle, self._identity, self._adv = cycle.detach(), identity.detach(), adversarial.detach()
         # Per image: the mean patch logit, both domains (what the loop averages and ADA steers by).

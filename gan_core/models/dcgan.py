@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
 from gan_core.models.conditioning import ConditionalHead, LabelInput, concat_labels, maybe_spectral_norm
 from gan_core.models.step import AdversarialStep
 
-# DCGAN grows from a 4×4 (or 7×7) seed by doublings; these are the sides that reaches with ≥ 2 doublings.
-DCGAN_RESOLUTIONS = (16, 28, 32, 64, 128)
+# DCGAN grows from a 4×4 (or 7×7) seed by doublings: the sides that reaches with ≥ 2 doublings (its catalogue entry).
+DCGAN_RESOLUTIONS = family_info("dcgan").supports.resolutions or ()
 DNorm = Literal["batch", "layer", "none"]
 
 
@@ -128,5 +129,4 @@ def generator_options(model: ModelConfig) -> dict[str, Any]:
 
 
 # The standard step: n_critic D updates, then one G update, with any loss of gan_core.models.losses.
-TASK = "generation"
 TrainingStep = AdversarialStep

@@ -27,7 +27,8 @@ def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> tor
         # The critic maximises E[D(x)] − E[D(G(z))] (its Lipschitz bound: clipping for wgan, the penalty for -gp).
         return fake.mean() - real.mean()
     if kind == "lsgan":
-        # Least squares with targets 1 (real) and 0 (fake), on the raw output.
+        # Least squares with targets 1 (real) and 0 (fake), on the raw output; halved, as pytorch-CycleGAN-and-
+        # pix2pix's backward_D_basic halves D's two MSE terms (Mao et al.'s ½).
         return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
     raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
 
@@ -44,7 +45,10 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     if kind in ("hinge", "wgan", "wgan-gp"):
         return -fake.mean()
     if kind == "lsgan":
-        return 0.5 * ((fake - 1.0) ** 2).mean()
+        # A plain MSE to target 1, as GANLoss('lsgan') in backward_G (no ½: Mao et al. write one, but it is a
+        # constant that Adam ignores for a one-term G loss, while cyclegan adds this term to unhalved cycle and
+        # identity terms, whose weights were tuned against the unhalved GAN term).
+        return ((fake - 1.0) ** 2).mean()
     raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
 
 

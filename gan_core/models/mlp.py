@@ -89,5 +89,4 @@ def generator_options(model: ModelConfig) -> dict[str, Any]:
 
 
 # The standard step: n_critic D updates, then one G update, with any loss of gan_core.models.losses.
-TASK = "generation"
 TrainingStep = AdversarialStep

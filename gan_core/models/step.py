@@ -1,7 +1,8 @@
-"""The family interface: how one family trains one step. The loop (gan_core.training.loop) owns everything else — data,
-device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and resume.
+"""The family interface: how one family trains one step, and what it may use of the loop. The loop
+(gan_core.training.loop) owns everything else — data, device, AMP, EMA, DDP, checkpoints, callbacks, the divergence
+guard, progress and resume — and offers a step only what `Loop` lists.
 
-    step = FAMILIES[arch].TrainingStep(trainer)   # gan_core.models.training_step(arch)
+    step = family(arch).TrainingStep(loop)        # gan_core.models.family
     out = step(k)                                 # one G update (k = 1, 2, ...) and its D updates → StepOutput
     step.metrics()                                # the family's own numbers for the log window (r1, pl, ...)
     step.state_dict() / step.load_state_dict()    # what a checkpoint must hold beyond networks and optimizers
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from gan_core.config import Config
+from gan_core.device import Runtime
 from gan_core.models.losses import discriminator_loss, generator_loss, gradient_penalty
-from gan_core.training import distributed
-
-if TYPE_CHECKING:
-    from gan_core.training.loop import Trainer
 
 
 @dataclass
@@ -43,10 +43,61 @@ class StepOutput:
     fake: torch.Tensor
 
 
+class Loop(Protocol):
+    """What a family's training step may use of the loop (gan_core.training.loop.Trainer provides it): the contract
+    a family author reads first. Anything else of the loop is its own business."""
+
+    cfg: Config
+    """The settings (read only): train.* for the loss, weights and schedules, model.* for latent_dim."""
+    device: torch.device
+    runtime: Runtime
+    """`runtime.autocast()` around forward passes (bf16 on CUDA)."""
+    G: nn.Module
+    """The generator: its parameters, `requires_grad_`, and a family's own submodules (stylegan2's mapping)."""
+    D: nn.Module
+    G_step: nn.Module
+    """G for forward passes in training: a torch.compile'd view of G when train.compile is on, else G."""
+    D_step: nn.Module
+    opt_g: torch.optim.Optimizer
+    """G's optimizer, to pass to optimize(); its learning rate moves only through scale_learning_rates()."""
+    opt_d: torch.optim.Optimizer
+    noise: torch.Generator
+    """Every random draw of a step (z, penalties, mixing, pools): reseeded per step, so a resumed run draws alike."""
+    grid_z: torch.Tensor
+    """The fixed latents (64, Z) of every sample grid, and their labels (64,) for a conditional G."""
+    grid_labels: torch.Tensor | None
+    grid_images: dict[str, torch.Tensor]
+    """Translation: the fixed real images of each domain ("a", "b") in every sample grid."""
+
+    def real_batch(self, k: int, domain: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The k-th real batch of this rank: images in [-1, 1] (B, C, H, W) and labels (B,) or None."""
+        ...
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a batch (DiffAugment or ADA; the identity when off)."""
+        ...
+
+    def optimize(self, net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step of `net` on `loss`, gradients averaged over ranks."""
+        ...
+
+    def observe_real_logits(self, logits: torch.Tensor) -> None:
+        """D's logits on a real batch, once per step (ADA steers by them)."""
+        ...
+
+    def scale_learning_rates(self, scale: float) -> None:
+        """Both optimizers' learning rates set to `scale` × their configured rate (a schedule)."""
+        ...
+
+    def sync_buffers(self) -> None:
+        """G's and D's buffers (BatchNorm running stats) made rank 0's on every rank, as DDP does; no-op alone."""
+        ...
+
+
 class FamilyStep(Protocol):
     """What the loop calls on a family's training step."""
 
-    def __init__(self, loop: Trainer) -> None: ...
+    def __init__(self, loop: Loop) -> None: ...
     def __call__(self, step: int) -> StepOutput: ...
     def metrics(self) -> dict[str, float]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -59,7 +110,7 @@ class AdversarialStep:
 
     r1_gamma_default = 0.0  # families with R1 by default (stylegan2) override this
 
-    def __init__(self, loop: Trainer):
+    def __init__(self, loop: Loop):
         self.loop = loop
         self.tc = loop.cfg.train
         self.r1_gamma = self.tc.r1_gamma if self.tc.r1_gamma is not None else self.r1_gamma_default
@@ -70,15 +121,25 @@ class AdversarialStep:
         """The fake batch (B, C, H, W) for latents z (B, Z)."""
         return self.loop.G_step(z, labels)
 
-    def d_regularizer(self, step: int, real: torch.Tensor, fake: torch.Tensor,
-                      labels: torch.Tensor | None) -> torch.Tensor | None:
-        """Added to D's loss: wgan-gp's gradient penalty; lazy R1 when r1_gamma > 0 (every r1_every steps, scaled
-        by r1_every so its strength is that of an every-step penalty, as in StyleGAN2)."""
+    def d_regularizer(self, step: int, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                      seen: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+        """Added to D's loss (`seen`: the real and fake images as D was shown them, augmented).
+
+        wgan-gp's gradient penalty, between the images D was shown: with augmentation the critic's loss is a WGAN
+        between the augmented distributions, so that is where its Lipschitz bound belongs (no reference combines
+        GP with DiffAugment/ADA; without augmentation `seen` is the plain batch, as in gan_mnist.py).
+
+        Lazy R1 when r1_gamma > 0: every r1_every steps, × r1_every so its strength is an every-step penalty's
+        (stylegan2-ada's gain = D_reg_interval), w.r.t. the image before augmentation with D run through it (its
+        loss.py). It is added to that step's D loss, where the reference runs a separate Dreg optimizer step and
+        so scales Adam's lr by k/(k+1) and its betas to the power k/(k+1) (k = r1_every) to keep D's rate over k
+        steps. Folded in, there is no extra step to correct for: D's lr is train.d_optimizer.lr as set, ≈ 6 % above
+        the reference's main-step lr at k = 16 (16/17 of the paper's lr matches it exactly)."""
         loop, tc = self.loop, self.tc
         penalty = None
         if tc.loss == "wgan-gp":
             # Through the uncompiled D: torch.compile does not support the double backward.
-            penalty = tc.gp_weight * gradient_penalty(loop.D, real, fake.detach(), labels, loop.noise)
+            penalty = tc.gp_weight * gradient_penalty(loop.D, seen[0], seen[1].detach(), labels, loop.noise)
         if self.r1_gamma > 0 and step % tc.r1_every == 0:
             r1 = r1_penalty(loop.D, real.detach(), labels, loop.augment)
             self._r1 = r1.detach()
@@ -122,21 +183,24 @@ class AdversarialStep:
 
         # ---- D update(s): real up, fake down; fake is detached so only D learns here.
         loop.D.requires_grad_(True)
+        real_logits = []  # D's logits on every real batch of the step: what ADA reads
         for i in range(tc.n_critic):
             real, labels = loop.real_batch((step - 1) * tc.n_critic + i)
             z = torch.randn(batch, loop.cfg.model.latent_dim, device=loop.device, generator=loop.noise)  # (B, Z)
             # Fake images take the real batch's labels: the class mix G is trained on matches the data's.
             with loop.runtime.autocast():
                 fake = self.generate(z, labels, step)  # (B, C, H, W)
-                d_real = loop.D_step(loop.augment(real), labels)  # (B,) logits
-                d_fake = loop.D_step(loop.augment(fake.detach()), labels)
+                seen = (loop.augment(real), loop.augment(fake.detach()))  # what D is shown
+                d_real = loop.D_step(seen[0], labels)  # (B,) logits
+                d_fake = loop.D_step(seen[1], labels)
                 d_loss = discriminator_loss(tc.loss, d_real, d_fake)
-            penalty = self.d_regularizer(step, real, fake, labels)
+            penalty = self.d_regularizer(step, real, fake, labels, seen)
             if penalty is not None:
                 d_loss = d_loss + penalty
             loop.optimize(loop.D, loop.opt_d, d_loss)
             self.after_d_update()
-        loop.observe_real_logits(d_real)
+            real_logits.append(d_real.detach())
+        loop.observe_real_logits(torch.cat(real_logits))
 
         # ---- G update: the same fake, through the updated D; D's weights are frozen so no D grads are computed.
         loop.D.requires_grad_(False)
@@ -146,8 +210,7 @@ class AdversarialStep:
         loop.optimize(loop.G, loop.opt_g, g_loss if penalty is None else g_loss + penalty)
         self.after_g_update(step)
         # BatchNorm running stats saw only this rank's batches (D's in both passes): take rank 0's, as DDP does.
-        distributed.broadcast_buffers(loop.G, loop.dist)
-        distributed.broadcast_buffers(loop.D, loop.dist)
+        loop.sync_buffers()
         return StepOutput(d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach(), real, fake.detach())
 
 

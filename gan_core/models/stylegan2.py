@@ -10,6 +10,10 @@ upsamples ×2), per-layer noise with a learned strength, and skip-architecture t
 resolutions. G tracks the average w during training (`w_avg`), which the truncation trick and `psi=0` use.
 In train() mode the layer noise is random (from the generator passed by the training step); in eval() mode it
 is a fixed buffer, so a seed always gives the same image (the EMA copy, exports and serving are in eval mode).
+Evaluation therefore measures FID with the noise frozen, where stylegan2-ada's metrics (metric_utils.py) draw it
+anew per image (noise_mode='random'): the images vary a little less (the noise only moves fine detail), so
+fid_* here is comparable between ganops runs, not to the paper's or other published StyleGAN2 FIDs (which differ
+in data, resolution and feature extractor anyway).
 
 D: residual blocks (two 3×3 convs and a 1×1 skip, each ×0.5 down, summed ×1/√2), minibatch standard deviation
 before the 4×4 head, and a projection head when conditional.
@@ -31,10 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from gan_core.config import ModelConfig
+from gan_core.config.catalogue import family_info
 from gan_core.errors import UserError
-from gan_core.models.step import AdversarialStep
+from gan_core.models.step import AdversarialStep, Loop
 
-RESOLUTIONS = (16, 32, 64, 128, 256)
+RESOLUTIONS = family_info("stylegan2").supports.resolutions or ()
 W_AVG_BETA = 0.995  # w_avg ← lerp(batch mean w, w_avg, β) each G step, as in stylegan2-ada
 PL_DECAY = 0.01  # the path-length target follows the mean length with this rate
 SQRT2 = math.sqrt(2.0)
@@ -291,15 +296,12 @@ def _minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the family's training step
-TASK = "generation"
-
-
 class TrainingStep(AdversarialStep):
     """Style mixing in G's fakes, lazy R1 on D (γ default 0.1), optional path-length regularisation on G."""
 
     r1_gamma_default = 0.1
 
-    def __init__(self, loop: Any):
+    def __init__(self, loop: Loop):
         super().__init__(loop)
         self.pl_mean = torch.zeros((), device=loop.device)
         self._pl = torch.zeros((), device=loop.device)
@@ -325,19 +327,22 @@ class TrainingStep(AdversarialStep):
 
     def g_regularizer(self, step: int, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Path-length regularisation: |J_wᵀ y| for random image-space y should stay constant (a smooth w → image
-        map); lazy, every pl_every steps, on half the batch."""
+        map); lazy, every pl_every steps, on half the batch. As loss.py's Gpl: the Jacobian is taken w.r.t. the
+        mapping's output ws itself (not a detached copy), so the penalty's gradient trains the mapping network
+        too, and the target pl_mean is lerped towards this batch's mean length before use, with that lerp in the
+        graph."""
         tc, loop = self.tc, self.loop
         if tc.pl_weight == 0 or step % tc.pl_every != 0:
             return None
         n = max(1, z.shape[0] // 2)
-        ws, _ = self._ws_for(z[:n], labels[:n] if labels is not None else None)
-        ws = ws.detach().requires_grad_(True)
+        ws, _ = self._ws_for(z[:n], labels[:n] if labels is not None else None)  # (n, num_ws, W), from the mapping
         img = loop.G.synthesis(ws, loop.noise).float()
         y = torch.randn(img.shape, device=img.device, generator=loop.noise) / math.sqrt(img.shape[2] * img.shape[3])
         (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
         lengths = grad.square().sum(2).mean(1).sqrt()  # (n,)
-        self.pl_mean = self.pl_mean.lerp(lengths.detach().mean(), PL_DECAY)
-        penalty = (lengths - self.pl_mean).square().mean()
+        pl_mean = self.pl_mean.lerp(lengths.mean(), PL_DECAY)
+        self.pl_mean = pl_mean.detach()
+        penalty = (lengths - pl_mean).square().mean()
         self._pl = penalty.detach()
         return penalty * tc.pl_weight * tc.pl_every
 

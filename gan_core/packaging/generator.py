@@ -30,20 +30,24 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gan_core.atomic import atomic_dir, write_json
+from gan_core.config.catalogue import GENERATION, TASKS
 from gan_core.errors import UserError, first_line
 
 FORMAT = "ganops-generator/1"
 WEIGHTS_FILE = "weights.safetensors"
-SPEC_FILE = "generator.json"
-PACKAGE_FILES = {"generator": SPEC_FILE, "translator": "translator.json"}
-"""The spec file that makes a directory a package of each kind (gan_core.packaging.translator writes translators)."""
-LOADERS = {"generator": "generate", "translator": "translate"}
+SPEC_FILE = TASKS[GENERATION].spec_file  # generator.json
+PACKAGE_FILES = {kind.package: kind.spec_file for kind in TASKS.values()}
+"""The spec file that makes a directory a package of each kind (one kind per task kind: generator, translator)."""
+COMMANDS = {kind.package: kind.command for kind in TASKS.values()}
+"""The `ganops` command that uses each kind of package (generate, translate)."""
 MAX_SPEC_BYTES = 1 << 20
 """generator.json is a few KB (class names for thousands of classes still fit); a larger one is not ours."""
 MAX_PARAMETERS = 1 << 30
 """Most generator parameters a package may declare (4 GiB of float32): kwargs edited to `width: 10**6` must
 fail with a message, not by exhausting memory while the network is built."""
 MAX_SEED = 2**63 - 1
+GRID_SAMPLES = 64
+"""Images in a generator's sample grid (8×8): training's grids of its fixed latents, evaluation's samples.png."""
 """Noise seeds are non-negative int64 values (what JSON clients, pandas and MLflow carry without loss)."""
 MAX_HEADER_BYTES = 100 << 20
 """safetensors' own limit on the JSON header of a weights file."""
@@ -161,7 +165,7 @@ def find_package(root: str | Path, kind: str = "generator") -> Path:
                 return hits[0]
             if hits:
                 raise UserError(f"{hits[0]}: holds a {found_kind} package, not a {kind}; load it with "
-                                f"gan_core.load_{found_kind}(...) or `ganops {LOADERS[found_kind]}`")
+                                f"gan_core.load_{found_kind}(...) or `ganops {COMMANDS[found_kind]}`")
     raise UserError(f"{root}: no {kind} package ({PACKAGE_FILES[kind]}) found inside")
 
 

@@ -23,9 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from torch import nn
 
+from gan_core.config.catalogue import TASKS, TRANSLATION
 from gan_core.errors import UserError, first_line
 from gan_core.packaging.generator import (
-    PACKAGE_FILES,
     REDO,
     build_checked,
     local_package,
@@ -35,8 +35,10 @@ from gan_core.packaging.generator import (
 )
 
 FORMAT = "ganops-translator/1"
-SPEC_FILE = PACKAGE_FILES["translator"]
+SPEC_FILE = TASKS[TRANSLATION].spec_file  # translator.json
 DIRECTIONS = ("a2b", "b2a")
+GRID_TRANSLATIONS = 8
+"""Rows of a translator's sample grid: training's and evaluation's show this many images of each domain."""
 MAX_IMAGE_PIXELS = 4096 * 4096
 """Largest image `read_image` decodes (before fitting it to the translator's side): a bigger one is refused."""
 
@@ -93,7 +95,7 @@ def load_translator(source: str | Path, direction: str = "a2b", device: str | to
     if direction not in DIRECTIONS:
         raise UserError(f"direction={direction!r}: expected a2b (domain A → B) or b2a")
     target = pick_device(str(device), key="device")
-    package_dir = local_package(source, "translator")
+    package_dir = local_package(source, TASKS[TRANSLATION].package)
     spec = read_translator_spec(package_dir)
     pair = build_checked(package_dir, SPEC_FILE, spec["arch"], spec["kwargs"], build_generator)
     translator = pair.direction(direction)

@@ -168,32 +168,32 @@ def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[Reques
 def _parse_row(r: int, row: dict[str, Any]) -> Request:
     n = as_int(row["n"])
     if n is None or not 1 <= n <= MAX_SAMPLES:
-        raise BadRequest(f"request {r}: n={_show(row['n'])}; expected an integer in [1, {MAX_SAMPLES}]")
-    seed = 0 if _missing(row.get("seed")) else as_int(row["seed"])
+        raise BadRequest(f"request {r}: n={shown(row['n'])}; expected an integer in [1, {MAX_SAMPLES}]")
+    seed = 0 if is_missing(row.get("seed")) else as_int(row["seed"])
     if seed is None or not 0 <= seed <= MAX_SEED:
-        raise BadRequest(f"request {r}: seed={_show(row['seed'])}; expected an integer in [0, 2**63 - 1]")
+        raise BadRequest(f"request {r}: seed={shown(row['seed'])}; expected an integer in [0, 2**63 - 1]")
     raw_psi = row.get("truncation_psi")
     try:
-        psi = 1.0 if _missing(raw_psi) else truncation_value(raw_psi.item() if isinstance(raw_psi, np.generic)
+        psi = 1.0 if is_missing(raw_psi) else truncation_value(raw_psi.item() if isinstance(raw_psi, np.generic)
                                                               else raw_psi)
     except UserError:
-        raise BadRequest(f"request {r}: truncation_psi={_show(raw_psi)}; expected a number in [0, 1] "
+        raise BadRequest(f"request {r}: truncation_psi={shown(raw_psi)}; expected a number in [0, 1] "
                          "(1 = no truncation)") from None
     labels = row.get("labels")
-    if _missing(labels) or (isinstance(labels, list | tuple | np.ndarray) and len(labels) == 0):
+    if is_missing(labels) or (isinstance(labels, list | tuple | np.ndarray) and len(labels) == 0):
         return n, seed, None, psi
     ids = [as_int(x) for x in labels] if isinstance(labels, list | tuple | np.ndarray) else [None]
     if len(ids) != n or None in ids:
-        raise BadRequest(f"request {r}: labels={_show(labels)}; expected {n} integer class ids, one per image")
+        raise BadRequest(f"request {r}: labels={shown(labels)}; expected {n} integer class ids, one per image")
     return n, seed, ids, psi  # type: ignore[return-value]
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     """A cell the client left out: None, or the NaN pandas puts in a column that other rows fill."""
     return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value for an error message, cut short: a request may carry a 10,000-element list."""
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -226,8 +226,9 @@ def decode_predictions(predictions: pd.DataFrame | Sequence[Mapping[str, Any]]) 
     return torch.stack(images)
 
 
-def _model_arguments(package_dir: str | Path) -> dict[str, Any]:
-    """The pyfunc arguments shared by log and save: code entry file, package artifact, signature, example, pins."""
+def model_arguments(package_dir: str | Path) -> dict[str, Any]:
+    """What MLflow's pyfunc log_model / save_model take for this package: code entry file, package artifact,
+    signature, input example, pinned requirements."""
     return {
         "python_model": str(ENTRY_FILE),
         "artifacts": {PACKAGE_ARTIFACT: str(find_package(package_dir))},
@@ -243,7 +244,7 @@ def log_generator(package_dir: str | Path, run_id: str, name: str = "generator")
     MLflow loads the logged model once and predicts the input example to validate it, so a package that cannot
     be served fails here, at logging time.
     """
-    return log_pyfunc(_model_arguments(package_dir), run_id, name)
+    return log_pyfunc(model_arguments(package_dir), run_id, name)
 
 
 def log_pyfunc(arguments: dict[str, Any], run_id: str, name: str) -> ModelInfo:
@@ -257,8 +258,3 @@ def log_pyfunc(arguments: dict[str, Any], run_id: str, name: str) -> ModelInfo:
         **arguments,
     )
 
-
-def save_generator_model(package_dir: str | Path, path: str | Path) -> Path:
-    """Write the same pyfunc model to a local directory (no tracking server), e.g. to ship or inspect it."""
-    mlflow.pyfunc.save_model(path=str(path), **_model_arguments(package_dir))
-    return Path(path)

@@ -57,15 +57,15 @@ from gan_core.packaging.translator import (
 from gan_core.serving.generator_model import (
     PIP_REQUIREMENTS,
     BadRequest,
-    _missing,
-    _show,
     decode_predictions,
     encode_png,
+    is_missing,
     log_pyfunc,
+    shown,
 )
 
 __all__ = ["BadRequest", "MAX_BASE64_CHARS", "MAX_IMAGE_PIXELS", "MAX_REQUESTS", "TranslatorModel",
-           "decode_translations", "log_translator", "parse_translation_requests", "save_translator_model"]
+           "decode_translations", "log_translator", "model_arguments", "parse_translation_requests"]
 
 PACKAGE_ARTIFACT = "translator"
 """Key of the package directory in the pyfunc model's artifacts (the model dir holds artifacts/<package>/)."""
@@ -144,15 +144,15 @@ def parse_translation_requests(
 
 def _parse_row(r: int, row: dict[str, Any], image_shape: tuple[int, ...]) -> TranslationRequest:
     direction = row.get("direction")
-    if _missing(direction):
+    if is_missing(direction):
         direction = DIRECTIONS[0]
     elif not isinstance(direction, str) or direction not in DIRECTIONS:
-        raise BadRequest(f"request {r}: direction={_show(direction)}; expected a2b (domain A → B) or b2a")
+        raise BadRequest(f"request {r}: direction={shown(direction)}; expected a2b (domain A → B) or b2a")
     text = row.get("image")
-    if _missing(text):
+    if is_missing(text):
         raise BadRequest(f"request {r}: no image; each request needs `image`, a base64 PNG or JPEG")
     if not isinstance(text, str):
-        raise BadRequest(f"request {r}: image={_show(text)}; expected a base64 PNG or JPEG string")
+        raise BadRequest(f"request {r}: image={shown(text)}; expected a base64 PNG or JPEG string")
     if len(text) > MAX_BASE64_CHARS:
         raise BadRequest(f"request {r}: image is {len(text):,} base64 characters; at most {MAX_BASE64_CHARS:,} "
                          f"(about {MAX_BASE64_CHARS * 3 // 4 >> 20} MiB of PNG/JPEG)")
@@ -160,7 +160,7 @@ def _parse_row(r: int, row: dict[str, Any], image_shape: tuple[int, ...]) -> Tra
     try:
         data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"request {r}: image is not valid base64 ({_show(text[:40])}); expected a base64 PNG or "
+        raise BadRequest(f"request {r}: image is not valid base64 ({shown(text[:40])}); expected a base64 PNG or "
                          "JPEG") from None
     if not data:
         raise BadRequest(f"request {r}: image is empty; expected a base64 PNG or JPEG")
@@ -183,8 +183,9 @@ def _input_example(package_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([{"image": encode_png(blank), "direction": DIRECTIONS[0]}])
 
 
-def _model_arguments(package_dir: str | Path) -> dict[str, Any]:
-    """The pyfunc arguments shared by log and save: code entry file, package artifact, signature, example, pins."""
+def model_arguments(package_dir: str | Path) -> dict[str, Any]:
+    """What MLflow's pyfunc log_model / save_model take for this package: code entry file, package artifact,
+    signature, input example, pinned requirements."""
     package = find_package(package_dir, "translator")
     return {
         "python_model": str(ENTRY_FILE),
@@ -200,10 +201,5 @@ def log_translator(package_dir: str | Path, run_id: str, name: str = "translator
 
     MLflow loads the logged model once and predicts the input example to validate it, so a package that cannot
     be served fails here, at logging time."""
-    return log_pyfunc(_model_arguments(package_dir), run_id, name)
+    return log_pyfunc(model_arguments(package_dir), run_id, name)
 
-
-def save_translator_model(package_dir: str | Path, path: str | Path) -> Path:
-    """Write the same pyfunc model to a local directory (no tracking server), e.g. to ship or serve it."""
-    mlflow.pyfunc.save_model(path=str(path), **_model_arguments(package_dir))
-    return Path(path)

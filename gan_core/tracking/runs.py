@@ -1,9 +1,11 @@
 """MLflow tracking for one training: params, lineage tags, step metrics, sample grids, evaluation, the model.
 
-    with start_training_run(cfg) as run:                      # params, config hash, lineage tags, system metrics
-        result = train(cfg, callbacks=[MLflowCallback(run.info.run_id)])
-        log_evaluation(run.info.run_id, evaluate(cfg), metrics_json="outputs/eval/metrics.json")
-        model_uri = log_generator_model(run.info.run_id, result["package_dir"])
+    client = open_store(cfg.registry, create=True)
+    with start_training_run(cfg, client=client) as run:       # params, lineage tags, dataset, system metrics
+        result = train(cfg, callbacks=[MLflowCallback(run.info.run_id, client)])   # curves and sample grids
+        evaluation = evaluate(cfg)
+        model_uri = log_candidate(cfg, run.info.run_id, evaluation.metrics, result.package_dir, client,
+                                  evaluation.context)     # metrics, their context, eval files, the pyfunc model
 
 What the MLflow UI shows: the experiment carries `mlflow.experimentKind` = custom_model_development and a
 description (MLflow 3.17's UI still starts in its GenAI mode: the links ganops prints add
@@ -11,9 +13,9 @@ flows.report.MODEL_TRAINING_VIEW); a run is named after what ran
 (`dcgan-nonsaturating-2000steps-755336f0`); the prepared data is the run's dataset input (digest = its DVC md5),
 so the Datasets column names it; sample grids are step images, named so they also sort by step as text.
 
-Every function here takes the run id explicitly and logs through an `MlflowClient`, so the hooks work from
-any thread (Prefect runs tasks in worker threads; MLflow's "active run" is thread-local).
-Which store: gan_core.tracking.store.
+Every function here takes the run id and the `MlflowClient` explicitly, so the hooks work from any thread (Prefect
+runs tasks in worker threads; MLflow's "active run" is thread-local) and never log into whatever store MLflow's
+process-wide URI happens to name. Which store: gan_core.tracking.store.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from gan_core.config import Config
-from gan_core.tracking.store import configure, experiment_id, store_exists, tracking_uri
+from gan_core.tracking.store import configure, experiment_id, store_exists, tracking_uri, use_store
 from gan_core.training.callbacks import TrainCallback
 
 if TYPE_CHECKING:
@@ -90,11 +92,14 @@ def dvc_run_tags() -> dict[str, str]:
     return tags
 
 
-def training_tags(cfg: Config) -> dict[str, str]:
-    """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch."""
-    from gan_core.tracking.lineage import lineage
+def training_tags(
+    cfg: Config, *, data_version_info: Mapping[str, str] | None = None, device: str | None = None
+) -> dict[str, str]:
+    """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch.
+    `data_version_info` and `device`: as lineage() takes them, when the caller knows them already."""
+    from gan_core.training.lineage import lineage
 
-    tags = {k: str(v) for k, v in lineage(cfg).items()}
+    tags = {k: str(v) for k, v in lineage(cfg, data_version_info=data_version_info, device=device).items()}
     tags.setdefault(CONFIG_HASH_TAG, cfg.hash())
     if cfg.recipe is not None:  # searchable: tags.recipe = 'conditional' (also the `recipe` param)
         tags["recipe"] = cfg.recipe
@@ -103,16 +108,22 @@ def training_tags(cfg: Config) -> dict[str, str]:
 
 @contextmanager
 def start_training_run(
-    cfg: Config, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None
+    cfg: Config, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None, *,
+    client: MlflowClient | None = None, lineage_tags: Mapping[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one training, with system metrics on; the run ends FAILED if the block raises.
 
     Logs on entry: every config key as a param (dotted names), the lineage tags, the prepared data as the run's
     dataset input, `config.yaml` as an artifact. The run is named by training_run_name unless `run_name` is given.
+    `client`: the store to log into (MLflow's fluent API, which starts the run, is pointed at it too); by default
+    the configured store, created if missing. `lineage_tags`: training_tags(cfg), when the caller has them.
     """
-    client = configure(cfg.registry, create=True)
+    if client is None:
+        client = configure(cfg.registry, create=True)
+    else:
+        use_store(client.tracking_uri)  # mlflow.start_run (system metrics need an active run) reads it
     exp_id = experiment_id(cfg.registry, client)
-    tags = {**training_tags(cfg), **(extra_tags or {})}
+    tags = {**(lineage_tags if lineage_tags is not None else training_tags(cfg)), **(extra_tags or {})}
     with mlflow.start_run(
         experiment_id=exp_id, run_name=run_name or training_run_name(cfg, tags["data_version"]), tags=tags,
         log_system_metrics=True,
@@ -133,7 +144,8 @@ def train_in_run(trainer: Trainer) -> TrainResult:
     client = configure(cfg.registry, create=True)
     key = training_key(cfg, trainer.data_version)
     tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
-    with start_training_run(cfg, extra_tags=tags) as run:
+    lineage = training_tags(cfg, data_version_info=trainer.data_version_info, device=trainer.device.type)
+    with start_training_run(cfg, extra_tags=tags, client=client, lineage_tags=lineage) as run:
         log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
         trainer.callbacks.append(MLflowCallback(run.info.run_id, client))
         return trainer.run()
@@ -147,8 +159,10 @@ def log_to_training_run(
     run is not in this store."""
     from mlflow.exceptions import MlflowException
 
+    from gan_core.packaging import read_package_spec
+
     package_dir = Path(cfg.train.out_dir) / "generator"
-    run_id = (package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
+    run_id = (read_package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
     if not run_id or not store_exists(cfg.registry):
         return None
     client = configure(cfg.registry)
@@ -216,9 +230,9 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 class MLflowCallback(TrainCallback):
     """Forwards the trainer's hooks to one MLflow run: step metrics, sample grids per step, the final result."""
 
-    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+    def __init__(self, run_id: str, client: MlflowClient) -> None:
         self.run_id = run_id
-        self.client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+        self.client = client
 
     def on_train_start(self, info: dict[str, Any]) -> None:
         # Scalar facts (device, parameter counts, resumed step) as tags so runs can be filtered by them.
@@ -275,10 +289,10 @@ def log_evaluation(
     metrics: Mapping[str, Any],
     metrics_json: str | Path | None = None,
     samples_png: str | Path | None = None,
-    client: MlflowClient | None = None,
+    *,
+    client: MlflowClient,
 ) -> None:
     """Log evaluation metrics (NaN kept: a failed metric must stay visible) and their JSON and sample grid."""
-    client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
     log_metrics(client, run_id, metrics)
     client.log_dict(run_id, dict(metrics), "eval/metrics.json")
     if metrics_json is not None:
@@ -312,24 +326,6 @@ def log_candidate(
 def log_generator_model(run_id: str, package_dir: str | Path) -> str:
     """Log the package (a generator's, or a translator's) as this run's pyfunc model; return its `models:/m-...`
     URI for registration."""
-    if is_translator(package_dir):
-        from gan_core.serving.translator_model import log_translator
+    from gan_core.serving.mlflow_models import log_package_model
 
-        return log_translator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
-    from gan_core.serving.generator_model import log_generator
-
-    return log_generator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
-
-
-def is_translator(package_dir: str | Path) -> bool:
-    from gan_core.packaging.generator import PACKAGE_FILES
-
-    return (Path(package_dir) / PACKAGE_FILES["translator"]).is_file()
-
-
-def package_spec(package_dir: str | Path) -> dict[str, Any]:
-    """generator.json or translator.json, checked."""
-    from gan_core.packaging.generator import read_spec
-    from gan_core.packaging.translator import read_translator_spec
-
-    return read_translator_spec(package_dir) if is_translator(package_dir) else read_spec(package_dir)
+    return log_package_model(package_dir, run_id, MODEL_NAME).model_uri

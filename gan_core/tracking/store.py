@@ -2,6 +2,7 @@
 
     client = open_store(cfg.registry)               # a client; sets no global state, creates no store
     client = configure(cfg.registry, create=True)   # the same, and MLflow's fluent API pointed at it
+    client = open_uri(uri, create=True)             # a client on a URI decided once (a flow's registry handle)
     check_tracking(cfg.registry, "config")          # fail fast: bad URI, unreachable server (one line)
 
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`. Stores are created only
@@ -149,12 +150,16 @@ def store_exists(registry: RegistryConfig) -> bool:
 def require_store(registry: RegistryConfig) -> str:
     """The tracking URI, after checking that a SQLite store exists there (read-only commands must not create one)."""
     uri = tracking_uri(registry)
+    _require_sqlite_file(uri)
+    return uri
+
+
+def _require_sqlite_file(uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UserError(
             f"no MLflow store at {db}: run `ganops demo` (or `ganops retrain`) first, or set MLFLOW_TRACKING_URI"
         )
-    return uri
 
 
 def check_tracking(registry: RegistryConfig, step: str, write: bool = False) -> str:
@@ -218,11 +223,15 @@ def open_store(registry: RegistryConfig, create: bool = False) -> MlflowClient:
     `create=False` (reads, alias moves): a missing SQLite store is a UserError and nothing is created.
     `create=True` (training runs, registration): its directory is created and proven writable first.
     """
-    uri = tracking_uri(registry)
+    return open_uri(tracking_uri(registry), create)
+
+
+def open_uri(uri: str, create: bool = False) -> MlflowClient:
+    """open_store on a tracking URI decided already (tracking_uri): what a command's registry handle opens, once."""
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         if not create:
-            require_store(registry)
+            _require_sqlite_file(uri)
         # SQLite creates the file but not its directory.
         ensure_writable_dir(db.parent, f"the directory of {_origin()}")
     bound_mlflow_http_retries()

@@ -10,10 +10,13 @@ torch.Generator so a seeded run (and a resumed one) draws the same augmentations
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn.functional import pad
+
+if TYPE_CHECKING:
+    from gan_core.config import TrainConfig
 
 
 def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -84,20 +87,35 @@ _AUGMENTS = {
 
 
 class AdaptiveAugment:
-    """ADA (Karras et al. 2020, stylegan2-ada): augment each image D sees with probability p, and steer p so that
+    """ADA (Karras et al. 2020, stylegan2-ada): augment what D sees with strength p, and steer p so that
     r_t = E[sign(D(real))] — how sure D is of the training images, a sign of overfitting — stays near `target`.
 
-        ada = AdaptiveAugment(policy="color,translation,cutout", target=0.6, batch_size=64, interval=4, kimg=100)
-        x = ada(x, generator)              # per image: augmented with probability p, else unchanged
-        ada.observe(d_real_logits)         # every step; every `interval` steps p moves by ±batch·interval/kimg·1e3
+        ada = AdaptiveAugment.for_training(cfg.train, world_size, device, average)   # as the trainer builds it
+        x = ada(x, generator)              # each operation applied to each image independently with probability p
+        ada.observe(d_real_logits)         # once per step, all its real logits; every `interval` steps p moves by
+                                           # ±batch_size·interval/(kimg·1000), batch_size the global batch
 
+    As the paper's pipeline (its augment.py draws `rand(batch) < prob·p` per operation): each of the policy's
+    operations — DiffAugment's brightness, saturation, contrast, translation and cutout — is applied to each image on
+    its own draw, so an image passes untouched with probability (1 − p)^k for k operations (k = 5 for the whole
+    policy). D then still sees the clean distribution with weight > 0 at any p < 1, which is what the paper's
+    argument that such augmentations do not leak into G rests on. The operations are DiffAugment's, not the paper's
+    18, so p values are not comparable with the paper's: its "p below ≈ 0.8 is safe" was measured on its own
+    pipeline, not on this one.
+
+    r_t is the share of real images D puts on the real side of a decision boundary at 0, minus the share it puts on
+    the other side: a measure only where D's boundary is 0 (the config refuses ada with lsgan, wgan and wgan-gp).
     p lives on the device (no host sync); `state_dict` holds it and the pending signs, so a resumed run continues.
-    Under DDP the signs are averaged over ranks before p moves, so every rank keeps the same p.
+    Under DDP the sums of signs and counts are averaged over ranks before p moves, so r_t is the mean over every
+    rank's images, as the reference's.
     """
 
     def __init__(self, policy: str, target: float, batch_size: int, interval: int, kimg: float,
                  device: torch.device, average: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+        """`batch_size`: real images D sees per step over all processes and critic updates (the reference's
+        global batch); `interval`: steps between updates of p; `kimg`: thousands of images for p to go 0 → 1."""
         self.policy = policy or "color,translation,cutout"
+        self.operations = [op for name in filter(None, self.policy.split(",")) for op in _AUGMENTS[name]]
         self.target, self.interval = target, interval
         self.adjust = batch_size * interval / (kimg * 1000)  # the most p moves per update
         self.average = average
@@ -105,10 +123,21 @@ class AdaptiveAugment:
         self._signs = torch.zeros(2, device=device)  # sum of sign(D(real)), count
         self._steps = 0
 
+    @classmethod
+    def for_training(cls, train: TrainConfig, world_size: int, device: torch.device,
+                     average: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> AdaptiveAugment:
+        """ADA as train.* sets it: a step shows D n_critic real batches of train.batch_size on each of
+        world_size processes."""
+        images_per_step = train.batch_size * train.n_critic * world_size
+        return cls(train.diffaugment, train.ada_target, images_per_step, train.ada_interval, train.ada_kimg,
+                   device, average)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        augmented = diff_augment(x, self.policy, generator)
-        chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator) < self.p  # (B, 1, 1, 1)
-        return torch.where(chosen, augmented, x)
+        for op in self.operations:
+            augmented = op(x, generator)
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator) < self.p  # (B, 1, 1, 1)
+            x = torch.where(chosen, augmented, x)
+        return x
 
     @torch.no_grad()
     def observe(self, real_logits: torch.Tensor) -> None:

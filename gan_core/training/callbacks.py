@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from gan_core.training.loop import TrainResult
+    from gan_core.training.result import TrainResult
 
 
 class TrainCallback:

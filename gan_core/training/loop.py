@@ -1,7 +1,7 @@
 """Train a GAN on the prepared dataset; write checkpoints, sample grids, the generator package and metrics.
 (The generic loop: data, device, AMP, EMA, DDP, checkpoints, callbacks, the divergence guard, progress and
-resume. What a step does — losses, regularisers, the order of G/D phases — is the family's, gan_core.models.step. It
-stays one module, past 400 lines, because those parts share the Trainer's state: split, they would pass it around.)
+resume. What a step does — losses, regularisers, the order of G/D phases — is the family's, gan_core.models.step,
+which uses only what its `Loop` protocol lists of the Trainer.)
 
     python -m gan_core train                                        # params.yaml
     python -m gan_core train train.steps=200 model.arch=mlp         # dotted overrides
@@ -26,8 +26,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +37,16 @@ from torchvision.utils import save_image
 
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
-from gan_core.data import PreparedDataset, holdout_split, load_domains, load_prepared, read_meta
+from gan_core.data import PreparedDataset
 from gan_core.data.feed import ResidentImages, StreamedImages, training_images
-from gan_core.data.version import data_version
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
-from gan_core.models import (
-    build_discriminator,
-    build_generator,
-    discriminator_kwargs,
-    generator_kwargs,
-    task,
-    training_step,
-)
-from gan_core.packaging.generator import save_generator
-from gan_core.packaging.translator import save_translator
+from gan_core.models import family
+from gan_core.packaging import PACKAGES
+from gan_core.packaging.generator import GRID_SAMPLES
+from gan_core.packaging.translator import GRID_TRANSLATIONS
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
-from gan_core.tracking.lineage import lineage
 from gan_core.training import distributed
 from gan_core.training.augment import AdaptiveAugment, diff_augment
 from gan_core.training.batching import EpochBatches
@@ -68,12 +61,13 @@ from gan_core.training.checkpoint import (
 )
 from gan_core.training.ema import EMA
 from gan_core.training.identity import code_hash, first_difference, resumable, training_identity
+from gan_core.training.lineage import lineage
 from gan_core.training.progress import Progress, progress_line
+from gan_core.training.result import TrainResult
+from gan_core.training.tasks import TRAINING, PackageContents
 
 log = logging.getLogger(__name__)
 
-GRID_SAMPLES = 64  # the fixed latent batch drawn into every sample grid, 8×8
-GRID_TRANSLATIONS = 8  # translation: rows of (image, translated, translated back) per domain
 NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
 
 
@@ -81,47 +75,24 @@ class DivergenceError(UserError):
     """A loss became NaN or infinite: training stops, and the last good checkpoint stays as it was."""
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training produced and how it went. `summary()` is what metrics.json holds (numbers only)."""
-
-    steps: int  # the step the weights are at: train.steps, a checkpoint's later step, or where max_seconds stopped
-    trained_steps: int  # steps this call ran (0 when a checkpoint was already there)
-    resumed_from: int
-    wall_time_s: float  # this call's
-    train_seconds: float  # training time summed over resumes: what train.max_seconds limits
-    stopped_by_time: bool  # train.max_seconds ran out before train.steps
-    images_per_s: float
-    final: dict[str, float]  # the last logging window: losses, D logits, gradient norms, diversity, EMA decay
-    package_dir: str
-    metrics_path: str
-    samples_dir: str
-    last_samples: str | None
-    checkpoint: str
-    device: str
-    world_size: int
-
-    def summary(self) -> dict[str, float | None]:
-        """Numbers for metrics.json and MLflow; NaN/inf become None (JSON has neither)."""
-        numbers = {"steps": self.steps, "trained_steps": self.trained_steps, "resumed_from": self.resumed_from,
-                   "wall_time_s": round(self.wall_time_s, 3), "train_seconds": round(self.train_seconds, 3),
-                   "stopped_by_time": int(self.stopped_by_time), "images_per_s": self.images_per_s,
-                   **{k: v for k, v in self.final.items() if k != "images_per_s"}}
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in numbers.items()}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
-    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches)."""
-    return Trainer(cfg, resume=resume, callbacks=callbacks).run()
+def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
+          data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None) -> TrainResult:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version_info` and
+    `lineage`: as Trainer takes them."""
+    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version_info=data_version_info,
+                   lineage=lineage).run()
 
 
 class Trainer:
-    """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools."""
+    """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools, and is
+    the `Loop` a family's step uses (gan_core.models.step).
 
-    def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = ()):
+    `data_version_info`: the prepared data's version as gan_core.data.version.data_version_info gives it, when the
+    caller has it already (a flow that prepared the data); `lineage`: the package's lineage metadata, when the caller
+    has stamped a run with it (gan_core.training.lineage.lineage). Each is computed here when not given."""
+
+    def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
+                 data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None):
         self.cfg, self.resume, self.callbacks = cfg, resume, list(callbacks)
         tc = cfg.train
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -134,16 +105,15 @@ class Trainer:
         self.prior_seconds = 0.0  # training seconds of the runs this one resumes (train.max_seconds counts them)
         self._run_started: float | None = None  # perf_counter() at the first step of this run
 
-        self.task = task(cfg.model.arch)
+        self.family = family(cfg.model.arch)
+        self.task = TRAINING[self.family.task]
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
-        if self.task == "translation":  # the held-out tail of each domain is evaluation's
-            domains = load_domains(cfg.data.prepared_dir)
-            datasets = {k: holdout_split(d, tc.holdout_fraction)[0] for k, d in domains.items()}
-        else:
-            datasets = {"": load_prepared(cfg.data.prepared_dir)}
+        datasets, self.dataset_meta = self.task.load(cfg)
         self.data = next(iter(datasets.values()))
-        self.dataset_meta = self.data.meta if self.task == "generation" else read_meta(cfg.data.prepared_dir)
-        self.data_version = data_version(cfg.data.prepared_dir)  # the DVC md5, as in every lineage tag
+        # The DVC md5, as in every lineage tag: hashed here unless the caller (a flow) hands it over.
+        self.data_version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
+        self.data_version = self.data_version_info["data_version"]
+        self._lineage = dict(lineage) if lineage is not None else None
         self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = self.data.shape  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
@@ -152,10 +122,10 @@ class Trainer:
         # Same seed on every rank → identical initial weights (broadcast below makes sure).
         torch.manual_seed(tc.seed)
         mc = cfg.model
-        self.g_kwargs = generator_kwargs(mc, self.image_shape, self.num_classes)
-        self.d_kwargs = discriminator_kwargs(mc, tc.loss, self.image_shape, self.num_classes)
-        self.G = self.runtime.prepare(build_generator(mc.arch, **self.g_kwargs))
-        self.D = self.runtime.prepare(build_discriminator(mc.arch, **self.d_kwargs))
+        self.g_kwargs = self.family.generator_kwargs(mc, self.image_shape, self.num_classes)
+        self.d_kwargs = self.family.discriminator_kwargs(mc, tc.loss, self.image_shape, self.num_classes)
+        self.G = self.runtime.prepare(self.family.Generator(**self.g_kwargs))
+        self.D = self.runtime.prepare(self.family.Discriminator(**self.d_kwargs))
         distributed.broadcast_module(self.G, self.dist)
         distributed.broadcast_module(self.D, self.dist)
         self.G_step, self.D_step = self.runtime.compiled(self.G), self.runtime.compiled(self.D)
@@ -168,15 +138,15 @@ class Trainer:
         self.noise = torch.Generator(device=self.device)
         self.ada: AdaptiveAugment | None = None
         if tc.augment == "ada":
-            self.ada = AdaptiveAugment(tc.diffaugment, tc.ada_target, tc.batch_size, tc.ada_interval, tc.ada_kimg,
-                                       self.device, average=lambda t: distributed.all_reduce_mean(t, self.dist))
+            self.ada = AdaptiveAugment.for_training(tc, self.dist.world_size, self.device,
+                                                    average=lambda t: distributed.all_reduce_mean(t, self.dist))
         grid_gen = torch.Generator().manual_seed(tc.seed)
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
         # Translation: the first images of each domain (prepare's fixed order mixes the classes) in every grid.
         self.grid_images = {name: self.runtime.layout(_to_unit(d.images.take(torch.arange(GRID_TRANSLATIONS))))
                             for name, d in self.domains.items()}
-        self.step_fn = training_step(mc.arch)(self)
+        self.step_fn = self.family.TrainingStep(self)
 
         # Per-window accumulators, on the device: synced to the host only every log_every steps.
         self._sums = torch.zeros(4, device=self.device)  # d_loss, g_loss, D(x) logit, D(G(z)) logit
@@ -233,9 +203,21 @@ class Trainer:
         optimizer.step()
 
     def observe_real_logits(self, logits: torch.Tensor) -> None:
-        """D's logits on a real batch, once per step: ADA steers its probability by them."""
+        """D's logits on every real image of this step (all n_critic batches), once per step: ADA steers its
+        probability by them."""
         if self.ada is not None:
             self.ada.observe(logits.detach())
+
+    def scale_learning_rates(self, scale: float) -> None:
+        """Both optimizers' learning rates set to `scale` × train.g_optimizer.lr / train.d_optimizer.lr."""
+        for optimizer, settings in ((self.opt_g, self.cfg.train.g_optimizer), (self.opt_d, self.cfg.train.d_optimizer)):
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * scale
+
+    def sync_buffers(self) -> None:
+        """G's and D's buffers (BatchNorm running stats, which saw only this rank's batches) made rank 0's."""
+        distributed.broadcast_buffers(self.G, self.dist)
+        distributed.broadcast_buffers(self.D, self.dist)
 
     # ------------------------------------------------------------------------- the step
     def train_step(self, step: int) -> None:
@@ -504,15 +486,20 @@ class Trainer:
             checkpoint=str(self.checkpoint_path), device=self.runtime.describe(), world_size=self.dist.world_size,
         )
         if self.dist.is_main:
-            save = save_translator if self.task == "translation" else save_generator
-            save(self.ema.module, self._package_spec(steps, stopped_by_time), package_dir)
+            PACKAGES[self.family.task].save(self.ema.module, self._package_spec(steps, stopped_by_time), package_dir)
             write_json(Path(result.metrics_path), result.summary())
         return result
+
+    def _package_lineage(self) -> dict[str, str]:
+        """The lineage handed in, else this run's: its data version and the device it ran on."""
+        if self._lineage is not None:
+            return self._lineage
+        return lineage(self.cfg, data_version_info=self.data_version_info, device=self.runtime.device.type)
 
     def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
         metadata: dict[str, Any] = {
-            **lineage(self.cfg),
+            **self._package_lineage(),
             "recipe": self.cfg.recipe,
             "steps": steps,  # the step reached: train.steps, or where train.max_seconds stopped it
             "max_seconds": self.cfg.train.max_seconds,
@@ -523,21 +510,10 @@ class Trainer:
         }
         for cb in self.callbacks:
             metadata.update(cb.package_metadata())
-        if self.task == "translation":
-            domains = self.dataset_meta["domains"]
-            return {"arch": self.cfg.model.arch, "kwargs": self.g_kwargs, "image_shape": list(self.image_shape),
-                    "domains": {name: {"source": meta["source"], "classes": meta.get("classes")}
-                                for name, meta in domains.items()},
-                    "metadata": metadata}
-        return {
-            "arch": self.cfg.model.arch,
-            "kwargs": self.g_kwargs,
-            "latent_dim": self.cfg.model.latent_dim,
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "class_names": self.data.classes if self.num_classes else None,
-            "metadata": metadata,
-        }
+        return self.task.package_spec(PackageContents(
+            arch=self.cfg.model.arch, kwargs=self.g_kwargs, image_shape=self.image_shape,
+            latent_dim=self.cfg.model.latent_dim, num_classes=self.num_classes, class_names=self.data.classes,
+            dataset_meta=self.dataset_meta, metadata=metadata))
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,19 +1,26 @@
-"""Lineage: which data, code and settings produced a result — stamped on every MLflow run and model version.
+"""Lineage: which data, code and settings produced a result — in every package's metadata and on every MLflow run
+and model version (gan_core.tracking stamps these as tags).
 
     git_info()                        # {'git_commit': '1f87743...', 'git_dirty': False}
     lineage(cfg)                      # all strings: data_version, data_source, git_commit, git_dirty, ...
+    lineage(cfg, data_version_info=data, device="cpu")   # the same, from a data version a flow computed once
+
+The data version and the device are decided once, by whoever has them (a flow, or the trainer: the data it loaded
+and the device it runs on), and handed in; left out, they are computed here as the trainer would.
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gan_core.config import Config
-from gan_core.data.version import LOCK_FILE, data_version_info
+from gan_core.data.version import LOCK_FILE
+from gan_core.data.version import data_version_info as read_data_version
 
 
 def git_info(repo: str | Path | None = None) -> dict[str, Any]:
@@ -52,13 +59,21 @@ def _git(args: list[str], cwd: str | None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-def lineage(cfg: Config) -> dict[str, str]:
-    """Everything needed to say what produced a result, as strings (MLflow tags)."""
+def lineage(
+    cfg: Config, *, data_version_info: Mapping[str, str] | None = None, device: str | None = None
+) -> dict[str, str]:
+    """Everything needed to say what produced a result, as strings (MLflow tags).
+
+    `data_version_info` ({"data_version", "data_version_source"}, as gan_core.data.version.data_version_info
+    returns it) and `device` (the type train.device resolves to: cuda | mps | cpu): passed by a caller that knows
+    them already, so a run hashes its data and picks its device once; by default read here."""
     import torch
 
-    from gan_core.device import pick_device  # imports torch: only lineage() needs it
+    version_info = data_version_info if data_version_info is not None else read_data_version(cfg.data.prepared_dir)
+    if device is None:
+        from gan_core.device import pick_device  # imports torch: only lineage() needs it
 
-    version_info = data_version_info(cfg.data.prepared_dir)
+        device = pick_device(cfg.train.device).type
     git = git_info()
     dirty = git["git_dirty"]
     return {
@@ -69,5 +84,5 @@ def lineage(cfg: Config) -> dict[str, str]:
         "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
         "config_hash": cfg.hash(),
         "torch_version": torch.__version__,
-        "device": pick_device(cfg.train.device).type,  # cuda | mps | cpu
+        "device": device,  # cuda | mps | cpu
     }

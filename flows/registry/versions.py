@@ -1,0 +1,171 @@
+"""A model's versions: register a candidate (one version per training run, tagged with its lineage, metrics and
+their evaluation context), list them, find the newest and the champion, and chart every version's metrics on one
+run.
+
+    v = register_candidate(registry, model_uri, run_id=run_id, metrics=metrics, tags=lineage_tags)["version"]
+    list_versions(registry)            # newest first: version, run_id, aliases, stage, metrics, context hash, tags
+    latest_version(registry), champion(registry)     # one such row, or None
+
+A version's tags tell what produced it:
+    data_version, data_source, git_commit, git_dirty, config_hash, device, torch_version, run_id   lineage
+    metric.<name> = value, metric.<name>.extractor = lenet | inception                              evaluation
+    eval.context (canonical JSON), eval.context_hash, eval.data_version, eval.num_samples, eval.seed,
+    eval.extractors: the evaluation context the metrics hold in (gan_core.evaluation.context)      evaluation
+(the gate's and the promotion's tags: flows.registry.promotion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+
+from flows.registry.descriptions import describe_model, update_description
+from flows.registry.handle import METRIC_PREFIX, Registry, is_number, now, run_id_of, version_metrics
+from gan_core.config import Config
+from gan_core.config.metrics import METRICS
+from gan_core.evaluation.context import context_tags, recorded_hash
+from gan_core.tracking.runs import log_metrics
+from gan_core.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    ensure_experiment,
+    experiment_artifact_location,
+)
+
+VERSIONS_OF_TAG = "ganops.versions_of"
+"""Tag of the run that holds one model's metrics across versions (its value: the model's name)."""
+VERSIONS_RUN_TAG = "versions_run_id"
+"""Registered model tag: the id of that run."""
+
+
+# ----------------------------------------------------------------------------- registration
+def register_candidate(
+    registry: Registry | Config,
+    model_uri: str,
+    run_id: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A new version of the model from `model_uri`, tagged with lineage, run id and metrics.
+
+    `tags` carries the lineage (gan_core.tracking.runs.training_tags); numeric `metrics` become `metric.<name>` tags
+    with the extractor that produced each; `context` is their evaluation context (Evaluation.context), recorded
+    as eval.* tags (without one, the gate cannot compare the version with a champion). Returns latest_version()'s
+    form for the new version.
+    One training run gives one version: when `run_id` already has one (a retried register whose first attempt
+    reached the store), that version is returned instead of registering a duplicate.
+    """
+    registry = Registry.of(registry)
+    client = registry.client(create=True)  # only registration creates a store
+    registry.point_fluent_api()  # mlflow.register_model reads it
+    name = registry.name
+    if run_id:
+        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if existing:
+            return describe_version(max(existing, key=lambda mv: int(mv.version)))
+    metric_values = {k: float(v) for k, v in (metrics or {}).items() if is_number(v)}
+    version_tags: dict[str, str] = {k: str(v) for k, v in (tags or {}).items()}
+    if run_id:
+        version_tags["run_id"] = run_id
+    for metric, value in sorted(metric_values.items()):
+        version_tags[f"{METRIC_PREFIX}{metric}"] = repr(value)
+        version_tags[f"{METRIC_PREFIX}{metric}.extractor"] = METRICS[metric].space or "none"
+    if context is not None:
+        version_tags.update(context_tags(context))
+    version_tags["registered_at"] = now()
+    mv = mlflow.register_model(model_uri, name, tags=version_tags)
+    describe_model(registry)
+    log_version_metrics(registry, str(mv.version), metric_values)
+    return describe_version(update_description(registry, str(mv.version)))
+
+
+def describe_version(mv: ModelVersion) -> dict[str, Any]:
+    """A version as a row: version, run_id, source, created, aliases, stage, metrics, context_hash, tags."""
+    return {
+        "version": str(mv.version),
+        "run_id": run_id_of(mv),
+        "source": mv.source,
+        "created": mv.creation_timestamp,
+        "aliases": sorted(mv.aliases or []),
+        "stage": mv.current_stage,
+        "metrics": version_metrics(mv),
+        "context_hash": recorded_hash(mv.tags),
+        "tags": dict(mv.tags),
+    }
+
+
+# ----------------------------------------------------------------------------- listing
+def latest_version(registry: Registry | Config) -> dict[str, Any] | None:
+    """The newest version of the model (version, run_id, aliases, metrics, tags), or None when there is none."""
+    versions = list_versions(registry, missing_ok=True)
+    return versions[0] if versions else None
+
+
+def list_versions(registry: Registry | Config, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every version of the model, newest first, with aliases, metrics and tags.
+
+    `missing_ok`: no store or no registered model yet gives [] (and creates no store)."""
+    registry = Registry.of(registry)
+    if missing_ok and not registry.store_exists():
+        return []
+    client = registry.client()
+    if missing_ok and not registry.model_exists():
+        return []
+    registry.require_model()
+    # search_model_versions may leave aliases out; the registered model holds the authoritative map.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        aliases.setdefault(version, []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name = '{registry.name}'", max_results=10_000):
+        row = describe_version(mv)
+        row["aliases"] = sorted(aliases.get(row["version"], []))
+        rows.append(row)
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def champion(registry: Registry | Config) -> dict[str, Any] | None:
+    """The version holding the champion alias (version, run_id, aliases, metrics, tags), or None (no store, no
+    model or no champion yet; creates nothing)."""
+    registry = Registry.of(registry)
+    if not registry.store_exists() or not registry.model_exists():
+        return None
+    aliases = registry.aliases()
+    version = aliases.get(registry.champion_alias)
+    if version is None:
+        return None
+    row = describe_version(registry.client().get_model_version(registry.name, version))
+    row["aliases"] = sorted(alias for alias, v in aliases.items() if v == version)
+    return row
+
+
+# ----------------------------------------------------------------------------- metrics across versions
+def versions_run_id(registry: Registry) -> str:
+    """The run holding the model's evaluation metrics with step = version number, in experiment
+    `<experiment>-versions` (kept out of the trainings' experiment so it never mixes with training runs), so the
+    MLflow UI charts FID and every other metric across versions on one run page. Created on first use."""
+    client, name = registry.client(), registry.name
+    exp_id = ensure_experiment(
+        client, registry.versions_experiment, experiment_artifact_location(registry.cfg.registry),
+        {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+         NOTE_TAG: "One run per registered model: its versions' evaluation metrics, step = version number."},
+    )
+    with registry.lock():  # two registrations at once must not create two such runs
+        found = client.search_runs([exp_id], f"tags.`{VERSIONS_OF_TAG}` = '{name}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(exp_id, run_name=f"{name} across versions", tags={VERSIONS_OF_TAG: name})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_registered_model_tag(name, VERSIONS_RUN_TAG, run.info.run_id)
+        return run.info.run_id
+
+
+def log_version_metrics(registry: Registry, version: str, metrics: Mapping[str, float]) -> None:
+    """Log a version's evaluation metrics on versions_run_id's run at step = the version number."""
+    if metrics:
+        log_metrics(registry.client(), versions_run_id(registry), metrics, step=int(version))
