@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,19 +210,24 @@ class PreparedDataset:
 
 
 class _OpenFiles:
-    """Shard files opened on first read and kept open (pread needs no seek, so threads and forks may share them)."""
+    """Shard files opened on first read and kept open (pread needs no seek, so threads and forks may share them;
+    the lock keeps a prefetch thread and the training thread from opening one file twice)."""
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
 
     def fd(self, path: Path) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as e:
-                raise UserError(f"cannot read {path} ({e.strerror}); {PREPARE_AGAIN}") from None
-            self._fds[path] = fd
+            with self._lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                    except OSError as e:
+                        raise UserError(f"cannot read {path} ({e.strerror}); {PREPARE_AGAIN}") from None
+                    self._fds[path] = fd
         return fd
 
     def __del__(self) -> None:
