@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/data_scale.py                               # N = 5k, 20k, 100k at 64 px RGB
     .venv/bin/python benchmarks/data_scale.py --sizes 5000,20000,100000,200000
     .venv/bin/python benchmarks/data_scale.py --sizes 500,1000 --steps 20   # a quick look (minutes)
+    .venv/bin/python benchmarks/data_scale.py --smoke                       # seconds: it still runs (tests)
 
 For each N it builds a folder of N synthetic 96x96 RGB PNGs in 10 class folders (random shapes on gradients plus
 noise: not trivially compressible; generated once into --cache, default /tmp/ganops-data-scale, and reused), then
@@ -211,8 +212,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="training runs per size, alternating the sizes")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ganops-data-scale"))
     parser.add_argument("--workers", type=int, default=2, help="processes generating the images (once)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale_cpu.json")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, everything under ./data-scale-smoke (nothing recorded): checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.steps, args.samples, args.rounds = "200,400", 4, 100, 1
+        args.cache = Path.cwd() / "data-scale-smoke"
+        args.out = args.cache / "data_scale.json"
     sizes = [int(s) for s in args.sizes.split(",")]
     ensure_pool(args.cache / "pool", max(sizes) // CLASSES + max(1, max(sizes) // CLASSES // 20), args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1",
@@ -258,6 +265,14 @@ def main() -> None:
               f"| {r['train_img_s']:.0f} ({r['train_img_s'] / ref['train_img_s']:.2f}×), "
               f"{r['train_cpu_img_s']:.0f} ({r['train_cpu_img_s'] / ref['train_cpu_img_s']:.2f}×) "
               f"| {r['eval_s']:.0f} |")
+    last = rows[-1]
+    def ratio(key: str, of: str | None = None) -> float:
+        return last[key] / (last[of] if of else ref[key])
+
+    print(f"\nratio at {last['n']:,} images against {ref['n']:,}: re-prepare/prepare "
+          f"{ratio('reprepare_s', 'prepare_s'):.2f}x, pushed/collection {ratio('push2_mb', 'collection2_mb'):.3f}x, "
+          f"peak RSS prepare {ratio('prepare_rss_mb'):.2f}x, train {ratio('train_rss_mb'):.2f}x, evaluate "
+          f"{ratio('eval_rss_mb'):.2f}x, img per CPU-s {ratio('train_cpu_img_s'):.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": os.uname().nodename, "cpus": os.cpu_count(), "rows": rows},
                                    indent=2) + "\n")

@@ -184,6 +184,7 @@ def main() -> None:
             evaluate(ecfg)
             report[key] = round(args.samples / (time.perf_counter() - t), 1)
     print(json.dumps(report, indent=2))
+    print(f"\nratio ours/reference {report['ratio']:.2f}x ({report['device']})")
     print(f"\n| {report['device']} | {report['reference_img_s']} | {report['ours_img_s']} ({report['ratio']}x) "
           f"| {report['ours_streamed_img_s']} | {report['loader_img_s']} | {report['eval_first_samples_s']} / "
           f"{report['eval_cached_samples_s']} |")
