@@ -249,6 +249,32 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
                  resume=False).resumed_from == 0
 
 
+def test_a_checkpoint_past_the_request_is_not_resumed(mnist_prepared, tiny_train_config, tmp_path, caplog):
+    """Fewer steps (or a smaller time budget) than the checkpoint holds train from scratch, so a model labelled
+    N steps is an N-step model: its weights equal a fresh N-step run's, bit for bit on CPU."""
+    from safetensors.torch import load_file
+
+    def weights(result):
+        return load_file(Path(result.package_dir) / "weights.safetensors")
+
+    train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.sample_every": 6,
+                                               "train.checkpoint_every": 6}))
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
+        shorter = train(tiny_train_config(mnist_prepared, **{"train.steps": 3}))
+    assert (shorter.steps, shorter.trained_steps, shorter.resumed_from) == (3, 3, 0)
+    assert "it is at step 6, past train.steps=3; training from scratch" in caplog.text
+    assert json.loads(Path(shorter.checkpoint).with_name("last.json").read_text())["step"] == 3
+    fresh = train(tiny_train_config(mnist_prepared, **{"train.steps": 3, "train.out_dir": str(tmp_path / "fresh")}))
+    assert all(torch.equal(a, b) for a, b in zip(weights(shorter).values(), weights(fresh).values(), strict=True))
+
+    # The same for a time budget smaller than the seconds the checkpoint trained: from scratch, stopped by time.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
+        budget = train(tiny_train_config(mnist_prepared, **{"train.steps": 3, "train.max_seconds": 1e-6}))
+    assert (budget.steps, budget.resumed_from, budget.stopped_by_time) == (1, 0, True)
+    assert "past train.max_seconds=1e-06" in caplog.text
+
+
 def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     mnist_prepared, tmp_path, capsys, mlflow_store
 ):
