@@ -5,7 +5,7 @@ ganops retrain train.steps=200        # the retrain flow, dotted overrides
 ganops models                         # versions: metrics, gate, aliases
 ganops promote 3                      # gated; --force needs --reason
 ganops rollback                       # champion back to the previous one
-ganops generate -n 64 --out grid.png  # sample the champion
+ganops generate -n 64                 # sample the champion into outputs/grid.png
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
 ganops monitor                        # retrain on drift or new data
 ganops sweep --space configs/sweeps/dcgan.yaml   # Optuna search, best through the gate
@@ -321,7 +321,8 @@ def generate_command(
         "--model", help="models:/<name>@<alias>, models:/<name>/<version> or a package directory "
         "(default: models:/<registry.model_name>@<registry.champion_alias>)")] = None,
     n: Annotated[int, typer.Option("-n", "--num", help="number of images")] = 64,
-    out: Annotated[Path, typer.Option("--out", help="PNG file to write (atomically)")] = Path("grid.png"),
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write (atomically); outputs/ is git-ignored")] = Path(
+        "outputs/grid.png"),
     seed: Annotated[int, typer.Option("--seed", help="noise seed: the same seed gives the same grid")] = 0,
     labels: Annotated[str | None, typer.Option(
         "--labels", help="class ids, comma-separated, one per image, e.g. 0,1,2")] = None,

@@ -270,6 +270,11 @@ def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, mon
     (clone / "outputs" / "eval").mkdir(parents=True)
     (clone / "outputs" / "eval" / "metrics.json").write_text('{"fid_lenet": 1.0}')
     assert git_info(clone / "gan_core") == {"git_commit": head, "git_dirty": False}
+    # Untracked files are not the sources either: a grid or an image someone saved in the repo root (issue 29).
+    (clone / "grid.png").write_bytes(b"png")
+    (clone / "translated").mkdir()
+    (clone / "translated" / "my_digit.png").write_bytes(b"png")
+    assert git_info(clone) == {"git_commit": head, "git_dirty": False}
     (clone / "params.yaml").write_text((clone / "params.yaml").read_text() + "\n# edited\n")
     assert git_info(clone) == {"git_commit": head, "git_dirty": True}
     _run(clone, "git", "commit", "-q", "-am", "edit")
@@ -284,6 +289,32 @@ def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, mon
     not_a_repo.mkdir()
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # never find a repo above the temp dir
     assert git_info(not_a_repo) == {"git_commit": "unknown", "git_dirty": None}
+
+
+def test_what_ganops_and_the_readme_commands_write_is_git_ignored(tmp_path: Path) -> None:
+    """`ganops generate`'s default --out, every --out and saved file of the README's commands, and every path the
+    shipped configs prepare, train or evaluate into land where the repo's .gitignore keeps them out of git."""
+    import inspect
+
+    from flows.cli import generate_command
+    from gan_core.config.catalogue import TASKS
+
+    readme = (REPO / "README.md").read_text()
+    commands = readme + "\n".join(kind.command_example for kind in TASKS.values())
+    written = [str(inspect.signature(generate_command).parameters["out"].default)]
+    written += re.findall(r"--out ([^\s`,)]+)", commands) + re.findall(r"\.save\('([^']+)'\)", readme)
+    for params in [REPO / "params.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
+        cfg = load_config(params)
+        written += [cfg.data.prepared_dir, cfg.data.raw_dir, cfg.train.out_dir, cfg.eval.out_dir]
+    assert len(written) > 10 and "outputs/grid.png" in written
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    _run(repo, "git", "init", "-q")
+    # A directory is ignored when a file inside it is (`git check-ignore` on the folder alone may not say so).
+    files = [f"{path.rstrip('/')}/x.png" if path.endswith("/") or not Path(path).suffix else path for path in written]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=repo, capture_output=True, text=True)
+    assert sorted(set(ignored.stdout.split())) == sorted(set(files))
 
 
 def test_lineage_is_all_strings_and_tracks_data_and_config(mnist_prepared: Path, tmp_path: Path) -> None:

@@ -200,8 +200,8 @@ def test_across_contexts_the_gate_uses_a_cached_re_measurement_or_else_only_the_
     rejected = registry.promote(cfg, v3)
     assert not rejected["promoted"] and _champion(cfg) == v2
     reason = rejected["reasons"][-1]
-    assert reason.startswith(f"fid_lenet 35 is 16.7% worse than champion v{v2}'s 30 (re-measured in the candidate's context "
-                             f"{context_hash(new)[:8]}; recorded 40 in context {context_hash(CONTEXT)[:8]}")
+    assert reason.startswith(f"fid_lenet 35 is 16.7% worse than champion v{v2}'s 30 (re-measured in the candidate's "
+                             f"context {context_hash(new)[:8]}; recorded 40 in context {context_hash(CONTEXT)[:8]}")
     assert reason.endswith(": fail") and rejected["champion_metrics"]["fid_lenet"] == 30.0
     assert rejected["champion_comparison"]["remeasured"]
 
