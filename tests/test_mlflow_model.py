@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
+from gan_core.errors import UserError
 from gan_core.packaging.generator import WEIGHTS_FILE, load_generator, sample_images
 from gan_core.serving.generator_model import decode_predictions, log_generator
 from gan_core.tracking.store import experiment_id
@@ -171,4 +172,8 @@ def test_ganops_generate_writes_a_grid_of_the_champions_images(
     assert "--labels 'a,b'" in capsys.readouterr().err
     missing = f"models:/{NAME}@nonexistent"
     assert run_app(app, ["generate", "--model", missing, "--out", str(out)]) == 2
-    assert f"cannot fetch '{missing}'" in capsys.readouterr().err
+    assert f"error: {missing}: 'ganops-generator' has no alias @nonexistent (its aliases: @champion = v1); name " \
+        "one of them, or a version such as models:/ganops-generator/1" in capsys.readouterr().err
+    # load_generator itself, without the CLI's registry check, still says it cannot fetch it.
+    with pytest.raises(UserError, match=f"cannot fetch '{missing}'"):
+        load_generator(missing)

@@ -305,7 +305,7 @@ def test_cli_models_promote_rollback(
     assert run_app(app, ["promote", v1, *params]) == 0
     assert f"promoted: v{v1} is now @champion" in capsys.readouterr().out
     assert run_app(app, ["promote", v2, *params]) == 0
-    assert run_app(app, ["promote", v3, *params]) == 1  # rejected: exit status says so
+    assert run_app(app, ["promote", v3, *params]) == 3  # rejected: the command ran, no alias moved (exit status 3)
     out = capsys.readouterr().out
     assert f"rejected: v{v3} stays off @champion" in out and "fid_lenet = 99 > max 50: fail" in out
     assert run_app(app, ["promote", v3, "--force", *params]) == 2

@@ -179,21 +179,36 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
 
 @pytest.mark.slow
 def test_the_conditional_recipe_is_its_own_registered_model_gated_on_class_accuracy(
-    workspace: Any, first_run: dict
+    workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.retrain import retrain
+    from flows.cli import main
 
     client = workspace.client()
     generator = workspace.config().registry.model_name
     # The recipe's gate adds class_accuracy ≥ 0.95 to the workspace's loose thresholds; 20 tiny MLP steps miss it.
-    result = retrain(params=str(workspace.params), overrides=["recipe=conditional", "model.arch=mlp"])
-
-    assert result["model_name"] == "ganops-conditional" != generator
-    assert result["status"] == "rejected"
-    assert [c["name"] for c in result["gate"]["checks"] if not c["passed"]] == ["class_accuracy"]
+    # `ganops retrain` says so and exits 3: the flow ran to its end, the gate rejected the candidate, nothing moved.
+    overrides = ["recipe=conditional", "model.arch=mlp"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["retrain", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "status: rejected (version 1)" and out[1].startswith("gate: failed (1 of ")
+    assert out[2].startswith("  class_accuracy = ") and out[2].endswith(" < min 0.95: fail")
     assert [str(v.version) for v in client.search_model_versions("name = 'ganops-conditional'")] == ["1"]
     # The unconditional champion was never compared with it, nor moved.
     assert str(client.get_model_version_by_alias(generator, "champion").version) == "1"
+
+    # `ganops demo` on the same settings trains nothing (skipped) and still has no champion to show: it says why
+    # and what to do, and exits 3 as well.
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out
+    assert "status: skipped (version 1)" in out and "champion: " not in out
+    assert ("models:/ganops-conditional@champion: no version of 'ganops-conditional' is @champion: the only version, "
+            "v1, was rejected by the gate (class_accuracy = ") in out
+    assert ("--model models:/ganops-conditional/1, or make it @champion with `ganops promote 1 --force --reason "
+            '"why" --recipe conditional`') in out
 
 
 @pytest.mark.slow

@@ -247,7 +247,8 @@ def test_ganops_translate_the_registered_champion(
     assert torch.equal(got, _expected(translator_package, _digit(3), "b2a"))
     missing = f"models:/{NAME}@nonexistent"
     assert run_app(app, ["translate", "--model", missing, "--input", "in.png", "--out", "o2"]) == 2
-    assert f"cannot fetch '{missing}'" in capsys.readouterr().err
+    assert f"error: {missing}: 'test-translator' has no alias @nonexistent (its aliases: @champion = v1" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow
