@@ -199,6 +199,23 @@ def test_retrain_result_shows_a_failed_gate_by_what_failed(
     ]
 
 
+def test_the_demos_next_lines_are_commands_that_run_where_make_demo_leaves_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs .venv/bin/ganops without activating the venv: `ganops ui` would not be found there."""
+    from flows.cli import runnable
+
+    bin_dir = Path(sys.executable).parent
+    assert os.access(bin_dir / "ganops", os.X_OK)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv not activated
+    monkeypatch.chdir(bin_dir.parent.parent)  # the project that holds .venv, as after `make demo`
+    assert runnable("ganops") == os.path.join(bin_dir.parent.name, bin_dir.name, "ganops")  # .venv/bin/ganops
+    monkeypatch.chdir(tmp_path)  # elsewhere: the full path
+    assert runnable("ganops") == str(bin_dir / "ganops")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # activated: the plain name
+    assert runnable("ganops") == "ganops"
+
+
 def test_generate_says_1_image(generator_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "one.png"
     argv = ["generate", "--model", str(generator_package), "-n", "1", "--out", str(out), "--device", "cpu"]

@@ -193,7 +193,12 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/training/checkpoint.py")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
 
-    _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")
+    printed = _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer").splitlines()
+    # One line per stage result (issue 29: the evaluation's JSON was 46 of 79 lines); the numbers are in the files.
+    results = [line for line in printed if line.startswith(("prepared ", "classifier ", "trained ", "evaluated "))]
+    assert [line.split()[0] for line in results] == ["trained", "evaluated"], printed  # prepare, classifier: cached
+    assert results[0].startswith("trained to step 30 (10 steps in ") and "fid_lenet=" in results[1]
+    assert len(printed) < 20 and not [line for line in printed if line.lstrip().startswith(("{", "}", '"'))]
 
     # `dvc exp show`: numbers for main, the experiment and the workspace, in every metrics file, and no strings.
     rows = _exp_show(repo)
@@ -229,6 +234,11 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     # The baseline ran on a clean checkout: its own outputs (dvc.lock, metrics JSONs) do not make it dirty.
     assert runs["20"].data.tags["git_dirty"] == "false"
     assert runs["30"].data.metrics["fid_lenet"] == rows["longer"]["outputs/eval/metrics.json"]["fid_lenet"]
+
+    # Fewer steps than the workspace's checkpoint holds: a 10-step model, trained from scratch, not the 30-step one.
+    _dvc(repo, "exp", "run", "-S", "train.steps=10", "-n", "shorter")
+    trained = json.loads((repo / "outputs" / "train" / "metrics.json").read_text())
+    assert (trained["steps"], trained["trained_steps"], trained["resumed_from"]) == (10, 10, 0)
 
 
 @pytest.mark.slow

@@ -289,7 +289,7 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     params.write_text("{}\n")
     common = ["--params", str(params), f"data.prepared_dir={mnist_prepared}", "model.g_width=8", "model.d_width=8",
               "train.batch_size=8", "train.steps=2", "train.device=cpu", f"train.out_dir={tmp_path / 'out'}"]
-    assert run_app(app, ["train", *common]) == 0
+    assert run_app(app, ["train", *common, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
     client = MlflowClient(tracking_uri=mlflow_store.uri)
@@ -303,6 +303,9 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     err = capsys.readouterr().err
     assert "error:" in err and "fewer than one batch of 5000" in err and "Traceback" not in err
     assert run_app(app, ["train", *common, "train.steps=3", "--no-mlflow"]) == 0
+    # Without --json, one line (what `dvc repro` shows); the numbers are in metrics.json.
+    assert re.fullmatch(r"trained to step 3 \(1 step in \d+ s on cpu, resumed from step 2\): \S+/generator; "
+                        r"metrics in \S+/metrics.json\n", capsys.readouterr().out)
     assert len(client.search_runs([run.info.experiment_id])) == 1  # neither the error nor --no-mlflow made a run
 
 
