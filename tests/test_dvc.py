@@ -129,6 +129,24 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     assert _status(other) == {}
 
 
+@pytest.mark.slow
+def test_dvc_pull_in_a_fresh_clone_names_what_nobody_pushed(clone: Path) -> None:
+    """The README's account of a fresh clone whose remote holds nothing yet (DVC's behaviour, not ganops'): `dvc
+    pull` exits 1 naming the outputs dvc.lock records, `dvc pull --allow-missing` exits 0, `dvc repro prepare`
+    rebuilds the data with the md5 the committed dvc.lock records."""
+    shutil.copy(REPO / "dvc.lock", clone / "dvc.lock")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # the committed data settings
+    env = {**os.environ, **GIT_ID, "HOME": str(clone.parent / "home"), "DVC_NO_ANALYTICS": "1"}
+    pulled = subprocess.run([str(BIN / "dvc"), "pull"], cwd=clone, env=env, capture_output=True, text=True)
+    assert pulled.returncode == 1
+    assert "data/prepared" in pulled.stderr and "outputs/train/generator" in pulled.stderr
+    _dvc(clone, "pull", "--allow-missing")
+    locked = _locked(clone)
+    _dvc(clone, "repro", "prepare")
+    assert _locked(clone) == locked and _status(clone) == {}
+
+
 # ----------------------------------------------------------------------------- the whole pipeline under DVC
 @pytest.fixture
 def pipeline_clone(tmp_path: Path, _mlflow_template_db: Path) -> Path:
