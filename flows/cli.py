@@ -183,7 +183,8 @@ def demo_command(
     champion = current_champion(registry)
     model = cfg.registry.model_uri()
     if champion is None:
-        typer.echo(why_no_alias(registry, model, cfg.recipe) or f"no champion yet: {model}")
+        named = str(params) if Path(params).resolve() != DEFAULT_PARAMS.resolve() else None
+        typer.echo(why_no_alias(registry, model, named, cfg.recipe) or f"no champion yet: {model}")
         raise typer.Exit(REJECTED)
     typer.echo(f"champion: {model} = version {champion['version']}")
     ganops = runnable("ganops")
@@ -353,12 +354,12 @@ def _open_store(cfg: Config, command: str) -> Registry:
     return registry
 
 
-def _require_version(registry: Registry, uri: str, recipe: str | None = None) -> None:
+def _require_version(registry: Registry, uri: str, params: Path | None, recipe: str | None = None) -> None:
     """A models:/<name>@<alias> that names no version fails here, saying why (the gate rejected the only version,
     with its failed checks) and what to do (use models:/<name>/<version>, or force a promotion)."""
     from flows.registry import why_no_alias
 
-    reason = why_no_alias(registry, uri, recipe)
+    reason = why_no_alias(registry, uri, str(params) if params is not None else None, recipe)
     if reason is not None:
         raise UserError(reason)
 
@@ -386,7 +387,7 @@ def generate_command(
     cfg = load_config(params, [f"recipe={recipe}"] if recipe is not None else None)
     source = model or cfg.registry.model_uri()
     if source.startswith(MLFLOW_SCHEMES):
-        _require_version(_open_store(cfg, "generate"), source, recipe)
+        _require_version(_open_store(cfg, "generate"), source, params, recipe)
     # else a package directory: MLflow is not touched at all (no store is looked for or created).
     label_ids = None
     if labels is not None:
@@ -417,7 +418,7 @@ def translate_command(
     source = model or cfg.registry.model_uri()
     check_translate_args(input_path, out, direction)  # a typo fails before any store is opened
     if source.startswith(MLFLOW_SCHEMES):
-        _require_version(_open_store(cfg, "translate"), source)
+        _require_version(_open_store(cfg, "translate"), source, params)
     # else a package directory: MLflow is not touched at all (no store is looked for or created).
     paths = translate_files(source, input_path, out, direction=direction, device=device)
     for path in paths[:20]:

@@ -170,7 +170,7 @@ def test_a_recipe_names_its_own_registered_model_and_gate(
                           f"@champion: the only version, v{version}, was rejected by the gate (class_accuracy = 0.5 "
                           "< min 0.95: fail)")
     assert f"--model models:/ganops-conditional/{version}," in err and "Traceback" not in err
-    assert f'`ganops promote {version} --force --reason "why" --recipe conditional`' in err
+    assert f'`ganops promote {version} --force --reason "why" --params {params} --recipe conditional`' in err
     assert len(err.splitlines()) == 1 and not grid.exists()
     # Both ways out work: the version by number, or the forced promotion after which --recipe finds the champion.
     assert run_app(app, [*generate, "--model", f"models:/ganops-conditional/{version}"]) == 0 and grid.is_file()

@@ -126,6 +126,27 @@ def test_predict_translates_both_directions(pyfunc_model, translator_package: Pa
     assert torch.equal(decode_translations(pyfunc_model.predict({"image": wrapped})), images[0:1])
 
 
+def test_every_request_form_of_mlflows_scoring_server_translates_the_same(
+    pyfunc_model, translator_package: Path
+) -> None:
+    """`inputs` as one request, as columns and as records, and `instances`, parsed as MLflow's server parses them
+    (NumPy arrays, not a DataFrame), translate as `dataframe_records` does."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    a, b = _b64(_digit(0)), _b64(_digit(1))
+    expected = torch.cat([_expected(translator_package, _digit(0), "b2a"),
+                          _expected(translator_package, _digit(1), "a2b")])
+    for body in ({"inputs": [{"image": a, "direction": "b2a"}, {"image": b}]},
+                 {"inputs": {"image": [a, b], "direction": ["b2a", "a2b"]}},
+                 {"instances": [{"image": a, "direction": "b2a"}, {"image": b, "direction": "a2b"}]}):
+        out = pyfunc_model.predict(infer_and_parse_data(body))
+        assert torch.equal(decode_translations(out), expected), body
+    one = pyfunc_model.predict(infer_and_parse_data({"inputs": {"image": a, "direction": "b2a"}}))
+    assert torch.equal(decode_translations(one), expected[:1])
+    with pytest.raises(MlflowException, match=r"^unknown column\(s\) \['dirction'\]"):
+        pyfunc_model.predict(infer_and_parse_data({"inputs": {"image": a, "dirction": "b2a"}}))
+
+
 def _huge_png() -> bytes:
     return _png(np.zeros((4097, 4097), dtype=np.uint8))  # blank: compresses to a few KB
 

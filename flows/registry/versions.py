@@ -151,16 +151,16 @@ def champion(registry: Registry | Config) -> dict[str, Any] | None:
 ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
 
 
-def why_no_alias(registry: Registry, uri: str, recipe: str | None = None) -> str | None:
+def why_no_alias(registry: Registry, uri: str, params: str | None = None, recipe: str | None = None) -> str | None:
     """Why `uri` (models:/<name>@<alias>, in the handle's store) names no version, and what to do, in one line; None
     when it names one (or is not such a URI). The newest version says why: the gate rejected it (its failed checks),
-    or it was never gated. `recipe`: the --recipe the hints should repeat."""
+    or it was never gated. `params`, `recipe`: the --params file and --recipe the hints should repeat."""
     match = ALIAS_URI.fullmatch(uri)
     if match is None:
         return None
     name, alias = match["name"], match["alias"]
     if not registry.store_exists() or not _model_exists(registry.client(), name):
-        retrain = f"ganops retrain recipe={recipe}" if recipe else "ganops retrain"
+        retrain = "ganops retrain" + (f" --params {params}" if params else "") + (f" recipe={recipe}" if recipe else "")
         return f"{uri}: no registered model {name!r} in {registry.uri}; `{retrain}` registers one"
     client = registry.client()
     aliases = {str(a): str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
@@ -185,7 +185,7 @@ def why_no_alias(registry: Registry, uri: str, recipe: str | None = None) -> str
         why = "passed the gate but was not promoted"
     else:
         why = "was never gated"
-    options = f" --recipe {recipe}" if recipe else ""
+    options = (f" --params {params}" if params else "") + (f" --recipe {recipe}" if recipe else "")
     return (f"{uri}: no version of {name!r} is @{alias}: {who} {why}. Use it as it is with --model "
             f"models:/{name}/{v}, or make it @{alias} with `ganops promote {v} --force --reason \"why\"{options}`")
 
