@@ -56,6 +56,14 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     outputs = yaml.safe_load(mlmodel["signature"]["outputs"])
     assert [c["name"] for c in outputs] == ["request", "index", "label", "shape", "png_base64"]
     assert (local / "input_example.json").is_file() and (local / "serving_input_example.json").is_file()
+    # The model carries gan_core (MLflow's code_paths, put on sys.path when it loads): the entry imports it, and ganops
+    # is on no package index, so the requirements name what gan_core imports instead.
+    assert pyfunc["code"] == "code"
+    assert {"code/gan_core/__init__.py", "code/gan_core/serving/generator_model.py"} <= files
+    assert not [f for f in files if "__pycache__" in f]
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {"safetensors>=0.4", "pandas", "pillow>=10"} <= set(requirements)
+    assert any(r.startswith("torch==") for r in requirements) and not any(r.startswith("ganops") for r in requirements)
 
 
 def test_predict_by_alias_returns_the_generators_images_as_png(champion_uri: str, generator_package: Path) -> None:

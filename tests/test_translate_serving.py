@@ -96,7 +96,7 @@ def test_saved_model_holds_code_safetensors_signature_and_example(model_dir: Pat
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
     package = f"artifacts/{translator_package.name}"  # MLflow keeps the package directory's name
     assert {f"{package}/weights.safetensors", f"{package}/translator.json", "translator_entry.py",
-            "input_example.json", "serving_input_example.json"} <= files
+            "input_example.json", "serving_input_example.json", "code/gan_core/serving/translator_model.py"} <= files
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     assert mlmodel["signature"]["inputs"] is None  # MLflow would drop unknown columns (a typo'd "direction")
