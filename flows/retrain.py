@@ -55,6 +55,7 @@ from flows.tasks import (
     find_unchanged,
     promote,
     push_data,
+    push_outputs,
     record_dvc_stages,
     register,
     train_classifier,
@@ -131,7 +132,8 @@ def retrain(
             use_dvc = dvc_stage_applies(cfg, params, parsed)
             data = version_data(cfg, use_dvc)
         inputs = run_inputs(registry, data)  # hashed once, above: every step below is handed it
-        if use_dvc and has_default_remote():
+        pushes = use_dvc and has_default_remote()  # the DVC pipeline's outputs go to the default remote
+        if pushes:
             with named_step("push_data"):
                 push_data()
         result.update(data_version=data["data_version"], data=data)
@@ -150,6 +152,9 @@ def retrain(
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
+            if pushes:  # so another clone's `dvc pull` gets every output dvc.lock names
+                with named_step("push_outputs"):
+                    push_outputs()
         with named_step("register"):
             version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
                                result["eval_context"])

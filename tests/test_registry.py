@@ -152,7 +152,8 @@ def test_promote_needs_to_beat_the_champion_and_rollback_restores_it(cfg: Config
     v3 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": 35.0})  # 2.8% better than 36: short of 5%
     third = registry.promote(cfg, v3)
     assert not third["promoted"] and third["decision"] == "rejected" and _champion(cfg) == v2
-    assert "short of 5.00%" in _tags(cfg, v3)["promotion.reasons"]
+    assert "is 2.78% better than champion" in _tags(cfg, v3)["promotion.reasons"]
+    assert "short of the 5% gate.min_improvement: fail" in _tags(cfg, v3)["promotion.reasons"]
 
     v4 = _candidate(cfg, model_dir, {**GOOD, "fid_lenet": math.nan})
     assert not registry.promote(cfg, v4)["promoted"] and _champion(cfg) == v2
@@ -199,8 +200,8 @@ def test_across_contexts_the_gate_uses_a_cached_re_measurement_or_else_only_the_
     rejected = registry.promote(cfg, v3)
     assert not rejected["promoted"] and _champion(cfg) == v2
     reason = rejected["reasons"][-1]
-    assert reason.startswith(f"fid_lenet = 35 vs champion v{v2} 30 (re-measured in the candidate's context "
-                             f"{context_hash(new)[:8]}; recorded 40 in context {context_hash(CONTEXT)[:8]}")
+    assert reason.startswith(f"fid_lenet 35 is 16.7% worse than champion v{v2}'s 30 (re-measured in the candidate's "
+                             f"context {context_hash(new)[:8]}; recorded 40 in context {context_hash(CONTEXT)[:8]}")
     assert reason.endswith(": fail") and rejected["champion_metrics"]["fid_lenet"] == 30.0
     assert rejected["champion_comparison"]["remeasured"]
 
@@ -304,7 +305,7 @@ def test_cli_models_promote_rollback(
     assert run_app(app, ["promote", v1, *params]) == 0
     assert f"promoted: v{v1} is now @champion" in capsys.readouterr().out
     assert run_app(app, ["promote", v2, *params]) == 0
-    assert run_app(app, ["promote", v3, *params]) == 1  # rejected: exit status says so
+    assert run_app(app, ["promote", v3, *params]) == 3  # rejected: the command ran, no alias moved (exit status 3)
     out = capsys.readouterr().out
     assert f"rejected: v{v3} stays off @champion" in out and "fid_lenet = 99 > max 50: fail" in out
     assert run_app(app, ["promote", v3, "--force", *params]) == 2

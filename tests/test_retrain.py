@@ -179,21 +179,36 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
 
 @pytest.mark.slow
 def test_the_conditional_recipe_is_its_own_registered_model_gated_on_class_accuracy(
-    workspace: Any, first_run: dict
+    workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.retrain import retrain
+    from flows.cli import main
 
     client = workspace.client()
     generator = workspace.config().registry.model_name
     # The recipe's gate adds class_accuracy ≥ 0.95 to the workspace's loose thresholds; 20 tiny MLP steps miss it.
-    result = retrain(params=str(workspace.params), overrides=["recipe=conditional", "model.arch=mlp"])
-
-    assert result["model_name"] == "ganops-conditional" != generator
-    assert result["status"] == "rejected"
-    assert [c["name"] for c in result["gate"]["checks"] if not c["passed"]] == ["class_accuracy"]
+    # `ganops retrain` says so and exits 3: the flow ran to its end, the gate rejected the candidate, nothing moved.
+    overrides = ["recipe=conditional", "model.arch=mlp"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["retrain", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "status: rejected (version 1)" and out[1].startswith("gate: failed (1 of ")
+    assert out[2].startswith("  class_accuracy = ") and out[2].endswith(" < min 0.95: fail")
     assert [str(v.version) for v in client.search_model_versions("name = 'ganops-conditional'")] == ["1"]
     # The unconditional champion was never compared with it, nor moved.
     assert str(client.get_model_version_by_alias(generator, "champion").version) == "1"
+
+    # `ganops demo` on the same settings trains nothing (skipped) and still has no champion to show: it says why
+    # and what to do, and exits 3 as well.
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out
+    assert "status: skipped (version 1)" in out and "\nchampion: models:/" not in out
+    assert ("models:/ganops-conditional@champion: no version of 'ganops-conditional' is @champion: the only version, "
+            "v1, was rejected by the gate (class_accuracy = ") in out
+    assert ("--model models:/ganops-conditional/1, or make it @champion with `ganops promote 1 --force --reason "
+            '"why" --recipe conditional`') in out
 
 
 @pytest.mark.slow
@@ -247,7 +262,7 @@ def test_failing_step_is_named_and_moves_no_alias(
 def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
     workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.cli import main
+    from flows.cli import main, runnable
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params)])
@@ -262,7 +277,9 @@ def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
     out = capsys.readouterr().out
     assert "status: skipped (version 1)" in out
     assert "champion: models:/ganops-generator@champion = version 1" in out
-    assert "ganops ui" in out and "ganops generate --model models:/ganops-generator@champion -n 64" in out
+    ganops = runnable("ganops")  # `.venv/bin/ganops` after `make demo`, which does not activate the venv
+    assert f"\n  {ganops} ui " in out
+    assert f"\n  {ganops} generate --model models:/ganops-generator@champion -n 64" in out
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params), "train.steps=-3"])
@@ -345,7 +362,8 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     prefect_harness: None, retrain_workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the repo's params.yaml and no overrides, the flow is the DVC pipeline: prepare runs as `dvc repro`, the
-    stages it runs itself are `dvc commit`ted, so afterwards dvc.lock records every stage and nothing is changed."""
+    stages it runs itself are `dvc commit`ted, so afterwards dvc.lock records every stage and nothing is changed; and
+    every output is pushed to the default remote, so `dvc pull` in another copy of the project gets them all."""
     import shutil
     import subprocess
     import sys
@@ -367,6 +385,7 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
     dvc = str(Path(sys.executable).parent / "dvc")
     subprocess.run([dvc, "init", "-q"], check=True)
+    subprocess.run([dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], check=True)
 
     result = retrain(params="params.yaml")
 
@@ -377,6 +396,19 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     assert generator_md5.endswith(".dir")
     status = subprocess.run([dvc, "status"], check=True, capture_output=True, text=True).stdout
     assert "up to date" in status, status
+
+    # Another copy of the project (what a clone holds: code, dvc.yaml, dvc.lock, params, DVC's config) pulls every
+    # output dvc.lock names: the data, the classifier, the generator.
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    for name in ("gan_core", "configs", ".dvc"):
+        shutil.copytree(ws.root / name, other / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(ws.root / name, other / name)
+    pulled = subprocess.run([dvc, "pull"], cwd=other, capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    for path in ("data/prepared/meta.json", "outputs/classifier/model", "outputs/train/generator/weights.safetensors"):
+        assert (other / path).exists(), path
 
 
 @pytest.mark.slow

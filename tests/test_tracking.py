@@ -165,6 +165,48 @@ def test_only_write_paths_create_a_store(tmp_path: Path, monkeypatch: pytest.Mon
         mlflow.set_tracking_uri(None)
 
 
+RACER = """
+import sys, time
+from pathlib import Path
+from gan_core.tracking.store import open_uri
+
+uri, name, barrier = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+(barrier / f"ready-{name}").touch()
+while not (barrier / "go").exists():  # both processes have imported MLflow: open the store at the same moment
+    time.sleep(0.001)
+client = open_uri(uri, create=True)
+print(client.create_experiment(f"race-{name}"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_processes_opening_a_fresh_store_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two first runs on a fresh machine (two people, or a schedule and a person) open a store that does not exist
+    yet at the same moment. MLflow migrates a new SQLite store on first open, and two migrations of one file break
+    each other ("table ... already exists", "Online migration expected to match one row"): the lock beside the
+    store lets the first migrate and the second find it ready. Deliberately a fresh store, not the session's copy."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, uri, name, str(tmp_path)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("a", "b")]
+    deadline = time.monotonic() + 200
+    while not all((tmp_path / f"ready-{name}").exists() for name in ("a", "b")):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in racers), "a racer never got ready"
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    results = [p.communicate(timeout=200) for p in racers]
+    assert [p.returncode for p in racers] == [0, 0], [err[-2000:] for _, err in results]
+    client = MlflowClient(tracking_uri=uri)
+    ids = {e.name: e.experiment_id for e in client.search_experiments()}
+    assert {"race-a", "race-b"} <= set(ids) and sorted(out.strip() for out, _ in results) == sorted(
+        [ids["race-a"], ids["race-b"]])
+
+
 def test_step_images_follow_mlflows_layout_and_sort_by_step_as_text(
     cfg: Config, mlflow_store, tmp_path: Path
 ) -> None:

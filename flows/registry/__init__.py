@@ -31,6 +31,7 @@ from flows.registry.versions import (
     list_versions,
     log_version_metrics,
     register_candidate,
+    why_no_alias,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "shared_promotion_lock",
     "version_description",
     "version_metrics",
+    "why_no_alias",
 ]

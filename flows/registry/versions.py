@@ -5,6 +5,7 @@ run.
     v = register_candidate(registry, model_uri, run_id=run_id, metrics=metrics, tags=lineage_tags)["version"]
     list_versions(registry)            # newest first: version, run_id, aliases, stage, metrics, context hash, tags
     latest_version(registry), champion(registry)     # one such row, or None
+    why_no_alias(registry, "models:/ganops-generator@champion")   # why that names no version, and what to do
 
 A version's tags tell what produced it:
     data_version, data_source, git_commit, git_dirty, config_hash, device, torch_version, run_id   lineage
@@ -16,14 +17,17 @@ A version's tags tell what produced it:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from flows.registry.descriptions import describe_model, update_description
-from flows.registry.handle import METRIC_PREFIX, Registry, is_number, now, run_id_of, version_metrics
+from flows.registry.handle import METRIC_PREFIX, Registry, is_missing, is_number, now, run_id_of, version_metrics
 from gan_core.config import Config
 from gan_core.config.metrics import METRICS
 from gan_core.evaluation.context import context_tags, recorded_hash
@@ -142,6 +146,58 @@ def champion(registry: Registry | Config) -> dict[str, Any] | None:
     row = describe_version(registry.client().get_model_version(registry.name, version))
     row["aliases"] = sorted(alias for alias, v in aliases.items() if v == version)
     return row
+
+
+ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
+
+
+def why_no_alias(registry: Registry, uri: str, params: str | None = None, recipe: str | None = None) -> str | None:
+    """Why `uri` (models:/<name>@<alias>, in the handle's store) names no version, and what to do, in one line; None
+    when it names one (or is not such a URI). The newest version says why: the gate rejected it (its failed checks),
+    or it was never gated. `params`, `recipe`: the --params file and --recipe the hints should repeat."""
+    match = ALIAS_URI.fullmatch(uri)
+    if match is None:
+        return None
+    name, alias = match["name"], match["alias"]
+    if not registry.store_exists() or not _model_exists(registry.client(), name):
+        retrain = "ganops retrain" + (f" --params {params}" if params else "") + (f" recipe={recipe}" if recipe else "")
+        return f"{uri}: no registered model {name!r} in {registry.uri}; `{retrain}` registers one"
+    client = registry.client()
+    aliases = {str(a): str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+    if alias in aliases:
+        return None
+    versions = sorted(client.search_model_versions(f"name = '{name}'", max_results=10_000),
+                      key=lambda mv: int(mv.version), reverse=True)
+    if not versions:
+        return f"{uri}: {name!r} has no versions yet; `ganops retrain` registers one"
+    newest = versions[0]
+    v = str(newest.version)
+    if alias != registry.champion_alias:  # not an alias the gate moves: say which ones exist
+        held = ", ".join(f"@{a} = v{aliases[a]}" for a in sorted(aliases)) or "none"
+        return (f"{uri}: {name!r} has no alias @{alias} (its aliases: {held}); name one of them, or a version such "
+                f"as models:/{name}/{v} (`ganops models` lists them)")
+    who = f"the only version, v{v}," if len(versions) == 1 else f"the newest of its {len(versions)} versions, v{v},"
+    decision = newest.tags.get("gate.decision")
+    if decision == "failed":
+        failed = [r for r in newest.tags.get("gate.reasons", "").splitlines() if r.endswith(": fail")]
+        why = f"was rejected by the gate ({'; '.join(failed) or 'see `ganops models`'})"
+    elif decision == "passed":
+        why = "passed the gate but was not promoted"
+    else:
+        why = "was never gated"
+    options = (f" --params {params}" if params else "") + (f" --recipe {recipe}" if recipe else "")
+    return (f"{uri}: no version of {name!r} is @{alias}: {who} {why}. Use it as it is with --model "
+            f"models:/{name}/{v}, or make it @{alias} with `ganops promote {v} --force --reason \"why\"{options}`")
+
+
+def _model_exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if is_missing(e):
+            return False
+        raise
+    return True
 
 
 # ----------------------------------------------------------------------------- metrics across versions

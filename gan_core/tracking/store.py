@@ -3,6 +3,7 @@
     client = open_store(cfg.registry)               # a client; sets no global state, creates no store
     client = configure(cfg.registry, create=True)   # the same, and MLflow's fluent API pointed at it
     client = open_uri(uri, create=True)             # a client on a URI decided once (a flow's registry handle)
+    ready_sqlite_store(uri)                         # open_uri's first step: migrate SQLite, one process at a time
     check_tracking(cfg.registry, "config")          # fail fast: bad URI, unreachable server (one line)
 
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`. Stores are created only
@@ -11,12 +12,18 @@ nothing. An http(s) tracking server is probed once at the start of a command (ch
 own HTTP retries, the one retry layer for it, are bounded by GANOPS_SERVICE_TIMEOUT (mlflow_http_env) unless the
 user set MLflow's variables. What goes into runs is gan_core.tracking.runs.
 
+A SQLite store is created and migrated by MLflow itself (Alembic) the first time a process opens it; two processes
+doing that at once (two first `ganops retrain`s on a fresh machine) break each other's migration ("table ... already
+exists", "Online migration expected to match one row"). So every process opens a SQLite store first under a file
+lock beside it (`mlflow.db.migrate.lock`): the first migrates, the others wait, then find it ready.
+
 The experiment carries `mlflow.experimentKind` = custom_model_development and a description (MLflow 3.17's UI
 still starts in its GenAI mode: the links ganops prints add flows.report.MODEL_TRAINING_VIEW).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -235,6 +242,8 @@ def open_uri(uri: str, create: bool = False) -> MlflowClient:
         # SQLite creates the file but not its directory.
         ensure_writable_dir(db.parent, f"the directory of {_origin()}")
     bound_mlflow_http_retries()
+    if db is not None:
+        ready_sqlite_store(uri)
     try:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except UnsupportedModelRegistryStoreURIException:
@@ -242,6 +251,41 @@ def open_uri(uri: str, create: bool = False) -> MlflowClient:
             f"{_origin()}={uri!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
             "http(s)://host:port of a tracking server, or a database URI (postgresql://, mysql://)"
         ) from None
+
+
+MIGRATION_LOCK_SUFFIX = ".migrate.lock"
+MIGRATION_WAIT_S = 600.0
+"""Longest wait for another process's migration of the same store (a fresh store migrates in seconds; the lock
+is the kernel's, so a process that dies mid-migration releases it at once)."""
+
+
+@functools.cache
+def ready_sqlite_store(uri: str) -> None:
+    """Open the SQLite store at `uri` once per process, under a file lock beside it: MLflow creates and migrates it
+    on first open (its tracking store, then its registry store), and two processes migrating one file at once fail.
+    Later opens in this process reuse MLflow's store objects. A store in a directory this user may not write (read
+    only, e.g. a shared copy) is opened without the lock: nobody can be migrating it from here."""
+    from filelock import FileLock, Timeout
+
+    db = sqlite_path(uri)
+    assert db is not None, uri
+    lock = FileLock(f"{db}{MIGRATION_LOCK_SUFFIX}", timeout=MIGRATION_WAIT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{db}: another process has been creating or migrating this MLflow store for "
+                        f"{MIGRATION_WAIT_S:.0f} s; wait for it, or stop it and run again") from None
+    except OSError:  # the lock file cannot be created here
+        if not db.is_file():
+            raise
+        lock = None
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store: creates the tables, runs the migrations
+        client.search_registered_models(max_results=1)  # the registry store on the same file: checks them
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:

@@ -60,7 +60,7 @@ from gan_core.training.checkpoint import (
     set_rng_state,
 )
 from gan_core.training.ema import EMA
-from gan_core.training.identity import code_hash, first_difference, resumable, training_identity
+from gan_core.training.identity import code_hash, first_difference, resumable, trained_past, training_identity
 from gan_core.training.lineage import lineage
 from gan_core.training.progress import Progress, progress_line
 from gan_core.training.result import TrainResult
@@ -333,6 +333,11 @@ class Trainer:
             if self.dist.is_main:
                 log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,
                             first_difference(theirs, mine))
+            return 0
+        past = trained_past(mine["train"], theirs["train"], int(state["step"]), float(state.get("train_seconds", 0.0)))
+        if past is not None:
+            if self.dist.is_main:
+                log.warning("not resuming %s: %s; training from scratch", self.checkpoint_path, past)
             return 0
         try:
             self.G.load_state_dict(state["generator"])
