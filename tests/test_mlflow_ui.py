@@ -67,17 +67,25 @@ def test_a_training_run_is_named_after_what_ran_and_logs_the_data_as_its_dataset
         assert run.info.run_name == "by hand"
 
 
-def test_report_links_follow_the_ui_setting_then_an_http_tracking_server(
+def test_links_go_to_the_ui_setting_or_a_tracking_server_and_never_to_a_guessed_address(
     cfg: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.report import DEFAULT_MLFLOW_UI, MLFLOW_UI_ENV, run_url
+    from flows.report import failure_markdown, summary_markdown
+    from gan_core.tracking.store import MLFLOW_UI_ENV, run_url
 
     # The query opens MLflow 3.17's UI in its model-training mode (it would start in GenAI mode).
     page = "#/experiments/3/runs/abc?workflowType=machine_learning"
     monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
-    assert run_url(cfg, "3", "abc") == f"{DEFAULT_MLFLOW_UI}/{page}"  # a SQLite store: `ganops ui`
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
-    assert run_url(cfg, "3", "abc") == f"https://mlflow.example.org/{page}"
+    assert run_url(cfg.registry, "3", "abc") is None  # a SQLite store: its UI is wherever `ganops ui` was started
+    result = {"status": "promoted", "version": "1", "experiment_id": "3", "run_id": "abc", "run_name": "tiny"}
+    summary = summary_markdown(cfg, result)
+    assert "- MLflow run: tiny (run abc in sqlite:///" in summary and "`ganops ui` serves it" in summary
+    assert "http://" not in summary and "127.0.0.1:5000" not in summary
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example.org/")
+    assert run_url(cfg.registry, "3", "abc") == f"https://mlflow.example.org/{page}"  # its own UI, no credentials
+    assert f"[tiny](https://mlflow.example.org/{page})" in summary_markdown(cfg, result)
+    assert "s3cret" not in failure_markdown(cfg, result, RuntimeError("no answer from https://alice:s3cret@x/"))
     monkeypatch.setenv(MLFLOW_UI_ENV, "http://127.0.0.1:8080/mlflow/")
-    assert run_url(cfg, "3", "abc") == f"http://127.0.0.1:8080/mlflow/{page}"
-    assert run_url(cfg, None, "abc") is None
+    assert run_url(cfg.registry, "3", "abc") == f"http://127.0.0.1:8080/mlflow/{page}"
+    assert run_url(cfg.registry, None, "abc") is None

@@ -121,7 +121,7 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
                 "diversity", "ema_decay"}
     assert set(rec.metrics[0][1]) == expected
     assert rec.metrics[-1][1]["images_per_s"] > 0 and rec.metrics[-1][1]["diversity"] > 0
-    assert [s for s, _ in rec.samples] == [3, 6]
+    assert [s for s, _ in rec.samples] == [0, 3, 6]  # step 0: the untrained G, where MLflow's image chart opens
     with Image.open(out / "samples" / "step_000006.png") as grid:  # 8×8 grid of 32 px with 2 px padding
         assert grid.size == (8 * 34 + 2, 8 * 34 + 2)
     assert rec.end == result
