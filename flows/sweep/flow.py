@@ -126,7 +126,7 @@ def sweep(
         client.set_tag(parent, "sweep.best_trial", str(best.number))
         client.set_tag(parent, "sweep.best_run_id", best.user_attrs["mlflow_run_id"])
         with named_step("register"):
-            version = register_best(inputs, plan, best, parent)
+            version = register_best(inputs, plan, best)
         result.update(version=version["version"], run_id=best.user_attrs["mlflow_run_id"],
                       metrics=best.user_attrs.get("metrics", {}), data_version=data["data_version"])
         with named_step("promote"):
@@ -144,16 +144,15 @@ def sweep(
         raise
 
 
-def register_best(inputs: RunInputs, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
-    """The best trial's logged model as a version, with the same lineage tags as a retrain's candidate plus the
-    study and trial (registering a trial twice returns its version)."""
+def register_best(inputs: RunInputs, plan: SweepPlan, best: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The best trial's logged model as a version, tagged as a retrain's candidate is; its run's tags name the study
+    and trial, which the version's description quotes (registering a trial twice returns its version)."""
     from flows.tasks import register
     from gan_core.tracking.runs import training_tags
 
     trial_cfg, key, _ = trial_config(plan, best.user_attrs["point"])
     lineage = training_tags(trial_cfg, data_version_info=inputs.data_version, device=inputs.device)
-    tags = {**lineage, **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
-            "sweep.parent_run_id": parent}
+    tags = {**lineage, **key}
     return register(inputs.registry, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
                     best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
 
