@@ -244,7 +244,7 @@ def test_descriptions_say_what_the_model_is_and_carry_each_versions_gate_decisio
 
     assert registry.promote(cfg, v1)["promoted"]
     text = client.get_model_version(name, v1).description
-    assert text.startswith("Promoted to @champion; fid_lenet 40.\n")
+    assert text.startswith("Promoted to `@champion`; fid_lenet 40.\n")
     assert "**Gate: passed**" in text and "- fid_lenet = 40 <= max 50: pass" in text
     assert "**Promotion: promoted**" in text
 
@@ -335,11 +335,58 @@ def test_cli_models_promote_rollback(
 
 
 def test_ui_command_serves_the_configured_store_on_loopback(cfg: Config, mlflow_store) -> None:
+    from flows.cli import ui_workers
+
     argv = ui_command_line(cfg, port=5123)
     assert argv[1:4] == ["-m", "mlflow", "ui"]
     assert argv[argv.index("--backend-store-uri") + 1] == mlflow_store.uri
     assert argv[argv.index("--default-artifact-root") + 1] == mlflow_store.artifacts.as_uri()
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "5123"
+    # One web worker per two cores (MLflow's default is 4, whatever the machine): 1 on a 2-core machine.
+    assert argv[argv.index("--workers") + 1] == str(ui_workers())
+    assert [ui_workers(n) for n in (1, 2, 3, 8, 64)] == [1, 1, 1, 4, 4]
+    assert ui_command_line(cfg, port=5123, workers=2)[-1] == "2"
+    with pytest.raises(UserError, match="--workers 0"):
+        ui_command_line(cfg, workers=0)
+
+
+@pytest.mark.slow
+def test_ganops_ui_is_the_server_process_so_killing_its_pid_stops_it(
+    cfg: Config, mlflow_store, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from processes import free_port, stop_process_group, wait_until_ready
+
+    params = tmp_path / "ui_params.yaml"
+    params.write_text(f"registry:\n  tracking_uri: {mlflow_store.uri}\n  artifact_location: {mlflow_store.artifacts}\n")
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "ganops"), "ui", "--params", str(params), "--port",
+                                 str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_ready(proc, f"http://127.0.0.1:{port}/health", 120, log)
+        os.kill(proc.pid, signal.SIGTERM)  # what `kill <pid>` sends; the PID is the one the user started
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)  # anything left of what it started: the web server, its workers
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("`ganops ui`'s web server outlived its PID")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        stop_process_group(proc)
 
 
 # ----------------------------------------------------------------------------- concurrency

@@ -125,9 +125,9 @@ def test_the_flow_run_is_named_after_what_ran_and_the_mlflow_run_links_back_to_i
     assert run.info.run_name.startswith(f"mlp-nonsaturating-{cfg.train.steps}steps-")
     # The run's description (markdown in the MLflow UI): what was trained, the outcome, a link to the flow run.
     note = tags["mlflow.note.content"].split("\n\n")
-    assert note[0].startswith(f"A mlp generator (nonsaturating loss, {cfg.train.steps} steps, batch 16) trained on "
+    assert note[0].startswith(f"Generator `mlp` (nonsaturating loss, {cfg.train.steps} steps, batch 16) trained on "
                               f"digits at 16 px, data version {first_run['result']['data_version'][:8]}.")
-    assert note[1] == f"**Outcome: promoted to @champion** as version 1 of `{cfg.registry.model_name}`."
+    assert note[1] == f"**Outcome: promoted to `@champion`** as version 1 of `{cfg.registry.model_name}`."
     assert note[2] == f"Prefect flow run: [{flow_run.name}]({url})"
 
 

@@ -73,19 +73,20 @@ def describe_model(registry: Registry) -> None:
 
 # ----------------------------------------------------------------------------- a version, in words
 def outcome(tags: Mapping[str, str], champion_alias: str = "champion") -> str:
-    """What became of a version, in a few words, from its tags: `promoted to @champion (replaced v2)`,
-    `rejected by the gate`, ..."""
+    """What became of a version, in a few words, from its tags: ``promoted to `@champion` (replaced v2)``,
+    `rejected by the gate`, ... (the alias in backticks: MLflow's markdown turns a bare @name into a GitHub link)."""
+    alias = f"`@{champion_alias}`"
     demoted, restored_at = tags.get("rollback.demoted_at"), tags.get("rollback.restored_at")
     if demoted and not (restored_at and restored_at > demoted):
-        return f"rolled back: v{tags.get('rollback.replaced_by', '?')} is @{champion_alias} again"
+        return f"rolled back: v{tags.get('rollback.replaced_by', '?')} is {alias} again"
     promotion, gate = tags.get("promotion.decision"), tags.get("gate.decision")
     replaced = tags.get("promotion.previous_champion")
     over = f" (replaced v{replaced})" if replaced and replaced != "none" else ""
     restored = " (restored by a rollback)" if restored_at else ""
     if promotion == "forced":
-        return f"forced to @{champion_alias} past the gate{over}{restored}"
+        return f"forced to {alias} past the gate{over}{restored}"
     if promotion == "promoted":
-        return f"promoted to @{champion_alias}{over}{restored}"
+        return f"promoted to {alias}{over}{restored}"
     if gate == "failed" or promotion == "rejected":
         return "rejected by the gate"
     if gate == "passed":

@@ -117,12 +117,12 @@ def training_tags(
 
 
 CORE_PARAMS = (
-    "recipe", "data.source", "data.target", "data.resolution", "data.channels", "data.max_images",
-    "model.arch", "model.conditional", "model.latent_dim", "model.g_width", "model.d_width",
+    "recipe", "data.source", "data.target", "data.resolution",
+    "model.arch", "model.latent_dim", "model.g_width", "model.d_width",
     "train.loss", "train.steps", "train.batch_size", "train.g_optimizer.lr", "train.d_optimizer.lr",
-    "train.ema_decay", "train.seed",
 )
-"""The settings runs are compared by, logged as params whatever their value (None, e.g. no recipe, is left out)."""
+"""The settings runs are compared by, logged as params whatever their value (None, e.g. no recipe, is left out);
+about a dozen, so the image chart, which prints them above its grid, still shows the grid."""
 COMPARED_SECTIONS = ("data", "model", "train")
 """Sections whose other settings are params when they differ from their defaults (paths and runtime ones never)."""
 NOT_COMPARED = frozenset({"data.raw_dir", "data.prepared_dir"})
@@ -146,13 +146,13 @@ def run_params(cfg: Config, also: Iterable[str] = ()) -> dict[str, str]:
 
 
 def training_summary(cfg: Config, data_version: str) -> str:
-    """One sentence saying what a run trains, for its description: `A dcgan generator (nonsaturating loss, 2000
-    steps, batch 64) trained on mnist5k, data version 755336f0.` (a translator names both domains)."""
+    """One sentence saying what a run trains, for its description: ``Generator `dcgan` (nonsaturating loss, 2000
+    steps, batch 64) trained on mnist5k at 32 px, data version 755336f0.`` (a translator names both domains)."""
     kind = TASKS[family_info(cfg.model.arch).task]
-    model = f"{'conditional ' if cfg.model.conditional else ''}{cfg.model.arch} {kind.package}"
+    model = f"{kind.package.capitalize()} `{cfg.model.arch}`{', conditional,' if cfg.model.conditional else ''}"
     recipe = f", recipe `{cfg.recipe}`" if cfg.recipe else ""
     settings = f"{cfg.train.loss} loss, {cfg.train.steps} steps, batch {cfg.train.batch_size}{recipe}"
-    return (f"A {model} ({settings}) trained on {dataset_name(cfg)} at {cfg.data.resolution} px, data version "
+    return (f"{model} ({settings}) trained on {dataset_name(cfg)} at {cfg.data.resolution} px, data version "
             f"{data_version[:8]}.")
 
 
