@@ -145,10 +145,10 @@ def test_the_mlflow_pages_show_the_description_the_outcome_and_the_step_0_grid(
         assert "Generator <code>mlp</code> (nonsaturating loss, 40 steps, batch 16) trained on digits" in run
         assert f'href="{ui}/#/models/{name}/versions/1"' in run and "github.com" not in run
         version = _rendered(f"{ui}/#/models/{name}/versions/1?{view}", tmp_path)
-        assert "Promoted to <code>@champion</code>; fid_lenet" in version and "feature space" in version
+        assert "Promoted to champion; fid_lenet" in version and "feature space" in version
         model = _rendered(f"{ui}/#/models/{name}?{view}", tmp_path)
         # The versions table shows a description's first 30 characters as raw text: a sentence, not markdown.
-        assert "Promoted to `@champion`" in model and "**Gate" not in model
+        assert "Promoted to champion" in model and "**Gate" not in model
         charts = _rendered(f"{ui}/#/experiments/{result['experiment_id']}/runs?compareRunsMode=CHART&{view}",
                            tmp_path, height=5000, budget_ms=40000)
         # The image chart opens at step 0, and there is a grid there (the untrained generator's).

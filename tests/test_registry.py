@@ -244,7 +244,7 @@ def test_descriptions_say_what_the_model_is_and_carry_each_versions_gate_decisio
 
     assert registry.promote(cfg, v1)["promoted"]
     text = client.get_model_version(name, v1).description
-    assert text.startswith("Promoted to `@champion`; fid_lenet 40.\n")
+    assert text.startswith("Promoted to champion; fid_lenet 40.\n")
     assert "**Gate: passed**" in text and "- fid_lenet = 40 <= max 50: pass" in text
     assert "**Promotion: promoted**" in text
 

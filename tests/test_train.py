@@ -267,7 +267,7 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
     client = MlflowClient(tracking_uri=mlflow_store.uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("ganops-generator").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("dcgan-nonsaturating-2steps-")
     assert run.data.params["train.steps"] == "2" and "d_loss" in run.data.metrics
     assert {"training_hash", "code_hash", "data_version"} <= set(run.data.tags)
@@ -392,7 +392,7 @@ def test_the_data_version_and_lineage_are_handed_in_when_the_caller_has_them(mni
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 2})
     version = {"data_version": "f" * 32 + ".dir", "data_version_source": "dvc.lock"}
     stamped = {"data_version": version["data_version"], "git_commit": "c0ffee", "device": "cuda"}
-    result = train(cfg, data_version=version, lineage=stamped)
+    result = train(cfg, data_version_info=version, lineage=stamped)
     metadata = read_spec(result.package_dir)["metadata"]
     assert {k: metadata[k] for k in stamped} == stamped and "git_dirty" not in metadata
     state = torch.load(result.checkpoint, weights_only=True, map_location="cpu")

@@ -72,10 +72,11 @@ def describe_model(registry: Registry) -> None:
 
 
 # ----------------------------------------------------------------------------- a version, in words
-def outcome(tags: Mapping[str, str], champion_alias: str = "champion") -> str:
+def outcome(tags: Mapping[str, str], champion_alias: str = "champion", markdown: bool = True) -> str:
     """What became of a version, in a few words, from its tags: ``promoted to `@champion` (replaced v2)``,
-    `rejected by the gate`, ... (the alias in backticks: MLflow's markdown turns a bare @name into a GitHub link)."""
-    alias = f"`@{champion_alias}`"
+    `rejected by the gate`, ... The alias is code in markdown (MLflow's markdown turns a bare @name into a GitHub
+    link), its bare name in plain text (`promoted to champion`)."""
+    alias = f"`@{champion_alias}`" if markdown else champion_alias
     demoted, restored_at = tags.get("rollback.demoted_at"), tags.get("rollback.restored_at")
     if demoted and not (restored_at and restored_at > demoted):
         return f"rolled back: v{tags.get('rollback.replaced_by', '?')} is {alias} again"
@@ -99,12 +100,12 @@ def _round(value: float) -> str:
 
 
 def headline(tags: Mapping[str, str], primary_metric: str | None = None, champion_alias: str = "champion") -> str:
-    """The description's plain first sentence (the versions table shows it as raw text): the outcome, the first
-    failed check of a rejected version, and the primary metric, rounded."""
-    text = outcome(tags, champion_alias)
+    """The description's plain first sentence (the versions table shows its first characters as raw text): the
+    outcome, the first failed check of a rejected version, and the primary metric, rounded."""
+    text = outcome(tags, champion_alias, markdown=False)
     failed = [r for r in tags.get("gate.reasons", "").splitlines() if r.endswith(": fail")]
     if text == "rejected by the gate" and failed:
-        text += f" ({failed[0].removesuffix(': fail')})"
+        text += f" ({failed[0].removesuffix(': fail').split(' (')[0]})"  # the check, without its explanation
     metrics = tags_metrics(tags)
     if primary_metric and primary_metric in metrics:
         text += f"; {primary_metric} {_round(metrics[primary_metric])}"
