@@ -504,7 +504,7 @@ def ui_command(
     cfg = load_config(params)
     argv = ui_command_line(cfg, port, workers)
     store = argv[argv.index("--backend-store-uri") + 1]
-    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {store})")
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {clean_url(store)})")
     typer.echo(f"for links to it in reports: export GANOPS_MLFLOW_UI=http://127.0.0.1:{port}")
     sys.stdout.flush()
     # MLflow's job runner (seven huey processes for its GenAI features, which ganops does not use) doubles the
