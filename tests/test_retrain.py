@@ -119,7 +119,7 @@ def test_the_flow_run_is_named_after_what_ran_and_the_mlflow_run_links_back_to_i
     assert tags["prefect.flow_run_name"] == flow_run.name
     # The harness's API has a UI address (derived from PREFECT_API_URL); a URL is tagged only when one is known.
     assert PREFECT_UI_URL.value()
-    # The page Prefect itself prints (its /flow-runs/flow-run/<id> path answers 404 to a plain GET).
+    # The page Prefect itself prints and links to (url_for), not prefect.runtime's /flow-runs/flow-run/ form.
     url = f"{PREFECT_UI_URL.value()}/runs/flow-run/{first_run['flow_run_id']}"
     assert tags["prefect.flow_run_url"] == url
     assert run.info.run_name.startswith(f"mlp-nonsaturating-{cfg.train.steps}steps-")
