@@ -328,7 +328,8 @@ def experiment_tags(registry: RegistryConfig, task: str = GENERATION) -> dict[st
     return {
         EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
         NOTE_TAG: (
-            f"Trainings of `{registry.model_name}` by ganops: each run trains one {kind.package} (a model that "
+            # A plain first sentence: the experiments list shows the description's start as raw text.
+            f"Trainings of {registry.model_name} by ganops: each run trains one {kind.package} (a model that "
             f"{kind.does}), is named `<arch>-<loss>-<steps>steps-<data version>` and says in its description what "
             "it trained, what the gate decided and which Prefect flow run ran it. Params: the settings runs are "
             "compared by (the whole config is the run's config.yaml); tags: the lineage (data version, git "
