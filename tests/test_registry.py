@@ -387,6 +387,10 @@ def test_ganops_ui_is_the_server_process_so_killing_its_pid_stops_it(
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
     finally:
         stop_process_group(proc)
+        try:  # what a failing run left behind (the group outlives its leader then)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # ----------------------------------------------------------------------------- concurrency
