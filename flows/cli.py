@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from gan_core.cli import Overrides, Params, Version, print_internal_error, run_a
 from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.config.catalogue import TASKS, family_info
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
+from gan_core.redact import clean_url
 
 if TYPE_CHECKING:
     from flows.failures import RetrainFailed
@@ -444,7 +444,7 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     alias = cfg.registry.champion_alias
     champion = next((v for v in versions if alias in v["aliases"]), None)
-    caption = f"store {registry.uri}; `ganops ui` to compare runs, `ganops promote N` to gate one"
+    caption = f"store {clean_url(registry.uri)}; `ganops ui` to compare runs, `ganops promote N` to gate one"
     marked = {v["version"] for v in versions if champion is not None and not _comparable(v, champion)}
     if champion is not None and marked:
         caption += (f"\n† measured in another evaluation context (data, extractor, samples or seed) than @{alias} "
@@ -520,32 +520,50 @@ def rollback_command(params: RegistryParams = None, recipe: RegistryRecipe = Non
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
 
 
-def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
-    """`mlflow ui` on this project's store, listening on loopback only."""
+def ui_workers(cpus: int | None = None) -> int:
+    """Web workers for `ganops ui`: one per two cores, at most 4 (MLflow's default), at least one. One person
+    browsing needs few, and each worker costs seconds to start and ~200 MB."""
+    return max(1, min(4, (cpus if cpus is not None else os.cpu_count() or 1) // 2))
+
+
+def ui_command_line(cfg: Config, port: int = 5000, workers: int | None = None) -> list[str]:
+    """`mlflow ui` on this project's store, listening on loopback only, with `workers` web workers (ui_workers)."""
     from gan_core.tracking.store import artifact_location, is_http_uri, require_store
 
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: expected a TCP port in [1, 65535]")
+    if workers is not None and not 1 <= workers <= 64:
+        raise UserError(f"--workers {workers}: expected a number of web workers in [1, 64]")
     uri = require_store(cfg.registry)  # `mlflow ui` would create an empty store where none is
     if is_http_uri(uri):
         raise UserError(f"the tracking URI {uri} is a tracking server, which serves its own UI: open it in a browser")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-            "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port)]
+            "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers or ui_workers())]
 
 
 @app.command("ui")
 def ui_command(
     port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="web workers (default: one per two cores, 1 to 4)")] = None,
     params: RegistryParams = None,
 ) -> None:
-    """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
-    cfg = load_config(params)
-    argv = ui_command_line(cfg, port)
-    from flows.report import MODEL_TRAINING_VIEW
+    """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C or `kill <pid>` stops it."""
+    from gan_core.tracking.store import MODEL_TRAINING_VIEW
 
+    cfg = load_config(params)
+    argv = ui_command_line(cfg, port, workers)
     store = argv[argv.index("--backend-store-uri") + 1]
-    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {store})")
-    raise typer.Exit(subprocess.call(argv))
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {clean_url(store)})")
+    typer.echo(f"for links to it in reports: export GANOPS_MLFLOW_UI=http://127.0.0.1:{port}")
+    sys.stdout.flush()
+    # MLflow's job runner (seven huey processes for its GenAI features, which ganops does not use) doubles the
+    # start-up time on a small machine; the user's own setting wins.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # exec: this process becomes `mlflow ui`, whose CLI forwards SIGTERM and SIGINT to its web server, so stopping
+    # the PID `ganops ui` printed stops everything. (A child process would outlive a killed parent, port and all.)
+    os.execv(argv[0], argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,15 +65,28 @@ def record_dvc_stages() -> None:
 
 @task(name="find_unchanged", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | None:
-    """The newest registered candidate when it was trained from the same key and gated, else None."""
+    """The newest registered candidate when it was trained from the same key and gated, else None. The key is its
+    training run's tags (a version keeps only its data version; versions registered before that carry it all)."""
+    from mlflow.exceptions import MlflowException
+
     from flows.registry import latest_version
+    from flows.registry.handle import is_missing
 
     latest = latest_version(registry)
     if latest is None:
         return None
     tags = latest["tags"]
     # A version registered by a run that crashed before its gate is not a finished candidate: train again.
-    if "gate.decision" not in tags or any(tags.get(k) != v for k, v in key.items()):
+    if "gate.decision" not in tags:
+        return None
+    try:
+        run_tags = registry.client().get_run(latest["run_id"]).data.tags if latest["run_id"] else {}
+    except MlflowException as e:
+        if not is_missing(e):
+            raise
+        run_tags = {}  # its run was deleted: nothing says how it was trained
+    recorded = {**run_tags, **tags}
+    if any(recorded.get(k) != v for k, v in key.items()):
         return None
     return latest
 

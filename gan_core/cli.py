@@ -27,6 +27,7 @@ from rich.markup import escape
 
 from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.errors import find_user_error, first_line
+from gan_core.redact import redact
 
 Overrides = Annotated[
     list[str] | None,
@@ -121,15 +122,16 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
 
 
 def print_error(message: str) -> None:
-    """`error: <message>` on stderr, on one line whatever the terminal width."""
+    """`error: <message>` on stderr, on one line whatever the terminal width; URLs cleaned of credentials."""
     # Escaped: a message quoting a value such as `[lenet]` must not be read as rich markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
 
 
 def print_internal_error(summary: str, exc: BaseException) -> None:
-    """The one-line summary of an unexpected error, then its traceback (with the chain of causes) for a bug report."""
+    """The one-line summary of an unexpected error, then its traceback (with the chain of causes) for a bug report;
+    URLs cleaned of credentials (a library's message may quote the tracking URI)."""
     print_error(f"{summary} (unexpected: please report it with the traceback below)")
-    sys.stderr.write("".join(traceback.format_exception(exc)))
+    sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     sys.stderr.flush()
 
 

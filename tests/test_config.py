@@ -287,7 +287,7 @@ def test_a_repeated_override_keeps_the_last_value_and_keys_are_trimmed() -> None
         ("train.=1", "empty parts"),
         ("eval.extractors=[lenet, inception #x]", "not valid YAML"),  # the comment ate the bracket
         ("registry.experiment='it's'", "not valid YAML"),
-        ("registry.experiment=null", "valid string"),
+        ("registry.model_name=null", "valid string"),
         ("gate.thresholds.fid_lenet.max=nan", "NaN"),
         ("gate.thresholds.fid_lenet.min=200", "no value could pass"),  # max is 100 in params.yaml
         ("train.seed=-1", "greater than or equal to 0"),

@@ -240,7 +240,7 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     # Each training DVC ran is an MLflow run in the repo's default store: params, lineage and identity tags, the
     # dataset, step metrics, sample grids, and the evaluate stage's metrics and model in the same run.
     client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
-    experiment = client.get_experiment_by_name("ganops")
+    experiment = client.get_experiment_by_name("ganops-generator")  # the registered model's experiment
     runs = {r.data.params["train.steps"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"20", "30"}
     for steps, run in runs.items():
@@ -287,7 +287,7 @@ def test_dvc_repro_runs_a_translation_pipeline(pipeline_clone: Path) -> None:
     metrics = json.loads((repo / "outputs" / "eval" / "metrics.json").read_text())
     assert {"fid_lenet_a2b", "fid_lenet_b2a", "content_lenet_a2b", "cycle_l1_a"} <= set(metrics)
     client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
-    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("test-translator").experiment_id])
     assert run.info.run_name.startswith("cyclegan-lsgan-6steps-") and run.data.tags["dvc.stage"] == "train"
     assert run.data.metrics["content_lenet_a2b"] == metrics["content_lenet_a2b"]
     assert len(run.outputs.model_outputs) == 1  # the translator, logged by the evaluate stage

@@ -121,7 +121,7 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
                 "diversity", "ema_decay"}
     assert set(rec.metrics[0][1]) == expected
     assert rec.metrics[-1][1]["images_per_s"] > 0 and rec.metrics[-1][1]["diversity"] > 0
-    assert [s for s, _ in rec.samples] == [3, 6]
+    assert [s for s, _ in rec.samples] == [0, 3, 6]  # step 0: the untrained G, where MLflow's image chart opens
     with Image.open(out / "samples" / "step_000006.png") as grid:  # 8×8 grid of 32 px with 2 px padding
         assert grid.size == (8 * 34 + 2, 8 * 34 + 2)
     assert rec.end == result
@@ -296,7 +296,7 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
     client = MlflowClient(tracking_uri=mlflow_store.uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("ganops-generator").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("dcgan-nonsaturating-2steps-")
     assert run.data.params["train.steps"] == "2" and "d_loss" in run.data.metrics
     assert {"training_hash", "code_hash", "data_version"} <= set(run.data.tags)

@@ -408,6 +408,12 @@ class Trainer:
             }
             for cb in self.callbacks:
                 cb.on_train_start(info)
+            if start == 0:
+                # What G draws before training (the fixed latents through the EMA copy in eval mode: no random
+                # draw, no weight changes): MLflow's image chart opens at step 0 and shows nothing without it.
+                first_grid = self.write_samples(0)
+                for cb in self.callbacks:
+                    cb.on_samples(0, first_grid)
         metrics: dict[str, float] = {}
         t_run = t_window = self._run_started = time.perf_counter()
         window_start = reached = start
