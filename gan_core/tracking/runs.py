@@ -217,7 +217,7 @@ def train_in_run(trainer: Trainer) -> TrainResult:
     client = configure(cfg.registry, create=True)
     key = training_key(cfg, trainer.data_version)
     tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
-    lineage = training_tags(cfg, data_version_info=trainer.version_info, device=trainer.device.type)
+    lineage = training_tags(cfg, data_version_info=trainer.data_version_info, device=trainer.device.type)
     with start_training_run(cfg, extra_tags=tags, client=client, lineage_tags=lineage) as run:
         log.info("MLflow run %s", run_reference(cfg.registry, run.info.run_name, run.info.experiment_id,
                                                  run.info.run_id))
