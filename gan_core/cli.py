@@ -3,7 +3,8 @@
     python -m gan_core prepare                          # params.yaml → data/prepared
     python -m gan_core prepare data.source=digits data.resolution=16
     python -m gan_core train train.steps=200
-    python -m gan_core classifier                       # the offline domain feature extractor
+    python -m gan_core classifier                       # the offline domain feature extractor (lenet, labels)
+    python -m gan_core encoder                          # the label-free one (simclr)
     python -m gan_core evaluate
     python -m gan_core --help
     python -m gan_core --version
@@ -173,11 +174,22 @@ def train(
 
 @app.command()
 def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
-    """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
-    from gan_core.evaluation.classifier import train_classifier
+    """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage); on data
+    without labels that does not measure lenet, record that it is unused."""
+    from gan_core.evaluation.extractors import train_extractor
 
     cfg = load_config(params, overrides)
-    print_json(train_classifier(cfg))
+    print_json(train_extractor(cfg, "lenet"))
+
+
+@app.command()
+def encoder(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+    """Train the label-free domain encoder (fid_simclr, cluster_coverage_simclr) when eval.extractors measures
+    simclr; otherwise record that it is unused."""
+    from gan_core.evaluation.extractors import train_extractor
+
+    cfg = load_config(params, overrides)
+    print_json(train_extractor(cfg, "simclr"))
 
 
 @app.command()
