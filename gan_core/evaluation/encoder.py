@@ -11,10 +11,11 @@ torch-fidelity in gan_core.evaluation.fidelity) and the label-free mode-collapse
 the real features are clustered with k-means when the encoder is trained, and a generator covers a cluster when
 its samples land there at least eval.coverage_min_share times as often as the real images do.
 
-Training: each image is seen as two random crops (scale 0.6–1, shift ±15 %); the encoder learns to tell a view's
-partner among the other views of the batch (NT-Xent on a projection head that is dropped afterwards). The
-augmentations are geometric only, so the space stays sensitive to what a GAN gets wrong: noise, blur, colour and
-texture (an encoder trained to ignore noise would not see it in FID).
+Training: each image is seen as two random views (a crop of 0.6–1 of the side, shifted by up to 15 %, and each
+channel's level moved by up to ±19 grey levels); the encoder learns to tell a view's partner among the other views
+of the batch (NT-Xent on a projection head that is dropped afterwards). There is no blur, noise or strong colour
+augmentation, so the space stays sensitive to what a GAN gets wrong: noise, blur, colour and texture (an encoder
+trained to ignore noise would not see it in FID).
 
 The space is normalised once trained: features are centred on the real images' mean and scaled so that their total
 variance is SPREAD (100). FID values are then in units of 1 % of the real data's spread, whatever the collection,
@@ -60,6 +61,8 @@ SPREAD = 100.0
 """Total variance of the real features once normalised: FID in units of 1 % of the real data's spread."""
 PROJECTION_DIM = 64
 """Output of the projection head the contrastive loss is computed on (SimCLR's g(·)); dropped after training."""
+TINT = 0.15
+"""Largest shift of a channel's level in a training view, in [-1, 1] units (±19 of 255 grey levels)."""
 KMEANS_ITERATIONS = 100
 FEATURE_BATCH = 500
 # Settings that change the trained weights or clusters; out_dir does not, so it is not in the cache key.
@@ -289,17 +292,23 @@ def _fit(images: torch.Tensor, ecfg: EncoderConfig, device: torch.device) -> tup
 
 
 def random_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random crop of each image, resized back: scale 0.6–1 of the side, centre shifted by up to 15 % (B, C, R, R).
+    """A random crop of each image, resized back (scale 0.6–1 of the side, centre shifted by up to 15 %), each
+    channel's level shifted by up to ±TINT: (B, C, R, R) in [-1, 1].
 
-    Geometric only: colour, blur and noise stay visible to the features (see the module docstring)."""
-    b = x.shape[0]
+    The tint shift takes away the easiest way to tell two images apart, a constant cast over the whole image (a
+    background's shade): without it the encoder learnt little else, and ranked a GAN's checkpoints by their
+    backgrounds (README, Evaluation). It is small beside the differences between colours, and there is no blur or
+    noise augmentation, so colour, sharpness and noise stay visible to the features."""
+    b, c = x.shape[:2]
     scale = torch.empty(b).uniform_(0.6, 1.0, generator=generator)
     shift = torch.empty(b, 2).uniform_(-0.15, 0.15, generator=generator)
+    tint = torch.empty(b, c, 1, 1).uniform_(-TINT, TINT, generator=generator)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    view = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (view + tint.to(x.device)).clamp(-1.0, 1.0)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
