@@ -359,7 +359,7 @@ def simclr_encoder(mnist5k_full_prepared: Path, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A flat folder of 240 synthetic RGB shape images at 32 px (tests/shapes.py: 12 modes, no labels)."""
+    """A flat folder of 600 synthetic RGB shape images at 32 px (tests/shapes.py: 12 modes, no labels)."""
     from shapes import write_shapes
 
-    return write_shapes(tmp_path_factory.mktemp("shapes") / "shapes", count=240, size=32)
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "shapes", count=600, size=32)
