@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision.utils import save_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,7 +35,7 @@ from shapes import write_shapes  # noqa: E402
 
 from flows.gate import threshold_checks  # noqa: E402
 from gan_core.config import load_config  # noqa: E402
-from gan_core.data import prepare  # noqa: E402
+from gan_core.data import load_prepared, prepare  # noqa: E402
 from gan_core.evaluation.evaluate import evaluate  # noqa: E402
 from gan_core.evaluation.extractors import train_extractors  # noqa: E402
 from gan_core.training.loop import train  # noqa: E402
@@ -104,7 +105,14 @@ def main() -> None:
     if not args.smoke:
         (REPO / "benchmarks" / "results" / "rgb64_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
         shutil.copyfile(result.last_samples, REPO / "docs" / "recipes" / "rgb64.png")
-        print("wrote benchmarks/results/rgb64_cpu.json and docs/recipes/rgb64.png")
+        data_grid(cfg.data.prepared_dir, REPO / "docs" / "recipes" / "rgb64-data.png")
+        print("wrote benchmarks/results/rgb64_cpu.json, docs/recipes/rgb64.png and rgb64-data.png")
+
+
+def data_grid(prepared: str, out: Path) -> None:
+    """The first 64 training images in the layout of a sample grid, to set beside it."""
+    images = load_prepared(prepared).images[:64].float() / 255.0  # (64, 3, H, W)
+    save_image(images, out, nrow=8, padding=2)
 
 
 if __name__ == "__main__":
