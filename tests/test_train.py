@@ -392,7 +392,7 @@ def test_the_data_version_and_lineage_are_handed_in_when_the_caller_has_them(mni
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 2})
     version = {"data_version": "f" * 32 + ".dir", "data_version_source": "dvc.lock"}
     stamped = {"data_version": version["data_version"], "git_commit": "c0ffee", "device": "cuda"}
-    result = train(cfg, data_version=version, lineage=stamped)
+    result = train(cfg, data_version_info=version, lineage=stamped)
     metadata = read_spec(result.package_dir)["metadata"]
     assert {k: metadata[k] for k in stamped} == stamped and "git_dirty" not in metadata
     state = torch.load(result.checkpoint, weights_only=True, map_location="cpu")

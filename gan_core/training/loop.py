@@ -112,8 +112,8 @@ class Trainer:
         datasets, self.dataset_meta = self.task.load(cfg)
         self.data = next(iter(datasets.values()))
         # The DVC md5, as in every lineage tag: hashed here unless the caller (a flow) hands it over.
-        self.version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
-        self.data_version = self.version_info["data_version"]
+        self.data_version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
+        self.data_version = self.data_version_info["data_version"]
         self._lineage = dict(lineage) if lineage is not None else None
         self.code_hash = code_hash()
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
@@ -494,7 +494,7 @@ class Trainer:
         """The lineage handed in, else this run's: its data version and the device it ran on."""
         if self._lineage is not None:
             return self._lineage
-        return lineage(self.cfg, data_version_info=self.version_info, device=self.runtime.device.type)
+        return lineage(self.cfg, data_version_info=self.data_version_info, device=self.runtime.device.type)
 
     def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
