@@ -139,9 +139,11 @@ def train_candidate(
     callbacks: Callable[[str], Sequence[TrainCallback]] = no_callbacks,
     started: Callable[[mlflow.ActiveRun], None] | None = None,
     steps: CandidateSteps = CandidateSteps(),
+    param_keys: Sequence[str] = (),
 ) -> Candidate:
-    """Open the candidate's MLflow run (params, lineage, the training key `key` as tags, `extra_tags`), train,
-    evaluate and log into it; the run ends FAILED when a step raises (and the exception goes on).
+    """Open the candidate's MLflow run (params — gan_core.tracking.runs.run_params, plus `param_keys` —, lineage,
+    the training key `key` as tags, `extra_tags`), train, evaluate and log into it; the run ends FAILED when a step
+    raises (and the exception goes on).
 
     `started(run)` is called once the run is open (what the caller records about it, before training);
     `callbacks(run_id)` gives the training's own callbacks (none for a distributed training)."""
@@ -151,7 +153,8 @@ def train_candidate(
     tags = {**{k: v for k, v in key.items() if k != "data_version"}, **(extra_tags or {})}
     with steps.named("train"):
         lineage = training_tags(cfg, data_version_info=inputs.data_version, device=inputs.device)
-        with start_training_run(cfg, run_name, tags, client=registry.client(create=True), lineage_tags=lineage) as run:
+        with start_training_run(cfg, run_name, tags, client=registry.client(create=True), lineage_tags=lineage,
+                                param_keys=param_keys) as run:
             run_id = run.info.run_id
             if started is not None:
                 started(run)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.run_log import send_library_logs_to_runs
 from gan_core.config import DEFAULT_PARAMS, Config, GateConfig, load_config
 from gan_core.config.metrics import better
 from gan_core.evaluation.context import context_difference, context_hash, recorded_context, short
@@ -134,6 +135,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     from gan_core.config import parse_overrides
 
     logger = get_run_logger()
+    send_library_logs_to_runs()  # training progress in the flow-run log
     with named_step("config"):
         parsed = parse_overrides(overrides)
         cfg = load_config(params, parsed)

@@ -5,14 +5,15 @@
 
 The markdown is built by pure functions (`summary_markdown`, `failure_markdown`) so it can be read in tests
 and printed by the CLI; `publish_*` only hand it to Prefect (artifacts appear in the UI under the flow run and,
-by key, on the Artifacts page).
+by key, on the Artifacts page). Every URL in it is cleaned of credentials (gan_core.redact): Prefect stores
+artifacts in its database, for anyone who opens its UI. The MLflow run is a link only where the UI's address is
+known (GANOPS_MLFLOW_UI, or a tracking server, which is its own UI).
 """
 
 from __future__ import annotations
 
 import base64
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,42 +21,25 @@ from gan_core.config import Config
 from gan_core.config.metrics import better
 from gan_core.errors import ServiceUnavailable, find_user_error
 from gan_core.evaluation.context import context_hash, describe, short
-from gan_core.tracking.store import tracking_uri
+from gan_core.redact import redact
+from gan_core.tracking.store import run_reference, run_url
 
 if TYPE_CHECKING:
     from flows.registry import Registry
 
 SUMMARY_KEY = "retrain-summary"
 VERSIONS_KEY = "model-versions"
-MLFLOW_UI_ENV = "GANOPS_MLFLOW_UI"
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
-"""Where `ganops ui` serves the MLflow UI; GANOPS_MLFLOW_UI overrides it (an http tracking server is its own UI)."""
 MAX_INLINE_IMAGE_BYTES = 200_000
 RECENT_VERSIONS = 10
 
 
-def mlflow_ui_base(cfg: Config) -> str:
-    """The MLflow UI to link to: GANOPS_MLFLOW_UI, an http(s) tracking server itself, or `ganops ui`'s address."""
-    uri = tracking_uri(cfg.registry)
-    if os.environ.get(MLFLOW_UI_ENV):
-        return os.environ[MLFLOW_UI_ENV].rstrip("/")
-    if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    return DEFAULT_MLFLOW_UI
-
-
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-"""Query that opens an MLflow UI page in its model-training mode (runs table, charts) instead of GenAI."""
-
-
-def run_url(cfg: Config, experiment_id: str | None, run_id: str | None) -> str | None:
-    """Link to an MLflow run in the UI, e.g. http://127.0.0.1:5000/#/experiments/1/runs/<id>?workflowType=...
-
-    MLflow 3.17's UI opens every page in its GenAI mode unless the link (or the browser's last choice) asks for the
-    model-training mode; the experiment's kind tag does not switch it."""
-    if not (experiment_id and run_id):
-        return None
-    return f"{mlflow_ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+def mlflow_run_markdown(cfg: Config, result: dict[str, Any]) -> str:
+    """The run as a markdown link into the MLflow UI when one is known (GANOPS_MLFLOW_UI, or a tracking server),
+    else its name, id and store: a link to a guessed address would open nothing."""
+    name, experiment, run = result.get("run_name") or result.get("run_id"), result.get("experiment_id"), result.get(
+        "run_id")
+    url = run_url(cfg.registry, experiment, run)
+    return f"[{name}]({url})" if url else run_reference(cfg.registry, name, experiment, run)
 
 
 def _fmt(value: Any) -> str:
@@ -122,10 +106,8 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         f"- model: `{cfg.registry.version_uri(version)}`" if version else "- model: none registered",
         f"- champion: `{cfg.registry.model_uri()}`",
     ]
-    url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
-    if url:
-        lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url}) "
-                     "(open the UI with `ganops ui`)")
+    if result.get("run_id"):
+        lines.append(f"- MLflow run: {mlflow_run_markdown(cfg, result)}")
     decision = result.get("gate") or {}
     if decision:
         lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
@@ -141,7 +123,7 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         grid = sample_grid_markdown(cfg)
         if grid:
             lines += ["", "## Samples", "", grid]
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")  # a URL in a reason or cause: no credentials in Prefect
 
 
 def _mark(check: dict[str, Any]) -> str:
@@ -196,11 +178,9 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
         lines.append(f"- no alias was moved: `@{alias}` still points where it did before this run")
     if result.get("version"):
         lines.append(f"- version {result['version']} was registered but not promoted")
-    if cfg is not None:
-        url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
-        if url:
-            lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url})")
-    return "\n".join(lines) + "\n"
+    if cfg is not None and result.get("run_id"):
+        lines.append(f"- MLflow run: {mlflow_run_markdown(cfg, result)}")
+    return redact("\n".join(lines) + "\n")
 
 
 def versions_rows(registry: Registry, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:

@@ -27,9 +27,13 @@ flow says so and reports that version. Logging, sampling, checkpoint cadence, pa
 gate and registry settings are policy, not inputs of the candidate, so they are left out too. Training resumes the
 last checkpoint of the same identity, so a run that differs only in evaluation settings trains no step again.
 
-Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsaturating-2000steps`); its MLflow
-run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
-or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
+Names, links and outcomes. A flow run is named after what it trains (`retrain-dcgan-nonsaturating-2000steps`) and
+ends in a state named after its outcome (flows.states: "Completed", "Rejected", "Skipped"); gan_core's progress
+lines reach its log (flows.run_log). Its MLflow run carries `prefect.flow_run_id`, `prefect.flow_run_name` and,
+when a Prefect UI is known (PREFECT_UI_URL, set or derived from PREFECT_API_URL), `prefect.flow_run_url`; the run's
+description says what was trained, the gate's outcome and version (flows.registry.descriptions) and links the
+Prefect flow run. The report links back to the MLflow run (flows.report). No URL is written with credentials
+(gan_core.redact).
 
 Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.evaluation.context: data
 version, extractor weights, sample count, seed, ...) on its run and version; the promote step's gate compares them
@@ -50,19 +54,23 @@ from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
 from flows.registry import Registry
+from flows.run_log import send_library_logs_to_runs
+from flows.states import final_state
 from flows.tasks import (
     RETRAIN_STEPS,
     find_unchanged,
     promote,
     push_data,
+    push_outputs,
     record_dvc_stages,
     register,
     train_extractors,
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.tracking.runs import training_key
-from gan_core.tracking.store import check_tracking
+from gan_core.redact import clean_url
+from gan_core.tracking.runs import run_note, training_key, training_summary
+from gan_core.tracking.store import NOTE_TAG, check_tracking, run_reference
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
@@ -89,18 +97,36 @@ def retrain_run_name() -> str:
 
 
 def prefect_run_tags() -> dict[str, str]:
-    """MLflow run tags linking back to the Prefect flow run: its id and name, and its UI URL when a Prefect UI is
-    known (PREFECT_UI_URL; the ephemeral API has no UI to link to)."""
+    """MLflow run tags linking back to the Prefect flow run: its id and name, and its page in the Prefect UI when one
+    is known (PREFECT_UI_URL; the ephemeral API has no UI to link to)."""
     from prefect.runtime import flow_run
-    from prefect.settings import PREFECT_UI_URL
 
     run_id = flow_run.id
     if run_id is None:
         return {}
     tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.name)}
-    if PREFECT_UI_URL.value():
-        tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    url = prefect_flow_run_url(run_id)
+    if url:
+        tags["prefect.flow_run_url"] = url
     return tags
+
+
+def prefect_flow_run_url(run_id: Any) -> str | None:
+    """The flow run's page in the Prefect UI (`<PREFECT_UI_URL>/runs/flow-run/<id>`, as Prefect prints it), cleaned
+    of credentials; None without a UI (the ephemeral API)."""
+    from prefect.settings import PREFECT_UI_URL
+    from prefect.utilities.urls import url_for
+
+    if not PREFECT_UI_URL.value():
+        return None
+    url = url_for("flow-run", obj_id=run_id)
+    return clean_url(url) if url else None
+
+
+def prefect_markdown(tags: dict[str, str]) -> str | None:
+    """`Prefect flow run: [name](url)` for a run's description, from prefect_run_tags; None without a UI."""
+    url = tags.get("prefect.flow_run_url")
+    return f"Prefect flow run: [{tags['prefect.flow_run_name']}]({url})" if url else None
 
 
 @flow(name="retrain", flow_run_name=retrain_run_name, validate_parameters=False)
@@ -116,6 +142,7 @@ def retrain(
     from flows.report import publish_failure, publish_report
 
     logger = get_run_logger()
+    send_library_logs_to_runs()  # training progress in the flow-run log
     result: dict[str, Any] = {"params": str(params)}
     cfg: Config | None = None
     registry: Registry | None = None
@@ -131,7 +158,8 @@ def retrain(
             use_dvc = dvc_stage_applies(cfg, params, parsed)
             data = version_data(cfg, use_dvc)
         inputs = run_inputs(registry, data)  # hashed once, above: every step below is handed it
-        if use_dvc and has_default_remote():
+        pushes = use_dvc and has_default_remote()  # the DVC pipeline's outputs go to the default remote
+        if pushes:
             with named_step("push_data"):
                 push_data()
         result.update(data_version=data["data_version"], data=data)
@@ -144,12 +172,15 @@ def retrain(
         if previous is not None:
             result.update(skipped(cfg, previous, key))
             _publish(publish_report, registry, result)
-            return result
+            return final_state(result)  # named "Skipped" in Prefect; the caller still gets `result`
 
         lineage, model_uri = classify_and_train(cfg, inputs, key, result)
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
+            if pushes:  # so another clone's `dvc pull` gets every output dvc.lock names
+                with named_step("push_outputs"):
+                    push_outputs()
         with named_step("register"):
             version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
                                result["eval_context"])
@@ -167,7 +198,7 @@ def retrain(
         else:
             logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
         _publish(publish_report, registry, result)
-        return result
+        return final_state(result)  # named "Rejected" when the gate rejected it
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
         _publish(publish_failure, cfg, result, failure, registry)
@@ -205,8 +236,12 @@ def classify_and_train(
     def started(run: Any) -> None:
         result.update(run_id=run.info.run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
 
-    candidate = train_candidate(cfg, inputs, key=key, extra_tags=prefect_run_tags(), started=started,
+    prefect = prefect_run_tags()
+    note = run_note(training_summary(cfg, inputs.data_version["data_version"]), prefect_markdown(prefect))
+    candidate = train_candidate(cfg, inputs, key=key, extra_tags={**prefect, NOTE_TAG: note}, started=started,
                                 steps=RETRAIN_STEPS)
+    get_run_logger().info("MLflow run %s", run_reference(cfg.registry, candidate.run_name, candidate.experiment_id,
+                                                         candidate.run_id))
     result.update(metrics=candidate.evaluation.metrics, eval_context=candidate.evaluation.context)
     return candidate.lineage, candidate.model_uri
 

@@ -49,6 +49,14 @@ def push_data() -> bool:
     return True
 
 
+@task(name="push_outputs")
+def push_outputs() -> bool:
+    """`dvc push` what the stages this flow ran itself recorded (classifier, generator) to the default DVC remote:
+    with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
+    dvc_push(*FLOW_STAGES, step="push_outputs")
+    return True
+
+
 @task(name="record_dvc_stages")
 def record_dvc_stages() -> None:
     """`dvc commit` the stages this flow ran itself, so dvc.lock records their outputs and `dvc status` is clean."""
@@ -57,15 +65,28 @@ def record_dvc_stages() -> None:
 
 @task(name="find_unchanged", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | None:
-    """The newest registered candidate when it was trained from the same key and gated, else None."""
+    """The newest registered candidate when it was trained from the same key and gated, else None. The key is its
+    training run's tags (a version keeps only its data version; versions registered before that carry it all)."""
+    from mlflow.exceptions import MlflowException
+
     from flows.registry import latest_version
+    from flows.registry.handle import is_missing
 
     latest = latest_version(registry)
     if latest is None:
         return None
     tags = latest["tags"]
     # A version registered by a run that crashed before its gate is not a finished candidate: train again.
-    if "gate.decision" not in tags or any(tags.get(k) != v for k, v in key.items()):
+    if "gate.decision" not in tags:
+        return None
+    try:
+        run_tags = registry.client().get_run(latest["run_id"]).data.tags if latest["run_id"] else {}
+    except MlflowException as e:
+        if not is_missing(e):
+            raise
+        run_tags = {}  # its run was deleted: nothing says how it was trained
+    recorded = {**run_tags, **tags}
+    if any(recorded.get(k) != v for k, v in key.items()):
         return None
     return latest
 

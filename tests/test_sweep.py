@@ -244,8 +244,9 @@ def test_a_sweep_runs_each_trial_in_a_child_run_and_gates_only_the_best(workspac
     assert [v.run_id for v in versions] == [run0.info.run_id]
     assert first_sweep["status"] == "promoted" and first_sweep["version"] == "1"
     version = client.get_model_version("ganops-generator", "1")
-    assert version.tags["gate.decision"] == "passed" and version.tags["sweep.trial"] == "0"
-    assert version.tags["training_hash"] == run0.data.tags["training_hash"]
+    assert version.tags["gate.decision"] == "passed" and run0.data.tags["sweep.trial"] == "0"
+    assert "sweep study `space`, trial `0`" in version.description  # the run's lineage, quoted
+    assert f"training `{run0.data.tags['training_hash']}`" in version.description
     # The metrics' evaluation context travels with them, so a later gate compares like with like.
     assert version.tags["eval.context_hash"] == run0.data.tags["eval.context_hash"]
     assert str(client.get_model_version_by_alias("ganops-generator", "champion").version) == "1"

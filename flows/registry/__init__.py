@@ -11,8 +11,9 @@ record its decision, move the champion alias under a lock, roll back.
 One module per job:
     handle        the Registry handle: tracking URI, client, model names, champion, versions, the data version
     lock          the promotion lock (a lock file, or a Prefect global concurrency limit for a tracking server)
-    descriptions  the registered model's and each version's description, rebuilt from the tags
-    versions      register a candidate, list the versions, the newest and the champion, metrics across versions
+    descriptions  the registered model's and each version's description, and the outcome in its run's, rebuilt
+                  from the tags
+    versions      register a candidate, list the versions, the newest and the champion, the champions' metrics
     promotion     gate, promote, rollback: every alias move with its lock, tags and descriptions
     measure       the champion re-measured in a candidate's evaluation context (like with like)
 
@@ -20,26 +21,30 @@ The operations take the handle; a Config is accepted too (a handle for that one 
 """
 
 from flows.registry.descriptions import model_description, version_description
-from flows.registry.handle import METRIC_PREFIX, VERSIONS_EXPERIMENT_SUFFIX, Registry, version_metrics
+from flows.registry.handle import METRIC_PREFIX, METRICS_TAG, VERSIONS_EXPERIMENT_SUFFIX, Registry, version_metrics
 from flows.registry.lock import LOCK_LEASE_S, LOCK_TIMEOUT_S, promotion_lock, shared_promotion_lock
 from flows.registry.measure import champion_in_context, evaluate_version, measure_version
 from flows.registry.promotion import HISTORY_TAG, check_promotion_args, gate, promote, rollback
 from flows.registry.versions import (
-    VERSIONS_RUN_TAG,
+    CHAMPIONS_RUN_TAG,
+    VERSION_TAGS,
     champion,
     latest_version,
     list_versions,
-    log_version_metrics,
+    log_champion_metrics,
     register_candidate,
+    why_no_alias,
 )
 
 __all__ = [
     "HISTORY_TAG",
     "LOCK_LEASE_S",
     "LOCK_TIMEOUT_S",
+    "CHAMPIONS_RUN_TAG",
+    "METRICS_TAG",
     "METRIC_PREFIX",
     "VERSIONS_EXPERIMENT_SUFFIX",
-    "VERSIONS_RUN_TAG",
+    "VERSION_TAGS",
     "Registry",
     "champion",
     "champion_in_context",
@@ -48,7 +53,7 @@ __all__ = [
     "gate",
     "latest_version",
     "list_versions",
-    "log_version_metrics",
+    "log_champion_metrics",
     "measure_version",
     "model_description",
     "promote",
@@ -58,4 +63,5 @@ __all__ = [
     "shared_promotion_lock",
     "version_description",
     "version_metrics",
+    "why_no_alias",
 ]

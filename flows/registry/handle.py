@@ -16,6 +16,7 @@ get a handle for that one call; commands and flows build one and pass it on.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -29,9 +30,13 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from gan_core.config import Config
 from gan_core.errors import UserError
+from gan_core.redact import clean_url
 from gan_core.tracking.store import open_uri, sqlite_path, tracking_uri, use_store
 
+METRICS_TAG = "metrics"
+"""Version tag: the evaluation metrics it was registered with, as JSON (full precision: the gate reads them)."""
 METRIC_PREFIX = "metric."
+"""Versions registered before METRICS_TAG carry one `metric.<name>` tag per metric; still read."""
 VERSIONS_EXPERIMENT_SUFFIX = "-versions"
 """The experiment holding one run per registered model with its versions' metrics (flows.registry.versions)."""
 
@@ -46,7 +51,7 @@ class Registry:
         self.name = cfg.registry.model_name
         self.champion_alias = cfg.registry.champion_alias
         self.challenger_alias = cfg.registry.challenger_alias
-        self.versions_experiment = f"{cfg.registry.experiment}{VERSIONS_EXPERIMENT_SUFFIX}"
+        self.versions_experiment = f"{cfg.registry.experiment_name}{VERSIONS_EXPERIMENT_SUFFIX}"
         self._client: MlflowClient | None = None
         self._data_version: dict[str, str] | None = None
         self._data_version_read = False
@@ -57,7 +62,7 @@ class Registry:
         return target if isinstance(target, Registry) else cls(target)
 
     def __repr__(self) -> str:
-        return f"Registry({self.name!r} in {self.uri})"
+        return f"Registry({self.name!r} in {clean_url(self.uri)})"
 
     # ------------------------------------------------------------------------- the store
     def client(self, create: bool = False) -> MlflowClient:
@@ -97,7 +102,8 @@ class Registry:
 
     def require_model(self) -> None:
         if not self.model_exists():
-            raise UserError(f"no registered model {self.name!r} in {self.uri}; run `ganops retrain` to register one")
+            raise UserError(f"no registered model {self.name!r} in {clean_url(self.uri)}; run `ganops retrain` to "
+                            "register one")
 
     def version(self, version: str | int) -> ModelVersion:
         """Version `version` of the model; a UserError naming what is missing (the model, or that version)."""
@@ -157,16 +163,35 @@ def run_id_of(mv: ModelVersion) -> str | None:
 
 
 def version_metrics(mv: ModelVersion) -> dict[str, float]:
-    """The evaluation metrics recorded on a version (`metric.<name>` tags)."""
-    out = {}
-    for key, value in mv.tags.items():
-        name = key.removeprefix(METRIC_PREFIX)
-        if key.startswith(METRIC_PREFIX) and "." not in name:
-            try:
-                out[name] = float(value)
-            except ValueError:
-                out[name] = math.nan
-    return out
+    """The evaluation metrics recorded on a version (its METRICS_TAG; older versions' `metric.<name>` tags)."""
+    return tags_metrics(mv.tags)
+
+
+def tags_metrics(tags: Mapping[str, str]) -> dict[str, float]:
+    """The metrics recorded in a version's tags (METRICS_TAG, else the older `metric.<name>` tags); a value that is
+    not a number reads as NaN, which fails every threshold."""
+    if METRICS_TAG in tags:
+        try:
+            recorded = json.loads(tags[METRICS_TAG])
+        except ValueError:
+            recorded = None
+        if not isinstance(recorded, dict):
+            return {}
+        return {str(k): _number(v) for k, v in recorded.items()}
+    return {key.removeprefix(METRIC_PREFIX): _number(value) for key, value in tags.items()
+            if key.startswith(METRIC_PREFIX) and "." not in key.removeprefix(METRIC_PREFIX)}
+
+
+def metrics_tag(metrics: Mapping[str, float]) -> str:
+    """METRICS_TAG's value: the metrics as JSON, sorted, every float's digits kept (repr)."""
+    return json.dumps({k: float(v) for k, v in sorted(metrics.items())})
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def now() -> str:

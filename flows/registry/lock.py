@@ -18,6 +18,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from gan_core.errors import UserError
+from gan_core.redact import clean_url
 from gan_core.tracking.store import sqlite_path
 
 LOCK_TIMEOUT_S = 120.0
@@ -31,6 +32,7 @@ def promotion_lock(uri: str) -> Iterator[None]:
     server, a Prefect global concurrency limit named after it when a Prefect server is configured (hosts that
     promote share it), else a lock file per tracking URI on this host."""
     db = sqlite_path(uri)
+    uri = clean_url(uri)  # one lock per server, whoever signs in to it
     if db is None and prefect_server_url() is not None:
         with shared_promotion_lock(uri):
             yield

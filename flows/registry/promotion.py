@@ -7,13 +7,15 @@ live here together, so no path moves an alias without them.
     promote(registry, v, force=True, reason="hotfix: ...")   # skips the gate, records why
     rollback(registry)                 # @champion back to the version it replaced
 
-The tags they leave on a version:
-    gate.decision = passed | failed, gate.reasons = one line per threshold / comparison, gate.policy  the gate
-    promotion.decision = promoted | forced | rejected, promotion.reasons, promotion.previous_champion,
-    promotion.force_reason, promotion.at                                                            promotion
-    rollback.demoted_at / replaced_by, rollback.restored_at / restored_over                         rollback
+The tags they leave on a version (few: the versions table shows every tag in every row; the descriptions say the
+rest, flows.registry.descriptions):
+    gate.decision = passed | failed, gate.reasons = one line per check (thresholds named), gate.checked_at  the gate
+    promotion.decision = promoted | forced | rejected, promotion.at, promotion.previous_champion (when one
+    was replaced), promotion.force_reason (forced)                                                        promotion
+    rollback.demoted_at / replaced_by, rollback.restored_at / restored_over                               rollback
 The registered model's `champion_history` tag (JSON list, oldest first) holds the champions that were replaced,
-so `rollback` can restore them in turn.
+so `rollback` can restore them in turn. A promoted version's metrics are charted on the model's champions run
+(flows.registry.versions.log_champion_metrics).
 
 Concurrency: every alias move happens under one promotion lock (flows.registry.lock), and the comparison with the
 champion is redone inside it, so promotions finishing together serialise and the better model ends as champion.
@@ -34,6 +36,7 @@ from flows.gate import FAILED_RUN_STATUSES, ChampionMetrics, Decision, decide
 from flows.registry.descriptions import set_tags
 from flows.registry.handle import Registry, check_version_number, is_missing, now, run_id_of, version_metrics
 from flows.registry.measure import champion_in_context, measure_champion_ahead
+from flows.registry.versions import log_champion_metrics
 from gan_core.config import Config
 from gan_core.errors import UserError
 from gan_core.evaluation.context import context_hash, recorded_context
@@ -89,15 +92,14 @@ def promote(
         champion = registry.champion_version()
         decision = apply_gate(registry, mv, champion)
         record_gate(registry, mv, decision)
-        passed, reasons = decision.passed, decision.reasons
+        passed = decision.passed
         run_id = run_id_of(mv)
         if force and run_id and client.get_run(run_id).info.status in FAILED_RUN_STATUSES:
             raise UserError(f"version {v} comes from run {run_id}, which failed; a failed run is never promoted")
         if champion == v:
             return _result(v, False, "unchanged", decision, champion, None)
         if not (passed or force):
-            set_tags(registry, v, {"promotion.decision": "rejected", "promotion.reasons": "\n".join(reasons),
-                                   "promotion.at": now()})
+            set_tags(registry, v, {"promotion.decision": "rejected", "promotion.at": now()})
             return _result(v, False, "rejected", decision, champion, None)
         if passed:
             client.set_registered_model_alias(name, registry.challenger_alias, v)
@@ -107,12 +109,15 @@ def promote(
         if champion is not None:
             set_history(registry, [*history(registry), champion])
         outcome = "promoted" if passed else "forced"
-        tags = {"promotion.decision": outcome, "promotion.reasons": "\n".join(reasons),
-                "promotion.previous_champion": champion or "none", "promotion.at": now()}
+        tags = {"promotion.decision": outcome, "promotion.at": now()}
+        if champion is not None:
+            tags["promotion.previous_champion"] = champion
         if not passed:
             tags["promotion.force_reason"] = reason.strip()  # type: ignore[union-attr]  # checked above
         set_tags(registry, v, tags)
-        return _result(v, True, outcome, decision, v, champion)
+    # Outside the lock, which charting takes itself (to create the champions run once).
+    log_champion_metrics(registry, v, version_metrics(mv))
+    return _result(v, True, outcome, decision, v, champion)
 
 
 def _result(
@@ -210,7 +215,6 @@ def record_gate(registry: Registry, mv: ModelVersion, decision: Decision) -> Non
         {
             "gate.decision": "passed" if decision.passed else "failed",
             "gate.reasons": "\n".join(decision.reasons),
-            "gate.policy": json.dumps(registry.cfg.gate.model_dump(mode="json"), sort_keys=True),
             "gate.checked_at": now(),
         },
     )

@@ -17,12 +17,15 @@ from prefect import flow, get_run_logger
 
 from flows.candidate import RunInputs, run_inputs
 from flows.failures import RetrainFailed, named_step
+from flows.run_log import send_library_logs_to_runs
+from flows.states import final_state
 from flows.sweep.results import best_trial, log_results, markdown_table, summary_markdown
 from flows.sweep.space import SearchSpace, direction, load_space
 from flows.sweep.study import SWEEP_ROOT, SweepPlan, open_study, parent_run, rdb_storage, shown_url, study_storage
 from flows.sweep.trials import trial_config, trials_task
 from gan_core.config import DEFAULT_PARAMS, load_config, parse_overrides
 from gan_core.errors import UserError
+from gan_core.redact import redact
 
 if TYPE_CHECKING:
     import optuna
@@ -56,11 +59,13 @@ def sweep(
     "sweep": {...}}. Raises RetrainFailed naming the step that failed."""
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.registry import Registry
-    from flows.retrain import prefect_run_tags
+    from flows.retrain import prefect_markdown, prefect_run_tags
     from flows.tasks import promote, train_extractors, version_data
-    from gan_core.tracking.store import check_tracking
+    from gan_core.tracking.runs import run_note
+    from gan_core.tracking.store import NOTE_TAG, check_tracking
 
     logger = get_run_logger()
+    send_library_logs_to_runs()  # training progress in the flow-run log
     result: dict[str, Any] = {"params": str(params)}
     try:
         with named_step("config"):
@@ -87,7 +92,11 @@ def sweep(
                              seed=cfg.train.seed, out_dir=f"{SWEEP_ROOT}/{name}")
             check_budget(plan.trials, plan.timeout_s)
             opened = open_study(plan, cfg, searched)
-            parent = parent_run(opened, cfg, searched, store_url, str(space), client, prefect_run_tags())
+            prefect = prefect_run_tags()
+            note = run_note(f"Sweep `{name}`: {plan.trials or 'unbounded'} trials over "
+                            f"{', '.join(f'`{k}`' for k in searched.params)}; each trial is a child run.",
+                            prefect_markdown(prefect))
+            parent = parent_run(opened, cfg, searched, store_url, str(space), client, {**prefect, NOTE_TAG: note})
             plan = SweepPlan(**{**asdict(plan), "parent_run_id": parent})
         objective_name = searched.objective_for(cfg)
         logger.info("study %s (%s): %s %s over %s; budget %s trials%s", name, shown_url(store_url),
@@ -117,7 +126,7 @@ def sweep(
         client.set_tag(parent, "sweep.best_trial", str(best.number))
         client.set_tag(parent, "sweep.best_run_id", best.user_attrs["mlflow_run_id"])
         with named_step("register"):
-            version = register_best(inputs, plan, best, parent)
+            version = register_best(inputs, plan, best)
         result.update(version=version["version"], run_id=best.user_attrs["mlflow_run_id"],
                       metrics=best.user_attrs.get("metrics", {}), data_version=data["data_version"])
         with named_step("promote"):
@@ -129,22 +138,21 @@ def sweep(
         logger.info("best trial %d (%s = %.4g) is version %s: %s", best.number, objective_name, best.value,
                     version["version"], result["status"])
         _publish(registry, result, logged, searched, objective_name)
-        return result
+        return final_state(result)  # named "Rejected" in Prefect when the gate rejected the best trial
     except RetrainFailed as failure:
         logger.error("sweep %s", failure)
         raise
 
 
-def register_best(inputs: RunInputs, plan: SweepPlan, best: optuna.trial.FrozenTrial, parent: str) -> dict[str, Any]:
-    """The best trial's logged model as a version, with the same lineage tags as a retrain's candidate plus the
-    study and trial (registering a trial twice returns its version)."""
+def register_best(inputs: RunInputs, plan: SweepPlan, best: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The best trial's logged model as a version, tagged as a retrain's candidate is; its run's tags name the study
+    and trial, which the version's description quotes (registering a trial twice returns its version)."""
     from flows.tasks import register
     from gan_core.tracking.runs import training_tags
 
     trial_cfg, key, _ = trial_config(plan, best.user_attrs["point"])
     lineage = training_tags(trial_cfg, data_version_info=inputs.data_version, device=inputs.device)
-    tags = {**lineage, **key, "sweep.study": plan.study, "sweep.trial": str(best.number),
-            "sweep.parent_run_id": parent}
+    tags = {**lineage, **key}
     return register(inputs.registry, best.user_attrs["model_uri"], best.user_attrs["mlflow_run_id"],
                     best.user_attrs.get("metrics", {}), tags, best.user_attrs.get("eval_context"))
 
@@ -167,17 +175,17 @@ def check_sweep_args(trials: int | None, timeout_s: float | None, workers: int) 
 def _publish(registry: Registry, result: dict[str, Any], logged: dict[str, Any], space: SearchSpace,
              objective_name: str) -> None:
     """The flow run's markdown summary; failing to write it must not fail a finished sweep."""
-    from flows.report import run_url
+    from gan_core.tracking.store import run_url
 
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        from gan_core.tracking.store import experiment_id
+        from gan_core.tracking.runs import training_experiment
 
         table = markdown_table(logged["rows"], objective_name, True, direction(objective_name) == "minimize")
         cfg = registry.cfg
-        link = run_url(cfg, experiment_id(cfg.registry, registry.client()), result["sweep"]["parent_run_id"])
-        create_markdown_artifact(summary_markdown(result, table, link), key="sweep-summary",
+        link = run_url(cfg.registry, training_experiment(cfg, registry.client()), result["sweep"]["parent_run_id"])
+        create_markdown_artifact(redact(summary_markdown(result, table, link)), key="sweep-summary",
                                  description=f"sweep {result['sweep']['study']}")
     except Exception as e:
         get_run_logger().warning("could not publish the sweep report: %s: %s", type(e).__name__, e)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flows.sweep.space import SearchSpace, direction
 from gan_core.config import Config
 from gan_core.errors import ServiceUnavailable, UserError, first_line
+from gan_core.redact import clean_url
 
 if TYPE_CHECKING:
     import optuna
@@ -79,13 +80,8 @@ def study_storage(registry: Registry | Config, storage: str | None = None) -> st
 
 
 def shown_url(url: str) -> str:
-    """A database URL with its password masked, for logs, params and errors."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: the storage step names it in its own error
-        return url
+    """A database URL without its credentials (gan_core.redact), for logs, params, tables and errors."""
+    return clean_url(url)
 
 
 def rdb_storage(url: str, step: str) -> optuna.storages.RDBStorage:
@@ -162,7 +158,7 @@ def parent_run(study: optuna.Study, cfg: Config, space: SearchSpace, plan_storag
     """The study's MLflow parent run: created by the first process, reopened (RUNNING) by the next ones."""
     from mlflow.entities import Param
 
-    from gan_core.tracking.store import experiment_id
+    from gan_core.tracking.runs import training_experiment
 
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
@@ -172,7 +168,7 @@ def parent_run(study: optuna.Study, cfg: Config, space: SearchSpace, plan_storag
         except Exception:  # the study outlived its store (another tracking URI): start a parent run here
             log.warning("the study's parent run %s is not in this store: starting a new one", run_id)
     objective = space.objective_for(cfg)
-    run = client.create_run(experiment_id(cfg.registry, client), run_name=f"sweep-{study.study_name}",
+    run = client.create_run(training_experiment(cfg, client), run_name=f"sweep-{study.study_name}",
                             tags={"sweep.study": study.study_name, "sweep.role": "parent", **tags})
     run_id = run.info.run_id
     params = [Param("sweep.objective", objective), Param("sweep.direction", direction(objective)),

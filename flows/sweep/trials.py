@@ -130,7 +130,7 @@ def objective(trial: optuna.Trial, plan: SweepPlan, base: Config, space: SearchS
 
     try:
         candidate = train_candidate(cfg, inputs, key=key, run_name=f"{plan.study}-trial-{trial.number}",
-                                    extra_tags=tags, callbacks=pruning, started=started)
+                                    extra_tags=tags, callbacks=pruning, started=started, param_keys=list(space.params))
     except optuna.TrialPruned as pruned:
         client.set_tag(run_id, "sweep.pruned_because", str(pruned))
         trial.set_user_attr(PRUNED_ATTR, str(pruned))

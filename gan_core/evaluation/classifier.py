@@ -245,8 +245,10 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
     holdout, train = order[:n_holdout], order[n_holdout:]
 
     with _deterministic(ccfg.seed, device):
-        net = LeNet(prepared.images.shape[1], num_classes, ccfg.resolution).to(device)
-        x = net.prepare_input(prepared.images)  # (N, C, R, R) floats on device: small (5k × 32² ≈ 20 MB)
+        net = LeNet(prepared.shape[0], num_classes, ccfg.resolution).to(device)
+        # Batches are read as they are needed (prepared.take: from memory for small sets, else from the shards).
+        def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, C, R, R) floats on device
+            return net.prepare_input(prepared.take(rows))
         y = prepared.labels.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=ccfg.lr)
         steps_per_epoch = -(-len(train) // ccfg.batch_size)
@@ -257,14 +259,14 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
         for _ in range(ccfg.epochs):
             for batch in train[torch.randperm(len(train), generator=shuffle)].split(ccfg.batch_size):
                 batch = batch.to(device)
-                loss = F.cross_entropy(net(x[batch]), y[batch])
+                loss = F.cross_entropy(net(inputs(batch)), y[batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
         net.eval()
         with torch.no_grad():
-            correct = sum(int((net(x[b.to(device)]).argmax(1) == y[b.to(device)]).sum()) for b in holdout.split(1024))
+            correct = sum(int((net(inputs(b)).argmax(1) == y[b.to(device)]).sum()) for b in holdout.split(1024))
     return net.cpu(), correct / len(holdout), {"holdout": len(holdout), "train": len(train)}
 
 

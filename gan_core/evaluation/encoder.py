@@ -47,6 +47,7 @@ from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statis
 from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import Config, EncoderConfig
 from gan_core.data import load_prepared
+from gan_core.data.prepared import PreparedDataset
 from gan_core.data.version import data_version as read_data_version
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
@@ -65,6 +66,9 @@ TINT = 0.15
 """Largest shift of a channel's level in a training view, in [-1, 1] units (±19 of 255 grey levels)."""
 KMEANS_ITERATIONS = 100
 FEATURE_BATCH = 500
+FIT_SAMPLE = 10_000
+"""The real images the normalisation and the k-means clusters are fitted on, at most: the first of the load order,
+a seeded uniform sample (as evaluation's REAL_SAMPLE; 10,000 features of 128 floats are 10 MB)."""
 # Settings that change the trained weights or clusters; out_dir does not, so it is not in the cache key.
 _TRAINING_FIELDS = ("epochs", "batch_size", "lr", "temperature", "width", "feature_dim", "resolution", "clusters",
                     "seed")
@@ -174,14 +178,14 @@ def train_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str, 
     if existing is not None:
         return {**existing, "model_dir": str(out), "trained": False}
 
-    images, source = _training_images(cfg)
-    if len(images) < max(ecfg.clusters, 4):
-        raise UserError(f"{cfg.data.prepared_dir!r} holds {len(images)} images: the encoder needs at least "
+    prepared = load_prepared(cfg.data.prepared_dir)  # the one place the encoder reads the prepared data
+    if len(prepared) < max(ecfg.clusters, 4):
+        raise UserError(f"{cfg.data.prepared_dir!r} holds {len(prepared)} images: the encoder needs at least "
                         f"{max(ecfg.clusters, 4)} (eval.encoder.clusters={ecfg.clusters} clusters of the real "
                         "features); prepare more data or lower eval.encoder.clusters")
     ensure_writable_dir(ecfg.out_dir, "eval.encoder.out_dir")  # before training, not after it
     device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
-    net, stats = _fit(images, ecfg, device)
+    net, stats = _fit(prepared, ecfg, device)
     spec = {
         "format": FORMAT,
         "arch": ARCH,
@@ -189,7 +193,7 @@ def train_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str, 
                    "feature_dim": net.feature_dim, "clusters": net.clusters},
         **stats,
         "data_version": version,
-        "data_source": source,
+        "data_source": prepared.meta.get("source"),
         "training_key": key,
         "settings": {k: getattr(ecfg, k) for k in _TRAINING_FIELDS},
         "trained_on": str(device),
@@ -197,13 +201,6 @@ def train_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str, 
     }
     _save_model(net, spec, out)
     return {**spec, "model_dir": str(out), "trained": True}
-
-
-def _training_images(cfg: Config) -> tuple[torch.Tensor, str | None]:
-    """The real images the encoder learns from, uint8 (N, C, H, W), and the data source: the one place the encoder
-    reads the prepared data."""
-    prepared = load_prepared(cfg.data.prepared_dir)
-    return prepared.images, prepared.meta.get("source")
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encoder:
@@ -238,14 +235,18 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encode
 
 
 # ----------------------------------------------------------------------------- training
-def _fit(images: torch.Tensor, ecfg: EncoderConfig, device: torch.device) -> tuple[Encoder, dict[str, Any]]:
+def _fit(prepared: PreparedDataset, ecfg: EncoderConfig, device: torch.device) -> tuple[Encoder, dict[str, Any]]:
     """Deterministic contrastive training, then the normalisation and the k-means clusters of the real features.
-    Returns (the eval-mode encoder on the CPU, what to record about it)."""
-    n = len(images)
+    Returns (the eval-mode encoder on the CPU, what to record about it).
+
+    Batches are read as they are needed (prepared.take: from memory for small sets, else from the shards). The
+    normalisation and the clusters are taken over the first FIT_SAMPLE images of the load order (a seeded uniform
+    sample; all of them up to that size), so memory stays flat however large the collection."""
+    n = len(prepared)
     batch = min(ecfg.batch_size, n)
     steps_per_epoch = n // batch  # full batches only: every view has the same number of negatives
     with _seeded(ecfg.seed, device):
-        net = Encoder(images.shape[1], ecfg.resolution, ecfg.width, ecfg.feature_dim, ecfg.clusters).to(device)
+        net = Encoder(prepared.shape[0], ecfg.resolution, ecfg.width, ecfg.feature_dim, ecfg.clusters).to(device)
         head = nn.Sequential(nn.ReLU(), nn.Linear(ecfg.feature_dim, ecfg.feature_dim), nn.ReLU(),
                              nn.Linear(ecfg.feature_dim, PROJECTION_DIM)).to(device)
         params = [*net.parameters(), *head.parameters()]
@@ -257,7 +258,7 @@ def _fit(images: torch.Tensor, ecfg: EncoderConfig, device: torch.device) -> tup
         for _ in range(ecfg.epochs):
             order = torch.randperm(n, generator=views)
             for step in range(steps_per_epoch):
-                x = net.prepare_input(images[order[step * batch:(step + 1) * batch]])  # (b, C, R, R)
+                x = net.prepare_input(prepared.take(order[step * batch:(step + 1) * batch]))  # (b, C, R, R)
                 z1, z2 = (head(net.embed(random_view(x, views))) for _ in range(2))  # (b, PROJECTION_DIM) each
                 loss = nt_xent(z1, z2, ecfg.temperature)
                 opt.zero_grad(set_to_none=True)
@@ -267,18 +268,21 @@ def _fit(images: torch.Tensor, ecfg: EncoderConfig, device: torch.device) -> tup
                 losses.append(loss.detach())
         net.eval()
         with torch.no_grad():
-            raw = torch.cat([net.embed(net.prepare_input(b)).double() for b in images.split(FEATURE_BATCH)])  # (N, D)
+            fitted = min(n, FIT_SAMPLE)
+            raw = torch.cat([net.embed(net.prepare_input(prepared.take(rows))).double()
+                             for rows in torch.arange(fitted).split(FEATURE_BATCH)])  # (fitted, D)
             spread = float(raw.var(0).sum())
             if not math.isfinite(spread) or spread <= 0:
-                raise UserError(f"the encoder maps all {n} images to one point (feature spread {spread}); are the "
-                                "images all the same? Check the prepared data")
+                raise UserError(f"the encoder maps all {fitted} images to one point (feature spread {spread}); are "
+                                "the images all the same? Check the prepared data")
             net.center.copy_(raw.mean(0).float())
             net.scale.fill_(math.sqrt(SPREAD / spread))
-            normalised = ((raw - raw.mean(0)) * math.sqrt(SPREAD / spread)).float().cpu()  # (N, D), trace(cov) = SPREAD
+            # (fitted, D), trace(cov) = SPREAD
+            normalised = ((raw - raw.mean(0)) * math.sqrt(SPREAD / spread)).float().cpu()
             centroids, assignment = kmeans(normalised, ecfg.clusters, seed=ecfg.seed)
             net.centroids.copy_(centroids)
             sizes = torch.bincount(assignment, minlength=ecfg.clusters)
-            net.cluster_shares.copy_(sizes.double().div(n).float())
+            net.cluster_shares.copy_(sizes.double().div(fitted).float())
     last_epoch = torch.stack(losses[-steps_per_epoch:]).mean()
     stats = {
         "train_count": n,

@@ -31,6 +31,7 @@ from gan_core.evaluation.encoder import Encoder, cluster_coverage, stored_encode
 from gan_core.evaluation.fidelity import (
     ISC_SPLITS,
     PRC_NEIGHBORHOOD,
+    REAL_SAMPLE,
     TORCH_FIDELITY_NAME,
     Extractor,
     GeneratedImages,
@@ -109,14 +110,15 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
         clusters = ClusterTally(extractors["simclr"].module.net, fake)
         fake.observers.append(clusters)
 
-    kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real))
+    kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real), REAL_SAMPLE)
     info["kid_subset_size"] = kid_subset_size  # clamped: KID cannot draw subsets larger than either set
     for name in ecfg.extractors:
         extractor = extractors[name]
-        real_set = real_features(real.images, extractor, data_version=version["data_version"], cache_dir=cache_dir,
-                                 batch_size=ecfg.batch_size)
+        real_set = real_features(real, extractor, data_version=version["data_version"], cache_dir=cache_dir,
+                                 batch_size=ecfg.batch_size)  # streamed from the shards, cached per data version
         result.update(fidelity_metrics(fake, real_set.features, extractor, batch_size=ecfg.batch_size,
-                                       kid_subset_size=kid_subset_size, seed=ecfg.seed))
+                                       kid_subset_size=kid_subset_size, seed=ecfg.seed,
+                                       real_fid_statistics=real_set.fid_statistics))
         info["extractors"][name] = {
             "torch_fidelity_name": TORCH_FIDELITY_NAME[name],
             "feature_layer_fid": extractor.layer("fid"),
@@ -225,7 +227,7 @@ def _generator(generator: nn.Module | str | Path | None, cfg: Config, device: to
 
 
 def _check_shape(first: torch.Tensor, real: PreparedDataset) -> None:
-    fake_shape, real_shape = list(first.shape[1:]), list(real.images.shape[1:])
+    fake_shape, real_shape = list(first.shape[1:]), list(real.shape)
     if fake_shape != real_shape:
         raise UserError(
             f"the generator makes {fake_shape} images but {real.path} holds {real_shape}; "

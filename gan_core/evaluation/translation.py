@@ -109,11 +109,12 @@ def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, 
 
     for (name, target), extractor in extractors.items():
         d = "a2b" if target == "b" else "b2a"
-        real = real_features(domains[target].images, extractor, data_version=f"{version['data_version']}-{target}",
+        real = real_features(domains[target], extractor, data_version=f"{version['data_version']}-{target}",
                              cache_dir=cache_dir, batch_size=ecfg.batch_size)
-        kid_subset = min(ecfg.kid_subset_size, len(translated[d]), len(domains[target]))
+        kid_subset = min(ecfg.kid_subset_size, len(translated[d]), real.count)
         numbers = fidelity_metrics(ImagesDataset(translated[d]), real.features, extractor, batch_size=ecfg.batch_size,
-                                   kid_subset_size=kid_subset, seed=ecfg.seed)
+                                   kid_subset_size=kid_subset, seed=ecfg.seed,
+                                   real_fid_statistics=real.fid_statistics)
         result.update({f"{k}_{d}": v for k, v in numbers.items()})
         info["extractors"][f"{name}_{target}"] = {
             "torch_fidelity_name": TORCH_FIDELITY_NAME[name], "weights_sha256": extractor.weights_sha256,

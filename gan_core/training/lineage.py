@@ -26,15 +26,17 @@ from gan_core.data.version import data_version_info as read_data_version
 def git_info(repo: str | Path | None = None) -> dict[str, Any]:
     """{"git_commit": sha or "unknown", "git_dirty": bool or None (None when not a git work tree)}.
 
-    Dirty means the work tree's *sources* differ from the commit: the files the DVC pipeline writes (dvc.lock and
-    the outputs dvc.yaml declares, such as the git-tracked metrics JSONs) do not count, since every training
-    rewrites them; a run on a clean checkout must not be labelled dirty by its own outputs."""
+    Dirty means a *tracked* file differs from the commit (git describe --dirty's rule): untracked files do not
+    count (a grid or a test image someone saved in the repo root is not the code; new code under gan_core/ is
+    caught by the training identity's code hash, which reads every file there), and neither do the files the DVC
+    pipeline writes (dvc.lock and the outputs dvc.yaml declares, such as the git-tracked metrics JSONs), since
+    every training rewrites them: a run on a clean checkout must not be labelled dirty by its own outputs."""
     cwd = str(repo) if repo is not None else None
     try:
         commit = _git(["rev-parse", "HEAD"], cwd)
         top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
         excluded = [f":(top,exclude){path}" for path in pipeline_outputs(top)]
-        status = _git(["status", "--porcelain", "--", ":(top)", *excluded], cwd)
+        status = _git(["status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded], cwd)
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": None}
     return {"git_commit": commit.strip(), "git_dirty": bool(status.strip())}
