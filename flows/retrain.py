@@ -18,7 +18,7 @@ way the data version is gan_core.data.version.data_version, the md5 DVC records 
 
 Decided once. The config step builds the run's one registry handle (flows.registry.Registry: the store and its
 client); the version_data step hashes the data once. Both are handed forward (flows.candidate.RunInputs) to the
-classifier, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
+extractors, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
 
 Skipping. A candidate is identified by its training identity (gan_core.training.identity: the settings that shape the
 weights, the data version, gan_core's source — so uncommitted code edits count, and commits that touch no code do

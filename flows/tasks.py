@@ -51,8 +51,8 @@ def push_data() -> bool:
 
 @task(name="push_outputs")
 def push_outputs() -> bool:
-    """`dvc push` what the stages this flow ran itself recorded (classifier, generator) to the default DVC remote:
-    with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
+    """`dvc push` what the stages this flow ran itself recorded (classifier, encoder, generator) to the default DVC
+    remote: with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
     dvc_push(*FLOW_STAGES, step="push_outputs")
     return True
 

@@ -37,15 +37,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, retrain_workspace, shape
 
 @pytest.fixture(scope="module")
 def first(prefect_harness: None, workspace: Any) -> dict[str, Any]:
-    """`ganops retrain` on the flat folder with the default gate: version 1 and its printed decision."""
+    """`ganops retrain` on the flat folder with the default gate, downloads forbidden (GANOPS_OFFLINE=1, as on an
+    air-gapped machine): version 1 and its printed decision."""
     import contextlib
     import io
 
     from flows.cli import app
     from gan_core.cli import run_app
+    from gan_core.preflight import OFFLINE_ENV
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv(OFFLINE_ENV, "1")
         code = run_app(app, ["retrain", "--params", str(workspace.params)])
     return {"code": code, "out": out.getvalue()}
 
