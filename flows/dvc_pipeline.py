@@ -3,8 +3,9 @@
 When the run is exactly the DVC `prepare` stage (the repo's params.yaml, no `data.*` overrides, data.prepared_dir =
 the stage's output) the data step runs `dvc repro prepare`, so dvc.lock and the DVC cache record the dataset (and
 `dvc push` sends it to the default remote when one is configured). When the run is the whole DVC pipeline
-(params.yaml, no overrides), the flow runs the classifier/train/evaluate steps itself (training must log into its
-MLflow run) and then `dvc commit`s those stages, so dvc.lock records what it produced and `dvc status` is clean.
+(params.yaml, no overrides), the flow runs the classifier/encoder/train/evaluate steps itself (training must log
+into its MLflow run) and then `dvc commit`s those stages, so dvc.lock records what it produced and `dvc status` is
+clean.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def dvc_stage_applies(cfg: Config, params: str | Path, overrides: Mapping[str, A
 # directory each one's outputs must lie in for `dvc commit` to record what the flow produced.
 FLOW_STAGES = {
     "classifier": lambda cfg: cfg.eval.classifier.out_dir,
+    "encoder": lambda cfg: cfg.eval.encoder.out_dir,
     "train": lambda cfg: cfg.train.out_dir,
     "evaluate": lambda cfg: cfg.eval.out_dir,
 }
@@ -49,7 +51,7 @@ FLOW_STAGES = {
 
 def dvc_pipeline_applies(cfg: Config, params: str | Path, overrides: Mapping[str, Any]) -> bool:
     """True when the whole run is the repo's DVC pipeline: the prepare stage applies, there are no overrides, and
-    every output of the classifier/train/evaluate stages lies where cfg makes the flow write it."""
+    every output of the classifier/encoder/train/evaluate stages lies where cfg makes the flow write it."""
     if overrides or not dvc_stage_applies(cfg, params, overrides):
         return False
     stages = (yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {})

@@ -131,7 +131,7 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
     from flows.registry import Registry
     from flows.registry import champion as current_champion
     from flows.retrain import retrain
-    from flows.tasks import train_classifier, version_data
+    from flows.tasks import train_extractors, version_data
     from gan_core.config import parse_overrides
 
     logger = get_run_logger()
@@ -163,8 +163,8 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
                 f"{result['champion_data_version']}, the latest is {data['data_version']}"
             )
         name = cfg.gate.primary_metric
-        with named_step("train_classifier"):
-            train_classifier(cfg, data["data_version"])
+        with named_step("train_extractors"):
+            train_extractors(cfg, data["data_version"])
         with named_step("evaluate_champion"):
             # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
             measured = evaluate_champion(registry, champion["version"])

@@ -18,7 +18,7 @@ way the data version is gan_core.data.version.data_version, the md5 DVC records 
 
 Decided once. The config step builds the run's one registry handle (flows.registry.Registry: the store and its
 client); the version_data step hashes the data once. Both are handed forward (flows.candidate.RunInputs) to the
-classifier, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
+extractors, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
 
 Skipping. A candidate is identified by its training identity (gan_core.training.identity: the settings that shape the
 weights, the data version, gan_core's source — so uncommitted code edits count, and commits that touch no code do
@@ -64,7 +64,7 @@ from flows.tasks import (
     push_outputs,
     record_dvc_stages,
     register,
-    train_classifier,
+    train_extractors,
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
@@ -133,7 +133,7 @@ def prefect_markdown(tags: dict[str, str]) -> str | None:
 def retrain(
     params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[str] | None = None
 ) -> dict[str, Any]:
-    """Data → classifier → train → evaluate → register → gate → promote; skips training when nothing changed.
+    """Data → extractors → train → evaluate → register → gate → promote; skips training when nothing changed.
 
     Returns {"status": "promoted" | "rejected" | "skipped", "version", "data_version", "metrics", "eval_context",
     "gate", ...}.
@@ -226,12 +226,12 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
 def classify_and_train(
     cfg: Config, inputs: RunInputs, key: dict[str, str], result: dict[str, Any]
 ) -> tuple[dict[str, str], str]:
-    """Classifier, then the candidate (flows.candidate: one MLflow run holding the training, its evaluation and the
-    logged model); return its lineage tags and the model's URI. Fills `result` as it goes, so a failure report says
-    how far the run got."""
-    with named_step("train_classifier"):
-        classifier = train_classifier(cfg, inputs.data_version["data_version"])
-    result["classifier_accuracy"] = classifier.get("holdout_accuracy")
+    """Feature extractors, then the candidate (flows.candidate: one MLflow run holding the training, its evaluation
+    and the logged model); return its lineage tags and the model's URI. Fills `result` as it goes, so a failure
+    report says how far the run got."""
+    with named_step("train_extractors"):
+        extractors = train_extractors(cfg, inputs.data_version["data_version"])
+    result["classifier_accuracy"] = extractors["lenet"].get("holdout_accuracy")
 
     def started(run: Any) -> None:
         result.update(run_id=run.info.run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)

@@ -1,5 +1,5 @@
 """The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows function as the CLI and the DVC
-stages (gan_core.data.prepare, gan_core.evaluation.classifier.train_classifier, the candidate routine's steps in
+stages (gan_core.data.prepare, gan_core.evaluation.extractors.train_extractors, the candidate routine's steps in
 flows.candidate — gan_core.training.loop.train or torchrun, gan_core.evaluation.evaluate.evaluate, the run's
 logging —, flows.registry's register / promote, which applies the gate).
 
@@ -51,8 +51,8 @@ def push_data() -> bool:
 
 @task(name="push_outputs")
 def push_outputs() -> bool:
-    """`dvc push` what the stages this flow ran itself recorded (classifier, generator) to the default DVC remote:
-    with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
+    """`dvc push` what the stages this flow ran itself recorded (classifier, encoder, generator) to the default DVC
+    remote: with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
     dvc_push(*FLOW_STAGES, step="push_outputs")
     return True
 
@@ -91,15 +91,16 @@ def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | 
     return latest
 
 
-# ----------------------------------------------------------------------------- classifier and candidate
-@task(name="train_classifier")
-def train_classifier(cfg: Config, data_version: str | None = None) -> dict[str, Any]:
-    """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.evaluation.classifier keys its
-    model by the data's version (`data_version`, as the version_data step computed it) and its settings, so this
-    costs seconds when the data is unchanged."""
-    from gan_core.evaluation.classifier import train_classifier as fit_classifier
+# ----------------------------------------------------------------------------- extractors and candidate
+@task(name="train_extractors")
+def train_extractors(cfg: Config, data_version: str | None = None) -> dict[str, dict[str, Any]]:
+    """Train the offline feature extractors the evaluation reads (the lenet domain classifier, the label-free simclr
+    encoder), or reuse them: each keys its model by the data's version (`data_version`, as the version_data step
+    computed it) and its settings, so this costs seconds when the data is unchanged; one that is not used here
+    is recorded as such (gan_core.evaluation.extractors). Returns {"lenet": info, "simclr": info}."""
+    from gan_core.evaluation.extractors import train_extractors as fit_extractors
 
-    return fit_classifier(cfg, data_version=data_version)
+    return fit_extractors(cfg, data_version=data_version)
 
 
 @task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)

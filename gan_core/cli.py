@@ -3,7 +3,8 @@
     python -m gan_core prepare                          # params.yaml → data/prepared
     python -m gan_core prepare data.source=digits data.resolution=16
     python -m gan_core train train.steps=200
-    python -m gan_core classifier                       # the offline domain feature extractor
+    python -m gan_core classifier                       # the offline domain feature extractor (lenet, labels)
+    python -m gan_core encoder                          # the label-free one (simclr)
     python -m gan_core evaluate
     python -m gan_core --help
     python -m gan_core --version
@@ -208,15 +209,35 @@ def train(
 
 @app.command()
 def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS, as_json: AsJson = False) -> None:
-    """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
-    from gan_core.evaluation.classifier import train_classifier
+    """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage); on data
+    without labels that does not measure lenet, record that it is unused."""
+    from gan_core.evaluation.extractors import train_extractor
 
     cfg = load_config(params, overrides)
-    result = train_classifier(cfg)
+    result = train_extractor(cfg, "lenet")
+    if not result["used"]:
+        report(f"classifier unused: {result['reason']}", result, as_json)
+        return
     infos = result.get("domains") or {"": result}
     done = "trained" if any(info.get("trained", True) for info in infos.values()) else "reused"
     report(f"classifier {done}: held-out accuracy {result['holdout_accuracy']:.4g}; in {cfg.eval.classifier.out_dir}",
            result, as_json)
+
+
+@app.command()
+def encoder(overrides: Overrides = None, params: Params = DEFAULT_PARAMS, as_json: AsJson = False) -> None:
+    """Train the label-free domain encoder (fid_simclr, cluster_coverage_simclr) when eval.extractors measures
+    simclr; otherwise record that it is unused."""
+    from gan_core.evaluation.extractors import train_extractor
+
+    cfg = load_config(params, overrides)
+    result = train_extractor(cfg, "simclr")
+    if not result["used"]:
+        report(f"encoder unused: {result['reason']}", result, as_json)
+        return
+    done = "trained" if result["trained"] else "reused"
+    report(f"encoder {done}: final loss {result['final_loss']:.4g} (chance {result['chance_loss']:.4g}), real halves "
+           f"fid_simclr {result['real_halves_fid']:.4g}; in {cfg.eval.encoder.out_dir}", result, as_json)
 
 
 @app.command()

@@ -339,3 +339,27 @@ def translator_package(pair_prepared: Path, tmp_path_factory: pytest.TempPathFac
                               "train.device": "cpu",
                               "train.out_dir": str(root / "train")})
     return Path(train(cfg).package_dir)
+
+
+# ----------------------------------------------------------------------------- label-free evaluation (issue 28)
+@pytest.fixture(scope="session")
+def simclr_encoder(mnist5k_full_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The label-free domain encoder trained once per session on mnist5k_full_prepared (default settings): its info
+    dict, with out_dir = its eval.encoder.out_dir (evaluations pointing there reuse it)."""
+    from gan_core.config import load_config
+    from gan_core.evaluation.encoder import train_encoder
+
+    out_dir = tmp_path_factory.mktemp("simclr_encoder")
+    empty = out_dir / "empty_params.yaml"
+    empty.write_text("{}\n")
+    cfg = load_config(empty, {"data.prepared_dir": str(mnist5k_full_prepared), "eval.encoder.out_dir": str(out_dir),
+                              "eval.device": "cpu"})
+    return {**train_encoder(cfg), "out_dir": str(out_dir)}
+
+
+@pytest.fixture(scope="session")
+def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat folder of 600 synthetic RGB shape images at 32 px (tests/shapes.py: 12 modes, no labels)."""
+    from shapes import write_shapes
+
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "shapes", count=600, size=32)

@@ -67,6 +67,8 @@ CASES = [
     # --- data ---------------------------------------------------------------------------------------------------
     Case("data-folder-missing", "gan_core", ["prepare", "data.source=folder:nowhere"], "nowhere"),
     Case("data-folder-is-file", "gan_core", ["prepare", "data.source=folder:f.png"], "f.png", _write("f.png", "x")),
+    Case("data-flat-folder-gated-on-labels", "gan_core", ["prepare", "data.source=folder:flat",
+         "gate.thresholds={class_coverage: {min: 0.9}}"], "class_coverage", _write("flat/a.png", "x")),
     Case("data-folder-only-text", "gan_core", ["prepare", "data.source=folder:imgs"], "imgs",
          _write("imgs/notes.txt", "not an image")),
     Case("data-folder-fake-png", "gan_core", ["prepare", "data.source=folder:imgs"], "imgs",

@@ -26,7 +26,7 @@ from gan_core.tracking.store import configure, experiment_id
 
 FLOW_COMMANDS = ["retrain", "demo", "monitor", "schedule", "sweep"]
 REGISTRY_COMMANDS = ["models", "promote", "rollback", "ui", "generate"]
-GAN_CORE_COMMANDS = ["prepare", "train", "classifier", "evaluate"]
+GAN_CORE_COMMANDS = ["prepare", "train", "classifier", "encoder", "evaluate"]
 # fid_lenet fails its bound; class_coverage passes; no champion: the champion check passes (nothing to beat).
 BAD_FID = {"fid_lenet": 99.0, "class_coverage": 1.0}
 CONTEXT = {"format": "ganops-eval-context/1", "task": "generation", "data_version": "synthetic.dir",

@@ -218,8 +218,10 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
 
     printed = _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer").splitlines()
     # One line per stage result (issue 29: the evaluation's JSON was 46 of 79 lines); the numbers are in the files.
-    results = [line for line in printed if line.startswith(("prepared ", "classifier ", "trained ", "evaluated "))]
-    assert [line.split()[0] for line in results] == ["trained", "evaluated"], printed  # prepare, classifier: cached
+    results = [line for line in printed
+               if line.startswith(("prepared ", "classifier ", "encoder ", "trained ", "evaluated "))]
+    # prepare, classifier, encoder: cached
+    assert [line.split()[0] for line in results] == ["trained", "evaluated"], printed
     assert results[0].startswith("trained to step 30 (10 steps in ") and "fid_lenet=" in results[1]
     assert len(printed) < 20 and not [line for line in printed if line.lstrip().startswith(("{", "}", '"'))]
 

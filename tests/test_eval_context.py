@@ -119,18 +119,18 @@ def test_new_data_re_measures_the_champion_on_it_equal_to_an_independent_evaluat
 ) -> None:
     from flows.cli import app
     from flows.retrain import retrain
-    from flows.tasks import train_classifier, version_data
+    from flows.tasks import train_extractors, version_data
     from gan_core.cli import run_app
     from gan_core.evaluation.context import context_hash
 
     overrides = ["data.max_images=300"]
     cfg = workspace.config(overrides)
     name = cfg.registry.model_name
-    # The new data and its lenet classifier (what the retrain would do first), then the champion evaluated on it
+    # The new data and its extractors (what the retrain would do first), then the champion evaluated on it
     # independently, before the gate: @champion is v1 here.
     new_data = version_data.fn(cfg, use_dvc=False)
     assert new_data["data_version"] != first["data_version"]
-    train_classifier.fn(cfg)
+    train_extractors.fn(cfg)
     assert str(workspace.client().get_model_version_by_alias(name, "champion").version) == "1"
     independent = _independent(workspace, tmp_path, overrides, f"models:/{name}@champion")
 

@@ -68,11 +68,16 @@ def test_dvc_train_stage_lists_exactly_the_identity_params_and_depends_on_all_co
 
 def test_dvc_evaluate_stage_lists_every_setting_of_the_evaluation_key() -> None:
     config = _config()
-    # The classifier's settings reach the evaluate stage through its dependency on the classifier's model.
-    assert {f"eval.{k}" for k in evaluation_settings(config)} - {"eval.classifier"} <= set(STAGES["evaluate"]["params"])
+    # The classifier's and encoder's settings reach the evaluate stage through its dependency on their models.
+    assert {f"eval.{k}" for k in evaluation_settings(config)} - {"eval.classifier", "eval.encoder"} <= set(
+        STAGES["evaluate"]["params"])
     assert STAGES["classifier"]["params"] == ["eval.classifier"]
-    assert "outputs/classifier/model" in STAGES["evaluate"]["deps"]
+    # The encoder stage trains only when eval.extractors measures simclr, so it reads that setting too.
+    assert STAGES["encoder"]["params"] == ["eval.extractors", "eval.encoder"]
+    assert {"outputs/classifier/model", "outputs/encoder/model"} <= set(STAGES["evaluate"]["deps"])
     assert evaluation_key(_config(**{"eval.seed": 1})) != evaluation_key(config)
     assert evaluation_key(_config(**{"eval.classifier.min_accuracy": 0.5})) != evaluation_key(config)
     assert evaluation_key(_config(**{"eval.classifier.out_dir": "x"})) == evaluation_key(config)
+    assert evaluation_key(_config(**{"eval.encoder.epochs": 2})) != evaluation_key(config)
+    assert evaluation_key(_config(**{"eval.encoder.out_dir": "x"})) == evaluation_key(config)
     assert evaluation_key(_config(**{"eval.device": "cpu", "eval.out_dir": "x"})) == evaluation_key(config)

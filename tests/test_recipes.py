@@ -17,7 +17,7 @@ from gan_core.training.identity import identity_key, resumable, training_identit
 from gan_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = ["conditional", "hinge", "lsgan", "mlp", "stylegan2", "wgan", "wgan-gp"]
+RECIPES = ["conditional", "hinge", "lsgan", "mlp", "rgb64", "stylegan2", "wgan", "wgan-gp"]
 
 
 def test_every_recipe_is_listed_and_sets_only_what_shapes_the_weights() -> None:

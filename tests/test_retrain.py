@@ -415,7 +415,8 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     shutil.copy(repo_root / "dvc.yaml", ws.root / "dvc.yaml")
     # The stages' paths as dvc.yaml names them; a complete params.yaml, as the repo's is (stages list eval.seed, ...).
     relocated = {"data.prepared_dir": "data/prepared", "train.out_dir": "outputs/train", "eval.out_dir": "outputs/eval",
-                 "eval.cache_dir": "outputs/cache", "eval.classifier.out_dir": "outputs/classifier"}
+                 "eval.cache_dir": "outputs/cache", "eval.classifier.out_dir": "outputs/classifier",
+                 "eval.encoder.out_dir": "outputs/encoder"}
     ws.params.write_text(yaml.safe_dump(ws.config(relocated).model_dump(mode="json"), sort_keys=False))
     monkeypatch.chdir(ws.root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
@@ -427,7 +428,7 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
 
     assert result["status"] == "promoted"
     lock = yaml.safe_load((ws.root / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "classifier", "train", "evaluate"}
+    assert set(lock) == {"prepare", "classifier", "encoder", "train", "evaluate"}
     generator_md5 = next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "outputs/train/generator")
     assert generator_md5.endswith(".dir")
     status = subprocess.run([dvc, "status"], check=True, capture_output=True, text=True).stdout

@@ -12,8 +12,8 @@ The search space file (flows.sweep.space) names the settings to vary, the object
 in its metric's direction), the budgets and the pruning. The flow (flows.sweep.flow):
 
 1. config: the base config (params + overrides) and the space, checked before any trial runs;
-2. version_data, train_classifier: the same tasks as the retrain flow, so every trial sees one data version and one
-   lenet feature space;
+2. version_data, train_extractors: the same tasks as the retrain flow, so every trial sees one data version and one
+   feature space (lenet or simclr);
 3. study: an Optuna study in a database (registry.study_storage; by default optuna.db beside a SQLite tracking store;
    a PostgreSQL URL at scale), named by --study (default: the space file's name). Joining an existing study checks
    that it searches the same space toward the same objective on the same data and base config. Its MLflow parent

@@ -1,4 +1,4 @@
-"""The sweep flow: config → version_data, train_classifier → study → trials → results → register, promote.
+"""The sweep flow: config → version_data, train_extractors → study → trials → results → register, promote.
 
     from flows.sweep import sweep
     result = sweep(space="configs/sweeps/dcgan.yaml", trials=3)
@@ -60,7 +60,7 @@ def sweep(
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.registry import Registry
     from flows.retrain import prefect_markdown, prefect_run_tags
-    from flows.tasks import promote, train_classifier, version_data
+    from flows.tasks import promote, train_extractors, version_data
     from gan_core.tracking.runs import run_note
     from gan_core.tracking.store import NOTE_TAG, check_tracking
 
@@ -81,8 +81,8 @@ def sweep(
         with named_step("version_data"):
             data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
         inputs = run_inputs(registry, data)  # hashed once, above: every trial (and worker) is handed it
-        with named_step("train_classifier"):
-            train_classifier(cfg, data["data_version"])
+        with named_step("train_extractors"):
+            train_extractors(cfg, data["data_version"])
         with named_step("study"):
             client = registry.client(create=True)
             plan = SweepPlan(params=str(params), overrides=parsed, space_path=str(space), study=name,

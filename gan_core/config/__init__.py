@@ -14,6 +14,7 @@ from gan_core.config.schema import (
     ClassifierConfig,
     Config,
     DataConfig,
+    EncoderConfig,
     EvalConfig,
     GateConfig,
     ModelConfig,
@@ -27,7 +28,7 @@ from gan_core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PARAMS", "MAX_PROBLEMS", "RECIPE_REGISTRY_KEYS", "RECIPE_SECTIONS", "ClassifierConfig", "Config",
-    "ConfigError", "DataConfig", "EvalConfig", "GateConfig", "ModelConfig", "OptimizerConfig", "RegistryConfig",
-    "Seed", "Threshold", "TrainConfig", "load_config", "parse_overrides", "read_recipe", "recipe_names",
-    "recipes_dir",
+    "ConfigError", "DataConfig", "EncoderConfig", "EvalConfig", "GateConfig", "ModelConfig", "OptimizerConfig",
+    "RegistryConfig", "Seed", "Threshold", "TrainConfig", "load_config", "parse_overrides", "read_recipe",
+    "recipe_names", "recipes_dir",
 ]

@@ -1,6 +1,6 @@
 """Metric names, which way each is better and in which feature space it lives (METRICS). Names carry the feature
 extractor: FID values from different feature spaces are not comparable, so thresholds are set per name
-(fid_lenet, fid_inception, ...)."""
+(fid_lenet, fid_simclr, fid_inception, ...)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from typing import Literal
 
 from gan_core.errors import UserError
 
-EXTRACTORS = ("lenet", "inception")
+EXTRACTORS = ("lenet", "inception", "simclr")
+"""The feature spaces: lenet (the domain classifier, needs labels), inception (ImageNet's InceptionV3, needs its
+weights file) and simclr (the label-free domain encoder, gan_core.evaluation.encoder)."""
+LABEL_FREE_EXTRACTOR = "simclr"
+"""The offline space of unlabelled data: what eval.extractors and the default gate turn to without labels."""
+TRANSLATION_EXTRACTORS = ("lenet", "inception")
+"""The spaces a translation evaluation measures in (one classifier per domain; no encoder per domain yet)."""
 
 # Per-extractor metrics: f"{base}_{extractor}".
 FID = "fid"
@@ -18,6 +24,9 @@ PRECISION = "precision"
 RECALL = "recall"
 # Inception score exists only for the inception extractor: "isc_inception".
 ISC = "isc"
+# The label-free mode-collapse signal, only in the simclr space: "cluster_coverage_simclr" = the share of the real
+# features' k-means clusters that the samples reach (gan_core.evaluation.encoder).
+CLUSTER_COVERAGE = "cluster_coverage"
 
 # Classifier-based checks (the domain classifier).
 CLASS_COVERAGE = "class_coverage"  # fraction of classes present among generated samples
@@ -58,6 +67,10 @@ def _per_extractor(extractor: str) -> dict[str, MetricSpec]:
     if extractor == "inception":
         specs[metric_name(ISC, extractor)] = MetricSpec("higher", extractor, "Inception score")
         specs[metric_name(ISC, extractor) + STD_SUFFIX] = MetricSpec("lower", extractor, "spread of IS over splits")
+    if extractor == LABEL_FREE_EXTRACTOR:
+        specs[metric_name(CLUSTER_COVERAGE, extractor)] = MetricSpec(
+            "higher", extractor, "share of the real features' k-means clusters the samples reach (mode collapse, "
+                                 "no labels needed)")
     return specs
 
 
@@ -77,7 +90,7 @@ def _translation() -> dict[str, MetricSpec]:
     specs: dict[str, MetricSpec] = {}
     for direction in DIRECTIONS:
         source, target = direction[0].upper(), direction[2].upper()
-        for extractor in EXTRACTORS:
+        for extractor in TRANSLATION_EXTRACTORS:
             for name, base in _per_extractor(extractor).items():
                 what = f"{base.description}: {source}→{target} translations vs {target}"
                 specs[f"{name}_{direction}"] = MetricSpec(base.better, extractor, what)

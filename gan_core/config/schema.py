@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from gan_core.config import catalogue
+from gan_core.config.labels import source_labelled
 from gan_core.config.section import Section
 
 # torch.manual_seed takes < 2**64, and seeds are multiplied by ~1e6 for derived streams: 32 bits leave room.
@@ -260,17 +261,44 @@ class ClassifierConfig(Section):
     out_dir: str = "outputs/classifier"
 
 
+class EncoderConfig(Section):
+    """The label-free domain feature extractor (simclr): a small CNN trained contrastively (SimCLR) on the prepared
+    images, no labels needed (gan_core.evaluation.encoder)."""
+
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(256, ge=2, le=65536)
+    """Images per step; each is seen as two augmented views, and the other 2·(batch_size − 1) views of the batch
+    are its negatives."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak learning rate of the one-cycle schedule."""
+    temperature: float = Field(0.2, gt=0, le=10)
+    """Temperature of the contrastive (NT-Xent) loss."""
+    width: int = Field(16, ge=4, le=512)
+    """Feature maps of the first convolution (×2, ×4, ×4 after each halving)."""
+    feature_dim: int = Field(128, ge=2, le=2048)
+    """Dimension of the feature space FID, KID and precision/recall are measured in."""
+    resolution: int = Field(32, ge=16, le=256)
+    """Side the encoder sees: real and generated images are resized to it (bilinear, antialiased)."""
+    clusters: int = Field(20, ge=2, le=1000)
+    """k of the k-means clustering of the real features behind cluster_coverage_simclr."""
+    seed: Seed = 0
+    out_dir: str = "outputs/encoder"
+
+
 class EvalConfig(Section):
     num_samples: int = Field(2000, ge=2)
     """Generated samples per evaluation (fixed, so numbers are comparable across runs)."""
     seed: Seed = 1234
     batch_size: int = Field(200, ge=1, le=65536)
-    extractors: list[Literal["lenet", "inception"]] = ["lenet"]
-    """Feature spaces to compute FID/KID/PR in; metric names carry the extractor (fid_lenet, fid_inception)."""
+    extractors: list[Literal["lenet", "inception", "simclr"]] = ["lenet"]
+    """Feature spaces to compute FID/KID/PR in; metric names carry the extractor (fid_lenet, fid_simclr,
+    fid_inception). lenet needs labelled data; on a flat folder (no labels) the default [lenet] becomes [simclr]
+    (Config._label_free_defaults)."""
     kid_subset_size: int = Field(1000, ge=2)
     """KID subset size; clamped to the smaller sample count (the value used is recorded in metrics.json)."""
     coverage_min_share: float = Field(0.2, gt=0, le=1)
-    """class_coverage counts a class as present when it gets at least this fraction of a uniform share (n/K)."""
+    """class_coverage counts a class as present when it gets at least this fraction of a uniform share (n/K);
+    cluster_coverage_simclr a cluster when it gets at least this fraction of the real images' share in it."""
     device: str = "auto"
     """auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: where generation and feature extraction run."""
     inception_weights: str | None = None
@@ -278,13 +306,14 @@ class EvalConfig(Section):
     cache_dir: str = "outputs/cache"
     """Cached real-data features, keyed by data version."""
     classifier: ClassifierConfig = ClassifierConfig()
+    encoder: EncoderConfig = EncoderConfig()
     out_dir: str = "outputs/eval"
 
     @field_validator("extractors")
     @classmethod
     def _non_empty(cls, v: list[str]) -> list[str]:
         if not v:
-            raise ValueError("at least one feature extractor is needed (lenet, inception)")
+            raise ValueError("at least one feature extractor is needed (lenet, simclr, inception)")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate feature extractor in {v}")
         return v
@@ -313,13 +342,26 @@ class Threshold(Section):
         return self
 
 
+LABELLED_GATE: dict[str, Any] = {
+    "thresholds": {"fid_lenet": {"max": 100.0}, "class_coverage": {"min": 0.9}},
+    "primary_metric": "fid_lenet",
+}
+"""The default gate: in the lenet space (the domain classifier), for labelled data."""
+LABEL_FREE_GATE: dict[str, Any] = {
+    "thresholds": {"fid_simclr": {"max": 10.0}, "cluster_coverage_simclr": {"min": 0.9}},
+    "primary_metric": "fid_simclr",
+}
+"""The default gate without labels, in the simclr space: what the default gate becomes when lenet is not measured
+(Config._label_free_defaults). fid_simclr is in units of 1 % of the real features' spread (README, Evaluation)."""
+
+
 class GateConfig(Section):
-    thresholds: dict[str, Threshold] = {
-        "fid_lenet": Threshold(max=100.0),
-        "class_coverage": Threshold(min=0.9),
-    }
-    """Absolute limits per metric name; a missing or NaN metric fails the gate."""
-    primary_metric: str = "fid_lenet"
+    thresholds: dict[str, Threshold] = {name: Threshold(**bound) for name, bound in
+                                        LABELLED_GATE["thresholds"].items()}
+    """Absolute limits per metric name; a missing or NaN metric fails the gate. The default (fid_lenet ≤ 100,
+    class_coverage ≥ 0.9) becomes LABEL_FREE_GATE's when eval.extractors holds simclr and not lenet (so does the
+    default primary metric, fid_lenet → fid_simclr)."""
+    primary_metric: str = LABELLED_GATE["primary_metric"]
     """The metric a challenger must improve on the champion."""
     min_improvement: float = Field(0.0, ge=0.0, lt=1.0)
     """Relative improvement over the champion's primary metric needed to take the alias (0.05 = 5%)."""
@@ -448,6 +490,55 @@ class Config(Section):
             raise ValueError(f"model.conditional=true: {family.name} {kind.does} and takes no class labels")
         if self.train.n_critic != 1 and not family.supports.n_critic:
             raise ValueError(f"train.n_critic={self.train.n_critic}: {family.name} updates G and D once per step")
+        return self
+
+    @model_validator(mode="after")
+    def _label_free_defaults(self) -> Config:
+        """Without labels, the defaults measure and gate in the label-free space: decided here, at load time, from
+        what the source says of itself (gan_core.config.labels: a folder's top level is listed, nothing is read).
+
+        A flat folder (no class subfolders) turns the default eval.extractors [lenet] into [simclr]; the gate's
+        thresholds and primary metric, each where left at its default (LABELLED_GATE), turn into LABEL_FREE_GATE's
+        whenever simclr is measured and lenet is not.
+        Settings that need labels and were set on purpose are refused, naming the key: lenet among several
+        extractors, a gate metric of the lenet space, model.conditional, translation."""
+        from gan_core.config.metrics import LABEL_FREE_EXTRACTOR, METRICS
+
+        family = catalogue.family_info(self.model.arch)
+        translation = family.task == catalogue.TRANSLATION
+        for key, source in (("data.source", self.data.source), ("data.target", self.data.target)):
+            if source is None or source_labelled(source) is not False:
+                continue
+            flat = f"{key}={source!r} is a folder without class subfolders, so its images have no labels"
+            if translation:
+                raise ValueError(f"{flat}; translation ({family.name}) judges content with each domain's classifier: "
+                                 "put each domain's images in one subfolder per class")
+            if self.model.conditional:
+                raise ValueError(f"{flat}; model.conditional=true needs them: set model.conditional=false, or put "
+                                 "the images in one subfolder per class")
+            if self.eval.extractors == ["lenet"]:  # the default: routed
+                self.eval.extractors = [LABEL_FREE_EXTRACTOR]
+            elif "lenet" in self.eval.extractors:
+                raise ValueError(f"{flat}; eval.extractors={self.eval.extractors} holds lenet, a classifier trained "
+                                 f"on the labels: use {LABEL_FREE_EXTRACTOR} (the label-free encoder) instead")
+        if translation and LABEL_FREE_EXTRACTOR in self.eval.extractors:
+            raise ValueError(f"eval.extractors: {LABEL_FREE_EXTRACTOR} is not measured for translation "
+                             f"({family.name}): use lenet (and inception)")
+        if "lenet" not in self.eval.extractors and LABEL_FREE_EXTRACTOR in self.eval.extractors:
+            # Each gate setting left at its default follows the space: thresholds set for simclr alone keep
+            # fid_simclr as the primary metric, and a primary metric set alone keeps the label-free thresholds.
+            thresholds = {name: bound.model_dump(exclude_none=True) for name, bound in self.gate.thresholds.items()}
+            if thresholds == LABELLED_GATE["thresholds"]:
+                self.gate.thresholds = {name: Threshold(**bound)
+                                        for name, bound in LABEL_FREE_GATE["thresholds"].items()}
+            if self.gate.primary_metric == LABELLED_GATE["primary_metric"]:
+                self.gate.primary_metric = LABEL_FREE_GATE["primary_metric"]
+            lenet = list(dict.fromkeys(name for name in [self.gate.primary_metric, *self.gate.thresholds]
+                                       if METRICS[name].space == "lenet"))
+            if lenet:
+                raise ValueError(f"gate metric {', '.join(map(repr, lenet))} is measured by the lenet classifier, "
+                                 f"which eval.extractors={self.eval.extractors} leaves out (it needs labels): gate on "
+                                 f"{', '.join(LABEL_FREE_GATE['thresholds'])}, ...")
         return self
 
     def hash(self, *sections: str) -> str:

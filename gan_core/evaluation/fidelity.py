@@ -16,7 +16,8 @@ Facts about torch-fidelity 0.4 this module is built around:
 - Its generator wrapper draws class labels with `np.int` (gone from NumPy), so generated samples go in as a
   Dataset (GeneratedImages), which also keeps sampling on our seed and our `sample_images`.
 - Its InceptionV3 reads its weights with torch.load(weights_only=False). `ganops-inception-v3` is the same network
-  given a state dict that ganops loaded with weights_only=True; `ganops-lenet` is the domain classifier.
+  given a state dict that ganops loaded with weights_only=True; `ganops-lenet` is the domain classifier,
+  `ganops-simclr` the label-free domain encoder.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ from gan_core.config import metrics as m
 from gan_core.data.prepared import PreparedDataset
 from gan_core.errors import UserError, first_line
 from gan_core.evaluation.classifier import load_classifier
+from gan_core.evaluation.encoder import load_encoder
 from gan_core.packaging.generator import sample_images
 from gan_core.preflight import OFFLINE_ENV, downloads_forbidden
 
 LENET_EXTRACTOR = "ganops-lenet"
 INCEPTION_EXTRACTOR = "ganops-inception-v3"
-TORCH_FIDELITY_NAME = {"lenet": LENET_EXTRACTOR, "inception": INCEPTION_EXTRACTOR}
+SIMCLR_EXTRACTOR = "ganops-simclr"
+TORCH_FIDELITY_NAME = {"lenet": LENET_EXTRACTOR, "inception": INCEPTION_EXTRACTOR, "simclr": SIMCLR_EXTRACTOR}
 INCEPTION_WEIGHTS_ENV = "GANOPS_INCEPTION_WEIGHTS"
 
 PAIR_METRICS = ("fid", "kid", "prc")
@@ -203,6 +206,41 @@ class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
         return tuple(features[name].float() for name in self.features_list)
 
 
+class EncoderFeatureExtractor(torch_fidelity.FeatureExtractorBase):
+    """The label-free domain encoder as a torch-fidelity extractor: uint8 (B, 3, H, W) → features (B, D).
+
+    `feature_extractor_weights_path` is the encoder's model directory (gan_core.evaluation.encoder), not a pickle.
+    """
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
+                 **kwargs: Any):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise UserError("the simclr extractor needs the encoder's model directory (gan_core.evaluation.encoder)")
+        self.net = load_encoder(feature_extractor_weights_path)
+        self.requires_grad_(False)
+        self.weights_sha256 = state_digest(self.net.state_dict())
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return ("features",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return {"fid": "features", "kid": "features", "prc": "features"}[metric]
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False  # a few MFLOPs per image: compiling costs more than it saves
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.net(self.net.prepare_input(x)).float(),)
+
+
 class SafeInceptionV3(FeatureExtractorInceptionV3):
     """torch-fidelity's InceptionV3 (the `inception-v3-compat` network and numbers), its weights file read once
     with weights_only=True.
@@ -230,14 +268,15 @@ class SafeInceptionV3(FeatureExtractorInceptionV3):
         self.weights_sha256 = state_digest(self.state_dict())
 
 
-for _name, _cls in ((LENET_EXTRACTOR, LeNetFeatureExtractor), (INCEPTION_EXTRACTOR, SafeInceptionV3)):
+for _name, _cls in ((LENET_EXTRACTOR, LeNetFeatureExtractor), (INCEPTION_EXTRACTOR, SafeInceptionV3),
+                    (SIMCLR_EXTRACTOR, EncoderFeatureExtractor)):
     if _name not in FEATURE_EXTRACTORS_REGISTRY:  # the registry is global and refuses a second registration
         torch_fidelity.register_feature_extractor(_name, _cls)
 
 
 @dataclass(frozen=True)
 class Extractor:
-    """A loaded feature extractor: our name (lenet | inception), torch-fidelity's module, where it runs."""
+    """A loaded feature extractor: our name (lenet | inception | simclr), torch-fidelity's module, where it runs."""
 
     name: str
     module: FeatureExtractorBase
@@ -258,7 +297,8 @@ class Extractor:
 
 
 def load_extractor(name: str, weights: str | Path, cuda: bool = False) -> Extractor:
-    """The `name` extractor ("lenet": weights = the classifier's model directory; "inception": the .pth file),
+    """The `name` extractor ("lenet": weights = the classifier's model directory; "simclr": the encoder's;
+    "inception": the .pth file),
     producing every layer its metrics need. Raises UserError when the weights are missing or damaged."""
     cls = FEATURE_EXTRACTORS_REGISTRY[TORCH_FIDELITY_NAME[name]]
     metrics = (*PAIR_METRICS, "isc") if name == "inception" else PAIR_METRICS

@@ -1,6 +1,7 @@
 """Evaluate a generator (generation task) against the prepared dataset: FID/KID/precision/recall per feature
 extractor, plus class checks from the domain classifier (class_coverage, class_entropy, class_accuracy for
-conditional generators). gan_core.evaluation.evaluate calls it for the families of the generation task.
+conditional generators) and, in the label-free simclr space, cluster_coverage_simclr from the domain encoder's
+clusters. gan_core.evaluation.evaluate calls it for the families of the generation task.
 
 Samples come from fixed seeds (eval.seed), so numbers are comparable across runs with the same eval.num_samples,
 eval.seed, eval.batch_size and data. samples.png holds the first GRID_SAMPLES evaluation samples.
@@ -26,6 +27,7 @@ from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import LeNet, require_trusted, stored_classifier
+from gan_core.evaluation.encoder import Encoder, cluster_coverage, stored_encoder
 from gan_core.evaluation.fidelity import (
     ISC_SPLITS,
     PRC_NEIGHBORHOOD,
@@ -97,6 +99,16 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
         result[m.CLASSIFIER_ACCURACY] = float(classifier_info["holdout_accuracy"])
         tally = ClassTally(extractors["lenet"].module.net, fake)
         fake.observers.append(tally)  # class checks ride on the lenet pass: no extra sampling
+    clusters: ClusterTally | None = None
+    if "simclr" in ecfg.extractors:
+        # Trained by its own step, like the classifier.
+        encoder_info = stored_encoder(cfg, data_version=version["data_version"])
+        extractors["simclr"] = load_extractor("simclr", encoder_info["model_dir"], cuda)
+        extractor_info["simclr"] = {"training_key": encoder_info.get("training_key"),
+                                    "real_halves_fid": encoder_info.get("real_halves_fid"),
+                                    "model_dir": encoder_info["model_dir"]}
+        clusters = ClusterTally(extractors["simclr"].module.net, fake)
+        fake.observers.append(clusters)
 
     kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real), REAL_SAMPLE)
     info["kid_subset_size"] = kid_subset_size  # clamped: KID cannot draw subsets larger than either set
@@ -118,6 +130,8 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
 
     if tally is not None:
         result.update(tally.metrics(ecfg.coverage_min_share))
+    if clusters is not None:
+        result.update(clusters.metrics(ecfg.coverage_min_share))
     evaluation = checked(result, info)
     _write_grid(fake, out / SAMPLES_FILE)
     write(out, evaluation)
@@ -174,6 +188,28 @@ class ClassTally:
             requested = torch.cat([self.per_chunk[k][1] for k in range(self.fake.num_chunks)])  # (n,)
             out[m.CLASS_ACCURACY] = float((predicted == requested).double().mean())
         return out
+
+
+class ClusterTally:
+    """Observes GeneratedImages chunks and keeps the encoder's nearest real-feature cluster per sample (idempotent
+    per chunk, like ClassTally): the label-free mode-collapse signal."""
+
+    def __init__(self, encoder: Encoder, fake: GeneratedImages):
+        self.encoder, self.fake = encoder, fake
+        self.per_chunk: dict[int, torch.Tensor] = {}
+
+    def __call__(self, k: int, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        if k not in self.per_chunk:
+            self.per_chunk[k] = self.encoder.nearest_cluster(self.encoder.features(images))
+
+    def metrics(self, min_share: float) -> dict[str, float]:
+        """cluster_coverage_simclr: the share of the real features' clusters whose share of the samples is at least
+        `min_share` times their share of the real images."""
+        for k in range(self.fake.num_chunks):  # chunks made before this observer was attached (the shape check)
+            self(k, self.fake.chunk(k), self.fake.labels_for(k))  # no-op for chunks already seen
+        assigned = torch.cat([self.per_chunk[k] for k in range(self.fake.num_chunks)])  # (n,)
+        coverage = cluster_coverage(assigned, self.encoder.cluster_shares, min_share)
+        return {m.metric_name(m.CLUSTER_COVERAGE, "simclr"): coverage}
 
 
 # ----------------------------------------------------------------------------- helpers

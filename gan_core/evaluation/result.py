@@ -22,8 +22,9 @@ class Evaluation:
     """What evaluate() measured and how.
 
     metrics: name → number, named as in gan_core.config.metrics (fid_lenet, kid_lenet, precision_lenet, recall_lenet,
-        class_coverage, class_entropy, class_accuracy for conditional generators, fid_inception, isc_inception,
-        ...): what metrics.json holds, MLflow logs and the gate reads.
+        class_coverage, class_entropy, class_accuracy for conditional generators, fid_simclr,
+        cluster_coverage_simclr, fid_inception, isc_inception, ...): what metrics.json holds, MLflow logs and the
+        gate reads.
     info: the context the numbers hold in (data version, sample count, seed, extractors and their weights' digests,
         cache use): what info.json holds.
     """

@@ -30,7 +30,7 @@ CONTINUABLE_KEYS = frozenset({"steps", "max_seconds"})
 """train.* keys a checkpoint may differ in and still be resumed: more steps (or a larger time budget, counted over
 resumes) continue the same training."""
 EVAL_RUNTIME_KEYS = frozenset({"device", "out_dir", "cache_dir"})
-"""eval.* (and eval.classifier.*) keys that do not change an evaluation's numbers."""
+"""eval.* (and eval.classifier.*, eval.encoder.*) keys that do not change an evaluation's numbers."""
 
 
 def training_identity(config: dict[str, Any], data_version: str, code: str) -> dict[str, Any]:
@@ -76,9 +76,11 @@ def trained_past(
 
 def evaluation_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The eval.* settings that change an evaluation's numbers (sample count, seed, extractors, ..., and the
-    domain classifier's settings: it is the lenet feature space, and its accuracy bar decides if metrics count)."""
+    domain classifier's and encoder's settings: they make the lenet and simclr feature spaces, and the classifier's
+    accuracy bar decides if metrics count)."""
     settings = {k: v for k, v in config["eval"].items() if k not in EVAL_RUNTIME_KEYS}
-    settings["classifier"] = {k: v for k, v in settings["classifier"].items() if k not in EVAL_RUNTIME_KEYS}
+    for extractor in ("classifier", "encoder"):  # the trained extractors' own sections
+        settings[extractor] = {k: v for k, v in settings[extractor].items() if k not in EVAL_RUNTIME_KEYS}
     return settings
 
 
