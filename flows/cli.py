@@ -5,7 +5,7 @@ ganops retrain train.steps=200        # the retrain flow, dotted overrides
 ganops models                         # versions: metrics, gate, aliases
 ganops promote 3                      # gated; --force needs --reason
 ganops rollback                       # champion back to the previous one
-ganops generate -n 64 --out grid.png  # sample the champion
+ganops generate -n 64                 # sample the champion into outputs/grid.png
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
 ganops monitor                        # retrain on drift or new data
 ganops sweep --space configs/sweeps/dcgan.yaml   # Optuna search, best through the gate
@@ -17,9 +17,12 @@ The flow commands (retrain, demo, monitor, schedule) take trailing
 read another file. `generate --model` takes models:/<name>@<alias>,
 models:/<name>/<version> or a package directory.
 
-Errors: a user error (bad value, missing file, unreachable service) prints one
-`error:` line and exits 2; an unexpected one prints a line, then a traceback,
-and exits 1. Unreachable services fail fast: GANOPS_SERVICE_TIMEOUT (seconds,
+Exit status, the same for every command: 0 = done (promoted, already the
+champion, nothing changed so nothing trained); 3 = the gate rejected the
+candidate (`retrain`, `demo`, `monitor`, `sweep`, `promote`: the command ran,
+no alias moved); 2 = a user error (bad value, missing file, unreachable
+service: one `error:` line); 1 = an unexpected error (a line, then a
+traceback). Unreachable services fail fast: GANOPS_SERVICE_TIMEOUT (seconds,
 default 120) bounds how long any one of them is waited for.
 """
 
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,10 +39,13 @@ import typer
 
 from gan_core.cli import Overrides, Params, Version, print_internal_error, run_app
 from gan_core.config import DEFAULT_PARAMS, load_config
+from gan_core.config.catalogue import TASKS, family_info
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error
+from gan_core.redact import clean_url
 
 if TYPE_CHECKING:
     from flows.failures import RetrainFailed
+    from flows.registry import Registry
     from gan_core.config import Config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__)
@@ -67,12 +72,22 @@ def show_progress() -> None:
     logging.getLogger("gan_core").setLevel(logging.INFO)
 
 
+REJECTED = 3
+"""Exit status of a command whose candidate the gate rejected: it ran to the end, and no alias moved. Not 0, so a
+script's `ganops promote 3 && deploy` stops; not 1 or 2, so a scheduler can tell it from a failure."""
+
+
+def exit_status(result: dict) -> int:
+    """0, or REJECTED when the flow's candidate was rejected by the gate (a skipped run trained no candidate)."""
+    return REJECTED if result.get("status") == "rejected" else 0
+
+
 def plural(count: int, noun: str) -> str:
     """'1 version', '2 versions'."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-# ----------------------------------------------------------------------------- flows (issue 6)
+# ----------------------------------------------------------------------------- flows
 def _echo_result(result: dict) -> None:
     """One line per fact a user acts on: what happened, which version, why."""
     status, version = result.get("status"), result.get("version")
@@ -145,8 +160,11 @@ def retrain_command(
     overrides: Overrides = None,
     params: Params = DEFAULT_PARAMS,
 ) -> None:
-    """Run the retrain flow: data → train → evaluate → register → gate → promote (skips when nothing changed)."""
-    _echo_result(_run_retrain(params, overrides))
+    """Run the retrain flow: data → train → evaluate → register → gate → promote (skips when nothing changed).
+    Exit status 0 (promoted or skipped), 3 (rejected by the gate), 2 (user error), 1 (unexpected error)."""
+    result = _run_retrain(params, overrides)
+    _echo_result(result)
+    raise typer.Exit(exit_status(result))
 
 
 @app.command("demo")
@@ -155,20 +173,42 @@ def demo_command(
     params: Params = DEFAULT_PARAMS,
 ) -> None:
     """The main job on params.yaml's defaults (mnist5k, offline), then how to look at and use the champion."""
+    from flows.registry import Registry, why_no_alias
     from flows.registry import champion as current_champion
 
     result = _run_retrain(params, overrides)
     _echo_result(result)
     cfg = load_config(params, overrides)
-    champion = current_champion(cfg)
+    registry = Registry(cfg)
+    champion = current_champion(registry)
     model = cfg.registry.model_uri()
     if champion is None:
-        typer.echo(f"no champion yet: the gate rejected this candidate; see `ganops models` (wanted {model})")
-        raise typer.Exit(1)
+        named = str(params) if Path(params).resolve() != DEFAULT_PARAMS.resolve() else None
+        typer.echo(why_no_alias(registry, model, named, cfg.recipe) or f"no champion yet: {model}")
+        raise typer.Exit(REJECTED)
     typer.echo(f"champion: {model} = version {champion['version']}")
-    typer.echo("next:")
-    typer.echo("  ganops ui                          # compare runs in the MLflow UI")
-    typer.echo(f"  ganops generate --model {model} -n 64 --out grid.png")
+    ganops = runnable("ganops")
+    activate = Path(ganops).parent / "activate"
+    typer.echo("next:" if ganops == "ganops" else f"next (or `source {activate}` first, then plain `ganops`):")
+    typer.echo(f"  {ganops} ui                          # compare runs in the MLflow UI")
+    example = TASKS[family_info(cfg.model.arch).task].command_example.format(uri=model)
+    typer.echo(f"  {ganops}{example.removeprefix('ganops')}")
+    raise typer.Exit(exit_status(result))
+
+
+def runnable(command: str) -> str:
+    """How to type `command` of this environment here: its bare name when PATH finds this environment's copy (an
+    activated venv), else its path, relative to the working directory when inside it (`.venv/bin/ganops` after
+    `make demo`, which runs .venv/bin/ganops without activating the venv)."""
+    import shutil
+
+    bin_dir = Path(sys.executable).parent  # the venv's bin/ (not resolved: a venv's python is a symlink)
+    found = shutil.which(command)
+    if found is not None and Path(found).parent.resolve() == bin_dir.resolve():
+        return command
+    path = bin_dir / command
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else str(path)
 
 
 @app.command("monitor")
@@ -191,6 +231,7 @@ def monitor_command(
         typer.echo(f"reason: {reason}")
     if result.get("retrain"):
         _echo_result(result["retrain"])
+        raise typer.Exit(exit_status(result["retrain"]))
 
 
 @app.command("sweep")
@@ -214,8 +255,7 @@ def sweep_command(
     """Search hyperparameters with Optuna (one MLflow child run per trial, hopeless ones pruned), then register
     the best trial and apply the gate, as a retrain would."""
     from flows.failures import RetrainFailed
-    from flows.search_space import load_space
-    from flows.sweep import check_budget, check_sweep_args, study_storage, sweep
+    from flows.sweep import check_budget, check_sweep_args, load_space, study_storage, sweep
     from gan_core.config import parse_overrides
 
     _check_before_flow("sweep", params, overrides)
@@ -236,6 +276,7 @@ def sweep_command(
         raise _fail("sweep", e) from None
     _echo_trials(result["sweep"])
     _echo_result(result)
+    raise typer.Exit(exit_status(result))
 
 
 def _echo_trials(summary: dict) -> None:
@@ -278,7 +319,7 @@ def schedule_command(
     serve_retrain(cron=cron, interval=interval, params=str(params), overrides=overrides, name=name)
 
 
-# ----------------------------------------------------------------------------- registry and consumption (issue 5)
+# ----------------------------------------------------------------------------- registry and consumption
 # Downstream users pull and inspect models from anywhere, not only from a checkout with a params.yaml.
 RegistryParams = Annotated[
     Path | None,
@@ -291,23 +332,36 @@ RegistryRecipe = Annotated[
 ]
 
 
-def _registry_config(params: Path | None, command: str, recipe: str | None = None) -> Config:
-    """The config, with MLflow pointed at its store (load_generator's models:/ URIs go through the fluent API).
+def _registry(params: Path | None, command: str, recipe: str | None = None) -> Registry:
+    """The command's registry handle (its config is `.cfg`), with MLflow pointed at its store (load_generator's
+    models:/ URIs go through the fluent API).
 
     These commands read or move aliases: a missing SQLite store is an error (none is created), and a tracking
     server that does not answer fails now, in seconds, naming the command. They take no `key=value` overrides:
     what they read (store, model name, aliases, gate) comes from the params file and, with --recipe, a recipe's
     file, so a promotion is gated by the project's committed policy, not by one command line's."""
-    cfg = load_config(params, [f"recipe={recipe}"] if recipe is not None else None)
-    _open_store(cfg, command)
-    return cfg
+    return _open_store(load_config(params, [f"recipe={recipe}"] if recipe is not None else None), command)
 
 
-def _open_store(cfg: Config, command: str) -> None:
-    from gan_core.tracking.store import check_tracking, configure
+def _open_store(cfg: Config, command: str) -> Registry:
+    """The command's one registry handle on an existing store (checked, opened), MLflow's fluent API pointed at it."""
+    from flows.registry import Registry
+    from gan_core.tracking.store import check_tracking
 
-    check_tracking(cfg.registry, command)
-    configure(cfg.registry)
+    registry = Registry(cfg, check_tracking(cfg.registry, command))
+    registry.client()
+    registry.point_fluent_api()
+    return registry
+
+
+def _require_version(registry: Registry, uri: str, params: Path | None, recipe: str | None = None) -> None:
+    """A models:/<name>@<alias> that names no version fails here, saying why (the gate rejected the only version,
+    with its failed checks) and what to do (use models:/<name>/<version>, or force a promotion)."""
+    from flows.registry import why_no_alias
+
+    reason = why_no_alias(registry, uri, str(params) if params is not None else None, recipe)
+    if reason is not None:
+        raise UserError(reason)
 
 
 @app.command("generate")
@@ -316,7 +370,8 @@ def generate_command(
         "--model", help="models:/<name>@<alias>, models:/<name>/<version> or a package directory "
         "(default: models:/<registry.model_name>@<registry.champion_alias>)")] = None,
     n: Annotated[int, typer.Option("-n", "--num", help="number of images")] = 64,
-    out: Annotated[Path, typer.Option("--out", help="PNG file to write (atomically)")] = Path("grid.png"),
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write (atomically); outputs/ is git-ignored")] = Path(
+        "outputs/grid.png"),
     seed: Annotated[int, typer.Option("--seed", help="noise seed: the same seed gives the same grid")] = 0,
     labels: Annotated[str | None, typer.Option(
         "--labels", help="class ids, comma-separated, one per image, e.g. 0,1,2")] = None,
@@ -324,14 +379,15 @@ def generate_command(
     truncation: Annotated[float, typer.Option(
         "--truncation", help="truncation psi in [0, 1] for style-based generators (stylegan2); 1 = off")] = 1.0,
     params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
 ) -> None:
     """Sample a generator (the champion by default) into a PNG grid."""
     from gan_core.serving.generate import generate_grid
 
-    cfg = load_config(params)
+    cfg = load_config(params, [f"recipe={recipe}"] if recipe is not None else None)
     source = model or cfg.registry.model_uri()
     if source.startswith(MLFLOW_SCHEMES):
-        _open_store(cfg, "generate")
+        _require_version(_open_store(cfg, "generate"), source, params, recipe)
     # else a package directory: MLflow is not touched at all (no store is looked for or created).
     label_ids = None
     if labels is not None:
@@ -362,7 +418,7 @@ def translate_command(
     source = model or cfg.registry.model_uri()
     check_translate_args(input_path, out, direction)  # a typo fails before any store is opened
     if source.startswith(MLFLOW_SCHEMES):
-        _open_store(cfg, "translate")
+        _require_version(_open_store(cfg, "translate"), source, params)
     # else a package directory: MLflow is not touched at all (no store is looked for or created).
     paths = translate_files(source, input_path, out, direction=direction, device=device)
     for path in paths[:20]:
@@ -381,14 +437,14 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
 
     from flows.registry import list_versions
     from gan_core.evaluation.context import short
-    from gan_core.tracking.store import tracking_uri
 
-    cfg = _registry_config(params, "models", recipe)
-    versions = list_versions(cfg)
+    registry = _registry(params, "models", recipe)
+    cfg = registry.cfg
+    versions = list_versions(registry)
     keys = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
     alias = cfg.registry.champion_alias
     champion = next((v for v in versions if alias in v["aliases"]), None)
-    caption = f"store {tracking_uri(cfg.registry)}; `ganops ui` to compare runs, `ganops promote N` to gate one"
+    caption = f"store {clean_url(registry.uri)}; `ganops ui` to compare runs, `ganops promote N` to gate one"
     marked = {v["version"] for v in versions if champion is not None and not _comparable(v, champion)}
     if champion is not None and marked:
         caption += (f"\n† measured in another evaluation context (data, extractor, samples or seed) than @{alias} "
@@ -436,9 +492,9 @@ def promote_command(
     from flows.registry import check_promotion_args, promote
 
     check_promotion_args(version, force, reason)  # a typo is named as such, even where there is no store
-    cfg = _registry_config(params, "promote", recipe)
-    result = promote(cfg, version, force=force, reason=reason)
-    alias = cfg.registry.champion_alias
+    registry = _registry(params, "promote", recipe)
+    result = promote(registry, version, force=force, reason=reason)
+    alias = registry.champion_alias
     if result["promoted"]:
         previous = f" (was v{result['previous_champion']})" if result["previous_champion"] else ""
         typer.echo(f"{result['decision']}: v{result['version']} is now @{alias}{previous}")
@@ -450,7 +506,7 @@ def promote_command(
     # The gate was applied in every case (recorded on the version); a forced promotion shows what it overrode.
     _echo_gate(result["checks"])
     if result["decision"] == "rejected":
-        raise typer.Exit(1)
+        raise typer.Exit(REJECTED)
 
 
 @app.command("rollback")
@@ -458,38 +514,56 @@ def rollback_command(params: RegistryParams = None, recipe: RegistryRecipe = Non
     """Point the champion alias back at the version it replaced."""
     from flows.registry import rollback
 
-    cfg = _registry_config(params, "rollback", recipe)
-    result = rollback(cfg)
-    alias = cfg.registry.champion_alias
+    registry = _registry(params, "rollback", recipe)
+    result = rollback(registry)
+    alias = registry.champion_alias
     typer.echo(f"rolled back: @{alias} is v{result['champion']} again (was v{result['replaced']})")
 
 
-def ui_command_line(cfg: Config, port: int = 5000) -> list[str]:
-    """`mlflow ui` on this project's store, listening on loopback only."""
+def ui_workers(cpus: int | None = None) -> int:
+    """Web workers for `ganops ui`: one per two cores, at most 4 (MLflow's default), at least one. One person
+    browsing needs few, and each worker costs seconds to start and ~200 MB."""
+    return max(1, min(4, (cpus if cpus is not None else os.cpu_count() or 1) // 2))
+
+
+def ui_command_line(cfg: Config, port: int = 5000, workers: int | None = None) -> list[str]:
+    """`mlflow ui` on this project's store, listening on loopback only, with `workers` web workers (ui_workers)."""
     from gan_core.tracking.store import artifact_location, is_http_uri, require_store
 
     if not 1 <= port <= 65535:
         raise UserError(f"--port {port}: expected a TCP port in [1, 65535]")
+    if workers is not None and not 1 <= workers <= 64:
+        raise UserError(f"--workers {workers}: expected a number of web workers in [1, 64]")
     uri = require_store(cfg.registry)  # `mlflow ui` would create an empty store where none is
     if is_http_uri(uri):
         raise UserError(f"the tracking URI {uri} is a tracking server, which serves its own UI: open it in a browser")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-            "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port)]
+            "--default-artifact-root", artifact_location(cfg.registry), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers or ui_workers())]
 
 
 @app.command("ui")
 def ui_command(
     port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="web workers (default: one per two cores, 1 to 4)")] = None,
     params: RegistryParams = None,
 ) -> None:
-    """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C stops it."""
-    cfg = load_config(params)
-    argv = ui_command_line(cfg, port)
-    from flows.report import MODEL_TRAINING_VIEW
+    """Start the MLflow UI on the local store (127.0.0.1 only); Ctrl-C or `kill <pid>` stops it."""
+    from gan_core.tracking.store import MODEL_TRAINING_VIEW
 
+    cfg = load_config(params)
+    argv = ui_command_line(cfg, port, workers)
     store = argv[argv.index("--backend-store-uri") + 1]
-    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {store})")
-    raise typer.Exit(subprocess.call(argv))
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}/#/experiments?{MODEL_TRAINING_VIEW}  (store {clean_url(store)})")
+    typer.echo(f"for links to it in reports: export GANOPS_MLFLOW_UI=http://127.0.0.1:{port}")
+    sys.stdout.flush()
+    # MLflow's job runner (seven huey processes for its GenAI features, which ganops does not use) doubles the
+    # start-up time on a small machine; the user's own setting wins.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # exec: this process becomes `mlflow ui`, whose CLI forwards SIGTERM and SIGINT to its web server, so stopping
+    # the PID `ganops ui` printed stops everything. (A child process would outlive a killed parent, port and all.)
+    os.execv(argv[0], argv)
 
 
 def main(argv: list[str] | None = None) -> None:

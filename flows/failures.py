@@ -25,6 +25,7 @@ from typing import Any
 from prefect.tasks import exponential_backoff
 
 from gan_core.errors import ServiceUnavailable, UserError, find_user_error, first_line
+from gan_core.redact import RedactCredentials, redact
 from gan_core.tracking.store import check_tracking_server, is_http_uri
 
 
@@ -60,13 +61,14 @@ SERVICE_RETRIES: dict[str, Any] = {
 class RetrainFailed(RuntimeError):
     """A step of the retrain flow failed; the message is `step '<step>' failed: <cause>` on one line.
 
-    A user error's own message is the cause (it is written for the user); other errors get their type name."""
+    A user error's own message is the cause (it is written for the user); other errors get their type name. URLs in
+    it are cleaned of credentials (gan_core.redact): Prefect keeps the message as the run's state message."""
 
     def __init__(self, step: str, cause: BaseException) -> None:
         self.step = step
         self.cause = cause
         what = first_line(cause) if isinstance(cause, UserError) else f"{type(cause).__name__}: {first_line(cause)}"
-        super().__init__(f"step {step!r} failed: {what}")
+        super().__init__(redact(f"step {step!r} failed: {what}"))
 
 
 class UserErrorsOnOneLine(logging.Filter):
@@ -83,11 +85,13 @@ PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine
 
 
 def quiet_user_errors() -> None:
-    """Install UserErrorsOnOneLine on the loggers Prefect's engines log run failures to (once per process)."""
+    """Install UserErrorsOnOneLine on the loggers Prefect's engines log run failures to, then RedactCredentials
+    (a failure's traceback may quote a URL; the flow-run log is stored in Prefect's database), once per process."""
     for name in PREFECT_RUN_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, UserErrorsOnOneLine) for f in logger.filters):
-            logger.addFilter(UserErrorsOnOneLine())
+        for kind in (UserErrorsOnOneLine, RedactCredentials):
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
 
 
 # At import: every process that runs these flows imports this module first (CLI, tests, a served deployment).

@@ -173,12 +173,30 @@ def champion_check(
     delta = best - value if lower else value - best
     gain = delta / abs(best) if best != 0 else (math.inf if strictly_better else 0.0)
     ok = strictly_better and gain >= gate.min_improvement
-    return Check(
-        "champion",
-        ok,
-        f"{name} = {value:.6g} vs champion v{champion.version} {best:.6g} {where} ({better(name)} is better): "
-        f"improvement {gain:+.2%} {'>=' if ok else 'short of'} {gate.min_improvement:.2%}: {_word(ok)}",
-    )
+    said = f"{name} {value:.6g} is {compared(value, best, lower)} champion v{champion.version}'s {best:.6g} {where}"
+    if strictly_better and gate.min_improvement > 0:
+        said += f", {'at least' if ok else 'short of'} the {percent(gate.min_improvement)} gate.min_improvement"
+    return Check("champion", ok, f"{said}: {_word(ok)}")
+
+
+def compared(value: float, best: float, lower: bool) -> str:
+    """How `value` stands against `best` as a person says it: '29× worse than', '3.7% worse than', 'not better
+    than', '5.2% better than' (`lower`: lower is better). Several times worse reads as a factor (FID only grows)."""
+    if value == best:
+        return "not better than"
+    improved = value < best if lower else value > best
+    word = "better" if improved else "worse"
+    if best == 0:
+        return f"{word} than"
+    if lower and not improved and best > 0 and value >= 2 * best:
+        ratio = value / best
+        return f"{ratio:.0f}× worse than" if ratio >= 10 else f"{ratio:.1f}× worse than"
+    return f"{percent(abs(value - best) / abs(best))} {word} than"
+
+
+def percent(fraction: float) -> str:
+    """0.0523 → '5.23%', 0.05 → '5%'; what rounds to nothing → '<0.01%'."""
+    return f"{fraction * 100:.3g}%" if fraction * 100 >= 0.01 else "<0.01%"
 
 
 def _measured(name: str, champion: ChampionMetrics, context_hash: str | None) -> str:

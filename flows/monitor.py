@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+from flows.run_log import send_library_logs_to_runs
 from gan_core.config import DEFAULT_PARAMS, Config, GateConfig, load_config
 from gan_core.config.metrics import better
 from gan_core.evaluation.context import context_difference, context_hash, recorded_context, short
-from gan_core.tracking.store import check_tracking, use_store
+from gan_core.tracking.store import check_tracking
+
+if TYPE_CHECKING:
+    from flows.registry import Registry
 
 MONITOR_KEY = "monitor-summary"
 MONITOR_SUBDIR = "monitor"
@@ -43,12 +48,12 @@ def relative_drift(name: str, recorded: float, current: float) -> float:
     return worse / abs(recorded) if recorded != 0 else (math.inf if worse > 0 else 0.0)
 
 
-@task(name="evaluate_champion")
-def evaluate_champion(cfg: Config, version: str) -> dict[str, Any]:
+@task(name="evaluate_champion", cache_policy=NO_CACHE)
+def evaluate_champion(registry: Registry, version: str) -> dict[str, Any]:
     """Evaluate a registered version on the prepared data: {"metrics", "context"} (cached for the gate)."""
     from flows.registry import evaluate_version
 
-    evaluation = evaluate_version(cfg, version, subdir=MONITOR_SUBDIR)
+    evaluation = evaluate_version(registry, version, subdir=MONITOR_SUBDIR)
     return {"metrics": evaluation.metrics, "context": evaluation.context}
 
 
@@ -123,20 +128,24 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
 
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.failures import RetrainFailed, named_step
+    from flows.registry import Registry
     from flows.registry import champion as current_champion
     from flows.retrain import retrain
     from flows.tasks import train_classifier, version_data
     from gan_core.config import parse_overrides
 
     logger = get_run_logger()
+    send_library_logs_to_runs()  # training progress in the flow-run log
     with named_step("config"):
         parsed = parse_overrides(overrides)
         cfg = load_config(params, parsed)
-        use_store(check_tracking(cfg.registry, "config", write=True))
+        registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))  # this run's one handle
+        registry.point_fluent_api()
     with named_step("version_data"):
         data = version_data(cfg, dvc_stage_applies(cfg, params, parsed))
+    registry.hand_data_version(data)  # hashed once, above: the champion's evaluation is handed it
     with named_step("find_champion"):
-        champion = current_champion(cfg)
+        champion = current_champion(registry)
     result: dict[str, Any] = {
         "data_version": data["data_version"],
         "champion": champion["version"] if champion else None,
@@ -155,10 +164,10 @@ def monitor(params: str = str(DEFAULT_PARAMS), overrides: dict[str, Any] | list[
             )
         name = cfg.gate.primary_metric
         with named_step("train_classifier"):
-            train_classifier(cfg)
+            train_classifier(cfg, data["data_version"])
         with named_step("evaluate_champion"):
             # By version, not alias: the numbers must belong to the version whose recorded metrics we compare.
-            measured = evaluate_champion(cfg, champion["version"])
+            measured = evaluate_champion(registry, champion["version"])
         recorded_ctx = recorded_context(champion["tags"])
         drift, why = drift_check(cfg.gate, champion["version"], champion["metrics"], recorded_ctx,
                                  measured["metrics"], measured["context"])

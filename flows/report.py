@@ -1,58 +1,45 @@
 """What a retrain run did, as Prefect artifacts: a markdown summary and a table of recent model versions.
 
-    publish_report(cfg, result)            # after a promoted / rejected / skipped run
-    publish_failure(cfg, result, error)    # after a failed step: which step, why, and that no alias moved
+    publish_report(registry, result)                 # after a promoted / rejected / skipped run
+    publish_failure(cfg, result, error, registry)    # after a failed step: which step, why, and that no alias moved
 
 The markdown is built by pure functions (`summary_markdown`, `failure_markdown`) so it can be read in tests
 and printed by the CLI; `publish_*` only hand it to Prefect (artifacts appear in the UI under the flow run and,
-by key, on the Artifacts page).
+by key, on the Artifacts page). Every URL in it is cleaned of credentials (gan_core.redact): Prefect stores
+artifacts in its database, for anyone who opens its UI. The MLflow run is a link only where the UI's address is
+known (GANOPS_MLFLOW_UI, or a tracking server, which is its own UI).
 """
 
 from __future__ import annotations
 
 import base64
 import math
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gan_core.config import Config
 from gan_core.config.metrics import better
 from gan_core.errors import ServiceUnavailable, find_user_error
 from gan_core.evaluation.context import context_hash, describe, short
-from gan_core.tracking.store import tracking_uri
+from gan_core.redact import redact
+from gan_core.tracking.store import run_reference, run_url
+
+if TYPE_CHECKING:
+    from flows.registry import Registry
 
 SUMMARY_KEY = "retrain-summary"
 VERSIONS_KEY = "model-versions"
-MLFLOW_UI_ENV = "GANOPS_MLFLOW_UI"
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
-"""Where `ganops ui` serves the MLflow UI; GANOPS_MLFLOW_UI overrides it (an http tracking server is its own UI)."""
 MAX_INLINE_IMAGE_BYTES = 200_000
 RECENT_VERSIONS = 10
 
 
-def mlflow_ui_base(cfg: Config) -> str:
-    """The MLflow UI to link to: GANOPS_MLFLOW_UI, an http(s) tracking server itself, or `ganops ui`'s address."""
-    uri = tracking_uri(cfg.registry)
-    if os.environ.get(MLFLOW_UI_ENV):
-        return os.environ[MLFLOW_UI_ENV].rstrip("/")
-    if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    return DEFAULT_MLFLOW_UI
-
-
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-"""Query that opens an MLflow UI page in its model-training mode (runs table, charts) instead of GenAI."""
-
-
-def run_url(cfg: Config, experiment_id: str | None, run_id: str | None) -> str | None:
-    """Link to an MLflow run in the UI, e.g. http://127.0.0.1:5000/#/experiments/1/runs/<id>?workflowType=...
-
-    MLflow 3.17's UI opens every page in its GenAI mode unless the link (or the browser's last choice) asks for the
-    model-training mode; the experiment's kind tag does not switch it."""
-    if not (experiment_id and run_id):
-        return None
-    return f"{mlflow_ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+def mlflow_run_markdown(cfg: Config, result: dict[str, Any]) -> str:
+    """The run as a markdown link into the MLflow UI when one is known (GANOPS_MLFLOW_UI, or a tracking server),
+    else its name, id and store: a link to a guessed address would open nothing."""
+    name, experiment, run = result.get("run_name") or result.get("run_id"), result.get("experiment_id"), result.get(
+        "run_id")
+    url = run_url(cfg.registry, experiment, run)
+    return f"[{name}]({url})" if url else run_reference(cfg.registry, name, experiment, run)
 
 
 def _fmt(value: Any) -> str:
@@ -119,10 +106,8 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         f"- model: `{cfg.registry.version_uri(version)}`" if version else "- model: none registered",
         f"- champion: `{cfg.registry.model_uri()}`",
     ]
-    url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
-    if url:
-        lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url}) "
-                     "(open the UI with `ganops ui`)")
+    if result.get("run_id"):
+        lines.append(f"- MLflow run: {mlflow_run_markdown(cfg, result)}")
     decision = result.get("gate") or {}
     if decision:
         lines += ["", f"## Gate: {'passed' if decision.get('passed') else 'failed'}", ""]
@@ -138,7 +123,7 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         grid = sample_grid_markdown(cfg)
         if grid:
             lines += ["", "## Samples", "", grid]
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")  # a URL in a reason or cause: no credentials in Prefect
 
 
 def _mark(check: dict[str, Any]) -> str:
@@ -193,20 +178,19 @@ def failure_markdown(cfg: Config | None, result: dict[str, Any], failure: BaseEx
         lines.append(f"- no alias was moved: `@{alias}` still points where it did before this run")
     if result.get("version"):
         lines.append(f"- version {result['version']} was registered but not promoted")
-    if cfg is not None:
-        url = run_url(cfg, result.get("experiment_id"), result.get("run_id"))
-        if url:
-            lines.append(f"- MLflow run: [{result.get('run_name') or result.get('run_id')}]({url})")
-    return "\n".join(lines) + "\n"
+    if cfg is not None and result.get("run_id"):
+        lines.append(f"- MLflow run: {mlflow_run_markdown(cfg, result)}")
+    return redact("\n".join(lines) + "\n")
 
 
-def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
+def versions_rows(registry: Registry, limit: int = RECENT_VERSIONS) -> list[dict[str, Any]]:
     """The newest model versions as table rows (version, aliases, data version, primary metric and its evaluation
     context, gate, created)."""
-    from flows import registry
+    from flows.registry import list_versions
 
+    cfg = registry.cfg
     rows = []
-    for v in registry.list_versions(cfg, missing_ok=True)[:limit]:
+    for v in list_versions(registry, missing_ok=True)[:limit]:
         metrics = v.get("metrics") or {}
         tags = v.get("tags") or {}
         rows.append(
@@ -224,28 +208,32 @@ def versions_rows(cfg: Config, limit: int = RECENT_VERSIONS) -> list[dict[str, A
     return rows
 
 
-def publish_report(cfg: Config, result: dict[str, Any]) -> None:
+def publish_report(registry: Registry, result: dict[str, Any]) -> None:
     """Markdown summary + recent-versions table as artifacts of the current flow run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    cfg = registry.cfg
     create_markdown_artifact(summary_markdown(cfg, result), key=SUMMARY_KEY, description="what this retrain did")
-    rows = versions_rows(cfg)
+    rows = versions_rows(registry)
     if rows:
         create_table_artifact(rows, key=VERSIONS_KEY, description=f"recent versions of {cfg.registry.model_name}")
 
 
-def publish_failure(cfg: Config | None, result: dict[str, Any], failure: BaseException) -> None:
-    """Failure summary as an artifact (and the versions table when the registry is reachable).
+def publish_failure(
+    cfg: Config | None, result: dict[str, Any], failure: BaseException, registry: Registry | None = None
+) -> None:
+    """Failure summary as an artifact (and the versions table when the registry is reachable; `registry` is None
+    when the run failed before its handle was built).
 
     After an unreachable service the table is left out: asking the registry again would only add its timeouts
     to a failure that is already known."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(failure_markdown(cfg, result, failure), key=SUMMARY_KEY, description="retrain failed")
-    if cfg is None or isinstance(find_user_error(failure), ServiceUnavailable):
+    if cfg is None or registry is None or isinstance(find_user_error(failure), ServiceUnavailable):
         return
     try:
-        rows = versions_rows(cfg)
+        rows = versions_rows(registry)
     except Exception:  # the registry may be what failed; the failure summary above is what matters
         return
     if rows:

@@ -10,10 +10,15 @@
     result["status"]     # "promoted" | "rejected" | "skipped"
 
 The steps are Prefect tasks in flows.tasks, each calling the same function as the CLI (`python -m gan_core ...`)
-and the DVC stages; flows.dvc_pipeline decides when a run *is* the repo's DVC pipeline (then the data step is
-`dvc repro prepare` and the flow `dvc commit`s what it trained); flows.failures names the step a failure came from,
-keeps user errors on one line and holds the retry policy. Either way the data version is
-gan_core.data.version.data_version, the md5 DVC records for the prepared directory.
+and the DVC stages; the candidate itself (one MLflow run: train, through torchrun when distributed → evaluate →
+log) is flows.candidate's routine, which every sweep trial runs too. flows.dvc_pipeline decides when a run *is* the
+repo's DVC pipeline (then the data step is `dvc repro prepare` and the flow `dvc commit`s what it trained);
+flows.failures names the step a failure came from, keeps user errors on one line and holds the retry policy. Either
+way the data version is gan_core.data.version.data_version, the md5 DVC records for the prepared directory.
+
+Decided once. The config step builds the run's one registry handle (flows.registry.Registry: the store and its
+client); the version_data step hashes the data once. Both are handed forward (flows.candidate.RunInputs) to the
+classifier, the trainer, the lineage tags, the evaluation, the registration and the gate, which re-derive neither.
 
 Skipping. A candidate is identified by its training identity (gan_core.training.identity: the settings that shape the
 weights, the data version, gan_core's source — so uncommitted code edits count, and commits that touch no code do
@@ -22,9 +27,13 @@ flow says so and reports that version. Logging, sampling, checkpoint cadence, pa
 gate and registry settings are policy, not inputs of the candidate, so they are left out too. Training resumes the
 last checkpoint of the same identity, so a run that differs only in evaluation settings trains no step again.
 
-Names and links. A flow run is named after what it trains (`retrain-dcgan-nonsaturating-2000steps`); its MLflow
-run carries `prefect.flow_run_id`, `prefect.flow_run_name` and, when a Prefect UI is known (PREFECT_UI_URL, set
-or derived from PREFECT_API_URL), `prefect.flow_run_url`. The report links back to the MLflow run (flows.report).
+Names, links and outcomes. A flow run is named after what it trains (`retrain-dcgan-nonsaturating-2000steps`) and
+ends in a state named after its outcome (flows.states: "Completed", "Rejected", "Skipped"); gan_core's progress
+lines reach its log (flows.run_log). Its MLflow run carries `prefect.flow_run_id`, `prefect.flow_run_name` and,
+when a Prefect UI is known (PREFECT_UI_URL, set or derived from PREFECT_API_URL), `prefect.flow_run_url`; the run's
+description says what was trained, the gate's outcome and version (flows.registry.descriptions) and links the
+Prefect flow run. The report links back to the MLflow run (flows.report). No URL is written with credentials
+(gan_core.redact).
 
 Like with like. The candidate's metrics are recorded with their evaluation context (gan_core.evaluation.context: data
 version, extractor weights, sample count, seed, ...) on its run and version; the promote step's gate compares them
@@ -41,23 +50,27 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
+from flows.registry import Registry
+from flows.run_log import send_library_logs_to_runs
+from flows.states import final_state
 from flows.tasks import (
-    evaluate_generator,
+    RETRAIN_STEPS,
     find_unchanged,
-    log_candidate,
     promote,
     push_data,
+    push_outputs,
     record_dvc_stages,
     register,
     train_classifier,
-    train_generator,
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.tracking.runs import training_key
-from gan_core.tracking.store import check_tracking, use_store
+from gan_core.redact import clean_url
+from gan_core.tracking.runs import run_note, training_key, training_summary
+from gan_core.tracking.store import NOTE_TAG, check_tracking, run_reference
 
 __all__ = ["retrain", "flow_run_config", "retrain_run_name"]
 
@@ -84,18 +97,36 @@ def retrain_run_name() -> str:
 
 
 def prefect_run_tags() -> dict[str, str]:
-    """MLflow run tags linking back to the Prefect flow run: its id and name, and its UI URL when a Prefect UI is
-    known (PREFECT_UI_URL; the ephemeral API has no UI to link to)."""
+    """MLflow run tags linking back to the Prefect flow run: its id and name, and its page in the Prefect UI when one
+    is known (PREFECT_UI_URL; the ephemeral API has no UI to link to)."""
     from prefect.runtime import flow_run
-    from prefect.settings import PREFECT_UI_URL
 
     run_id = flow_run.id
     if run_id is None:
         return {}
     tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.name)}
-    if PREFECT_UI_URL.value():
-        tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    url = prefect_flow_run_url(run_id)
+    if url:
+        tags["prefect.flow_run_url"] = url
     return tags
+
+
+def prefect_flow_run_url(run_id: Any) -> str | None:
+    """The flow run's page in the Prefect UI (`<PREFECT_UI_URL>/runs/flow-run/<id>`, as Prefect prints it), cleaned
+    of credentials; None without a UI (the ephemeral API)."""
+    from prefect.settings import PREFECT_UI_URL
+    from prefect.utilities.urls import url_for
+
+    if not PREFECT_UI_URL.value():
+        return None
+    url = url_for("flow-run", obj_id=run_id)
+    return clean_url(url) if url else None
+
+
+def prefect_markdown(tags: dict[str, str]) -> str | None:
+    """`Prefect flow run: [name](url)` for a run's description, from prefect_run_tags; None without a UI."""
+    url = tags.get("prefect.flow_run_url")
+    return f"Prefect flow run: [{tags['prefect.flow_run_name']}]({url})" if url else None
 
 
 @flow(name="retrain", flow_run_name=retrain_run_name, validate_parameters=False)
@@ -111,18 +142,24 @@ def retrain(
     from flows.report import publish_failure, publish_report
 
     logger = get_run_logger()
+    send_library_logs_to_runs()  # training progress in the flow-run log
     result: dict[str, Any] = {"params": str(params)}
     cfg: Config | None = None
+    registry: Registry | None = None
     try:
         with named_step("config"):
             parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
-            use_store(check_tracking(cfg.registry, "config", write=True))
+            # The one registry handle of this run: every step below reads and writes the store through it.
+            registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))
+            registry.point_fluent_api()
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
             data = version_data(cfg, use_dvc)
-        if use_dvc and has_default_remote():
+        inputs = run_inputs(registry, data)  # hashed once, above: every step below is handed it
+        pushes = use_dvc and has_default_remote()  # the DVC pipeline's outputs go to the default remote
+        if pushes:
             with named_step("push_data"):
                 push_data()
         result.update(data_version=data["data_version"], data=data)
@@ -131,26 +168,27 @@ def retrain(
 
         with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])
-            previous = find_unchanged(cfg, key)
+            previous = find_unchanged(registry, key)
         if previous is not None:
             result.update(skipped(cfg, previous, key))
-            _publish(publish_report, cfg, result)
-            return result
+            _publish(publish_report, registry, result)
+            return final_state(result)  # named "Skipped" in Prefect; the caller still gets `result`
 
-        model_uri = train_candidate(cfg, key, result)
+        lineage, model_uri = classify_and_train(cfg, inputs, key, result)
         if use_dvc and dvc_pipeline_applies(cfg, params, parsed):
             with named_step("record_dvc_stages"):
                 record_dvc_stages()
+            if pushes:  # so another clone's `dvc pull` gets every output dvc.lock names
+                with named_step("push_outputs"):
+                    push_outputs()
         with named_step("register"):
-            from gan_core.tracking.runs import training_tags
-
-            tags = {**training_tags(cfg), **key}
-            version = register(cfg, model_uri, result["run_id"], result["metrics"], tags, result["eval_context"])
+            version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
+                               result["eval_context"])
         result["version"] = version["version"]
         with named_step("promote"):
             # The gate, applied once under the promotion lock against the champion of that moment: a passing
             # candidate takes the alias in the same step, so a faster rival cannot slip in between.
-            outcome = promote(cfg, version["version"])
+            outcome = promote(registry, version["version"])
         result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
                                                   "champion_comparison")}
         promoted = outcome["promoted"]
@@ -159,11 +197,11 @@ def retrain(
             logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
         else:
             logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
-        _publish(publish_report, cfg, result)
-        return result
+        _publish(publish_report, registry, result)
+        return final_state(result)  # named "Rejected" when the gate rejected it
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
-        _publish(publish_failure, cfg, result, failure)
+        _publish(publish_failure, cfg, result, failure, registry)
         raise
 
 
@@ -185,24 +223,27 @@ def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[
     }
 
 
-def train_candidate(cfg: Config, key: dict[str, str], result: dict[str, Any]) -> str:
-    """Classifier, then one MLflow run holding the training, its evaluation and the logged model; return the
-    model's URI. Fills `result` as it goes, so a failure report says how far the run got."""
-    from gan_core.tracking.runs import start_training_run
-
+def classify_and_train(
+    cfg: Config, inputs: RunInputs, key: dict[str, str], result: dict[str, Any]
+) -> tuple[dict[str, str], str]:
+    """Classifier, then the candidate (flows.candidate: one MLflow run holding the training, its evaluation and the
+    logged model); return its lineage tags and the model's URI. Fills `result` as it goes, so a failure report says
+    how far the run got."""
     with named_step("train_classifier"):
-        classifier = train_classifier(cfg)
+        classifier = train_classifier(cfg, inputs.data_version["data_version"])
     result["classifier_accuracy"] = classifier.get("holdout_accuracy")
-    run_tags = {**{k: v for k, v in key.items() if k != "data_version"}, **prefect_run_tags()}
-    with named_step("train"), start_training_run(cfg, extra_tags=run_tags) as run:
-        run_id = run.info.run_id
-        result.update(run_id=run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
-        trained = train_generator(cfg, run_id)
-        with named_step("evaluate"):
-            evaluation = evaluate_generator(cfg)
-            result.update(metrics=evaluation.metrics, eval_context=evaluation.context)
-        with named_step("log_candidate"):
-            return log_candidate(cfg, run_id, result["metrics"], trained.package_dir, result["eval_context"])
+
+    def started(run: Any) -> None:
+        result.update(run_id=run.info.run_id, run_name=run.info.run_name, experiment_id=run.info.experiment_id)
+
+    prefect = prefect_run_tags()
+    note = run_note(training_summary(cfg, inputs.data_version["data_version"]), prefect_markdown(prefect))
+    candidate = train_candidate(cfg, inputs, key=key, extra_tags={**prefect, NOTE_TAG: note}, started=started,
+                                steps=RETRAIN_STEPS)
+    get_run_logger().info("MLflow run %s", run_reference(cfg.registry, candidate.run_name, candidate.experiment_id,
+                                                         candidate.run_id))
+    result.update(metrics=candidate.evaluation.metrics, eval_context=candidate.evaluation.context)
+    return candidate.lineage, candidate.model_uri
 
 
 def _publish(publisher: Any, *args: Any) -> None:

@@ -1,20 +1,29 @@
-"""The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows.registry function as the CLI
-and the DVC stages (gan_core.data.prepare, gan_core.evaluation.classifier.train_classifier,
-gan_core.training.loop.train, gan_core.evaluation.evaluate.evaluate, flows.registry's register / promote, which
-applies the gate)."""
+"""The retrain flow's steps as Prefect tasks: each calls the same gan_core or flows function as the CLI and the DVC
+stages (gan_core.data.prepare, gan_core.evaluation.classifier.train_classifier, the candidate routine's steps in
+flows.candidate — gan_core.training.loop.train or torchrun, gan_core.evaluation.evaluate.evaluate, the run's
+logging —, flows.registry's register / promote, which applies the gate).
+
+Tasks that take the flow's registry handle (flows.registry.Registry, alone or in flows.candidate.RunInputs: a live
+client) are not cached by their inputs (cache_policy=NO_CACHE): Prefect could not hash the handle, and no step here
+is worth caching by input."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from flows.candidate import CandidateSteps, RunInputs, evaluate_model, log_model, train_model
 from flows.dvc_pipeline import FLOW_STAGES, PREPARE_STAGE, dvc_push, run_dvc
-from flows.failures import SERVICE_RETRIES, is_transient
+from flows.failures import SERVICE_RETRIES, is_transient, named_step
 from gan_core.config import Config
 
 if TYPE_CHECKING:  # the heavy imports stay inside the tasks, so importing the flow stays fast
+    from flows.registry import Registry
     from gan_core.evaluation.evaluate import Evaluation
+    from gan_core.training.callbacks import TrainCallback
     from gan_core.training.loop import TrainResult
 
 
@@ -40,90 +49,103 @@ def push_data() -> bool:
     return True
 
 
+@task(name="push_outputs")
+def push_outputs() -> bool:
+    """`dvc push` what the stages this flow ran itself recorded (classifier, generator) to the default DVC remote:
+    with the data, everything dvc.lock names, so `dvc pull` in another clone gets it all."""
+    dvc_push(*FLOW_STAGES, step="push_outputs")
+    return True
+
+
 @task(name="record_dvc_stages")
 def record_dvc_stages() -> None:
     """`dvc commit` the stages this flow ran itself, so dvc.lock records their outputs and `dvc status` is clean."""
     run_dvc("commit", "--force", *FLOW_STAGES)
 
 
-@task(name="find_unchanged", **SERVICE_RETRIES)
-def find_unchanged(cfg: Config, key: dict[str, str]) -> dict[str, Any] | None:
-    """The newest registered candidate when it was trained from the same key and gated, else None."""
-    from flows import registry
+@task(name="find_unchanged", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def find_unchanged(registry: Registry, key: dict[str, str]) -> dict[str, Any] | None:
+    """The newest registered candidate when it was trained from the same key and gated, else None. The key is its
+    training run's tags (a version keeps only its data version; versions registered before that carry it all)."""
+    from mlflow.exceptions import MlflowException
 
-    latest = registry.latest_version(cfg)
+    from flows.registry import latest_version
+    from flows.registry.handle import is_missing
+
+    latest = latest_version(registry)
     if latest is None:
         return None
     tags = latest["tags"]
     # A version registered by a run that crashed before its gate is not a finished candidate: train again.
-    if "gate.decision" not in tags or any(tags.get(k) != v for k, v in key.items()):
+    if "gate.decision" not in tags:
+        return None
+    try:
+        run_tags = registry.client().get_run(latest["run_id"]).data.tags if latest["run_id"] else {}
+    except MlflowException as e:
+        if not is_missing(e):
+            raise
+        run_tags = {}  # its run was deleted: nothing says how it was trained
+    recorded = {**run_tags, **tags}
+    if any(recorded.get(k) != v for k, v in key.items()):
         return None
     return latest
 
 
-# ----------------------------------------------------------------------------- train + evaluate
+# ----------------------------------------------------------------------------- classifier and candidate
 @task(name="train_classifier")
-def train_classifier(cfg: Config) -> dict[str, Any]:
+def train_classifier(cfg: Config, data_version: str | None = None) -> dict[str, Any]:
     """Train the domain classifier (the offline feature extractor), or reuse it: gan_core.evaluation.classifier keys its
-    model by the data's content hash and its settings, so this costs seconds when the data is unchanged."""
+    model by the data's version (`data_version`, as the version_data step computed it) and its settings, so this
+    costs seconds when the data is unchanged."""
     from gan_core.evaluation.classifier import train_classifier as fit_classifier
 
-    return fit_classifier(cfg)
+    return fit_classifier(cfg, data_version=data_version)
 
 
-@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def train_generator(cfg: Config, run_id: str) -> TrainResult:
-    """Train the GAN, logging to the MLflow run. It resumes the last checkpoint when that has the same training
-    identity (gan_core.training.identity): a retry continues, and a run that differs only in evaluation, logging
-    or device settings from a finished one trains no step again."""
-    from gan_core.tracking.runs import MLflowCallback
-    from gan_core.tracking.store import open_store
-    from gan_core.training.launch import distributed, train_processes
-    from gan_core.training.loop import train
-
-    if distributed(cfg):  # train.nproc_per_node, train.nnodes: torchrun, rank 0 logging into this run
-        return train_processes(cfg, run_id)
-    # An explicit client: the callback must not depend on which store MLflow's process-wide URI points at.
-    return train(cfg, resume=True, callbacks=[MLflowCallback(run_id, open_store(cfg.registry))])
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def train_generator(cfg: Config, run_id: str, inputs: RunInputs, callbacks: Sequence[TrainCallback] = ()
+                    ) -> TrainResult:
+    """Train the GAN, logging to the MLflow run (flows.candidate.train_model: torchrun when distributed). It
+    resumes the last checkpoint when that has the same training identity (gan_core.training.identity): a retry
+    continues, and a run that differs only in evaluation, logging or device settings from a finished one trains no
+    step again."""
+    return train_model(cfg, run_id, inputs, callbacks)
 
 
-@task(name="evaluate")
-def evaluate_generator(cfg: Config) -> Evaluation:
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_generator(cfg: Config, inputs: RunInputs) -> Evaluation:
     """Evaluate the freshly trained generator package against the prepared data."""
-    from gan_core.evaluation.evaluate import evaluate
-
-    return evaluate(cfg)
+    return evaluate_model(cfg, inputs)
 
 
-@task(name="log_candidate", **SERVICE_RETRIES)
-def log_candidate(cfg: Config, run_id: str, metrics: dict[str, Any], package_dir: str,
-                  context: dict[str, Any] | None = None) -> str:
+@task(name="log_candidate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def log_candidate(cfg: Config, run_id: str, evaluation: Evaluation, package_dir: str, inputs: RunInputs) -> str:
     """Log evaluation metrics and their context, the metrics JSON, the sample grid and the pyfunc model; return
     the model URI."""
-    from gan_core.tracking.runs import log_candidate as log_to_run
-    from gan_core.tracking.store import configure
+    return log_model(cfg, run_id, evaluation, package_dir, inputs)
 
-    return log_to_run(cfg, run_id, metrics, package_dir, configure(cfg.registry), context)
+
+RETRAIN_STEPS = CandidateSteps(train=train_generator, evaluate=evaluate_generator, log=log_candidate,
+                               named=named_step)
+"""The candidate routine (flows.candidate.train_candidate) as the retrain runs it: each step a Prefect task with
+its retries, named for failure reports."""
 
 
 # ----------------------------------------------------------------------------- registry
-@task(name="register", **SERVICE_RETRIES)
-def register(cfg: Config, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str],
+@task(name="register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def register(registry: Registry, model_uri: str, run_id: str, metrics: dict[str, Any], tags: dict[str, str],
              context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register the candidate as a new model version carrying lineage tags, metrics and their context."""
-    from flows import registry
+    from flows.registry import register_candidate
 
-    return registry.register_candidate(cfg, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags,
-                                       context=context)
+    return register_candidate(registry, model_uri=model_uri, run_id=run_id, metrics=metrics, tags=tags,
+                              context=context)
 
 
-@task(name="promote", **SERVICE_RETRIES)
-def promote(cfg: Config, version: str) -> dict[str, Any]:
+@task(name="promote", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def promote(registry: Registry, version: str) -> dict[str, Any]:
     """Apply the gate under the promotion lock and, when it passes, move the champion alias to the version (one
     alias update: nothing is half-promoted)."""
-    from flows import registry
+    from flows.registry import promote as gate_and_promote
 
-    return registry.promote(cfg, version)
-
-
-# ----------------------------------------------------------------------------- the flow
+    return gate_and_promote(registry, version)

@@ -8,7 +8,9 @@
     python -m gan_core --help
     python -m gan_core --version
 
-Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file.
+Trailing `key=value` arguments override params.yaml; `--params PATH` picks another file. Each stage prints one
+line saying what it produced (so `dvc repro` and `dvc exp run` stay readable); the numbers are in the files it
+writes (metrics.json, info.json, meta.json), and `--json` prints the whole result as JSON instead, for scripts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rich.markup import escape
 
 from gan_core.config import DEFAULT_PARAMS, load_config
 from gan_core.errors import find_user_error, first_line
+from gan_core.redact import redact
 
 Overrides = Annotated[
     list[str] | None,
@@ -60,11 +63,33 @@ Version = Annotated[
 
 @app.callback()
 def _options(version: Version = False) -> None:
-    pass
+    # A stage's output is its one result line and the trainer's progress lines; MLflow's own INFO chatter (system
+    # metrics monitor, model validation) and its download progress bars would bury them in `dvc repro`/`dvc exp run`.
+    # Set before MLflow is imported, which reads them; a user's own values win.
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+AsJson = Annotated[bool, typer.Option("--json", help="print the whole result as JSON instead of one line")]
+
+
+def report(line: str, result: Any, as_json: bool) -> None:
+    """A stage's result: one line for a person (the default), or the whole result as JSON (`--json`)."""
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(line)
+
+
+def _numbers(values: dict[str, Any], keys: list[str]) -> str:
+    """'fid_lenet=20.26 class_coverage=1' for the keys present, in order."""
+    return " ".join(f"{k}={values[k]:.4g}" for k in keys if isinstance(values.get(k), int | float))
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
@@ -97,20 +122,21 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
 
 
 def print_error(message: str) -> None:
-    """`error: <message>` on stderr, on one line whatever the terminal width."""
+    """`error: <message>` on stderr, on one line whatever the terminal width; URLs cleaned of credentials."""
     # Escaped: a message quoting a value such as `[lenet]` must not be read as rich markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
 
 
 def print_internal_error(summary: str, exc: BaseException) -> None:
-    """The one-line summary of an unexpected error, then its traceback (with the chain of causes) for a bug report."""
+    """The one-line summary of an unexpected error, then its traceback (with the chain of causes) for a bug report;
+    URLs cleaned of credentials (a library's message may quote the tracking URI)."""
     print_error(f"{summary} (unexpected: please report it with the traceback below)")
-    sys.stderr.write("".join(traceback.format_exception(exc)))
+    sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     sys.stderr.flush()
 
 
 @app.command()
-def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS, as_json: AsJson = False) -> None:
     """Build the prepared dataset (uint8 images, labels, meta.json) from data.source; print where and its version."""
     from gan_core.data import prepare as prepare_dataset
     from gan_core.data.version import data_version_info
@@ -126,7 +152,11 @@ def prepare(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> Non
         else summarize(meta)
     # The version printed is the md5 `dvc repro` records in dvc.lock for this directory (computed the same way).
     where = {"prepared_dir": str(Path(cfg.data.prepared_dir).resolve())}
-    print_json({**where, **summary, **data_version_info(cfg.data.prepared_dir)})
+    result = {**where, **summary, **data_version_info(cfg.data.prepared_dir)}
+    sets = summary["domains"] if "domains" in summary else {"": summary}
+    what = ", ".join(f"{f'domain {k}: ' if k else ''}{s['count']} images from {s['source']} "
+                     f"({'×'.join(map(str, s['shape']))})" for k, s in sets.items())
+    report(f"prepared {what} into {cfg.data.prepared_dir}: data version {result['data_version']}", result, as_json)
 
 
 Track = Annotated[bool, typer.Option(
@@ -141,6 +171,7 @@ def train(
     mlflow: Track = True,
     mlflow_run_id: Annotated[str | None, typer.Option(
         help="log into this existing MLflow run instead of opening one (the retrain flow's, under torchrun)")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Train the GAN; write checkpoints, the generator package and a metrics JSON to train.out_dir (and, by default,
     log the training as an MLflow run, so `dvc repro`/`dvc exp run` trainings show in the MLflow UI too)."""
@@ -149,7 +180,7 @@ def train(
 
     from gan_core.training.loop import Trainer
 
-    # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result JSON.
+    # The trainer logs a line per train.log_every steps (resume decisions too) to stderr; stdout is the result.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     cfg = load_config(params, overrides)
     trainer = Trainer(cfg, resume=resume)
@@ -168,16 +199,26 @@ def train(
     else:
         result = trainer.run()
     if rank0:
-        print_json(result.as_dict())
+        resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+        ran = f"{result.trained_steps} step{'' if result.trained_steps == 1 else 's'}"
+        report(f"trained to step {result.steps} ({ran} in {result.wall_time_s:.0f} s on {result.device}{resumed}): "
+               f"{result.package_dir}; metrics in {result.metrics_path}",
+               result.as_dict(), as_json)
 
 
 @app.command()
-def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS) -> None:
+def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS, as_json: AsJson = False) -> None:
     """Train the domain classifier used as the offline feature extractor (fid_lenet, class coverage)."""
     from gan_core.evaluation.classifier import train_classifier
 
     cfg = load_config(params, overrides)
-    print_json(train_classifier(cfg))
+    result = train_classifier(cfg)
+    judges = result.get("judges", {})  # cyclegan's semantic term: a second classifier per domain (its own seed)
+    infos = [*(result.get("domains") or {"": result}).values(), *judges.values()]
+    done = "trained" if any(info.get("trained", True) for info in infos) else "reused"
+    judged = f", judges {min(j['holdout_accuracy'] for j in judges.values()):.4g}" if judges else ""
+    report(f"classifier {done}: held-out accuracy {result['holdout_accuracy']:.4g}{judged}; in "
+           f"{cfg.eval.classifier.out_dir}", result, as_json)
 
 
 @app.command()
@@ -189,8 +230,10 @@ def evaluate(
         typer.Option(help="package directory or models:/<name>@<alias>; default {train.out_dir}/generator"),
     ] = None,
     mlflow: Track = True,
+    as_json: AsJson = False,
 ) -> None:
     """Evaluate the trained generator against the prepared dataset; write metrics JSON and a sample grid."""
+    from gan_core.evaluation.evaluate import METRICS_FILE
     from gan_core.evaluation.evaluate import evaluate as evaluate_generator
 
     cfg = load_config(params, overrides)
@@ -207,7 +250,9 @@ def evaluate(
 
         check_tracking(cfg.registry, "evaluate")
         log_to_training_run(cfg, result.metrics, result.context)
-    print_json(result.as_dict())
+    gated = list(dict.fromkeys([cfg.gate.primary_metric, *sorted(cfg.gate.thresholds)]))
+    report(f"evaluated {generator or Path(cfg.train.out_dir) / 'generator'}: {_numbers(result.metrics, gated)}; all "
+           f"{len(result.metrics)} metrics in {Path(cfg.eval.out_dir) / METRICS_FILE}", result.as_dict(), as_json)
 
 
 def main(argv: list[str] | None = None) -> None:

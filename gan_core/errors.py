@@ -8,11 +8,17 @@
 
 from __future__ import annotations
 
+from gan_core.redact import redact
+
 
 class UserError(Exception):
     """Bad input from the user (config, paths, data, model URIs).
 
-    The message names the bad value and what is accepted."""
+    The message names the bad value and what is accepted. Every URL in it is cleaned of credentials
+    (gan_core.redact): a message is printed, logged and stored by Prefect as a run's state message."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ServiceUnavailable(UserError):

@@ -172,3 +172,103 @@ def prefect_server(root: Path, database: str | None = None) -> Iterator[str]:
         yield url
     finally:
         stop_process_group(proc)
+
+
+@contextmanager
+def local_mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
+    """`mlflow server` on loopback with a local artifact destination served through it (clients upload and download
+    over HTTP): its URL; stopped on exit."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until_ready(proc, f"http://127.0.0.1:{port}/health", 180, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(proc)
+
+
+@dataclass
+class AuthProxy:
+    """A reverse proxy on loopback that lets through only requests carrying HTTP basic auth for one user (as a
+    tracking server behind an authenticating gateway does): `url` has no credentials; `refused` lists the paths of
+    requests it turned away."""
+
+    url: str
+    refused: list[str]
+
+
+@contextmanager
+def basic_auth_proxy(upstream: str, user: str, password: str) -> Iterator[AuthProxy]:
+    """An AuthProxy in front of `upstream` (http://host:port), in a thread of this process; stopped on exit."""
+    import base64
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    target = urlsplit(upstream)
+    refused: list[str] = []
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
+                  "proxy-authenticate", "content-length"}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # quiet: the test reads `refused`
+            pass
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _forward(self) -> None:
+            body = self._body()
+            if self.headers.get("Authorization") != expected:
+                refused.append(self.path)
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop | {"authorization", "host"}}
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+            try:
+                connection.request(self.command, self.path, body=body or None, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+            finally:
+                connection.close()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in hop_by_hop:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="basic-auth-proxy", daemon=True)
+    thread.start()
+    try:
+        yield AuthProxy(f"http://127.0.0.1:{server.server_address[1]}", refused)
+    finally:
+        server.shutdown()
+        server.server_close()

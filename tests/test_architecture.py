@@ -14,7 +14,8 @@ from gan_core.config.catalogue import SHIPPED, family_info
 REPO = Path(__file__).resolve().parents[1]
 ROOT = "gan_core"
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("gan_core.errors", "gan_core.atomic", "gan_core.preflight", "gan_core.device"),  # shared by every stage
+    # shared by every stage
+    ("gan_core.errors", "gan_core.redact", "gan_core.atomic", "gan_core.preflight", "gan_core.device"),
     ("gan_core.config",),
     ("gan_core.data",),
     ("gan_core.models",),

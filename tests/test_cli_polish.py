@@ -114,7 +114,7 @@ def test_rejected_without_champion_reads_right(
     out = capsys.readouterr().out
     assert f"{cfg.registry.model_name} (1 version)" in out and "1 versions" not in out
 
-    assert run_app(app, ["promote", v1, "--params", str(params)]) == 1
+    assert run_app(app, ["promote", v1, "--params", str(params)]) == 3
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == f"rejected: v{v1} stays off @champion (no champion yet)"
@@ -136,27 +136,49 @@ def test_passed_gate_lists_every_check_and_names_the_champion(
     assert out[1] == "gate: passed (4 checks)"
     assert len(out) == 2 + 4 and all(line.endswith(": pass") for line in out[2:])
 
-    assert run_app(app, ["promote", v2, "--params", str(params)]) == 1
+    assert run_app(app, ["promote", v2, "--params", str(params)]) == 3
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"rejected: v{v2} stays off @champion (champion: v{v1})"
-    assert out[1] == "gate: failed (1 of 4 checks)" and f"vs champion v{v1}" in out[2] and out[2].endswith(": fail")
+    assert out[1] == "gate: failed (1 of 4 checks)" and out[2].endswith(": fail")
+    assert f"fid_lenet 39 is 2.5% better than champion v{v1}'s 40" in out[2] and "short of the 5%" in out[2]
 
     assert run_app(app, ["models", "--params", str(params)]) == 0
     assert f"{cfg.registry.model_name} (2 versions)" in capsys.readouterr().out
 
 
 def test_a_recipe_names_its_own_registered_model_and_gate(
-    params: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+    params: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = load_config(params, ["recipe=conditional"])  # what `ganops retrain recipe=conditional` registers under
     version = _candidate(cfg, model_dir, {"fid_lenet": 40.0, "class_coverage": 1.0, "class_accuracy": 0.5})
 
-    assert run_app(app, ["promote", version, "--params", str(params), "--recipe", "conditional"]) == 1
+    assert run_app(app, ["promote", version, "--params", str(params), "--recipe", "conditional"]) == 3
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"rejected: v{version} stays off @champion (no champion yet)"
     assert "  class_accuracy = 0.5 < min 0.95: fail" in out  # the recipe's gate, beside the params file's
     assert run_app(app, ["models", "--params", str(params), "--recipe", "conditional"]) == 0
     assert "ganops-conditional (1 version)" in capsys.readouterr().out
+
+    # `ganops generate --recipe` samples that product's champion. There is none: the one error line says why (the
+    # only version was rejected, with the failed check) and what to do; nothing is written.
+    grid = tmp_path / "grid.png"
+    generate = ["generate", "--params", str(params), "--recipe", "conditional", "-n", "2", "--device", "cpu",
+                "--out", str(grid)]
+    assert run_app(app, generate) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: models:/ganops-conditional@champion: no version of 'ganops-conditional' is "
+                          f"@champion: the only version, v{version}, was rejected by the gate (class_accuracy = 0.5 "
+                          "< min 0.95: fail)")
+    assert f"--model models:/ganops-conditional/{version}," in err and "Traceback" not in err
+    assert f'`ganops promote {version} --force --reason "why" --params {params} --recipe conditional`' in err
+    assert len(err.splitlines()) == 1 and not grid.exists()
+    # Both ways out work: the version by number, or the forced promotion after which --recipe finds the champion.
+    assert run_app(app, [*generate, "--model", f"models:/ganops-conditional/{version}"]) == 0 and grid.is_file()
+    grid.unlink()
+    assert run_app(app, ["promote", version, "--params", str(params), "--recipe", "conditional", "--force",
+                         "--reason", "try it"]) == 0
+    assert run_app(app, generate) == 0 and grid.is_file()
+    assert "from models:/ganops-conditional@champion" in capsys.readouterr().out
     assert run_app(app, ["models", "--params", str(params)]) != 0  # the unconditional model was never touched
     assert "no registered model 'ganops-generator'" in capsys.readouterr().err
 
@@ -175,6 +197,23 @@ def test_retrain_result_shows_a_failed_gate_by_what_failed(
         "  fid_lenet = 99 > max 50: fail",
         "  (3 other checks passed)",
     ]
+
+
+def test_the_demos_next_lines_are_commands_that_run_where_make_demo_leaves_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs .venv/bin/ganops without activating the venv: `ganops ui` would not be found there."""
+    from flows.cli import runnable
+
+    bin_dir = Path(sys.executable).parent
+    assert os.access(bin_dir / "ganops", os.X_OK)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv not activated
+    monkeypatch.chdir(bin_dir.parent.parent)  # the project that holds .venv, as after `make demo`
+    assert runnable("ganops") == os.path.join(bin_dir.parent.name, bin_dir.name, "ganops")  # .venv/bin/ganops
+    monkeypatch.chdir(tmp_path)  # elsewhere: the full path
+    assert runnable("ganops") == str(bin_dir / "ganops")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # activated: the plain name
+    assert runnable("ganops") == "ganops"
 
 
 def test_generate_says_1_image(generator_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

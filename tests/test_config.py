@@ -175,13 +175,17 @@ def test_cli_prepare_prints_where_and_the_data_version(capsys: pytest.CaptureFix
     from gan_core.data.version import data_version
 
     out = tmp_path / "prepared"
-    code = run_app(app, ["prepare", "data.max_images=20", "data.resolution=8", f"data.prepared_dir={out}"])
+    code = run_app(app, ["prepare", "data.max_images=20", "data.resolution=8", f"data.prepared_dir={out}", "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert Path(printed["prepared_dir"]) == out.resolve()
     assert printed["count"] == 20 and printed["shape"] == [1, 8, 8]
     assert printed["data_version"] == data_version(out)
     assert printed["data_version"].endswith(".dir")
+    # Without --json: one line for a person (what `dvc repro` shows), the numbers in meta.json.
+    assert run_app(app, ["prepare", "data.max_images=20", "data.resolution=8", f"data.prepared_dir={out}"]) == 0
+    assert capsys.readouterr().out == (f"prepared 20 images from mnist5k (1×8×8) into {out}: data version "
+                                       f"{printed['data_version']}\n")
 
 
 # ----------------------------------------------------------------------------- override values are literal
@@ -260,7 +264,7 @@ def test_a_hash_in_a_folder_path_reaches_prepare(tmp_path: Path, capsys: pytest.
             Image.new("L", (8, 8), 40 * i).save(tmp_path / folder / f"{i}.png")
     out = tmp_path / "prepared"
     source = f"folder:{tmp_path / 'shots #2'}"
-    code = run_app(app, ["prepare", f"data.source={source}", "data.resolution=8", f"data.prepared_dir={out}"])
+    code = run_app(app, ["prepare", f"data.source={source}", "data.resolution=8", f"data.prepared_dir={out}", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0
     assert printed["source"] == source and printed["count"] == 3
@@ -283,7 +287,7 @@ def test_a_repeated_override_keeps_the_last_value_and_keys_are_trimmed() -> None
         ("train.=1", "empty parts"),
         ("eval.extractors=[lenet, inception #x]", "not valid YAML"),  # the comment ate the bracket
         ("registry.experiment='it's'", "not valid YAML"),
-        ("registry.experiment=null", "valid string"),
+        ("registry.model_name=null", "valid string"),
         ("gate.thresholds.fid_lenet.max=nan", "NaN"),
         ("gate.thresholds.fid_lenet.min=200", "no value could pass"),  # max is 100 in params.yaml
         ("train.seed=-1", "greater than or equal to 0"),

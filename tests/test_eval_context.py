@@ -52,7 +52,7 @@ def test_the_context_is_recorded_on_the_run_and_the_version(workspace: Any, firs
     version = client.get_model_version(cfg.registry.model_name, "1")
     context = recorded_context(version.tags)
     assert context is not None and version.tags["eval.context_hash"] == context_hash(context)
-    assert context["data_version"] == data_version(cfg.data.prepared_dir) == version.tags["eval.data_version"]
+    assert context["data_version"] == data_version(cfg.data.prepared_dir) == version.tags["data_version"]
     assert (context["num_samples"], context["seed"]) == (cfg.eval.num_samples, cfg.eval.seed)
     classifier = json.loads((model_dir(cfg) / "classifier.json").read_text())
     assert context["extractors"]["lenet"]["training_key"] == classifier["training_key"]
@@ -60,6 +60,7 @@ def test_the_context_is_recorded_on_the_run_and_the_version(workspace: Any, firs
     run_tags = client.get_run(first["run_id"]).data.tags
     assert run_tags["eval.context"] == version.tags["eval.context"]
     assert run_tags["eval.context_hash"] == version.tags["eval.context_hash"]
+    assert run_tags["eval.data_version"] == context["data_version"]  # the run keeps the readable fields too
 
 
 def test_a_new_sample_count_alone_re_measures_the_champion_and_the_decision_follows_it(
@@ -72,13 +73,14 @@ def test_a_new_sample_count_alone_re_measures_the_champion_and_the_decision_foll
     cfg = workspace.config()
     client = workspace.client()
     name = cfg.registry.model_name
-    recorded = float(client.get_model_version(name, "1").tags["metric.fid_lenet"])
+    kept = client.get_model_version(name, "1").tags["metrics"]
+    recorded = json.loads(kept)["fid_lenet"]
     # Make the stale number say "the candidate wins by far": only a like-with-like comparison can reject it.
-    client.set_model_version_tag(name, "1", "metric.fid_lenet", repr(recorded * 10))
+    client.set_model_version_tag(name, "1", "metrics", json.dumps({**json.loads(kept), "fid_lenet": recorded * 10}))
     try:
         result = retrain(params=str(workspace.params), overrides=["eval.num_samples=300"])
     finally:
-        client.set_model_version_tag(name, "1", "metric.fid_lenet", repr(recorded))
+        client.set_model_version_tag(name, "1", "metrics", kept)
 
     # Only the evaluation changed: the training resumed its checkpoint, so v2 has v1's weights, measured anew.
     assert result["version"] == "2"
@@ -96,8 +98,9 @@ def test_a_new_sample_count_alone_re_measures_the_champion_and_the_decision_foll
     assert result["metrics"]["fid_lenet"] == remeasured
     assert result["status"] == "rejected" and not gate["passed"]
     reason = gate["reasons"][-1]
-    assert reason.startswith(f"fid_lenet = {remeasured:.6g} vs champion v1 {remeasured:.6g} (re-measured in the "
-                             f"candidate's context {gate['context_hash'][:8]}; recorded {recorded * 10:.6g}")
+    assert reason.startswith(f"fid_lenet {remeasured:.6g} is not better than champion v1's {remeasured:.6g} "
+                             f"(re-measured in the candidate's context {gate['context_hash'][:8]}; "
+                             f"recorded {recorded * 10:.6g}")
     assert reason.endswith(": fail")
     # The re-measurement is cached as JSON, keyed by the champion version, its run and the context.
     cached = list((Path(cfg.eval.cache_dir) / CACHE_SUBDIR).glob(f"*-v1-*-{gate['context_hash']}.json"))
@@ -148,7 +151,7 @@ def test_new_data_re_measures_the_champion_on_it_equal_to_an_independent_evaluat
     candidate = result["metrics"]["fid_lenet"]
     assert (result["status"] == "promoted") == (candidate < remeasured)
     reason = gate["reasons"][-1]
-    assert f"fid_lenet = {candidate:.6g} vs champion v1 {remeasured:.6g} (re-measured in the candidate's context " \
+    assert f"champion v1's {remeasured:.6g} (re-measured in the candidate's context " \
         f"{gate['context_hash'][:8]}; recorded {first['metrics']['fid_lenet']:.6g} in context " \
         f"{comparison['recorded_context_hash'][:8]}, not comparable)" in reason
 

@@ -457,10 +457,17 @@ def test_cli_evaluates_a_generator_package(
     params.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
     assert package.is_dir()
 
-    assert run_app(app, ["evaluate", "--params", str(params)]) == 0
+    assert run_app(app, ["evaluate", "--params", str(params), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     on_disk = json.loads((Path(cfg.eval.out_dir) / METRICS_FILE).read_text())
     assert on_disk == printed["metrics"] and np.isfinite(on_disk["fid_lenet"])
+    # Without --json, one line: the gate's metrics (primary first), where all of them are.
+    assert run_app(app, ["evaluate", "--params", str(params)]) == 0
+    line = capsys.readouterr().out
+    gated = [cfg.gate.primary_metric, *sorted(set(cfg.gate.thresholds) - {cfg.gate.primary_metric})]
+    numbers = " ".join(f"{k}={on_disk[k]:.4g}" for k in gated)
+    assert line == (f"evaluated {Path(cfg.train.out_dir) / 'generator'}: {numbers}; all {len(on_disk)} metrics in "
+                    f"{Path(cfg.eval.out_dir) / METRICS_FILE}\n")
 
     assert run_app(app, ["evaluate", "--params", str(params), "--generator", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -64,7 +64,34 @@ def test_the_same_context_compares_the_recorded_numbers_and_says_so() -> None:
     gate = GateConfig(primary_metric="fid_lenet")
     check = champion_check({"fid_lenet": 57.93}, _champion({"fid_lenet": 60.39}), gate, CTX, version="2")
     assert check.passed and not check.skipped
-    assert check.reason.startswith("fid_lenet = 57.93 vs champion v1 60.39 (recorded; both in context 1a2b3c4d)")
+    assert check.reason.startswith("fid_lenet 57.93 is 4.07% better than champion v1's 60.39 (recorded; both in "
+                                   "context 1a2b3c4d)")
+
+
+@pytest.mark.parametrize(("candidate", "minimum", "passed", "said"), [
+    (20.26, 0.0, False, "fid_lenet 20.26 is not better than champion v1's 20.26"),
+    (590.4, 0.0, False, "fid_lenet 590.4 is 29× worse than champion v1's 20.26"),
+    (45.0, 0.0, False, "fid_lenet 45 is 2.2× worse than champion v1's 20.26"),
+    (21.0, 0.0, False, "fid_lenet 21 is 3.65% worse than champion v1's 20.26"),
+    (19.5, 0.0, True, "fid_lenet 19.5 is 3.75% better than champion v1's 20.26"),
+    (19.5, 0.05, False, "fid_lenet 19.5 is 3.75% better than champion v1's 20.26 {where}, short of the 5% "
+                        "gate.min_improvement"),
+    (17.0, 0.05, True, "fid_lenet 17 is 16.1% better than champion v1's 20.26 {where}, at least the 5% "
+                       "gate.min_improvement"),
+])
+def test_the_champion_check_says_how_the_candidate_compares_as_a_person_would(
+    candidate: float, minimum: float, passed: bool, said: str
+) -> None:
+    """'29× worse than champion v1's 20.26', not 'improvement -2817.08% short of 0.00%'; the decision is unchanged."""
+    where = "(recorded; both in context 1a2b3c4d)"
+    gate = GateConfig(primary_metric="fid_lenet", min_improvement=minimum)
+    check = champion_check({"fid_lenet": candidate}, _champion({"fid_lenet": 20.26}), gate, CTX)
+    expected = said.format(where=where) if "{where}" in said else f"{said} {where}"
+    assert check.passed is passed and check.reason == f"{expected}: {'pass' if passed else 'fail'}"
+    # A higher-is-better metric reads in its own direction.
+    coverage = GateConfig(primary_metric="class_coverage", min_improvement=0.0)
+    worse = champion_check({"class_coverage": 0.3}, _champion({"class_coverage": 1.0}), coverage, CTX)
+    assert not worse.passed and worse.reason.startswith("class_coverage 0.3 is 70% worse than champion v1's 1 ")
 
 
 def test_a_champion_re_measured_in_the_candidates_context_decides_with_its_new_number() -> None:
@@ -75,7 +102,8 @@ def test_a_champion_re_measured_in_the_candidates_context_decides_with_its_new_n
     decision = decide(gate, "2", {"fid_lenet": 57.93}, None, remeasured, CTX)
     check = decision.checks[-1]
     assert not decision.passed and not check.passed
-    assert "vs champion v1 55 (re-measured in the candidate's context 1a2b3c4d; recorded 60.39 in context 9f8e7d6c" \
+    assert "fid_lenet 57.93 is 5.33% worse than champion v1's 55 (re-measured in the candidate's context 1a2b3c4d; " \
+        "recorded 60.39 in context 9f8e7d6c" \
         in check.reason and check.reason.endswith(": fail")
     assert decision.champion_metrics == {"fid_lenet": 55.0} and decision.context_hash == CTX
     report = decision.as_dict()["champion_comparison"]

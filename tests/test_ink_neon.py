@@ -1,6 +1,7 @@
 """The RGB translation pair (configs/make_ink_neon.py, configs/cyclegan-ink-neon.yaml): the maker's folders, and a
 tiny run of the same pipeline on them — prepare, the classifier step (classifiers and judges), training with the
-semantic term, evaluation with the content check, `ganops translate` and the pyfunc model on colour PNGs."""
+semantic term, evaluation with the content check, `ganops translate`, the pyfunc model and `mlflow models serve` on
+colour PNGs."""
 
 from __future__ import annotations
 
@@ -8,23 +9,31 @@ import base64
 import hashlib
 import importlib.util
 import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow import MlflowClient
 from PIL import Image
+from processes import free_port, stop_process_group, wait_until_ready
 from pyfunc import save_pyfunc
+from test_serve import _post
 
 from flows.cli import app
 from gan_core.cli import run_app
-from gan_core.config import load_config
+from gan_core.config import Config, RegistryConfig, load_config
 from gan_core.data import load_domains, prepare
 from gan_core.evaluation.classifier import train_classifier
 from gan_core.evaluation.evaluate import evaluate
 from gan_core.packaging.translator import load_translator, read_image, translate_images
-from gan_core.serving.translator_model import decode_translations
+from gan_core.serving.translator_model import decode_translations, log_translator
+from gan_core.tracking.store import experiment_id
 from gan_core.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -99,8 +108,18 @@ def test_the_shipped_config_is_an_rgb_translation_with_its_own_gate_and_name() -
         assert cfg.registry.model_name != other.registry.model_name
 
 
-def test_the_pair_trains_evaluates_and_translates_colour_pngs(ink_neon: Path, tmp_path: Path, capsys) -> None:
-    root = tmp_path / "run"
+@dataclass(frozen=True)
+class TinyRun:
+    cfg: Config
+    classifier_info: dict
+    package: Path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ink_neon: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """The shipped config, shrunk (widths 4, one block, 2 steps) and pointed at the 40-image folders: prepared, the
+    classifier step run (classifiers and judges), trained with the semantic term."""
+    root = tmp_path_factory.mktemp("ink_neon_run")
     overrides = {
         "data.source": f"folder:{ink_neon / 'ink'}", "data.target": f"folder:{ink_neon / 'neon'}",
         "data.prepared_dir": str(root / "prepared"), "model.g_width": 4, "model.d_width": 4, "model.res_blocks": 1,
@@ -109,12 +128,22 @@ def test_the_pair_trains_evaluates_and_translates_colour_pngs(ink_neon: Path, tm
         "eval.device": "cpu", "eval.batch_size": 40, "eval.classifier.out_dir": str(root / "classifier"),
         "eval.classifier.epochs": 1, "eval.classifier.min_accuracy": 0.0}
     cfg = load_config(CONFIG, overrides)
-    prepare(cfg.data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_cpu_thread does, which is per test
+    try:
+        prepare(cfg.data)
+        info = train_classifier(cfg)
+        return TinyRun(cfg, info, Path(train(cfg).package_dir))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_pair_trains_evaluates_and_translates_colour_pngs(tiny_run: TinyRun, ink_neon: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    cfg, info, package = tiny_run.cfg, tiny_run.classifier_info, tiny_run.package
     domains = load_domains(cfg.data.prepared_dir)
     assert domains["a"].images.shape == (40, 3, 32, 32) and domains["a"].classes == [str(d) for d in range(10)]
-    info = train_classifier(cfg)
     assert set(info["judges"]) == {"a", "b"} and info["judges"]["a"]["kwargs"]["in_channels"] == 3
-    package = Path(train(cfg).package_dir)
     metrics = evaluate(cfg, str(package)).metrics
     assert {"fid_lenet_a2b", "content_lenet_a2b", "content_lenet_b2a", "cycle_l1_a"} <= set(metrics)
 
@@ -142,3 +171,47 @@ def test_the_pair_trains_evaluates_and_translates_colour_pngs(ink_neon: Path, tm
         pd.DataFrame([{"image": base64.b64encode(buffer.getvalue()).decode(), "direction": "b2a"}]))
     assert list(answer["shape"][0]) == [3, 32, 32]
     assert decode_translations(answer).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_mlflow_models_serve_translates_a_posted_colour_png(tiny_run: TinyRun, ink_neon: Path, mlflow_store,
+                                                            tmp_path: Path) -> None:
+    """The RGB pair's translator registered as the config's model and served by `mlflow models serve`, as the
+    README's command does: a posted neon PNG comes back as the ink translation ganops computes locally."""
+    name = tiny_run.cfg.registry.model_name
+    registry = RegistryConfig(tracking_uri=mlflow_store.uri, artifact_location=str(mlflow_store.artifacts))
+    client = MlflowClient(mlflow_store.uri)
+    run = client.create_run(experiment_id(registry, client))
+    logged = log_translator(tiny_run.package, run_id=run.info.run_id, name="translator")
+    client.set_terminated(run.info.run_id)
+    import mlflow
+
+    client.set_registered_model_alias(name, "champion", mlflow.register_model(logged.model_uri, name).version)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(server, f"{base}/ping")
+        image = next((ink_neon / "neon" / "5").glob("*.png")).read_bytes()
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [
+            {"image": base64.b64encode(image).decode(), "direction": "b2a"}]})
+        assert status == 200, body
+        (row,) = body["predictions"]
+        assert (row["direction"], row["shape"]) == ("b2a", [3, 32, 32])
+        expected = translate_images(load_translator(tiny_run.package, direction="b2a"),
+                                    read_image(image, (3, 32, 32))[None])
+        assert torch.equal(decode_translations([row]), expected)
+        assert Image.open(io.BytesIO(base64.b64decode(row["png_base64"]))).mode == "RGB"
+    finally:
+        stop_process_group(server)
+        log.close()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()

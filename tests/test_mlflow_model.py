@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from flows.cli import app
 from gan_core.cli import run_app
 from gan_core.config import RegistryConfig
+from gan_core.errors import UserError
 from gan_core.packaging.generator import WEIGHTS_FILE, load_generator, sample_images
 from gan_core.serving.generator_model import decode_predictions, log_generator
 from gan_core.tracking.store import experiment_id
@@ -55,6 +56,14 @@ def test_the_logged_model_holds_code_and_safetensors_not_pickles(champion_uri: s
     outputs = yaml.safe_load(mlmodel["signature"]["outputs"])
     assert [c["name"] for c in outputs] == ["request", "index", "label", "shape", "png_base64"]
     assert (local / "input_example.json").is_file() and (local / "serving_input_example.json").is_file()
+    # The model carries gan_core (MLflow's code_paths, put on sys.path when it loads): the entry imports it, and ganops
+    # is on no package index, so the requirements name what gan_core imports instead.
+    assert pyfunc["code"] == "code"
+    assert {"code/gan_core/__init__.py", "code/gan_core/serving/generator_model.py"} <= files
+    assert not [f for f in files if "__pycache__" in f]
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {"safetensors>=0.4", "pandas", "pillow>=10"} <= set(requirements)
+    assert any(r.startswith("torch==") for r in requirements) and not any(r.startswith("ganops") for r in requirements)
 
 
 def test_predict_by_alias_returns_the_generators_images_as_png(champion_uri: str, generator_package: Path) -> None:
@@ -171,4 +180,8 @@ def test_ganops_generate_writes_a_grid_of_the_champions_images(
     assert "--labels 'a,b'" in capsys.readouterr().err
     missing = f"models:/{NAME}@nonexistent"
     assert run_app(app, ["generate", "--model", missing, "--out", str(out)]) == 2
-    assert f"cannot fetch '{missing}'" in capsys.readouterr().err
+    assert f"error: {missing}: 'ganops-generator' has no alias @nonexistent (its aliases: @champion = v1); name " \
+        "one of them, or a version such as models:/ganops-generator/1" in capsys.readouterr().err
+    # load_generator itself, without the CLI's registry check, still says it cannot fetch it.
+    with pytest.raises(UserError, match=f"cannot fetch '{missing}'"):
+        load_generator(missing)

@@ -1,8 +1,10 @@
-"""What the MLflow UI shows of ganops: the experiment's view and description, run names, the dataset input, and
-where the retrain report's MLflow links point. Real SQLite store (the session's migrated copy), real data."""
+"""What the MLflow UI shows of ganops: the experiment's view and description, run names, the dataset input, where
+the links ganops writes point, and the pages themselves rendered by headless Chromium from `ganops ui` (run,
+version, registered model, the image chart). Real SQLite store (the session's migrated copy), real data."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,17 +69,89 @@ def test_a_training_run_is_named_after_what_ran_and_logs_the_data_as_its_dataset
         assert run.info.run_name == "by hand"
 
 
-def test_report_links_follow_the_ui_setting_then_an_http_tracking_server(
+def test_links_go_to_the_ui_setting_or_a_tracking_server_and_never_to_a_guessed_address(
     cfg: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.report import DEFAULT_MLFLOW_UI, MLFLOW_UI_ENV, run_url
+    from flows.report import failure_markdown, summary_markdown
+    from gan_core.tracking.store import MLFLOW_UI_ENV, run_url
 
     # The query opens MLflow 3.17's UI in its model-training mode (it would start in GenAI mode).
     page = "#/experiments/3/runs/abc?workflowType=machine_learning"
     monkeypatch.delenv(MLFLOW_UI_ENV, raising=False)
-    assert run_url(cfg, "3", "abc") == f"{DEFAULT_MLFLOW_UI}/{page}"  # a SQLite store: `ganops ui`
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
-    assert run_url(cfg, "3", "abc") == f"https://mlflow.example.org/{page}"
+    assert run_url(cfg.registry, "3", "abc") is None  # a SQLite store: its UI is wherever `ganops ui` was started
+    result = {"status": "promoted", "version": "1", "experiment_id": "3", "run_id": "abc", "run_name": "tiny"}
+    summary = summary_markdown(cfg, result)
+    assert "- MLflow run: tiny (run abc in sqlite:///" in summary and "`ganops ui` serves it" in summary
+    assert "http://" not in summary and "127.0.0.1:5000" not in summary
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example.org/")
+    assert run_url(cfg.registry, "3", "abc") == f"https://mlflow.example.org/{page}"  # its own UI, no credentials
+    assert f"[tiny](https://mlflow.example.org/{page})" in summary_markdown(cfg, result)
+    assert "s3cret" not in failure_markdown(cfg, result, RuntimeError("no answer from https://alice:s3cret@x/"))
     monkeypatch.setenv(MLFLOW_UI_ENV, "http://127.0.0.1:8080/mlflow/")
-    assert run_url(cfg, "3", "abc") == f"http://127.0.0.1:8080/mlflow/{page}"
-    assert run_url(cfg, None, "abc") is None
+    assert run_url(cfg.registry, "3", "abc") == f"http://127.0.0.1:8080/mlflow/{page}"
+    assert run_url(cfg.registry, None, "abc") is None
+
+
+# ----------------------------------------------------------------------------- the pages, in a real browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _rendered(url: str, tmp_path: Path, height: int = 1400, budget_ms: int = 30000) -> str:
+    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time (MLflow's UI is a
+    React app that fetches everything it shows)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as profile:
+        done = subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", f"--window-size=1600,{height}", f"--virtual-time-budget={budget_ms}",
+             "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True)
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package `chromium`)")
+def test_the_mlflow_pages_show_the_description_the_outcome_and_the_step_0_grid(
+    prefect_harness: None, retrain_workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrain's run, version and model pages and the image chart, rendered by Chromium from `ganops ui`."""
+    import subprocess
+    import sys
+
+    from processes import free_port, stop_process_group, wait_until_ready
+
+    from flows.retrain import retrain
+
+    ws = retrain_workspace(tmp_path / "ws")
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("GANOPS_MLFLOW_UI", ui)  # where `ganops ui` serves it: the links ganops writes go there
+    with ws.entered():
+        result = retrain(params=str(ws.params), overrides=["train.steps=40", "train.sample_every=20"])
+        assert result["status"] == "promoted"
+        log = tmp_path / "ui.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "ganops"), "ui", "--params", str(ws.params),
+                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    name, view = ws.config().registry.model_name, "workflowType=machine_learning"
+    try:
+        wait_until_ready(proc, f"{ui}/health", 120, log)
+        run = _rendered(f"{ui}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}?{view}", tmp_path)
+        # The description, rendered: what was trained, the outcome linking the version's page, no GitHub mention.
+        assert "Generator <code>mlp</code> (nonsaturating loss, 40 steps, batch 16) trained on digits" in run
+        assert f'href="{ui}/#/models/{name}/versions/1"' in run and "github.com" not in run
+        version = _rendered(f"{ui}/#/models/{name}/versions/1?{view}", tmp_path)
+        assert "Promoted to champion; fid_lenet" in version and "feature space" in version
+        model = _rendered(f"{ui}/#/models/{name}?{view}", tmp_path)
+        # The versions table shows a description's first 30 characters as raw text: a sentence, not markdown.
+        assert "Promoted to champion" in model and "**Gate" not in model
+        charts = _rendered(f"{ui}/#/experiments/{result['experiment_id']}/runs?compareRunsMode=CHART&{view}",
+                           tmp_path, height=5000, budget_ms=40000)
+        # The image chart opens at step 0, and there is a grid there (the untrained generator's).
+        assert "get-artifact?path=images%2Fsamples%2Bstep%2B00000000%2B" in charts
+    finally:
+        stop_process_group(proc)

@@ -3,6 +3,7 @@ Real Prefect (session harness), real MLflow store, real tiny training on digits.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -65,10 +66,11 @@ def test_monitor_holds_steady_then_retrains_on_drift_and_on_new_data(
     assert steady["current"] == pytest.approx(first["metrics"]["fid_lenet"], rel=1e-3)
 
     # The recorded value says the champion used to be twice as good: that is drift past gate.max_drift.
-    recorded = float(client.get_model_version(name, "1").tags["metric.fid_lenet"])
-    client.set_model_version_tag(name, "1", "metric.fid_lenet", repr(recorded / 2))
+    kept = client.get_model_version(name, "1").tags["metrics"]
+    recorded = json.loads(kept)["fid_lenet"]
+    client.set_model_version_tag(name, "1", "metrics", json.dumps({**json.loads(kept), "fid_lenet": recorded / 2}))
     drifted = monitor(params=str(ws.params))
-    client.set_model_version_tag(name, "1", "metric.fid_lenet", repr(recorded))
+    client.set_model_version_tag(name, "1", "metrics", kept)
     assert drifted["action"] == "retrain"
     assert any("drifted" in r and "gate.max_drift" in r for r in drifted["reasons"])
     assert drifted["drift"] == pytest.approx(1.0, rel=1e-2)

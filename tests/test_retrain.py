@@ -8,6 +8,7 @@ path against it, then failures must leave @champion on version 1.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def first_run(prefect_harness: None, workspace: Any) -> dict[str, Any]:
     from flows.retrain import retrain
 
     state = retrain(params=str(workspace.params), return_state=True)
-    return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id}
+    return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id, "state": state}
 
 
 def _artifact(flow_run_id: Any, key: str) -> Any:
@@ -62,21 +63,23 @@ def test_first_run_registers_and_promotes_champion_with_lineage(workspace: Any, 
     name = cfg.registry.model_name
     champion = client.get_model_version_by_alias(name, cfg.registry.champion_alias)
     assert str(champion.version) == "1"
-    # Lineage: the version names the data, the code and the config that produced it.
+    # Lineage: the version names the data and the commit; its run, the config and training key that produced it.
     tags = champion.tags
+    assert len(tags) <= 12, sorted(tags)  # the versions table shows every tag in every row
     assert tags["data_version"] == data_version(cfg.data.prepared_dir) == result["data_version"]
-    assert tags["data_source"] == "digits"
     assert tags["git_commit"] == git_info()["git_commit"]
-    assert tags["config_hash"] == cfg.hash()
-    assert tags["training_hash"] == training_key(cfg, tags["data_version"])["training_hash"]
-    assert tags["eval_hash"] == evaluation_key(cfg.model_dump(mode="json"))
-    assert tags["code_hash"] == code_hash() and len(tags["code_hash"]) == 16
-    assert tags["gate.decision"] == "passed"
-    # The MLflow run holds the evaluation the gate read.
+    assert tags["gate.decision"] == "passed" and tags["promotion.decision"] == "promoted"
     run = client.get_run(result["run_id"])
+    run_tags = run.data.tags
+    assert run_tags["data_source"] == "digits" and run_tags["config_hash"] == cfg.hash()
+    assert run_tags["training_hash"] == training_key(cfg, tags["data_version"])["training_hash"]
+    assert run_tags["eval_hash"] == evaluation_key(cfg.model_dump(mode="json"))
+    assert run_tags["code_hash"] == code_hash() and len(run_tags["code_hash"]) == 16
+    assert f"config `{cfg.hash()}`" in champion.description and "data source `digits`" in champion.description
+    # The MLflow run holds the evaluation the gate read.
     assert run.info.status == "FINISHED"
     assert run.data.metrics["fid_lenet"] == pytest.approx(result["metrics"]["fid_lenet"])
-    assert float(tags["metric.fid_lenet"]) == pytest.approx(result["metrics"]["fid_lenet"])
+    assert json.loads(tags["metrics"])["fid_lenet"] == result["metrics"]["fid_lenet"]
     # The champion is usable downstream by alias.
     generator = load_generator(f"models:/{name}@champion")
     images = sample_images(generator, 4, seed=0)
@@ -90,8 +93,9 @@ def test_report_artifacts_summarise_the_run(workspace: Any, first_run: dict) -> 
     text = summary.data
     assert "promoted" in text and f"version {result['version']}" in text
     assert result["data_version"] in text
-    assert f"[{result['run_name']}](" in text and result["run_name"].startswith("mlp-nonsaturating-")
-    assert f"/#/experiments/{result['experiment_id']}/runs/{result['run_id']}" in text
+    # A SQLite store has no UI of its own: the run by name, id and store, not a link to a guessed address.
+    assert f"- MLflow run: {result['run_name']} (run {result['run_id']} in sqlite:///" in text
+    assert result["run_name"].startswith("mlp-nonsaturating-") and "http://127.0.0.1:5000" not in text
     assert "fid_lenet (primary)" in text and "≤ 1e+09" in text
     assert "data:image/png;base64," in text  # the evaluation's sample grid, inlined
     table = _artifact(first_run["flow_run_id"], "model-versions")
@@ -115,8 +119,34 @@ def test_the_flow_run_is_named_after_what_ran_and_the_mlflow_run_links_back_to_i
     assert tags["prefect.flow_run_name"] == flow_run.name
     # The harness's API has a UI address (derived from PREFECT_API_URL); a URL is tagged only when one is known.
     assert PREFECT_UI_URL.value()
-    assert tags["prefect.flow_run_url"] == f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{first_run['flow_run_id']}"
+    # The page Prefect itself prints and links to (url_for), not prefect.runtime's /flow-runs/flow-run/ form.
+    url = f"{PREFECT_UI_URL.value()}/runs/flow-run/{first_run['flow_run_id']}"
+    assert tags["prefect.flow_run_url"] == url
     assert run.info.run_name.startswith(f"mlp-nonsaturating-{cfg.train.steps}steps-")
+    # The run's description (markdown in the MLflow UI): what was trained, the outcome, a link to the flow run.
+    note = tags["mlflow.note.content"].split("\n\n")
+    assert note[0].startswith(f"Generator `mlp` (nonsaturating loss, {cfg.train.steps} steps, batch 16) trained on "
+                              f"digits at 16 px, data version {first_run['result']['data_version'][:8]}.")
+    assert note[1] == f"**Outcome: promoted to `@champion`** as version 1 of `{cfg.registry.model_name}`."
+    assert note[2] == f"Prefect flow run: [{flow_run.name}]({url})"
+
+
+@pytest.mark.slow
+def test_the_flow_run_ends_in_a_state_named_after_its_outcome_and_logs_the_training(
+    workspace: Any, first_run: dict
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    state = first_run["state"]
+    assert state.is_completed() and state.name == "Completed"
+    assert state.message == f"promoted: version 1 of {workspace.config().registry.model_name}"
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first_run["flow_run_id"]])))
+    # gan_core's progress lines reach the flow-run log (Prefect's UI), not only the terminal.
+    progress = [log.message for log in logs if log.name == "gan_core.training.loop"]
+    steps = workspace.config().train.steps
+    assert any(m.startswith(f"step {steps}/{steps} (100%)") for m in progress), progress
 
 
 def test_flow_run_names_read_the_runs_own_parameters_and_fall_back_on_a_bad_config(
@@ -150,18 +180,20 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
 
     client = workspace.client()
     cfg = workspace.config()
-    runs_before = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id])
+    runs_before = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment_name).experiment_id])
     package = Path(cfg.train.out_dir) / "generator" / "weights.safetensors"
     mtime = package.stat().st_mtime_ns
 
-    result = retrain(params=str(workspace.params))
+    state = retrain(params=str(workspace.params), return_state=True)
+    result = state.result()
 
+    assert state.is_completed() and state.name == "Skipped"  # the runs list tells a skip from a promotion
     assert result["status"] == "skipped"
     assert result["version"] == first_run["result"]["version"]
     assert "unchanged since version 1" in result["reason"]
     versions = client.search_model_versions(f"name = '{cfg.registry.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
-    runs_after = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id])
+    runs_after = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment_name).experiment_id])
     assert len(runs_after) == len(runs_before)
     assert package.stat().st_mtime_ns == mtime  # nothing was retrained
 
@@ -179,21 +211,40 @@ def test_unchanged_inputs_skip_training(workspace: Any, first_run: dict) -> None
 
 @pytest.mark.slow
 def test_the_conditional_recipe_is_its_own_registered_model_gated_on_class_accuracy(
-    workspace: Any, first_run: dict
+    workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.retrain import retrain
+    from flows.cli import main
 
     client = workspace.client()
     generator = workspace.config().registry.model_name
     # The recipe's gate adds class_accuracy ≥ 0.95 to the workspace's loose thresholds; 20 tiny MLP steps miss it.
-    result = retrain(params=str(workspace.params), overrides=["recipe=conditional", "model.arch=mlp"])
-
-    assert result["model_name"] == "ganops-conditional" != generator
-    assert result["status"] == "rejected"
-    assert [c["name"] for c in result["gate"]["checks"] if not c["passed"]] == ["class_accuracy"]
+    # `ganops retrain` says so and exits 3: the flow ran to its end, the gate rejected the candidate, nothing moved.
+    overrides = ["recipe=conditional", "model.arch=mlp"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["retrain", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "status: rejected (version 1)" and out[1].startswith("gate: failed (1 of ")
+    assert out[2].startswith("  class_accuracy = ") and out[2].endswith(" < min 0.95: fail")
+    # Its runs have an experiment of their own, named after the model.
+    (version,) = client.search_model_versions("name = 'ganops-conditional'")
+    assert client.get_run(version.run_id).info.experiment_id == client.get_experiment_by_name(
+        "ganops-conditional").experiment_id
     assert [str(v.version) for v in client.search_model_versions("name = 'ganops-conditional'")] == ["1"]
     # The unconditional champion was never compared with it, nor moved.
     assert str(client.get_model_version_by_alias(generator, "champion").version) == "1"
+
+    # `ganops demo` on the same settings trains nothing (skipped) and still has no champion to show: it says why
+    # and what to do, and exits 3 as well.
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--params", str(workspace.params), *overrides])
+    assert exit_.value.code == 3
+    out = capsys.readouterr().out
+    assert "status: skipped (version 1)" in out and "\nchampion: models:/" not in out
+    assert ("models:/ganops-conditional@champion: no version of 'ganops-conditional' is @champion: the only version, "
+            "v1, was rejected by the gate (class_accuracy = ") in out
+    assert ("--model models:/ganops-conditional/1, or make it @champion with `ganops promote 1 --force --reason "
+            '"why" --recipe conditional`') in out
 
 
 @pytest.mark.slow
@@ -238,7 +289,7 @@ def test_failing_step_is_named_and_moves_no_alias(
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == versions_before
     if step == "evaluate":
         # The MLflow run that trained the rejected attempt is marked failed, not left running.
-        exp = client.get_experiment_by_name(cfg.registry.experiment).experiment_id
+        exp = client.get_experiment_by_name(cfg.registry.experiment_name).experiment_id
         latest = client.search_runs([exp], order_by=["attributes.start_time DESC"], max_results=1)[0]
         assert latest.info.status == "FAILED"
 
@@ -247,7 +298,7 @@ def test_failing_step_is_named_and_moves_no_alias(
 def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
     workspace: Any, first_run: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.cli import main
+    from flows.cli import main, runnable
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params)])
@@ -262,7 +313,9 @@ def test_cli_retrain_and_demo_report_skip_and_name_a_failed_step_on_one_line(
     out = capsys.readouterr().out
     assert "status: skipped (version 1)" in out
     assert "champion: models:/ganops-generator@champion = version 1" in out
-    assert "ganops ui" in out and "ganops generate --model models:/ganops-generator@champion -n 64" in out
+    ganops = runnable("ganops")  # `.venv/bin/ganops` after `make demo`, which does not activate the venv
+    assert f"\n  {ganops} ui " in out
+    assert f"\n  {ganops} generate --model models:/ganops-generator@champion -n 64" in out
 
     with pytest.raises(SystemExit) as exit_:
         main(["retrain", "--params", str(workspace.params), "train.steps=-3"])
@@ -296,7 +349,7 @@ def test_summary_of_a_rejected_candidate_shows_reasons_thresholds_and_champion()
     assert "- ❌ fid_lenet = 75.5 > max 60: fail" in text and "- ✅ no champion yet: pass" in text
     assert "| fid_lenet (primary) | 75.5 | ≤ 60 | 40 | lower |" in text
     assert "| class_coverage | 1 | ≥ 0.9 | — | higher |" in text
-    assert "http://127.0.0.1:5000/#/experiments/7/runs/r1" in text
+    assert "- MLflow run: r1 (run r1 in " in text and "http://" not in text  # no UI known: no guessed link
 
 
 @pytest.mark.slow
@@ -345,7 +398,8 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     prefect_harness: None, retrain_workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the repo's params.yaml and no overrides, the flow is the DVC pipeline: prepare runs as `dvc repro`, the
-    stages it runs itself are `dvc commit`ted, so afterwards dvc.lock records every stage and nothing is changed."""
+    stages it runs itself are `dvc commit`ted, so afterwards dvc.lock records every stage and nothing is changed; and
+    every output is pushed to the default remote, so `dvc pull` in another copy of the project gets them all."""
     import shutil
     import subprocess
     import sys
@@ -367,6 +421,7 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
     dvc = str(Path(sys.executable).parent / "dvc")
     subprocess.run([dvc, "init", "-q"], check=True)
+    subprocess.run([dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], check=True)
 
     result = retrain(params="params.yaml")
 
@@ -377,3 +432,60 @@ def test_a_run_of_the_whole_dvc_pipeline_leaves_dvc_status_clean(
     assert generator_md5.endswith(".dir")
     status = subprocess.run([dvc, "status"], check=True, capture_output=True, text=True).stdout
     assert "up to date" in status, status
+
+    # Another copy of the project (what a clone holds: code, dvc.yaml, dvc.lock, params, DVC's config) pulls every
+    # output dvc.lock names: the data, the classifier, the generator.
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    for name in ("gan_core", "configs", ".dvc"):
+        shutil.copytree(ws.root / name, other / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(ws.root / name, other / name)
+    pulled = subprocess.run([dvc, "pull"], cwd=other, capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    for path in ("data/prepared/meta.json", "outputs/classifier/model", "outputs/train/generator/weights.safetensors"):
+        assert (other / path).exists(), path
+
+
+@pytest.mark.slow
+def test_a_retrain_hashes_its_data_once_and_opens_its_store_once(
+    prefect_harness: None, retrain_workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided once, handed forward: the version_data step hashes the prepared data and the run's registry handle
+    opens the store; the classifier, the trainer, the lineage tags, the evaluation, the registration and the gate
+    (which re-measures the champion in the second run's evaluation context) are handed both."""
+    import flows.registry.handle
+    import gan_core.data.version
+    import gan_core.tracking.store
+    from flows.retrain import retrain
+
+    ws = retrain_workspace(tmp_path / "ws")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+    monkeypatch.chdir(ws.root)
+    hashed: list[str] = []
+    opened: list[str] = []
+    md5, open_uri = gan_core.data.version.dvc_dir_md5, gan_core.tracking.store.open_uri
+
+    def counted_md5(directory: Any) -> str:
+        hashed.append(str(directory))
+        return md5(directory)
+
+    def counted_open(uri: str, create: bool = False) -> Any:
+        opened.append(uri)
+        return open_uri(uri, create)
+
+    monkeypatch.setattr(gan_core.data.version, "dvc_dir_md5", counted_md5)
+    for module in (gan_core.tracking.store, flows.registry.handle):
+        monkeypatch.setattr(module, "open_uri", counted_open)
+
+    first = retrain(params=str(ws.params))
+    assert first["status"] == "promoted"
+    assert (len(hashed), len(opened)) == (1, 1), (hashed, opened)
+
+    hashed.clear()
+    opened.clear()
+    # Another sample count: a new candidate (its checkpoint resumes, no step trains) in another context, so the gate
+    # re-evaluates the champion in it: that evaluation is handed the data version too.
+    second = retrain(params=str(ws.params), overrides=["eval.num_samples=150"])
+    assert second["gate"]["champion_comparison"]["remeasured"]
+    assert (len(hashed), len(opened)) == (1, 1), (hashed, opened)

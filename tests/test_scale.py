@@ -187,10 +187,10 @@ def _race_worker(env: dict[str, str], params: str, version: str, barrier, result
     from flows import registry
     from gan_core.config import load_config
 
-    cfg = load_config(params)
-    registry.open_store(cfg.registry).search_registered_models()  # connect before the start line
+    handle = registry.Registry(load_config(params))
+    handle.client().search_registered_models()  # connect before the start line
     barrier.wait(timeout=60)
-    results.put((version, registry.promote(cfg, version)["promoted"]))
+    results.put((version, registry.promote(handle, version)["promoted"]))
 
 
 @pytest.mark.timeout(300)
@@ -291,8 +291,10 @@ def test_dvc_pushes_to_and_pulls_from_an_s3_remote(services: tuple[str, S3], tmp
     other = clone.parent / "other-host"
     _run(clone.parent, "git", "clone", "-q", str(clone), str(other))
     _dvc(other, "pull", "prepare")
-    files = {p.name: p.read_bytes() for p in (clone / "data" / "prepared").iterdir()}
-    assert {p.name: p.read_bytes() for p in (other / "data" / "prepared").iterdir()} == files
+    def files(prepared: Path) -> dict[str, bytes]:  # meta.json and the shards
+        return {p.relative_to(prepared).as_posix(): p.read_bytes() for p in prepared.rglob("*") if p.is_file()}
+
+    assert files(other / "data" / "prepared") == files(clone / "data" / "prepared")
     assert _locked(other) == _locked(clone)
 
     # The remote goes away: the flow's push step fails within the budget, on one line naming the remote.

@@ -155,7 +155,7 @@ def test_scheduled_retrain_fires_and_completes(
     # The run did the real work: a version in this store now holds the champion alias.
     cfg = ws.config()
     champion = ws.client().get_model_version_by_alias(cfg.registry.model_name, cfg.registry.champion_alias)
-    assert str(champion.version) == "1" and champion.tags["data_source"] == "digits"
+    assert str(champion.version) == "1" and "data source `digits`" in champion.description
 
 
 @pytest.mark.slow
@@ -193,7 +193,7 @@ def test_prefect_yaml_deploys_a_cron_schedule_to_a_process_work_pool(
     assert live.work_pool_name == pool
     assert [s.schedule.cron for s in live.schedules] == [deployment["schedules"][0]["cron"]]
     # The sweep deployment: one sweep process per flow run, unscheduled, so several workers can join a study.
-    sweep_spec = next(d for d in spec["deployments"] if d["entrypoint"] == "flows/sweep.py:sweep")
+    sweep_spec = next(d for d in spec["deployments"] if d["entrypoint"] == "flows/sweep/flow.py:sweep")
     deployed = run("--no-prompt", "deploy", "--name", sweep_spec["name"])
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):

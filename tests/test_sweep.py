@@ -74,7 +74,7 @@ def _base(tmp_path: Path):
     ],
 )
 def test_a_bad_search_space_fails_in_one_line_naming_the_key(tmp_path: Path, space: dict, named: str) -> None:
-    from flows.search_space import load_space
+    from flows.sweep import load_space
 
     params, cfg = _base(tmp_path)
     path = tmp_path / "space.yaml"
@@ -90,7 +90,7 @@ def test_a_bad_search_space_fails_in_one_line_naming_the_key(tmp_path: Path, spa
 def test_a_good_space_reads_kinds_and_draws_points_inside_it(tmp_path: Path) -> None:
     import optuna
 
-    from flows.search_space import load_space, suggest
+    from flows.sweep import load_space, suggest
 
     params, cfg = _base(tmp_path)
     path = tmp_path / "space.yaml"
@@ -244,8 +244,9 @@ def test_a_sweep_runs_each_trial_in_a_child_run_and_gates_only_the_best(workspac
     assert [v.run_id for v in versions] == [run0.info.run_id]
     assert first_sweep["status"] == "promoted" and first_sweep["version"] == "1"
     version = client.get_model_version("ganops-generator", "1")
-    assert version.tags["gate.decision"] == "passed" and version.tags["sweep.trial"] == "0"
-    assert version.tags["training_hash"] == run0.data.tags["training_hash"]
+    assert version.tags["gate.decision"] == "passed" and run0.data.tags["sweep.trial"] == "0"
+    assert "sweep study `space`, trial `0`" in version.description  # the run's lineage, quoted
+    assert f"training `{run0.data.tags['training_hash']}`" in version.description
     # The metrics' evaluation context travels with them, so a later gate compares like with like.
     assert version.tags["eval.context_hash"] == run0.data.tags["eval.context_hash"]
     assert str(client.get_model_version_by_alias("ganops-generator", "champion").version) == "1"
@@ -294,3 +295,36 @@ def test_a_study_refuses_a_different_space(workspace: Any, first_sweep: dict) ->
     other.write_text(yaml.safe_dump({**SPACE, "params": {"train.g_optimizer.lr": {"low": 1e-4, "high": 1e-3}}}))
     with pytest.raises(RetrainFailed, match="study 'space' .* searched with other settings"):
         sweep(space=str(other), params=str(workspace.params), study="space")
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_its_trials_with_torchrun_when_the_base_config_is_distributed(
+    prefect_harness: None, retrain_workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.nproc_per_node=2: a trial trains as a retrain's candidate does (flows.candidate), with two processes
+    under torchrun, rank 0 logging into the trial's run; out of the sweep process's reach, it is judged at its end
+    only (no intermediate evaluation, so the median rule never stops it)."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from flows.sweep import sweep
+
+    ws = retrain_workspace(tmp_path / "ws")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.db_uri)
+    monkeypatch.chdir(ws.root)
+    space = ws.root / "ddp.yaml"
+    pruning = {"every_steps": 10, "num_samples": 50, "startup_trials": 0}  # would evaluate a single-process trial
+    space.write_text(yaml.safe_dump({"trials": 1, "pruning": pruning,
+                                     "params": {"train.g_optimizer.lr": {"low": 1.0e-4, "high": 2.0e-3, "log": True}}}))
+
+    result = sweep(space=str(space), params=str(ws.params), overrides=["train.nproc_per_node=2"])
+
+    client = MlflowClient(ws.db_uri)
+    (run,) = _children(client, result["sweep"]["parent_run_id"])
+    assert run.data.params["train.nproc_per_node"] == "2"
+    assert run.data.tags["train.world_size"] == "2"  # what the training itself reported (rank 0, at its start)
+    assert run.info.status == "FINISHED" and "fid_lenet" in run.data.metrics and "d_loss" in run.data.metrics
+    assert "sweep_fid_lenet" not in run.data.metrics  # no intermediate evaluation of a distributed trial
+    (trial,) = optuna.load_study(study_name="ddp", storage=f"sqlite:///{ws.root / 'mlruns' / 'optuna.db'}").trials
+    assert trial.state.name == "COMPLETE" and not trial.intermediate_values
+    assert result["run_id"] == run.info.run_id and result["status"] == "promoted"

@@ -121,7 +121,7 @@ def test_outputs_callbacks_and_package_round_trip(mnist_prepared, tiny_train_con
                 "diversity", "ema_decay"}
     assert set(rec.metrics[0][1]) == expected
     assert rec.metrics[-1][1]["images_per_s"] > 0 and rec.metrics[-1][1]["diversity"] > 0
-    assert [s for s, _ in rec.samples] == [3, 6]
+    assert [s for s, _ in rec.samples] == [0, 3, 6]  # step 0: the untrained G, where MLflow's image chart opens
     with Image.open(out / "samples" / "step_000006.png") as grid:  # 8×8 grid of 32 px with 2 px padding
         assert grid.size == (8 * 34 + 2, 8 * 34 + 2)
     assert rec.end == result
@@ -207,9 +207,12 @@ def test_diffaugment_reaches_real_and_fake_in_d_and_fake_in_g(mnist_prepared, ti
 def test_conditional_needs_labels(mnist_prepared, tiny_train_config, tmp_path):
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(mnist_prepared, unlabelled)
-    (unlabelled / "labels.npy").unlink()
+    for labels in unlabelled.rglob("*.labels.npy"):  # the shards' label files (gan_core.data.shards)
+        labels.unlink()
     meta = json.loads((unlabelled / "meta.json").read_text())
     meta["classes"] = None
+    for shard in meta["shards"]:
+        del shard["md5"]["labels"]
     (unlabelled / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="model.conditional=true needs class labels.*unlabelled"):
         Trainer(tiny_train_config(unlabelled, **{"model.conditional": True}))
@@ -249,6 +252,32 @@ def test_resume_continues_or_starts_fresh(mnist_prepared, tiny_train_config, cap
                  resume=False).resumed_from == 0
 
 
+def test_a_checkpoint_past_the_request_is_not_resumed(mnist_prepared, tiny_train_config, tmp_path, caplog):
+    """Fewer steps (or a smaller time budget) than the checkpoint holds train from scratch, so a model labelled
+    N steps is an N-step model: its weights equal a fresh N-step run's, bit for bit on CPU."""
+    from safetensors.torch import load_file
+
+    def weights(result):
+        return load_file(Path(result.package_dir) / "weights.safetensors")
+
+    train(tiny_train_config(mnist_prepared, **{"train.steps": 6, "train.sample_every": 6,
+                                               "train.checkpoint_every": 6}))
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
+        shorter = train(tiny_train_config(mnist_prepared, **{"train.steps": 3}))
+    assert (shorter.steps, shorter.trained_steps, shorter.resumed_from) == (3, 3, 0)
+    assert "it is at step 6, past train.steps=3; training from scratch" in caplog.text
+    assert json.loads(Path(shorter.checkpoint).with_name("last.json").read_text())["step"] == 3
+    fresh = train(tiny_train_config(mnist_prepared, **{"train.steps": 3, "train.out_dir": str(tmp_path / "fresh")}))
+    assert all(torch.equal(a, b) for a, b in zip(weights(shorter).values(), weights(fresh).values(), strict=True))
+
+    # The same for a time budget smaller than the seconds the checkpoint trained: from scratch, stopped by time.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gan_core.training.loop"):
+        budget = train(tiny_train_config(mnist_prepared, **{"train.steps": 3, "train.max_seconds": 1e-6}))
+    assert (budget.steps, budget.resumed_from, budget.stopped_by_time) == (1, 0, True)
+    assert "past train.max_seconds=1e-06" in caplog.text
+
+
 def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     mnist_prepared, tmp_path, capsys, mlflow_store
 ):
@@ -263,11 +292,11 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     params.write_text("{}\n")
     common = ["--params", str(params), f"data.prepared_dir={mnist_prepared}", "model.g_width=8", "model.d_width=8",
               "train.batch_size=8", "train.steps=2", "train.device=cpu", f"train.out_dir={tmp_path / 'out'}"]
-    assert run_app(app, ["train", *common]) == 0
+    assert run_app(app, ["train", *common, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and Path(result["package_dir"], "weights.safetensors").is_file()
     client = MlflowClient(tracking_uri=mlflow_store.uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("ganops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("ganops-generator").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("dcgan-nonsaturating-2steps-")
     assert run.data.params["train.steps"] == "2" and "d_loss" in run.data.metrics
     assert {"training_hash", "code_hash", "data_version"} <= set(run.data.tags)
@@ -277,6 +306,9 @@ def test_cli_train_is_an_mlflow_run_prints_result_json_and_reports_user_errors(
     err = capsys.readouterr().err
     assert "error:" in err and "fewer than one batch of 5000" in err and "Traceback" not in err
     assert run_app(app, ["train", *common, "train.steps=3", "--no-mlflow"]) == 0
+    # Without --json, one line (what `dvc repro` shows); the numbers are in metrics.json.
+    assert re.fullmatch(r"trained to step 3 \(1 step in \d+ s on cpu, resumed from step 2\): \S+/generator; "
+                        r"metrics in \S+/metrics.json\n", capsys.readouterr().out)
     assert len(client.search_runs([run.info.experiment_id])) == 1  # neither the error nor --no-mlflow made a run
 
 
@@ -392,7 +424,7 @@ def test_the_data_version_and_lineage_are_handed_in_when_the_caller_has_them(mni
     cfg = tiny_train_config(mnist_prepared, **{"train.steps": 2})
     version = {"data_version": "f" * 32 + ".dir", "data_version_source": "dvc.lock"}
     stamped = {"data_version": version["data_version"], "git_commit": "c0ffee", "device": "cuda"}
-    result = train(cfg, data_version=version, lineage=stamped)
+    result = train(cfg, data_version_info=version, lineage=stamped)
     metadata = read_spec(result.package_dir)["metadata"]
     assert {k: metadata[k] for k in stamped} == stamped and "git_dirty" not in metadata
     state = torch.load(result.checkpoint, weights_only=True, map_location="cpu")

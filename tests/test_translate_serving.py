@@ -96,7 +96,7 @@ def test_saved_model_holds_code_safetensors_signature_and_example(model_dir: Pat
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
     package = f"artifacts/{translator_package.name}"  # MLflow keeps the package directory's name
     assert {f"{package}/weights.safetensors", f"{package}/translator.json", "translator_entry.py",
-            "input_example.json", "serving_input_example.json"} <= files
+            "input_example.json", "serving_input_example.json", "code/gan_core/serving/translator_model.py"} <= files
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     assert mlmodel["signature"]["inputs"] is None  # MLflow would drop unknown columns (a typo'd "direction")
@@ -124,6 +124,27 @@ def test_predict_translates_both_directions(pyfunc_model, translator_package: Pa
     # A dict is one request too; line-wrapped base64 is accepted.
     wrapped = "\n".join(_b64(a)[i : i + 76] for i in range(0, len(_b64(a)), 76))
     assert torch.equal(decode_translations(pyfunc_model.predict({"image": wrapped})), images[0:1])
+
+
+def test_every_request_form_of_mlflows_scoring_server_translates_the_same(
+    pyfunc_model, translator_package: Path
+) -> None:
+    """`inputs` as one request, as columns and as records, and `instances`, parsed as MLflow's server parses them
+    (NumPy arrays, not a DataFrame), translate as `dataframe_records` does."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    a, b = _b64(_digit(0)), _b64(_digit(1))
+    expected = torch.cat([_expected(translator_package, _digit(0), "b2a"),
+                          _expected(translator_package, _digit(1), "a2b")])
+    for body in ({"inputs": [{"image": a, "direction": "b2a"}, {"image": b}]},
+                 {"inputs": {"image": [a, b], "direction": ["b2a", "a2b"]}},
+                 {"instances": [{"image": a, "direction": "b2a"}, {"image": b, "direction": "a2b"}]}):
+        out = pyfunc_model.predict(infer_and_parse_data(body))
+        assert torch.equal(decode_translations(out), expected), body
+    one = pyfunc_model.predict(infer_and_parse_data({"inputs": {"image": a, "direction": "b2a"}}))
+    assert torch.equal(decode_translations(one), expected[:1])
+    with pytest.raises(MlflowException, match=r"^unknown column\(s\) \['dirction'\]"):
+        pyfunc_model.predict(infer_and_parse_data({"inputs": {"image": a, "dirction": "b2a"}}))
 
 
 def _huge_png() -> bytes:
@@ -247,7 +268,8 @@ def test_ganops_translate_the_registered_champion(
     assert torch.equal(got, _expected(translator_package, _digit(3), "b2a"))
     missing = f"models:/{NAME}@nonexistent"
     assert run_app(app, ["translate", "--model", missing, "--input", "in.png", "--out", "o2"]) == 2
-    assert f"cannot fetch '{missing}'" in capsys.readouterr().err
+    assert f"error: {missing}: 'test-translator' has no alias @nonexistent (its aliases: @champion = v1" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -56,6 +56,17 @@ def test_a_translation_retrain_ends_with_a_champion_translator(prefect_harness: 
     assert translate_images(b2a, images).shape == (2, 1, 16, 16)
     with pytest.raises(UserError, match="load_translator"):
         load_generator(uri)
+    # In MLflow it is what it is: its own experiment, described as translators, its model named `translator`,
+    # its dataset input naming both domains (A ↔ B), its description saying so.
+    run = client.get_run(result["run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "test-translator" and "translator" in experiment.tags["mlflow.note.content"]
+    assert "generator" not in experiment.tags["mlflow.note.content"]
+    assert [m.name for m in client.search_logged_models([experiment.experiment_id])] == ["translator"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "digits ↔ mnist5k"
+    assert run.data.tags["mlflow.note.content"].startswith("Translator `cyclegan` (lsgan loss, 6 steps, batch 4) "
+                                                          "trained on digits ↔ mnist5k at 16 px")
 
     # Unchanged inputs: nothing is trained again.
     again = retrain(params=str(ws.params))

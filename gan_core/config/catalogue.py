@@ -61,11 +61,11 @@ TASKS: dict[str, TaskKind] = {
     GENERATION: TaskKind(
         GENERATION, package="generator", command="generate", does="draws images from noise",
         load_example="G = gan_core.load_generator('{uri}', device='auto')",
-        command_example="ganops generate --model {uri} -n 64 --out grid.png"),
+        command_example="ganops generate --model {uri} -n 64 --out outputs/grid.png"),
     TRANSLATION: TaskKind(
         TRANSLATION, package="translator", command="translate", does="translates images",
         load_example="G_AB = gan_core.load_translator('{uri}', direction='a2b')",
-        command_example="ganops translate --model {uri} --input my.png --out translated/"),
+        command_example="ganops translate --model {uri} --input my.png --out outputs/translated/"),
 }
 
 

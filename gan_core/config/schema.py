@@ -29,7 +29,12 @@ class DataConfig(Section):
     channels: Literal[1, 3] = 1
     """1 = grayscale, 3 = RGB; sources are converted to this."""
     max_images: int | None = Field(None, ge=1)
-    """Keep at most this many images (the first N in a deterministic order); None keeps all."""
+    """Keep at most this many images (the first N of a seed-0 permutation of the source: a mix of all classes);
+    None keeps all."""
+    shard_images: int = Field(4096, ge=1, le=1_000_000)
+    """Most images per shard of the prepared dataset (a shard also stays under 64 MiB of pixels). Shards already
+    written keep their size; new images go to new shards, so a dataset grows by files that DVC stores and pushes
+    once."""
     raw_dir: str = "data/raw"
     """Download cache for torchvision datasets."""
     prepared_dir: str = "data/prepared"
@@ -350,8 +355,9 @@ class RegistryConfig(Section):
     tracking server's http(s):// URL; plain-file stores (file:./mlruns) are refused by MLflow 3.13+."""
     artifact_location: str = "mlruns/artifacts"
     """Artifact root of the experiment when ganops creates it: a local path (made absolute) or a URI (s3://...)."""
-    experiment: str = "ganops"
-    """MLflow experiment holding one run per training."""
+    experiment: str | None = None
+    """MLflow experiment holding one run per training; None: named after model_name, so each registered model
+    (generator, conditional generator, translator) has its runs apart (experiment_name)."""
     model_name: str = "ganops-generator"
     """Registered model that every evaluated candidate becomes a version of."""
     champion_alias: str = "champion"
@@ -366,6 +372,11 @@ class RegistryConfig(Section):
     """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
     also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production
     and @champion name the same version. Empty (the default): no stage ever changes."""
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment of this model's trainings: `experiment`, else the model's name."""
+        return self.experiment or self.model_name
 
     def model_uri(self, alias: str | None = None) -> str:
         """`models:/<model_name>@<alias>` (the champion's when no alias is given)."""

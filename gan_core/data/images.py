@@ -3,6 +3,7 @@ decoded) and fitting (centre-crop to a square, PIL bicubic resize, L or RGB; tra
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -26,6 +27,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 """What Pillow may decode a folder's files as (by content): its other, less-hardened plugins are never run."""
+
+
+FIT_VERSION = "centre-crop to square, PIL bicubic, L or RGB/1"
+"""Names what fit_image (and the decoding before it) does to pixels. Incremental prepare reuses a fitted image only
+when this, data.resolution and data.channels are what made it: change the string whenever the pixels change."""
 
 
 def fit_image(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
@@ -77,13 +83,18 @@ def strict_decoding() -> Iterator[None]:
 
 
 def read_image(path: Path, cfg: DataConfig) -> np.ndarray:
-    """Decode one PNG/JPEG fully and strictly (any other format is refused, whatever its name), then fit it."""
-    with Image.open(path, formats=IMAGE_FORMATS) as probe:
+    """Decode one PNG/JPEG file fully and strictly (any other format is refused, whatever its name), then fit it."""
+    return decode_image(path.read_bytes(), cfg)
+
+
+def decode_image(data: bytes, cfg: DataConfig) -> np.ndarray:
+    """decode_image(the bytes of a PNG/JPEG file): strict decoding, then fit_image to cfg's resolution and channels."""
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as probe:
         probe.verify()  # PNG: every chunk's checksum and the end marker, which load() does not check
-    with Image.open(path, formats=IMAGE_FORMATS) as image:
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
         image.load()
         if image.format == "PNG":
-            _check_png_pixel_data(path)
+            _check_png_pixel_data(io.BytesIO(data))
         return fit_image(image, cfg.resolution, cfg.channels)
 
 
@@ -94,11 +105,11 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 """The 7 interlace passes: (first column, first row, column step, row step)."""
 
 
-def _check_png_pixel_data(path: Path) -> None:
+def _check_png_pixel_data(f: io.BytesIO) -> None:
     """Raise when a PNG's compressed pixel stream inflates to fewer bytes than its header promises.
 
     A stream that is well-formed but short (rows missing) passes Pillow's load() silently, the missing rows black."""
-    with path.open("rb") as f:
+    with f:
         f.seek(8 + 8)  # signature, then IHDR's length and type (Pillow has checked that IHDR comes first)
         width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
         if colour not in _PNG_SAMPLES:

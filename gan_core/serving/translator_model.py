@@ -55,14 +55,15 @@ from gan_core.packaging.translator import (
     read_translator_spec,
 )
 from gan_core.serving.generator_model import (
+    CODE_PATHS,
     PIP_REQUIREMENTS,
-    BadRequest,
     decode_predictions,
     encode_png,
     is_missing,
     log_pyfunc,
     shown,
 )
+from gan_core.serving.requests import BadRequest, checked_rows
 
 __all__ = ["BadRequest", "MAX_BASE64_CHARS", "MAX_IMAGE_PIXELS", "MAX_REQUESTS", "TranslatorModel",
            "decode_translations", "log_translator", "model_arguments", "parse_translation_requests"]
@@ -128,18 +129,11 @@ def parse_translation_requests(
     model_input: pd.DataFrame | Mapping[str, Any], image_shape: Sequence[int]
 ) -> list[TranslationRequest]:
     """(direction, image) per input row; a bad row raises BadRequest (HTTP 400 through the server) naming it."""
-    frame = pd.DataFrame([model_input]) if isinstance(model_input, Mapping) else model_input
-    if not isinstance(frame, pd.DataFrame):
-        raise BadRequest(f"expected rows of {{image, direction}} (a DataFrame), got {type(frame).__name__}")
-    unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
-    if unknown:
-        raise BadRequest(f"unknown column(s) {unknown}; a request has image (a base64 PNG/JPEG) and optionally "
-                         "direction (a2b or b2a)")
-    if len(frame) > MAX_REQUESTS:
-        raise BadRequest(f"{len(frame)} requests in one call; at most {MAX_REQUESTS} images per call")
-    if len(frame) and "image" not in frame.columns:
-        raise BadRequest("each request needs `image`, a base64 PNG or JPEG")
-    return [_parse_row(r, row, tuple(image_shape)) for r, row in enumerate(frame.to_dict(orient="records"))]
+    rows = checked_rows(model_input, "image", INPUT_COLUMNS, "a request has image (a base64 PNG/JPEG) and "
+                        "optionally direction (a2b or b2a)", "each request needs `image`, a base64 PNG or JPEG")
+    if len(rows) > MAX_REQUESTS:
+        raise BadRequest(f"{len(rows)} requests in one call; at most {MAX_REQUESTS} images per call")
+    return [_parse_row(r, row, tuple(image_shape)) for r, row in enumerate(rows)]
 
 
 def _parse_row(r: int, row: dict[str, Any], image_shape: tuple[int, ...]) -> TranslationRequest:
@@ -193,6 +187,7 @@ def model_arguments(package_dir: str | Path) -> dict[str, Any]:
         "signature": SIGNATURE,
         "input_example": _input_example(package),
         "pip_requirements": PIP_REQUIREMENTS,
+        "code_paths": CODE_PATHS,
     }
 
 

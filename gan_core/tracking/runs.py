@@ -1,19 +1,23 @@
 """MLflow tracking for one training: params, lineage tags, step metrics, sample grids, evaluation, the model.
 
-    with start_training_run(cfg) as run:                      # params, config hash, lineage tags, system metrics
-        result = train(cfg, callbacks=[MLflowCallback(run.info.run_id)])
-        log_evaluation(run.info.run_id, evaluate(cfg), metrics_json="outputs/eval/metrics.json")
-        model_uri = log_generator_model(run.info.run_id, result["package_dir"])
+    client = open_store(cfg.registry, create=True)
+    with start_training_run(cfg, client=client) as run:       # params, lineage tags, dataset, system metrics
+        result = train(cfg, callbacks=[MLflowCallback(run.info.run_id, client)])   # curves and sample grids
+        evaluation = evaluate(cfg)
+        model_uri = log_candidate(cfg, run.info.run_id, evaluation.metrics, result.package_dir, client,
+                                  evaluation.context)     # metrics, their context, eval files, the pyfunc model
 
-What the MLflow UI shows: the experiment carries `mlflow.experimentKind` = custom_model_development and a
-description (MLflow 3.17's UI still starts in its GenAI mode: the links ganops prints add
-flows.report.MODEL_TRAINING_VIEW); a run is named after what ran
-(`dcgan-nonsaturating-2000steps-755336f0`); the prepared data is the run's dataset input (digest = its DVC md5),
-so the Datasets column names it; sample grids are step images, named so they also sort by step as text.
+What the MLflow UI shows: each registered model's runs in an experiment of its own (gan_core.tracking.store), a run
+named after what ran (`dcgan-nonsaturating-2000steps-755336f0`) with a description saying it in a sentence
+(training_summary; the flows add the gate's outcome and the Prefect flow run), the params runs are compared by
+(run_params; the whole config is config.yaml), the prepared data as the run's dataset input (digest = its DVC md5:
+the Datasets column names it, both domains for a translator), sample grids as step images from step 0 on (the
+image chart opens at step 0), named so they also sort by step as text, and the logged model named for its kind
+(`generator`, `translator`).
 
-Every function here takes the run id explicitly and logs through an `MlflowClient`, so the hooks work from
-any thread (Prefect runs tasks in worker threads; MLflow's "active run" is thread-local).
-Which store: gan_core.tracking.store.
+Every function here takes the run id and the `MlflowClient` explicitly, so the hooks work from any thread (Prefect
+runs tasks in worker threads; MLflow's "active run" is thread-local) and never log into whatever store MLflow's
+process-wide URI happens to name. Which store: gan_core.tracking.store.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +38,17 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from gan_core.config import Config
-from gan_core.tracking.store import configure, experiment_id, store_exists, tracking_uri
+from gan_core.config.catalogue import TASKS, family_info
+from gan_core.redact import clean_url, redact
+from gan_core.tracking.store import (
+    NOTE_TAG,
+    configure,
+    experiment_id,
+    run_reference,
+    store_exists,
+    tracking_uri,
+    use_store,
+)
 from gan_core.training.callbacks import TrainCallback
 
 if TYPE_CHECKING:
@@ -47,8 +61,6 @@ SAMPLES_KEY = "samples"
 STEP_DIGITS = 8
 """Digits of the zero-padded step in the image chart's file names (sorted as text, they sort by step)."""
 CONFIG_HASH_TAG = "config_hash"
-MODEL_NAME = "generator"
-"""Name of the logged pyfunc model inside its run."""
 RUN_ID_METADATA = "mlflow_run_id"
 """Key of the generator package's metadata naming the MLflow run that trained it."""
 DATASET_SOURCE_TYPE = "ganops"
@@ -90,38 +102,110 @@ def dvc_run_tags() -> dict[str, str]:
     return tags
 
 
-def training_tags(cfg: Config) -> dict[str, str]:
-    """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch."""
-    from gan_core.tracking.lineage import lineage
+def training_tags(
+    cfg: Config, *, data_version_info: Mapping[str, str] | None = None, device: str | None = None
+) -> dict[str, str]:
+    """Lineage of a training: data version and source, git commit and dirty flag, config hash, device, torch.
+    `data_version_info` and `device`: as lineage() takes them, when the caller knows them already."""
+    from gan_core.training.lineage import lineage
 
-    tags = {k: str(v) for k, v in lineage(cfg).items()}
+    tags = {k: str(v) for k, v in lineage(cfg, data_version_info=data_version_info, device=device).items()}
     tags.setdefault(CONFIG_HASH_TAG, cfg.hash())
     if cfg.recipe is not None:  # searchable: tags.recipe = 'conditional' (also the `recipe` param)
         tags["recipe"] = cfg.recipe
     return tags
 
 
+CORE_PARAMS = (
+    "recipe", "data.source", "data.target", "data.resolution",
+    "model.arch", "model.latent_dim", "model.g_width", "model.d_width",
+    "train.loss", "train.steps", "train.batch_size", "train.g_optimizer.lr", "train.d_optimizer.lr",
+)
+"""The settings runs are compared by, logged as params whatever their value (None, e.g. no recipe, is left out);
+about a dozen, so the image chart, which prints them above its grid, still shows the grid."""
+COMPARED_SECTIONS = ("data", "model", "train")
+"""Sections whose other settings are params when they differ from their defaults (paths and runtime ones never)."""
+NOT_COMPARED = frozenset({"data.raw_dir", "data.prepared_dir"})
+
+
+def run_params(cfg: Config, also: Iterable[str] = ()) -> dict[str, str]:
+    """The run's params: CORE_PARAMS, every other data/model/train setting that shapes the weights and is not at its
+    default (a recipe's or an override's changes), and the keys in `also` (a sweep's searched settings), as strings.
+
+    Not every config key: the MLflow UI prints a run's params above its image chart, so ~90 of them push the sample
+    grid out of the card. The whole config is the run's config.yaml artifact."""
+    from gan_core.training.identity import RUNTIME_TRAIN_KEYS
+
+    flat, defaults = cfg.flat(), Config().flat()
+    skipped = {f"train.{k}" for k in RUNTIME_TRAIN_KEYS} | NOT_COMPARED
+    keys = [k for k in CORE_PARAMS if flat.get(k) is not None]
+    keys += [k for k in flat if k.split(".")[0] in COMPARED_SECTIONS and k not in skipped and k not in keys
+             and flat[k] != defaults.get(k)]
+    keys += [k for k in also if k in flat and k not in keys]
+    return {k: _param_value(flat[k]) for k in keys}
+
+
+def training_summary(cfg: Config, data_version: str) -> str:
+    """One sentence saying what a run trains, for its description: ``Generator `dcgan` (nonsaturating loss, 2000
+    steps, batch 64) trained on mnist5k at 32 px, data version 755336f0.`` (a translator names both domains)."""
+    kind = TASKS[family_info(cfg.model.arch).task]
+    model = f"{kind.package.capitalize()} `{cfg.model.arch}`{', conditional,' if cfg.model.conditional else ''}"
+    recipe = f", recipe `{cfg.recipe}`" if cfg.recipe else ""
+    settings = f"{cfg.train.loss} loss, {cfg.train.steps} steps, batch {cfg.train.batch_size}{recipe}"
+    return (f"{model} ({settings}) trained on {dataset_name(cfg)} at {cfg.data.resolution} px, data version "
+            f"{data_version[:8]}.")
+
+
+def run_note(*paragraphs: str | None) -> str:
+    """A run's description (MLflow's `mlflow.note.content`, rendered as markdown with clickable links): the given
+    paragraphs, URLs cleaned of credentials."""
+    return redact("\n\n".join(p for p in paragraphs if p))
+
+
+def training_experiment(cfg: Config, client: MlflowClient | None = None) -> str:
+    """The id of the experiment of cfg's registered model (created when absent, described for its task kind)."""
+    return experiment_id(cfg.registry, client, family_info(cfg.model.arch).task)
+
+
+def config_text(cfg: Config) -> str:
+    """The run's config.yaml: the whole config, its URLs (tracking URI, study storage) cleaned of credentials."""
+    dump = cfg.model_dump(mode="json")
+    for key in ("tracking_uri", "study_storage", "artifact_location"):
+        if isinstance(dump["registry"].get(key), str):
+            dump["registry"][key] = clean_url(dump["registry"][key])
+    return yaml.safe_dump(dump, sort_keys=False)
+
+
 @contextmanager
 def start_training_run(
-    cfg: Config, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None
+    cfg: Config, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None, *,
+    client: MlflowClient | None = None, lineage_tags: Mapping[str, str] | None = None, param_keys: Iterable[str] = (),
 ) -> Iterator[mlflow.ActiveRun]:
     """One MLflow run for one training, with system metrics on; the run ends FAILED if the block raises.
 
-    Logs on entry: every config key as a param (dotted names), the lineage tags, the prepared data as the run's
-    dataset input, `config.yaml` as an artifact. The run is named by training_run_name unless `run_name` is given.
+    Logs on entry: the params runs are compared by (run_params, plus `param_keys`), the lineage tags, a description
+    (training_summary, unless `extra_tags` brings one), the prepared data as the run's dataset input, `config.yaml`
+    (every setting) as an artifact. The run is named by training_run_name unless `run_name` is given, in the
+    experiment of cfg's registered model.
+    `client`: the store to log into (MLflow's fluent API, which starts the run, is pointed at it too); by default
+    the configured store, created if missing. `lineage_tags`: training_tags(cfg), when the caller has them.
     """
-    client = configure(cfg.registry, create=True)
-    exp_id = experiment_id(cfg.registry, client)
-    tags = {**training_tags(cfg), **(extra_tags or {})}
+    if client is None:
+        client = configure(cfg.registry, create=True)
+    else:
+        use_store(client.tracking_uri)  # mlflow.start_run (system metrics need an active run) reads it
+    exp_id = training_experiment(cfg, client)
+    tags = {**(lineage_tags if lineage_tags is not None else training_tags(cfg)), **(extra_tags or {})}
+    tags[NOTE_TAG] = run_note(tags.get(NOTE_TAG) or training_summary(cfg, tags["data_version"]))
     with mlflow.start_run(
         experiment_id=exp_id, run_name=run_name or training_run_name(cfg, tags["data_version"]), tags=tags,
         log_system_metrics=True,
     ) as run:
         run_id = run.info.run_id
         client.log_inputs(run_id, datasets=[dataset_input(cfg, tags["data_version"])])
-        params = [Param(k, _param_value(v)) for k, v in sorted(cfg.flat().items())]
+        params = [Param(k, v) for k, v in run_params(cfg, param_keys).items()]
         client.log_batch(run_id, params=params, synchronous=True)  # MLflow splits it into batches it accepts
-        client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        client.log_text(run_id, config_text(cfg), "config.yaml")
         yield run
 
 
@@ -133,8 +217,10 @@ def train_in_run(trainer: Trainer) -> TrainResult:
     client = configure(cfg.registry, create=True)
     key = training_key(cfg, trainer.data_version)
     tags = {**{k: v for k, v in key.items() if k != "data_version"}, **dvc_run_tags()}
-    with start_training_run(cfg, extra_tags=tags) as run:
-        log.info("MLflow run %s (%s) in %s", run.info.run_name, run.info.run_id, tracking_uri(cfg.registry))
+    lineage = training_tags(cfg, data_version_info=trainer.data_version_info, device=trainer.device.type)
+    with start_training_run(cfg, extra_tags=tags, client=client, lineage_tags=lineage) as run:
+        log.info("MLflow run %s", run_reference(cfg.registry, run.info.run_name, run.info.experiment_id,
+                                                 run.info.run_id))
         trainer.callbacks.append(MLflowCallback(run.info.run_id, client))
         return trainer.run()
 
@@ -147,8 +233,10 @@ def log_to_training_run(
     run is not in this store."""
     from mlflow.exceptions import MlflowException
 
+    from gan_core.packaging import read_package_spec
+
     package_dir = Path(cfg.train.out_dir) / "generator"
-    run_id = (package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
+    run_id = (read_package_spec(package_dir).get("metadata") or {}).get(RUN_ID_METADATA)
     if not run_id or not store_exists(cfg.registry):
         return None
     client = configure(cfg.registry)
@@ -156,7 +244,7 @@ def log_to_training_run(
         client.get_run(run_id)
     except MlflowException:
         log.warning("the generator's MLflow run %s is not in %s: evaluation not logged", run_id,
-                    tracking_uri(cfg.registry))
+                    clean_url(tracking_uri(cfg.registry)))
         return None
     log_candidate(cfg, run_id, metrics, package_dir, client, context)
     return str(run_id)
@@ -175,11 +263,19 @@ def training_run_name(cfg: Config, data_version: str) -> str:
     return f"{training_label(cfg)}-{data_version[:8]}"
 
 
-def dataset_name(source: str) -> str:
-    """The Datasets column's name for a data.source: `mnist5k`, `torchvision:MNIST`, a folder's own name."""
+def source_name(source: str) -> str:
+    """A data.source as the Datasets column names it: `mnist5k`, `torchvision:MNIST`, a folder's own name."""
     if source.startswith("folder:"):
         return Path(source.removeprefix("folder:")).name or source
     return source
+
+
+def dataset_name(cfg: Config) -> str:
+    """The run's dataset input name: the source (source_name), or both domains of a translator's data
+    (`digits ↔ mnist5k`: domain A, then B)."""
+    if cfg.data.target is None:
+        return source_name(cfg.data.source)
+    return f"{source_name(cfg.data.source)} ↔ {source_name(cfg.data.target)}"
 
 
 def dataset_input(cfg: Config, data_version: str) -> DatasetInput:
@@ -188,10 +284,11 @@ def dataset_input(cfg: Config, data_version: str) -> DatasetInput:
     meta_path = Path(cfg.data.prepared_dir) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     dataset = Dataset(
-        name=dataset_name(cfg.data.source),
+        name=dataset_name(cfg),
         digest=data_version,
         source_type=DATASET_SOURCE_TYPE,
-        source=json.dumps({"source": cfg.data.source, "prepared_dir": cfg.data.prepared_dir}),
+        source=json.dumps({"source": cfg.data.source, **({"target": cfg.data.target} if cfg.data.target else {}),
+                           "prepared_dir": cfg.data.prepared_dir}),
         profile=json.dumps({"num_images": meta.get("count"), "shape": meta.get("shape")}),
     )
     return DatasetInput(dataset=dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
@@ -216,9 +313,9 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 class MLflowCallback(TrainCallback):
     """Forwards the trainer's hooks to one MLflow run: step metrics, sample grids per step, the final result."""
 
-    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+    def __init__(self, run_id: str, client: MlflowClient) -> None:
         self.run_id = run_id
-        self.client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+        self.client = client
 
     def on_train_start(self, info: dict[str, Any]) -> None:
         # Scalar facts (device, parameter counts, resumed step) as tags so runs can be filtered by them.
@@ -275,10 +372,10 @@ def log_evaluation(
     metrics: Mapping[str, Any],
     metrics_json: str | Path | None = None,
     samples_png: str | Path | None = None,
-    client: MlflowClient | None = None,
+    *,
+    client: MlflowClient,
 ) -> None:
     """Log evaluation metrics (NaN kept: a failed metric must stay visible) and their JSON and sample grid."""
-    client = client or MlflowClient(tracking_uri=mlflow.get_tracking_uri())
     log_metrics(client, run_id, metrics)
     client.log_dict(run_id, dict(metrics), "eval/metrics.json")
     if metrics_json is not None:
@@ -310,26 +407,8 @@ def log_candidate(
 
 
 def log_generator_model(run_id: str, package_dir: str | Path) -> str:
-    """Log the package (a generator's, or a translator's) as this run's pyfunc model; return its `models:/m-...`
-    URI for registration."""
-    if is_translator(package_dir):
-        from gan_core.serving.translator_model import log_translator
+    """Log the package (a generator's, or a translator's) as this run's pyfunc model, named for its kind
+    (`generator`, `translator`); return its `models:/m-...` URI for registration."""
+    from gan_core.serving.mlflow_models import log_package_model, package_task
 
-        return log_translator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
-    from gan_core.serving.generator_model import log_generator
-
-    return log_generator(package_dir, run_id=run_id, name=MODEL_NAME).model_uri
-
-
-def is_translator(package_dir: str | Path) -> bool:
-    from gan_core.packaging.generator import PACKAGE_FILES
-
-    return (Path(package_dir) / PACKAGE_FILES["translator"]).is_file()
-
-
-def package_spec(package_dir: str | Path) -> dict[str, Any]:
-    """generator.json or translator.json, checked."""
-    from gan_core.packaging.generator import read_spec
-    from gan_core.packaging.translator import read_translator_spec
-
-    return read_translator_spec(package_dir) if is_translator(package_dir) else read_spec(package_dir)
+    return log_package_model(package_dir, run_id, TASKS[package_task(package_dir)].package).model_uri

@@ -2,6 +2,8 @@
 
     client = open_store(cfg.registry)               # a client; sets no global state, creates no store
     client = configure(cfg.registry, create=True)   # the same, and MLflow's fluent API pointed at it
+    client = open_uri(uri, create=True)             # a client on a URI decided once (a flow's registry handle)
+    ready_sqlite_store(uri)                         # open_uri's first step: migrate SQLite, one process at a time
     check_tracking(cfg.registry, "config")          # fail fast: bad URI, unreachable server (one line)
 
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else `cfg.registry.tracking_uri`. Stores are created only
@@ -10,12 +12,23 @@ nothing. An http(s) tracking server is probed once at the start of a command (ch
 own HTTP retries, the one retry layer for it, are bounded by GANOPS_SERVICE_TIMEOUT (mlflow_http_env) unless the
 user set MLflow's variables. What goes into runs is gan_core.tracking.runs.
 
-The experiment carries `mlflow.experimentKind` = custom_model_development and a description (MLflow 3.17's UI
-still starts in its GenAI mode: the links ganops prints add flows.report.MODEL_TRAINING_VIEW).
+A SQLite store is created and migrated by MLflow itself (Alembic) the first time a process opens it; two processes
+doing that at once (two first `ganops retrain`s on a fresh machine) break each other's migration ("table ... already
+exists", "Online migration expected to match one row"). So every process opens a SQLite store first under a file
+lock beside it (`mlflow.db.migrate.lock`): the first migrates, the others wait, then find it ready.
+
+Each registered model has an experiment of its own (registry.experiment, default: the model's name), carrying
+`mlflow.experimentKind` = custom_model_development and a description of what its runs train (MLflow 3.17's UI still
+starts in its GenAI mode: the links ganops prints add MODEL_TRAINING_VIEW).
+
+Links and credentials. A tracking URI may carry credentials (`http://user:password@host`); MLflow's own "View run at"
+lines would print them, so they are turned off (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT) and ganops prints its own
+link: run_url, on the UI that mlflow_ui_url names, cleaned by gan_core.redact.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -26,8 +39,10 @@ from mlflow import MlflowClient
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from gan_core.config import RegistryConfig
+from gan_core.config.catalogue import GENERATION, TASKS
 from gan_core.errors import ServiceUnavailable, UserError, first_line
 from gan_core.preflight import ensure_writable_dir
+from gan_core.redact import clean_url
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -89,6 +104,50 @@ def bound_mlflow_http_retries() -> None:
             os.environ[key] = _ours[key] = value
 
 
+def quiet_mlflow_links() -> None:
+    """Stop MLflow's "🏃 View run ... at: <tracking URI>/..." lines: they print the tracking URI as given,
+    credentials included. ganops prints its own link (run_url), cleaned."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+# ----------------------------------------------------------------------------- links into the MLflow UI
+MLFLOW_UI_ENV = "GANOPS_MLFLOW_UI"
+"""Where the MLflow UI of the store is served, for the links ganops writes (e.g. http://127.0.0.1:5000 where
+`ganops ui` runs); an http(s) tracking server is its own UI."""
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+"""Query that opens an MLflow UI page in its model-training mode (runs table, charts) instead of GenAI."""
+
+
+def mlflow_ui_url(registry: RegistryConfig) -> str | None:
+    """The MLflow UI to link to: GANOPS_MLFLOW_UI, else an http(s) tracking server itself, cleaned of credentials;
+    None for a SQLite or database store, whose UI is wherever someone starts one (`ganops ui --port N`): a link to
+    a guessed address would open nothing, or another project's UI."""
+    if os.environ.get(MLFLOW_UI_ENV):
+        return clean_url(os.environ[MLFLOW_UI_ENV].strip().rstrip("/"))
+    uri = tracking_uri(registry)
+    return clean_url(uri).rstrip("/") if is_http_uri(uri) else None
+
+
+def run_url(registry: RegistryConfig, experiment_id: str | None, run_id: str | None) -> str | None:
+    """Link to an MLflow run in the UI (mlflow_ui_url), e.g. http://mlflow:5000/#/experiments/1/runs/<id>?workflowType=
+    machine_learning; None when no UI is known or the run is not.
+
+    MLflow 3.17's UI opens every page in its GenAI mode unless the link (or the browser's last choice) asks for the
+    model-training mode; the experiment's kind tag does not switch it."""
+    base = mlflow_ui_url(registry)
+    if not (base and experiment_id and run_id):
+        return None
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+
+
+def run_reference(registry: RegistryConfig, name: str | None, experiment_id: str | None, run_id: str | None) -> str:
+    """A run for a log line or a report: `name (link)`, or, without a known UI, its name, id and store."""
+    url = run_url(registry, experiment_id, run_id)
+    if url:
+        return f"{name or run_id} ({url})"
+    return f"{name or run_id} (run {run_id} in {clean_url(tracking_uri(registry))}; `ganops ui` serves it)"
+
+
 def _origin() -> str:
     return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "registry.tracking_uri"
 
@@ -105,7 +164,7 @@ def tracking_uri(registry: RegistryConfig) -> str:
         return f"sqlite:///{db}"
     if uri.startswith("file:") or "://" not in uri:
         raise UserError(
-            f"{_origin()}={uri!r} is a plain-file store, which MLflow 3.13+ refuses; "
+            f"{_origin()}={clean_url(uri)!r} is a plain-file store, which MLflow 3.13+ refuses; "
             "use sqlite:///mlflow.db or an http(s):// tracking server"
         )
     return uri
@@ -149,12 +208,16 @@ def store_exists(registry: RegistryConfig) -> bool:
 def require_store(registry: RegistryConfig) -> str:
     """The tracking URI, after checking that a SQLite store exists there (read-only commands must not create one)."""
     uri = tracking_uri(registry)
+    _require_sqlite_file(uri)
+    return uri
+
+
+def _require_sqlite_file(uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UserError(
             f"no MLflow store at {db}: run `ganops demo` (or `ganops retrain`) first, or set MLFLOW_TRACKING_URI"
         )
-    return uri
 
 
 def check_tracking(registry: RegistryConfig, step: str, write: bool = False) -> str:
@@ -180,7 +243,7 @@ def check_tracking_server(uri: str, step: str) -> None:
 
     Any HTTP answer proves the server is there (auth and API errors are MLflow's to report); no-op for other URIs."""
     if is_http_uri(uri):
-        probe_http("MLflow tracking server", uri, f"{uri.rstrip('/')}/health", step,
+        probe_http("MLflow tracking server", clean_url(uri), f"{uri.rstrip('/')}/health", step,
                    "start it or set MLFLOW_TRACKING_URI")
 
 
@@ -218,21 +281,63 @@ def open_store(registry: RegistryConfig, create: bool = False) -> MlflowClient:
     `create=False` (reads, alias moves): a missing SQLite store is a UserError and nothing is created.
     `create=True` (training runs, registration): its directory is created and proven writable first.
     """
-    uri = tracking_uri(registry)
+    return open_uri(tracking_uri(registry), create)
+
+
+def open_uri(uri: str, create: bool = False) -> MlflowClient:
+    """open_store on a tracking URI decided already (tracking_uri): what a command's registry handle opens, once."""
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         if not create:
-            require_store(registry)
+            _require_sqlite_file(uri)
         # SQLite creates the file but not its directory.
         ensure_writable_dir(db.parent, f"the directory of {_origin()}")
     bound_mlflow_http_retries()
+    if db is not None:
+        ready_sqlite_store(uri)
+    quiet_mlflow_links()
     try:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except UnsupportedModelRegistryStoreURIException:
         raise UserError(
-            f"{_origin()}={uri!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
+            f"{_origin()}={clean_url(uri)!r}: not a tracking URI MLflow supports; use sqlite:///path/mlflow.db, "
             "http(s)://host:port of a tracking server, or a database URI (postgresql://, mysql://)"
         ) from None
+
+
+MIGRATION_LOCK_SUFFIX = ".migrate.lock"
+MIGRATION_WAIT_S = 600.0
+"""Longest wait for another process's migration of the same store (a fresh store migrates in seconds; the lock
+is the kernel's, so a process that dies mid-migration releases it at once)."""
+
+
+@functools.cache
+def ready_sqlite_store(uri: str) -> None:
+    """Open the SQLite store at `uri` once per process, under a file lock beside it: MLflow creates and migrates it
+    on first open (its tracking store, then its registry store), and two processes migrating one file at once fail.
+    Later opens in this process reuse MLflow's store objects. A store in a directory this user may not write (read
+    only, e.g. a shared copy) is opened without the lock: nobody can be migrating it from here."""
+    from filelock import FileLock, Timeout
+
+    db = sqlite_path(uri)
+    assert db is not None, uri
+    lock = FileLock(f"{db}{MIGRATION_LOCK_SUFFIX}", timeout=MIGRATION_WAIT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{db}: another process has been creating or migrating this MLflow store for "
+                        f"{MIGRATION_WAIT_S:.0f} s; wait for it, or stop it and run again") from None
+    except OSError:  # the lock file cannot be created here
+        if not db.is_file():
+            raise
+        lock = None
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store: creates the tables, runs the migrations
+        client.search_registered_models(max_results=1)  # the registry store on the same file: checks them
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
@@ -246,6 +351,7 @@ def configure(registry: RegistryConfig, create: bool = False) -> MlflowClient:
 def use_store(uri: str) -> None:
     """Point MLflow's fluent API (and the flows' outage and retry checks, which read it) at `uri`, creating nothing.
     A flow does this once, in its config step."""
+    quiet_mlflow_links()
     exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # MLflow also exports the URI to the environment; undo that, or the next configure() with another config
@@ -256,32 +362,38 @@ def use_store(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
-def experiment_tags(registry: RegistryConfig) -> dict[str, str]:
-    """Tags that mark the experiment as model training, with a description.
+def experiment_tags(registry: RegistryConfig, task: str = GENERATION) -> dict[str, str]:
+    """Tags that mark the experiment as model training, with a description of what its runs train (`task`: the
+    family's task kind, gan_core.config.catalogue.TASKS).
 
     `mlflow.experimentKind` records the kind (MLflow 3.17's UI mode still follows `?workflowType=`, see
-    flows.report.MODEL_TRAINING_VIEW); `mlflow.note.content` is the description the experiment page shows."""
+    MODEL_TRAINING_VIEW); `mlflow.note.content` is the description the experiment page shows."""
+    kind = TASKS[task]
     return {
         EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
         NOTE_TAG: (
-            "GAN trainings by ganops: one run per training, named `<arch>-<loss>-<steps>steps-<data version>`, "
-            "with every params.yaml key as a param, lineage tags (data version, git commit, config hash), "
-            "losses per step, the sample grids in the `samples` image chart and the evaluation metrics "
-            "(`fid_<extractor>`, `class_coverage`, ...). The Datasets column names the prepared data and its "
+            # A plain first sentence: the experiments list shows the description's start as raw text.
+            f"Trainings of {registry.model_name} by ganops: each run trains one {kind.package} (a model that "
+            f"{kind.does}), is named `<arch>-<loss>-<steps>steps-<data version>` and says in its description what "
+            "it trained, what the gate decided and which Prefect flow run ran it. Params: the settings runs are "
+            "compared by (the whole config is the run's config.yaml); tags: the lineage (data version, git "
+            "commit, config hash); metrics: the losses per step and the evaluation (`fid_<extractor>`, ...); the "
+            "`samples` image chart: the sample grids by step. The Datasets column names the prepared data and its "
             "DVC md5.\n\n"
-            f"Each training's generator is registered as `{registry.model_name}`; the gate's decision is on each "
-            f"version's page and the promoted one is `{registry.model_uri()}`."
+            f"Every evaluated {kind.package} becomes a version of `{registry.model_name}`; the gate's decision is "
+            f"on each version's page and the promoted one is `{registry.model_uri()}`."
         ),
     }
 
 
-def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None) -> str:
-    """The id of the configured experiment, created (with its artifact location and experiment_tags) when absent.
+def experiment_id(registry: RegistryConfig, client: MlflowClient | None = None, task: str = GENERATION) -> str:
+    """The id of the model's experiment (registry.experiment_name), created (with its artifact location and
+    experiment_tags for `task`) when absent.
 
     An existing experiment gets the tags it lacks; values already there (a description edited in the UI) stay."""
     client = client or open_store(registry)
-    return ensure_experiment(client, registry.experiment, experiment_artifact_location(registry),
-                             experiment_tags(registry))
+    return ensure_experiment(client, registry.experiment_name, experiment_artifact_location(registry),
+                             experiment_tags(registry, task))
 
 
 def ensure_experiment(client: MlflowClient, name: str, location: str | None, tags: Mapping[str, str]) -> str:

@@ -3,6 +3,7 @@
     identity = training_identity(cfg.model_dump(mode="json"), data_version, code_hash())
     identity_key(identity)               # '3f0c...' (16 hex): the flow's skip key and the `training_hash` run tag
     resumable(identity, checkpointed)    # equal but for train.steps/max_seconds: a checkpoint continues (same run)
+    trained_past(train, checkpointed_train, step, seconds)   # ...unless it trained further than asked: why, or None
 
 A training that reads judges (frozen domain classifiers: cyclegan's semantic-consistency term,
 train.semantic_weight > 0) is also defined by them: its identity then holds each judge's training key
@@ -84,6 +85,23 @@ def identity_key(identity: dict[str, Any]) -> str:
 def resumable(mine: dict[str, Any], checkpointed: dict[str, Any]) -> bool:
     """True when a checkpoint of `checkpointed` can continue into `mine`: the same identity but for train.steps."""
     return _continuable(mine) == _continuable(checkpointed)
+
+
+def trained_past(
+    train: dict[str, Any], checkpointed_train: dict[str, Any], step: int, seconds: float
+) -> str | None:
+    """Why a checkpoint at `step`, after `seconds` of training under `checkpointed_train`, has trained further than
+    `train` asks (train.steps, train.max_seconds), or None when it has not.
+
+    More steps or a larger budget continue a checkpoint; fewer must not, or a model trained for 2,000 steps would be
+    finished, packaged and registered as a 200-step one. Such a checkpoint is not a resume point: training starts
+    from scratch. A checkpoint stopped by this same budget (it overshoots by at most one step) is the finished run."""
+    if step > train["steps"]:
+        return f"it is at step {step}, past train.steps={train['steps']}"
+    budget, theirs = train.get("max_seconds"), checkpointed_train.get("max_seconds")
+    if budget is not None and seconds > budget and (theirs is None or theirs > budget):
+        return f"it has trained for {seconds:.3g} s, past train.max_seconds={budget:g}"
+    return None
 
 
 def evaluation_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def torchrun_command(params_file: str | Path, cfg: Config, run_id: str | None = 
         "--nnodes", str(tc.nnodes), "--node_rank", str(tc.node_rank), "--master_addr", tc.master_addr,
         "--master_port", str(tc.master_port)]
     return [sys.executable, "-m", "torch.distributed.run", *nodes, "--nproc_per_node", str(processes(cfg)),
-            "-m", "gan_core", "train", "--params", str(params_file), *tracking]
+            "-m", "gan_core", "train", "--params", str(params_file), *tracking, "--json"]
 
 
 def train_processes(cfg: Config, run_id: str | None = None) -> TrainResult:

@@ -38,7 +38,8 @@ from torchvision.utils import save_image
 from gan_core.atomic import atomic_file, write_json
 from gan_core.config import Config, OptimizerConfig
 from gan_core.data import PreparedDataset
-from gan_core.data.version import data_version_info
+from gan_core.data.feed import ResidentImages, StreamedImages, training_images
+from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import family
@@ -60,7 +61,14 @@ from gan_core.training.checkpoint import (
     set_rng_state,
 )
 from gan_core.training.ema import EMA
-from gan_core.training.identity import code_hash, first_difference, judged_by, resumable, training_identity
+from gan_core.training.identity import (
+    code_hash,
+    first_difference,
+    judged_by,
+    resumable,
+    trained_past,
+    training_identity,
+)
 from gan_core.training.lineage import lineage
 from gan_core.training.progress import Progress, progress_line
 from gan_core.training.result import TrainResult
@@ -69,8 +77,6 @@ from gan_core.training.tasks import TRAINING, PackageContents
 log = logging.getLogger(__name__)
 
 NO_BAD_STEP = 2**62  # "no non-finite loss yet": above any step, so the earliest bad step is a plain minimum
-# Datasets up to this size live on the accelerator, so a batch is one gather with no host→device copy.
-ON_DEVICE_DATA_BYTES = 1 << 30
 
 
 class DivergenceError(UserError):
@@ -78,22 +84,23 @@ class DivergenceError(UserError):
 
 
 def train(cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
-          data_version: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None) -> TrainResult:
-    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version` and
+          data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None) -> TrainResult:
+    """Train per `cfg` (resuming from {train.out_dir}/checkpoints/last.pt when it matches). `data_version_info` and
     `lineage`: as Trainer takes them."""
-    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version=data_version, lineage=lineage).run()
+    return Trainer(cfg, resume=resume, callbacks=callbacks, data_version_info=data_version_info,
+                   lineage=lineage).run()
 
 
 class Trainer:
     """One training run. `train()` is the entry point; the class exposes G, D and the EMA for tests and tools, and is
     the `Loop` a family's step uses (gan_core.models.step).
 
-    `data_version`: the prepared data's version as gan_core.data.version.data_version_info gives it, when the caller
-    has it already (a flow that prepared the data); `lineage`: the package's lineage metadata, when the caller has
-    stamped a run with it (gan_core.training.lineage.lineage). Each is computed here when not given."""
+    `data_version_info`: the prepared data's version as gan_core.data.version.data_version_info gives it, when the
+    caller has it already (a flow that prepared the data); `lineage`: the package's lineage metadata, when the caller
+    has stamped a run with it (gan_core.training.lineage.lineage). Each is computed here when not given."""
 
     def __init__(self, cfg: Config, resume: bool = True, callbacks: Sequence[TrainCallback] = (), *,
-                 data_version: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None):
+                 data_version_info: Mapping[str, str] | None = None, lineage: Mapping[str, str] | None = None):
         self.cfg, self.resume, self.callbacks = cfg, resume, list(callbacks)
         tc = cfg.train
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -111,12 +118,12 @@ class Trainer:
         # Generation trains on one image set (domain ""); translation on domains "a" and "b" of one prepared dir.
         datasets, self.dataset_meta = self.task.load(cfg)
         self.data = next(iter(datasets.values()))
-        # The DVC md5, as in every lineage tag.
-        self.version_info = dict(data_version or data_version_info(cfg.data.prepared_dir))
-        self.data_version = self.version_info["data_version"]
+        # The DVC md5, as in every lineage tag: hashed here unless the caller (a flow) hands it over.
+        self.data_version_info = dict(data_version_info or read_data_version(cfg.data.prepared_dir))
+        self.data_version = self.data_version_info["data_version"]
         self._lineage = dict(lineage) if lineage is not None else None
         self.code_hash = code_hash()
-        self.image_shape: tuple[int, int, int] = tuple(int(s) for s in self.data.images.shape[1:])  # (C, H, W)
+        self.image_shape: tuple[int, int, int] = self.data.shape  # (C, H, W)
         self.num_classes = self._num_classes(self.data)
         self.domains = {name: self._on_device(ds, seed=tc.seed + i) for i, (name, ds) in enumerate(datasets.items())}
 
@@ -145,7 +152,7 @@ class Trainer:
         self.grid_z = torch.randn(GRID_SAMPLES, mc.latent_dim, generator=grid_gen).to(self.device)  # (64, Z)
         self.grid_labels = (torch.arange(GRID_SAMPLES) % self.num_classes).to(self.device) if self.num_classes else None
         # Translation: the first images of each domain (prepare's fixed order mixes the classes) in every grid.
-        self.grid_images = {name: self.runtime.layout(_to_unit(d.images[:GRID_TRANSLATIONS].to(self.device)))
+        self.grid_images = {name: self.runtime.layout(_to_unit(d.images.take(torch.arange(GRID_TRANSLATIONS))))
                             for name, d in self.domains.items()}
         self.step_fn = self.family.TrainingStep(self)
 
@@ -168,9 +175,9 @@ class Trainer:
         return data.num_classes
 
     def _on_device(self, data: PreparedDataset, seed: int) -> _Domain:
-        """One image set where training reads it: on the accelerator when small enough, with its batch order."""
-        on_device = data.images.numel() <= ON_DEVICE_DATA_BYTES
-        images = data.images.to(self.device) if on_device else data.images  # uint8 (N, C, H, W)
+        """One image set where training reads it (on the device, in memory or streamed from its shards:
+        gan_core.data.feed), with its batch order."""
+        images = training_images(data, self.device)  # uint8 batches (B, C, H, W) on self.device
         labels = data.labels.to(images.device) if self.num_classes else None  # int64 (N,)
         batches = EpochBatches(len(data), self.cfg.train.batch_size, seed, self.dist.rank, self.dist.world_size,
                                images.device)
@@ -185,7 +192,8 @@ class Trainer:
         `domain`: "a" or "b" for translation; generation has one image set ("")."""
         d = self.domains[domain]
         idx = d.batches.indices(k)
-        x = _to_unit(d.images[idx].to(self.device, non_blocking=True))
+        x = _to_unit(d.images.take(idx))
+        d.images.prefetch(d.batches.indices(k + 1))  # streamed on CUDA: read while this batch trains
         y = d.labels[idx].to(self.device, non_blocking=True) if d.labels is not None else None
         return self.runtime.layout(x), y
 
@@ -225,7 +233,7 @@ class Trainer:
         training device: it scores translations, it is never trained here."""
         reason = judged_by(self.cfg.model_dump(mode="json")) or f"a judge of domain {domain.upper()}"
         require_shared_classes(self.dataset_meta.get("domains", {}), reason)
-        info = stored_judge(self.cfg, domain)
+        info = stored_judge(self.cfg, domain, data_version=self.data_version)
         return load_classifier(info["model_dir"], self.device).requires_grad_(False)
 
     # ------------------------------------------------------------------------- the step
@@ -343,6 +351,11 @@ class Trainer:
                 log.warning("not resuming %s: it was trained with %s; starting fresh", self.checkpoint_path,
                             first_difference(theirs, mine))
             return 0
+        past = trained_past(mine["train"], theirs["train"], int(state["step"]), float(state.get("train_seconds", 0.0)))
+        if past is not None:
+            if self.dist.is_main:
+                log.warning("not resuming %s: %s; training from scratch", self.checkpoint_path, past)
+            return 0
         try:
             self.G.load_state_dict(state["generator"])
             self.D.load_state_dict(state["discriminator"])
@@ -412,6 +425,12 @@ class Trainer:
             }
             for cb in self.callbacks:
                 cb.on_train_start(info)
+            if start == 0:
+                # What G draws before training (the fixed latents through the EMA copy in eval mode: no random
+                # draw, no weight changes): MLflow's image chart opens at step 0 and shows nothing without it.
+                first_grid = self.write_samples(0)
+                for cb in self.callbacks:
+                    cb.on_samples(0, first_grid)
         metrics: dict[str, float] = {}
         t_run = t_window = self._run_started = time.perf_counter()
         window_start = reached = start
@@ -503,7 +522,7 @@ class Trainer:
         """The lineage handed in, else this run's: its data version and the device it ran on."""
         if self._lineage is not None:
             return self._lineage
-        return lineage(self.cfg, self.version_info, self.runtime.device.type)
+        return lineage(self.cfg, data_version_info=self.data_version_info, device=self.runtime.device.type)
 
     def _package_spec(self, steps: int, stopped_by_time: bool = False) -> dict[str, Any]:
         # Lineage: data version (the DVC md5), data source, git commit, config hash, torch version, device.
@@ -528,7 +547,7 @@ class Trainer:
 # ----------------------------------------------------------------------------- helpers
 @dataclass(frozen=True)
 class _Domain:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: ResidentImages | StreamedImages  # uint8 (N, C, H, W) batches
     labels: torch.Tensor | None  # int64 (N,), for conditional generation
     batches: EpochBatches
 

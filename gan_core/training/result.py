@@ -12,7 +12,7 @@ from typing import Any
 class TrainResult:
     """What a training produced and how it went. `summary()` is what metrics.json holds (numbers only)."""
 
-    steps: int  # the step the weights are at: train.steps, a checkpoint's later step, or where max_seconds stopped
+    steps: int  # the step the weights are at: train.steps, or where max_seconds stopped it
     trained_steps: int  # steps this call ran (0 when a checkpoint was already there)
     resumed_from: int
     wall_time_s: float  # this call's

@@ -12,6 +12,7 @@
 
     space = load_space("configs/sweeps/dcgan.yaml", cfg)    # SearchSpace, or a UserError naming the bad key
     overrides = suggest(trial, space)                      # {"train.g_optimizer.lr": 0.00042, ...} for an Optuna trial
+    point_text(overrides)                                  # 'train.g_optimizer.lr=0.00042 ...' for logs and tables
 
 Checked before any trial runs: every key is a training setting of `model.*` or `train.*` (data, evaluation, gate
 and registry settings would make trials incomparable; runtime keys such as train.device change nothing a trial is
@@ -170,13 +171,14 @@ def _check_key(path: Path, key: str, flat: dict[str, Any]) -> None:
 
 
 def _check_objective(path: Path, objective: str, cfg: Config) -> None:
+    from gan_core.config.catalogue import TRANSLATION, family_info
     from gan_core.config.metrics import is_translation_metric, spec
 
     try:
         metric = spec(objective)
     except UserError as e:
         raise UserError(f"search space {path}: objective: {e}") from None
-    if is_translation_metric(objective) != (cfg.model.arch == "cyclegan"):
+    if is_translation_metric(objective) != (family_info(cfg.model.arch).task == TRANSLATION):
         raise UserError(f"search space {path}: objective {objective!r} is not computed for model.arch="
                         f"{cfg.model.arch}")
     if metric.space is not None and metric.space not in cfg.eval.extractors:
@@ -210,3 +212,12 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 
 def _primitive(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
+
+
+def point_text(point: dict[str, Any]) -> str:
+    """A point as one line: `train.g_optimizer.lr=0.00042 train.loss=hinge`."""
+    return " ".join(f"{k}={_short(v)}" for k, v in point.items())
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if not isinstance(v, str) else v
