@@ -218,10 +218,12 @@ def classifier(overrides: Overrides = None, params: Params = DEFAULT_PARAMS, as_
     if not result["used"]:
         report(f"classifier unused: {result['reason']}", result, as_json)
         return
-    infos = result.get("domains") or {"": result}
-    done = "trained" if any(info.get("trained", True) for info in infos.values()) else "reused"
-    report(f"classifier {done}: held-out accuracy {result['holdout_accuracy']:.4g}; in {cfg.eval.classifier.out_dir}",
-           result, as_json)
+    judges = result.get("judges", {})  # cyclegan's semantic term: a second classifier per domain (its own seed)
+    infos = [*(result.get("domains") or {"": result}).values(), *judges.values()]
+    done = "trained" if any(info.get("trained", True) for info in infos) else "reused"
+    judged = f", judges {min(j['holdout_accuracy'] for j in judges.values()):.4g}" if judges else ""
+    report(f"classifier {done}: held-out accuracy {result['holdout_accuracy']:.4g}{judged}; in "
+           f"{cfg.eval.classifier.out_dir}", result, as_json)
 
 
 @app.command()

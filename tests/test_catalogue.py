@@ -83,7 +83,8 @@ def test_family_settings_keep_their_keys_defaults_and_checks() -> None:
     model_keys, train_keys = list(cfg.model_dump()["model"]), list(cfg.model_dump()["train"])
     assert model_keys[-2:] == ["mapping_layers", "res_blocks"]
     assert train_keys[train_keys.index("r1_every") + 1:train_keys.index("augment")] == [
-        "style_mixing", "pl_weight", "pl_every", "cycle_weight", "identity_weight", "pool_size", "holdout_fraction"]
+        "style_mixing", "pl_weight", "pl_every", "cycle_weight", "identity_weight", "pool_size", "semantic_weight",
+        "holdout_fraction"]
 
 
 def _model(arch: str, **settings: object) -> ModelConfig:

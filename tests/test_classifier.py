@@ -17,16 +17,9 @@ from torch_fidelity.utils import create_feature_extractor
 from gan_core.config import DataConfig
 from gan_core.data import load_prepared, prepare
 from gan_core.errors import UserError
-from gan_core.evaluation.classifier import (
-    METRICS_FILE,
-    SPEC_FILE,
-    WEIGHTS_FILE,
-    load_classifier,
-    require_trusted,
-    stored_classifier,
-    train_classifier,
-)
+from gan_core.evaluation.classifier import METRICS_FILE, require_trusted, train_classifier
 from gan_core.evaluation.fidelity import LENET_EXTRACTOR, LeNetFeatureExtractor
+from gan_core.packaging.classifier import SPEC_FILE, WEIGHTS_FILE, load_classifier, stored_classifier
 
 
 def test_classifier_is_accurate_on_mnist5k(lenet_classifier: dict, mnist5k_full_prepared: Path) -> None:

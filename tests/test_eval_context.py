@@ -44,8 +44,8 @@ def _independent(workspace: Any, root: Path, overrides: list[str], model_uri: st
 
 def test_the_context_is_recorded_on_the_run_and_the_version(workspace: Any, first: dict[str, Any]) -> None:
     from gan_core.data.version import data_version
-    from gan_core.evaluation.classifier import model_dir
     from gan_core.evaluation.context import context_hash, recorded_context
+    from gan_core.packaging.classifier import model_dir
 
     cfg = workspace.config()
     client = workspace.client()

@@ -81,3 +81,34 @@ def test_dvc_evaluate_stage_lists_every_setting_of_the_evaluation_key() -> None:
     assert evaluation_key(_config(**{"eval.encoder.epochs": 2})) != evaluation_key(config)
     assert evaluation_key(_config(**{"eval.encoder.out_dir": "x"})) == evaluation_key(config)
     assert evaluation_key(_config(**{"eval.device": "cpu", "eval.out_dir": "x"})) == evaluation_key(config)
+
+
+def _translation(**overrides: object) -> dict:
+    """The translation demo's settings as JSON (cyclegan; its semantic-consistency term on, as by default)."""
+    return load_config(REPO / "configs" / "cyclegan-digits.yaml", overrides).model_dump(mode="json")
+
+
+def test_the_judges_are_part_of_a_semantic_training_and_only_of_it() -> None:
+    from gan_core.packaging.classifier import domain_version, judge_settings, training_key
+
+    version = "d" * 32 + ".dir"
+    semantic = training_identity(_translation(), version, "c" * 16)
+    # Each judge's own training key, as its classifier.json records it: its domain's data and its settings.
+    settings = judge_settings(_translation()["eval"]["classifier"])
+    assert semantic["judges"] == {d: training_key(settings, domain_version(version, d)) for d in ("a", "b")}
+    assert semantic["judges"]["a"] != semantic["judges"]["b"]
+    # A judge trained otherwise is another training (and a checkpoint of the old one is not resumed) ...
+    other_judges = training_identity(_translation(**{"eval.classifier.epochs": 3}), version, "c" * 16)
+    assert identity_key(other_judges) != identity_key(semantic) and not resumable(other_judges, semantic)
+    # ... but what does not shape the judges' weights changes nothing.
+    for override in ({"eval.classifier.min_accuracy": 0.5}, {"eval.classifier.out_dir": "elsewhere"}):
+        assert identity_key(training_identity(_translation(**override), version, "c" * 16)) == identity_key(semantic)
+    # With the term off (or for a family without one) the classifiers are not part of it.
+    off = _translation(**{"train.semantic_weight": 0.0})
+    assert "judges" not in training_identity(off, version, "c" * 16)
+    assert identity_key(training_identity({**off, "eval": _translation(**{"eval.classifier.epochs": 3})["eval"]},
+                                          version, "c" * 16)) == identity_key(training_identity(off, version, "c" * 16))
+    assert "judges" not in _identity(**{"train.semantic_weight": 2.0})  # dcgan owns no such term
+    # dvc.yaml's train stage would then depend on eval.classifier as well.
+    assert training_params(_translation())[-1] == "eval.classifier"
+    assert "eval.classifier" not in training_params(off) and "eval.classifier" not in training_params(_config())

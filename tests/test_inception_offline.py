@@ -177,3 +177,53 @@ def test_inception_numbers_match_torch_fidelity(inception_weights_file: Path, di
             "isc_inception_std": torch_fidelity.KEY_METRIC_ISC_STD}
     # Same network, weights and metric code: equal but for float summation order (1e-6 relative allows it).
     assert ours == {ours_key: pytest.approx(direct[key], rel=1e-6, abs=1e-9) for ours_key, key in keys.items()}
+
+
+def test_translation_inception_metrics_from_a_local_weights_file(
+    offline: None, inception_weights_file: Path, tmp_path: Path, torch_load_calls
+) -> None:
+    """The translation evaluator's Inception path: a real translator package between two small domains, scored in
+    Inception's space only (no domain classifier needed), the weights file read once with weights_only=True."""
+    from translation import TRANSLATION_SETTINGS
+
+    from gan_core.config import load_config
+    from gan_core.evaluation.fidelity import PRC_NEIGHBORHOOD
+    from gan_core.training.loop import train
+
+    prepared = tmp_path / "pair"
+    prepare(DataConfig(source="digits", target="mnist5k", resolution=16, max_images=40, prepared_dir=str(prepared)))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    cfg = load_config(empty, {
+        **TRANSLATION_SETTINGS, "data.prepared_dir": str(prepared), "train.steps": 2, "train.device": "cpu",
+        "train.out_dir": str(tmp_path / "train"), "eval.out_dir": str(tmp_path / "eval"),
+        "eval.cache_dir": str(tmp_path / "cache"), "eval.device": "cpu", "eval.batch_size": 40,
+        "eval.extractors": ["inception"], "eval.inception_weights": str(inception_weights_file),
+        "eval.classifier.out_dir": str(tmp_path / "no-classifier"),  # never written: no lenet metric is asked for
+        "gate.thresholds": {"fid_inception_a2b": {"max": 1e9}}, "gate.primary_metric": "fid_inception_a2b"})
+    package = train(cfg).package_dir
+    torch_load_calls.clear()  # only evaluation's reads count
+
+    result = evaluate(cfg, package)
+    held_out = 4  # 10% of 40 per domain: PRC's neighbourhood + 1, the fewest evaluation accepts
+    assert held_out == PRC_NEIGHBORHOOD + 1
+    for d in ("a2b", "b2a"):
+        names = {f"{k}_{d}" for k in ("fid_inception", "kid_inception", "kid_inception_std", "precision_inception",
+                                      "recall_inception")}
+        assert names <= set(result.metrics), (d, sorted(result.metrics))
+        names |= {f"isc_inception_{d}", f"isc_inception_std_{d}"}  # 4 translations: one per split, no empty one
+        assert all(math.isfinite(result.metrics[k]) for k in names), {k: result.metrics[k] for k in names}
+    assert not any("lenet" in k for k in result.metrics)  # no classifier: no lenet numbers, no content check
+    assert not (tmp_path / "no-classifier").exists()
+    # Each target domain's real features in Inception's space, from the one shared network.
+    extractors = result.info["extractors"]
+    assert set(extractors) == {"inception_a", "inception_b"}
+    assert extractors["inception_a"]["weights_sha256"] == extractors["inception_b"]["weights_sha256"]
+    assert {e["torch_fidelity_name"] for e in extractors.values()} == {"ganops-inception-v3"}
+    assert all(e["real_pass"] == "computed" and e["kid_subset_size"] == held_out for e in extractors.values())
+    from_disk = [(f, weights_only) for f, weights_only in torch_load_calls if isinstance(f, str | os.PathLike)]
+    assert from_disk == [(inception_weights_file, True)]
+    # A second evaluation reads both domains' real features from the cache: the same numbers.
+    again = evaluate(cfg, package)
+    assert again.metrics == result.metrics
+    assert all(e["real_pass"] == "cached" for e in again.info["extractors"].values())

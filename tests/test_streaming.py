@@ -72,7 +72,8 @@ def test_real_features_of_a_large_set_stream_every_image_into_fid_and_sample_the
 
     from gan_core.config import load_config
     from gan_core.evaluation import fidelity
-    from gan_core.evaluation.classifier import model_dir, train_classifier
+    from gan_core.evaluation.classifier import train_classifier
+    from gan_core.packaging.classifier import model_dir
 
     empty = tmp_path / "params.yaml"
     empty.write_text("{}\n")

@@ -11,5 +11,6 @@ TRANSLATION_SETTINGS = {
     "model.res_blocks": 1,
     "train.loss": "lsgan",
     "train.batch_size": 4,
+    "train.semantic_weight": 0.0,  # off: these tests need no judges (tests/test_semantic.py turns it on)
 }
 """Overrides that make a tiny translation run from the code's defaults, on the pair_prepared fixture's data."""

@@ -24,6 +24,7 @@ from gan_core.config import Config
 from gan_core.config.metrics import LABEL_FREE_EXTRACTOR
 from gan_core.data import read_meta
 from gan_core.evaluation import classifier, encoder
+from gan_core.packaging import classifier as classifier_package
 from gan_core.preflight import ensure_writable_dir
 
 UNUSED_FILE = "unused.json"
@@ -72,7 +73,7 @@ def _mark_unused(cfg: Config, name: str, reason: str) -> dict[str, Any]:
     same already); the classifier's stage also gets its metrics file, numbers only, as DVC expects."""
     if name == "lenet":
         out = ensure_writable_dir(cfg.eval.classifier.out_dir, "eval.classifier.out_dir")
-        model = Path(out) / classifier.MODEL_DIR
+        model = Path(out) / classifier_package.MODEL_DIR
     else:
         out = ensure_writable_dir(cfg.eval.encoder.out_dir, "eval.encoder.out_dir")
         model = Path(out) / encoder.MODEL_DIR

@@ -52,8 +52,8 @@ from gan_core.atomic import atomic_file
 from gan_core.config import metrics as m
 from gan_core.data.prepared import PreparedDataset
 from gan_core.errors import UserError, first_line
-from gan_core.evaluation.classifier import load_classifier
 from gan_core.evaluation.encoder import load_encoder
+from gan_core.packaging.classifier import load_classifier
 from gan_core.packaging.generator import sample_images
 from gan_core.preflight import OFFLINE_ENV, downloads_forbidden
 
@@ -172,7 +172,7 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
     """The domain classifier as a torch-fidelity extractor: uint8 (B, 3, H, W) → penultimate (B, 128), logits (B, K).
 
-    `feature_extractor_weights_path` is the classifier's model directory (gan_core.evaluation.classifier), not a pickle.
+    `feature_extractor_weights_path` is the classifier's model directory (gan_core.packaging.classifier), not a pickle.
     """
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
@@ -180,7 +180,7 @@ class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise UserError("the lenet extractor needs the classifier's model directory "
-                            "(gan_core.evaluation.classifier)")
+                            "(gan_core.packaging.classifier)")
         self.net = load_classifier(feature_extractor_weights_path)
         self.requires_grad_(False)
         self.weights_sha256 = state_digest(self.net.state_dict())
@@ -519,7 +519,11 @@ def fidelity_metrics(
         m.metric_name(m.RECALL, name): raw[torch_fidelity.KEY_METRIC_RECALL],
     }
     if name == "inception":
-        isc = isc_featuresdict_to_metric(generated, extractor.layer("isc"), rng_seed=seed, verbose=False)
+        # ISC averages over splits of the samples: never more splits than samples (an empty split is a NaN; a
+        # translator's held-out set may hold fewer than ISC_SPLITS images).
+        splits = min(ISC_SPLITS, len(next(iter(generated.values()))))
+        isc = isc_featuresdict_to_metric(generated, extractor.layer("isc"), rng_seed=seed, verbose=False,
+                                         isc_splits=splits)
         out[m.metric_name(m.ISC, name)] = isc[torch_fidelity.KEY_METRIC_ISC_MEAN]
         out[m.metric_name(m.ISC, name) + m.STD_SUFFIX] = isc[torch_fidelity.KEY_METRIC_ISC_STD]
     return {k: float(v) for k, v in out.items()}

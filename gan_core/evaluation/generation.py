@@ -26,7 +26,7 @@ from gan_core.data import PreparedDataset, load_prepared
 from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.evaluation.classifier import LeNet, require_trusted, stored_classifier
+from gan_core.evaluation.classifier import require_trusted
 from gan_core.evaluation.encoder import Encoder, cluster_coverage, stored_encoder
 from gan_core.evaluation.fidelity import (
     ISC_SPLITS,
@@ -41,6 +41,8 @@ from gan_core.evaluation.fidelity import (
     real_features,
 )
 from gan_core.evaluation.result import SAMPLES_FILE, Evaluation, checked, write
+from gan_core.models.lenet import LeNet
+from gan_core.packaging.classifier import stored_classifier
 from gan_core.packaging.generator import GRID_SAMPLES, load_generator
 from gan_core.preflight import ensure_writable_dir
 

@@ -31,7 +31,7 @@ from gan_core.data import PreparedDataset, holdout_split, load_domains
 from gan_core.data.version import data_version_info as read_data_version
 from gan_core.device import pick_device
 from gan_core.errors import UserError
-from gan_core.evaluation.classifier import require_trusted, stored_classifier
+from gan_core.evaluation.classifier import require_trusted
 from gan_core.evaluation.fidelity import (
     PRC_NEIGHBORHOOD,
     TORCH_FIDELITY_NAME,
@@ -43,6 +43,7 @@ from gan_core.evaluation.fidelity import (
     real_features,
 )
 from gan_core.evaluation.result import Evaluation, checked, write
+from gan_core.packaging.classifier import stored_classifier
 from gan_core.packaging.translator import DIRECTIONS, GRID_TRANSLATIONS, load_translator, translate_images
 from gan_core.preflight import ensure_writable_dir
 

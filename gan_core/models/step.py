@@ -93,6 +93,14 @@ class Loop(Protocol):
         """G's and D's buffers (BatchNorm running stats) made rank 0's on every rank, as DDP does; no-op alone."""
         ...
 
+    def judge(self, domain: str) -> nn.Module:
+        """The judge of `domain` ("a", "b"): a classifier of its classes that the `classifier` step trains beside
+        evaluation's (gan_core.packaging.classifier), frozen: eval mode, no gradients to its weights, on the training
+        device. `.classify(x)`: images (B, C, H, W) in [-1, 1], any side → logits (B, K), with gradients to x.
+        A family that reads judges makes gan_core.training.identity.judged_by name the setting that turns them on,
+        so that a different judge is a different training."""
+        ...
+
 
 class FamilyStep(Protocol):
     """What the loop calls on a family's training step."""

@@ -5,6 +5,11 @@
     resumable(identity, checkpointed)    # equal but for train.steps/max_seconds: a checkpoint continues (same run)
     trained_past(train, checkpointed_train, step, seconds)   # ...unless it trained further than asked: why, or None
 
+A training that reads judges (frozen domain classifiers: cyclegan's semantic-consistency term,
+train.semantic_weight > 0) is also defined by them: its identity then holds each judge's training key
+(gan_core.packaging.classifier: its domain's data version and the eval.classifier settings that shape its weights,
+the key its classifier.json records), so a different judge is a different training.
+
 Runtime settings (where and how fast it runs: device, precision, channels_last, compile) and reporting settings
 (log_every, sample_every, checkpoint_every, out_dir) are not part of it: changing them never retrains, in the flow,
 in `dvc repro` or on resume. Evaluation settings are not part of it either (they change the metrics, not the
@@ -21,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gan_core.config.catalogue import family_info
+
 RUNTIME_TRAIN_KEYS = frozenset(
     {"log_every", "sample_every", "checkpoint_every", "out_dir", "device", "precision", "channels_last", "compile",
      "node_rank", "master_addr", "master_port"}
@@ -33,18 +40,41 @@ EVAL_RUNTIME_KEYS = frozenset({"device", "out_dir", "cache_dir"})
 """eval.* (and eval.classifier.*, eval.encoder.*) keys that do not change an evaluation's numbers."""
 
 
+JUDGED_DOMAINS = ("a", "b")
+"""The domains whose judges a semantic-consistency term reads (translation's two)."""
+
+
 def training_identity(config: dict[str, Any], data_version: str, code: str) -> dict[str, Any]:
     """The settings that shape the weights (all of `model`, `train` minus runtime keys), the data version (the
-    DVC md5 of the prepared data) and the code hash, from a config as dumped to JSON (a checkpoint stores that)."""
+    DVC md5 of the prepared data) and the code hash, from a config as dumped to JSON (a checkpoint stores that);
+    plus the training keys of the judges when the training reads them."""
     train = {k: v for k, v in config["train"].items() if k not in RUNTIME_TRAIN_KEYS}
-    return {"model": config["model"], "train": train, "data_version": data_version, "code": code}
+    identity = {"model": config["model"], "train": train, "data_version": data_version, "code": code}
+    if judged_by(config):
+        # Imported here: the identity stays torch-free (the gate and evaluation contexts read this module).
+        from gan_core.packaging.classifier import domain_version, judge_settings, training_key
+
+        settings = judge_settings(config["eval"]["classifier"])
+        identity["judges"] = {d: training_key(settings, domain_version(data_version, d)) for d in JUDGED_DOMAINS}
+    return identity
+
+
+def judged_by(config: dict[str, Any]) -> str | None:
+    """The setting that makes a training read judges ("train.semantic_weight=1.0": the family owns a
+    semantic-consistency term and it is on), or None."""
+    options = family_info(config["model"]["arch"]).train_options
+    weight = float(config["train"].get("semantic_weight", 0.0))
+    owned = options is not None and "semantic_weight" in options.model_fields
+    return f"train.semantic_weight={weight}" if owned and weight > 0 else None
 
 
 def training_params(config: dict[str, Any]) -> list[str]:
     """The dotted param keys of the identity's settings, as dvc.yaml's `train` stage lists them. `recipe` leads:
     DVC compares params.yaml's values, not the settings a recipe resolves to, so it needs the recipe's name (and
-    configs/recipes in the stage's deps) to see a recipe change; the identity itself hashes the resolved settings."""
-    return ["recipe", "model"] + [f"train.{k}" for k in config["train"] if k not in RUNTIME_TRAIN_KEYS]
+    configs/recipes in the stage's deps) to see a recipe change; the identity itself hashes the resolved settings.
+    `eval.classifier` joins them when training reads judges."""
+    params = ["recipe", "model"] + [f"train.{k}" for k in config["train"] if k not in RUNTIME_TRAIN_KEYS]
+    return params + (["eval.classifier"] if judged_by(config) else [])
 
 
 def identity_key(identity: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from gan_core.device import choose_runtime, deterministic
 from gan_core.errors import UserError, first_line
 from gan_core.models import family
 from gan_core.packaging import PACKAGES
+from gan_core.packaging.classifier import load_classifier, require_shared_classes, stored_judge
 from gan_core.packaging.generator import GRID_SAMPLES
 from gan_core.packaging.translator import GRID_TRANSLATIONS
 from gan_core.preflight import ensure_free_space, ensure_writable_dir
@@ -60,7 +61,14 @@ from gan_core.training.checkpoint import (
     set_rng_state,
 )
 from gan_core.training.ema import EMA
-from gan_core.training.identity import code_hash, first_difference, resumable, trained_past, training_identity
+from gan_core.training.identity import (
+    code_hash,
+    first_difference,
+    judged_by,
+    resumable,
+    trained_past,
+    training_identity,
+)
 from gan_core.training.lineage import lineage
 from gan_core.training.progress import Progress, progress_line
 from gan_core.training.result import TrainResult
@@ -218,6 +226,15 @@ class Trainer:
         """G's and D's buffers (BatchNorm running stats, which saw only this rank's batches) made rank 0's."""
         distributed.broadcast_buffers(self.G, self.dist)
         distributed.broadcast_buffers(self.D, self.dist)
+
+    def judge(self, domain: str) -> nn.Module:
+        """The stored judge of `domain` for this data and eval.classifier's settings (a UserError saying how to
+        train it when there is none; one naming the unlabelled domain when the data cannot have one), frozen on the
+        training device: it scores translations, it is never trained here."""
+        reason = judged_by(self.cfg.model_dump(mode="json")) or f"a judge of domain {domain.upper()}"
+        require_shared_classes(self.dataset_meta.get("domains", {}), reason)
+        info = stored_judge(self.cfg, domain, data_version=self.data_version)
+        return load_classifier(info["model_dir"], self.device).requires_grad_(False)
 
     # ------------------------------------------------------------------------- the step
     def train_step(self, step: int) -> None:
