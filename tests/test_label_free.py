@@ -71,15 +71,17 @@ def test_labelled_sources_keep_lenet(tmp_path: Path) -> None:
     (["eval.extractors=[lenet,simclr]"], "holds lenet, a classifier trained on the labels: use simclr"),
     (["recipe=conditional"], "model.conditional=true needs them"),
     (["gate.thresholds={fid_lenet: {max: 50}}"], "gate metric 'fid_lenet' is measured by the lenet classifier"),
-    (["--params-cyclegan"], r"translation \(cyclegan\) judges content with each domain's classifier"),
+    (["--params-cyclegan"], r"train.semantic_weight=1.0 needs class labels in both domains, but domain A"),
+    (["--params-cyclegan", "train.semantic_weight=0"],
+     r"translation \(cyclegan\) judges content with each domain's classifier"),
 ])
 def test_settings_that_need_labels_are_refused_on_a_flat_folder_before_anything_runs(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
     flat = _flat(tmp_path / "flat")
     params = REPO / "params.yaml"
-    if overrides == ["--params-cyclegan"]:
-        params, overrides = REPO / "configs" / "cyclegan-digits.yaml", [f"data.target=folder:{flat}"]
+    if overrides[0] == "--params-cyclegan":
+        params, overrides = REPO / "configs" / "cyclegan-digits.yaml", [f"data.target=folder:{flat}", *overrides[1:]]
     with pytest.raises(ConfigError, match=message) as refused:
         load_config(params, [f"data.source=folder:{flat}", *overrides])
     assert "\n" not in str(refused.value) and "labels" in str(refused.value)

@@ -511,8 +511,17 @@ class Config(Section):
                 continue
             flat = f"{key}={source!r} is a folder without class subfolders, so its images have no labels"
             if translation:
-                raise ValueError(f"{flat}; translation ({family.name}) judges content with each domain's classifier: "
-                                 "put each domain's images in one subfolder per class")
+                semantic = getattr(self.train, "semantic_weight", 0.0)
+                if semantic > 0:  # the judges are classifiers: the same words as the data-time check (packaging)
+                    domain = "A" if key == "data.source" else "B"
+                    raise ValueError(f"train.semantic_weight={semantic} needs class labels in both domains, but "
+                                     f"domain {domain} ({key}={source!r}) has none; use a labelled source (mnist5k, "
+                                     "digits, a folder of class subfolders) or set train.semantic_weight=0")
+                if "lenet" in self.eval.extractors:
+                    raise ValueError(f"{flat}; translation ({family.name}) judges content with each domain's "
+                                     f"classifier (eval.extractors={self.eval.extractors}): put each domain's images "
+                                     "in one subfolder per class, or measure eval.extractors=[inception] alone")
+                continue
             if self.model.conditional:
                 raise ValueError(f"{flat}; model.conditional=true needs them: set model.conditional=false, or put "
                                  "the images in one subfolder per class")
