@@ -92,8 +92,10 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
     version = result.get("version")
     headline = {
         "promoted": f"✅ version {version} of `{name}` promoted to `@{cfg.registry.champion_alias}`",
-        "rejected": f"⛔ version {version} of `{name}` registered but rejected by the gate (champion unchanged)",
+        "rejected": f"⛔ version {version} of `{name}` registered but "
+                    f"{'not promoted' if result.get('reason') else 'rejected by the gate'} (champion unchanged)",
         "skipped": f"⏭️ training skipped: {result.get('reason', 'nothing changed')}",
+        "waiting": f"⏸️ version {version} of `{name}` passed the gate and waits for approval",
     }.get(status, f"status: {status}")
     data = result.get("data") or {}
     lines = [
@@ -119,11 +121,59 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         comparison = decision.get("champion_comparison") or {}
         label = "champion (re-measured)" if comparison.get("remeasured") and champion_metrics else "champion"
         lines += ["", "## Metrics", "", metrics_table_markdown(cfg, metrics, champion_metrics, label)]
+    if result.get("reason") and status == "rejected":
+        lines += ["", f"Rejected: {result['reason']}"]
     if status != "skipped":
         grid = sample_grid_markdown(cfg)
         if grid:
             lines += ["", "## Samples", "", grid]
     return redact("\n".join(lines) + "\n")  # a URL in a reason or cause: no credentials in Prefect
+
+
+def approval_markdown(registry: Registry, result: dict[str, Any]) -> str:
+    """The text above the Prefect UI's approval form: what to decide and how, the run summary (gate checks,
+    candidate vs champion numbers, the candidate's samples), the champion's samples, and links to the MLflow run
+    and version when the MLflow UI is known."""
+    from flows.registry.descriptions import version_url
+
+    cfg, version = registry.cfg, str(result.get("version"))
+    champion = (result.get("gate") or {}).get("champion")
+    over = f"over champion v{champion}" if champion else "as the first champion"
+    lines = [f"# Approve version {version} of `{cfg.registry.model_name}` {over}?", "",
+             f"Switch **Approve** on to move `@{cfg.registry.champion_alias}` to it, or leave it off to reject it; "
+             "the reason is recorded on the model version. From a terminal: "
+             f"`ganops approve {version} --reason TEXT` or `ganops reject {version} --reason TEXT`. "
+             f"No answer within {cfg.registry.approval_timeout:g} s rejects it.", ""]
+    url = version_url(registry, version)
+    if url:
+        lines.append(f"MLflow model version: [{cfg.registry.model_name} v{version}]({url})")
+    summary = summary_markdown(cfg, {**result, "status": "waiting"}).removeprefix("# GAN retrain\n")
+    lines.append(summary.replace("## Samples", "## Candidate's samples"))
+    if champion:
+        grid = champion_grid_markdown(registry, champion)
+        if grid:
+            lines += ["## Champion's samples", "", grid]
+    return redact("\n".join(lines) + "\n")
+
+
+def champion_grid_markdown(registry: Registry, version: str) -> str:
+    """The champion's evaluation sample grid (its run's eval/samples.png), inlined when small; "" when its run
+    has none (an older or deleted run)."""
+    import tempfile
+
+    from flows.registry.handle import run_id_of
+
+    run_id = run_id_of(registry.client().get_model_version(registry.name, version))
+    if not run_id:
+        return ""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(registry.client().download_artifacts(run_id, "eval/samples.png", tmp))
+        except Exception:  # no grid logged, or the run is gone: the form says what it can without it
+            return ""
+        if path.stat().st_size > MAX_INLINE_IMAGE_BYTES:
+            return f"Sample grid: `eval/samples.png` of MLflow run {run_id}"
+        return f"![champion samples](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')})"
 
 
 def _mark(check: dict[str, Any]) -> str:

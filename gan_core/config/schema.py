@@ -1,5 +1,5 @@
-"""The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry), each
-field documented where it is declared. Every section forbids unknown keys, so a typo fails at load time with its
+"""The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry,
+notify), each field documented where it is declared. Every section forbids unknown keys, so a typo fails at load time with its
 key path instead of being silently ignored. gan_core.config.loading builds a Config from files and overrides."""
 
 from __future__ import annotations
@@ -341,6 +341,21 @@ class GateConfig(Section):
         return v
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class NotifyConfig(Section):
+    webhook_env: list[Annotated[str, Field(pattern=ENV_NAME)]] = []
+    """Environment variables that each hold a webhook URL (Slack, Teams, a chat bot, ...): every retrain outcome
+    (promoted, rejected, waiting for approval, failed) is POSTed to each as JSON {"text": ...}. Names, not URLs: a
+    webhook URL is a secret and never belongs in params.yaml."""
+    blocks: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+/[^/]+$")]] = []
+    """Prefect notification blocks, as `<block-type-slug>/<name>` (e.g. `slack-webhook/ganops-alerts`), that get
+    the same messages through the block's own notify(); the secret lives in the block."""
+    timeout: float = Field(5.0, gt=0, le=60)
+    """Seconds a target is given to accept a message; a slow or unreachable one costs a warning, never the run."""
+
+
 def _require_metric(name: str) -> None:
     """A gate setting naming a metric nobody computes would fail every candidate (or sort the wrong way)."""
     from gan_core.config.metrics import METRICS
@@ -412,6 +427,7 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")
     def _task_consistent(self) -> Config:
