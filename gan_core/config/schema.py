@@ -1,6 +1,7 @@
 """The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry,
-notify), each field documented where it is declared. Every section forbids unknown keys, so a typo fails at load time with its
-key path instead of being silently ignored. gan_core.config.loading builds a Config from files and overrides."""
+notify), each field documented where it is declared. Every section forbids unknown keys, so a typo fails at load
+time with its key path instead of being silently ignored. gan_core.config.loading builds a Config from files and
+overrides."""
 
 from __future__ import annotations
 
