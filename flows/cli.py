@@ -4,6 +4,8 @@ ganops demo                           # the main job on defaults (make demo)
 ganops retrain train.steps=200        # the retrain flow, dotted overrides
 ganops models                         # versions: metrics, gate, aliases
 ganops promote 3                      # gated; --force needs --reason
+ganops approve 3 --reason "grids ok"  # answer a retrain waiting for approval
+ganops reject 3 --reason "blurry"     # (registry.approval: manual)
 ganops rollback                       # champion back to the previous one
 ganops generate -n 64                 # sample the champion into outputs/grid.png
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
@@ -507,6 +509,50 @@ def promote_command(
     _echo_gate(result["checks"])
     if result["decision"] == "rejected":
         raise typer.Exit(REJECTED)
+
+
+def _answer(version: str, approve: bool, reason: str | None, params: Path | None, recipe: str | None) -> None:
+    """Resume the flow run waiting for VERSION with the answer, as the Prefect UI's approval form does."""
+    from flows.approval import send_answer
+    from flows.registry.handle import check_version_number
+    from flows.schedule import api_url, check_prefect_api
+
+    command = "approve" if approve else "reject"
+    check_version_number(version)
+    if api_url() is None:
+        raise UserError(f"`ganops {command}` answers a run on a Prefect server: export PREFECT_API_URL (e.g. "
+                        "http://127.0.0.1:4200/api), the server the retrain runs on")
+    registry = _registry(params, command, recipe)
+    check_prefect_api(command)
+    sent = send_answer(registry, version, approve, reason or "")
+    verb = "approved" if approve else "rejected"
+    typer.echo(f"{verb}: v{version} of {registry.name}; flow run {sent['flow_run_id']} was {sent['state']} and "
+               f"now carries it out (`ganops models` shows the outcome)")
+
+
+@app.command("approve")
+def approve_command(
+    version: Annotated[str, typer.Argument(help="model version waiting for approval (see `ganops models`)")],
+    reason: Annotated[str | None, typer.Option("--reason", help="why; recorded on the model version")] = None,
+    params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
+) -> None:
+    """Approve VERSION, which a retrain holds for approval (registry.approval: manual): it takes @champion unless
+    another version became champion while it waited."""
+    _answer(version, True, reason, params, recipe)
+
+
+@app.command("reject")
+def reject_command(
+    version: Annotated[str, typer.Argument(help="model version waiting for approval (see `ganops models`)")],
+    reason: Annotated[str, typer.Option("--reason", help="why; recorded on the model version")],
+    params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
+) -> None:
+    """Reject VERSION, which a retrain holds for approval (registry.approval: manual): no alias moves."""
+    if not reason.strip():
+        raise UserError("--reason must say why the version is rejected (it is recorded on the version)")
+    _answer(version, False, reason, params, recipe)
 
 
 @app.command("rollback")
