@@ -36,6 +36,7 @@ from gan_core.errors import UserError
 
 if TYPE_CHECKING:
     from flows.registry import Registry
+    from gan_core.config import Config
 
 AWAITING = "AwaitingApproval"
 """The name of a paused (not suspended) run's state while it waits, in the runs list and for automations."""
@@ -48,6 +49,17 @@ class ApprovalInput(RunInput):
 
     approve: bool = Field(False, title="Approve", description="On: move @champion to this version. Off: reject it.")
     reason: str = Field("", title="Reason", description="Why; recorded on the MLflow model version.")
+
+
+def check_approval_possible(cfg: Config) -> None:
+    """registry.approval=manual needs a Prefect server (PREFECT_API_URL): Prefect's temporary API lives and dies
+    with this process, where no form or `ganops approve` can reach the waiting run."""
+    from flows.registry.lock import prefect_server_url
+
+    if cfg.registry.approval == "manual" and prefect_server_url() is None:
+        raise UserError("registry.approval=manual needs a Prefect server where a person can answer (`prefect server "
+                        "start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api); Prefect's temporary API "
+                        "ends with this process")
 
 
 def pause_key(version: str) -> str:

@@ -133,6 +133,7 @@ def _fail(what: str, error: RetrainFailed) -> Exception:
 def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> None:
     """What would fail the flow's first step, checked before Prefect starts (its ephemeral API takes ~20 s):
     the params file and overrides, the tracking server, a Prefect server named by PREFECT_API_URL."""
+    from flows.approval import check_approval_possible
     from flows.failures import RetrainFailed
     from flows.schedule import check_prefect_api
     from gan_core.tracking.store import check_tracking
@@ -141,6 +142,7 @@ def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> 
         cfg = load_config(params, overrides)
         check_tracking(cfg.registry, "config", write=True)
         check_prefect_api("config")
+        check_approval_possible(cfg)
     except UserError as e:
         raise _fail(what, RetrainFailed("config", e)) from None
 

@@ -50,11 +50,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.approval import check_approval_possible
 from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
 from flows.registry import Registry
-from flows.registry.lock import prefect_server_url
 from flows.run_log import send_library_logs_to_runs
 from flows.states import final_state
 from flows.tasks import (
@@ -71,7 +71,6 @@ from flows.tasks import (
     version_data,
 )
 from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
-from gan_core.errors import UserError
 from gan_core.redact import clean_url
 from gan_core.tracking.runs import run_note, training_key, training_summary
 from gan_core.tracking.store import NOTE_TAG, check_tracking, run_reference
@@ -157,10 +156,7 @@ def retrain(
             # The one registry handle of this run: every step below reads and writes the store through it.
             registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))
             registry.point_fluent_api()
-            if cfg.registry.approval == "manual" and prefect_server_url() is None:
-                raise UserError("registry.approval=manual needs a Prefect server that a person can reach to answer "
-                                "(`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api); "
-                                "Prefect's temporary API ends with this process")
+            check_approval_possible(cfg)
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)

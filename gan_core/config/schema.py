@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -342,11 +343,11 @@ class GateConfig(Section):
         return v
 
 
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 class NotifyConfig(Section):
-    webhook_env: list[Annotated[str, Field(pattern=ENV_NAME)]] = []
+    webhook_env: list[str] = []
     """Environment variables that each hold a webhook URL (Slack, Teams, a chat bot, ...): every retrain outcome
     (promoted, rejected, waiting for approval, failed) is POSTed to each as JSON {"text": ...}. Names, not URLs: a
     webhook URL is a secret and never belongs in params.yaml."""
@@ -355,6 +356,15 @@ class NotifyConfig(Section):
     the same messages through the block's own notify(); the secret lives in the block."""
     timeout: float = Field(5.0, gt=0, le=60)
     """Seconds a target is given to accept a message; a slow or unreachable one costs a warning, never the run."""
+
+    @field_validator("webhook_env")
+    @classmethod
+    def _variable_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(ENV_NAME, name):
+                raise ValueError("expected names of environment variables that hold webhook URLs, e.g. "
+                                 "[GANOPS_WEBHOOK_URL]: a URL is a secret and stays out of params.yaml")
+        return v
 
 
 def _require_metric(name: str) -> None:
@@ -388,6 +398,11 @@ class RegistryConfig(Section):
     """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
     also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production
     and @champion name the same version. Empty (the default): no stage ever changes."""
+    approval: Literal["none", "manual"] = "none"
+    """manual: a candidate that passes the gate waits for a person (the Prefect UI's form, or `ganops approve N` /
+    `ganops reject N --reason TEXT`) before it takes the champion alias; none: the gate alone decides."""
+    approval_timeout: float = Field(86400.0, gt=0)
+    """Seconds a candidate waits for that answer (approval: manual); none by then rejects it, with that reason."""
 
     @property
     def experiment_name(self) -> str:
