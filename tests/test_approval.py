@@ -198,6 +198,7 @@ def test_a_rejection_from_the_terminal_leaves_the_champion_and_records_the_reaso
     workspace: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.cli import main
+    from flows.retrain import prefect_flow_run_url
 
     monkeypatch.setenv(HOOK_ENV, receiver.url)
     thread, box = start_retrain(workspace, MANUAL)
@@ -206,7 +207,8 @@ def test_a_rejection_from_the_terminal_leaves_the_champion_and_records_the_reaso
     with pytest.raises(SystemExit) as exit_:
         main(["reject", version, "--reason", "samples are blurry", "--params", str(workspace.params)])
     assert exit_.value.code == 0
-    assert f"rejected: v{version} of ganops-generator; flow run {run_id} was AwaitingApproval" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"rejected: v{version} of ganops-generator; flow run {run_id} was AwaitingApproval" in out
     final = finished(thread, box)
 
     assert final.is_completed() and final.name == "Rejected"
@@ -218,8 +220,9 @@ def test_a_rejection_from_the_terminal_leaves_the_champion_and_records_the_reaso
     assert tags["promotion.decision"] == "rejected" and tags["gate.decision"] == "passed"
     texts = receiver.texts()
     assert len(texts) == 2 and "waits for approval" in texts[0]
+    # The link: the flow run's page (the harness's API has a UI; the MLflow UI's address is not known here).
     assert texts[1] == (f"ganops-generator v{version} rejected, @champion unchanged: rejected by a person: samples "
-                        "are blurry")
+                        f"are blurry {prefect_flow_run_url(run_id)}")
 
     # Answering again is a user error naming what became of it.
     with pytest.raises(SystemExit) as again:
