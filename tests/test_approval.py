@@ -405,3 +405,76 @@ def test_bad_approval_and_notify_settings_fail_at_load_naming_the_key(key: str, 
     with pytest.raises(ConfigError) as e:
         load_config(None, [f"{key}={value}"])
     assert message in str(e.value)
+
+
+# ----------------------------------------------------------------------------- a deployment's run is suspended
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_deployed_run_is_suspended_freeing_its_process_and_resumes_without_training_again(
+    workspace: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    """`ganops schedule` serves the flow (limit 1); a run of the deployment suspends at the wait — Prefect's
+    Suspended state, the runner's slot free — and, answered, is rescheduled, starts again from the top, finds its
+    candidate registered and carries out the answer."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL
+    from processes import stop_process_group
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(repo),
+           "MLFLOW_TRACKING_URI": workspace.db_uri, "PREFECT_RUNNER_POLL_FREQUENCY": "1", HOOK_ENV: receiver.url}
+    log_path = tmp_path / "runner.log"
+    with log_path.open("w") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "schedule", "--cron", "0 0 1 1 *", "--name", "approval-test",
+             "--params", str(workspace.params), *MANUAL],
+            cwd=workspace.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            def state_of(run_id: Any, want: Callable[[Any], bool], what: str) -> Any:
+                deadline = time.monotonic() + 180
+                while True:
+                    with get_client(sync_client=True) as client:
+                        state = client.read_flow_run(run_id).state
+                    if state is not None and want(state):
+                        return state
+                    tail = log_path.read_text()[-3000:]
+                    assert runner.poll() is None, f"`ganops schedule` exited: {tail}"
+                    assert state is None or state.type.value not in ("FAILED", "CRASHED"), f"{state}: {tail}"
+                    assert time.monotonic() < deadline, f"the run was not {what} within 180 s ({state}): {tail}"
+                    time.sleep(1)
+
+            deadline = time.monotonic() + 120
+            while True:  # the runner registers the deployment when it starts
+                try:
+                    run = run_deployment("retrain/approval-test", timeout=0)
+                    break
+                except Exception:
+                    assert runner.poll() is None, log_path.read_text()[-3000:]
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(2)
+            suspended = state_of(run.id, lambda s: s.is_paused(), "suspended")
+            assert suspended.name == "Suspended"
+            versions = workspace.client().search_model_versions("name = 'ganops-generator'")
+            assert [v.tags.get("approval.status") for v in versions] == ["waiting"]
+            assert champion(workspace) is None
+
+            resume_flow_run(run.id, run_input={"approve": True, "reason": "ok from the form"})
+            done = state_of(run.id, lambda s: s.is_final(), "finished")
+        finally:
+            stop_process_group(runner)
+
+    assert done.is_completed() and done.name == "Completed", done
+    assert champion(workspace) == "1"
+    assert version_tags(workspace, "1")["approval.reason"] == "ok from the form"
+    # Trained once: the second start found the candidate registered and waiting for this very run.
+    experiment = workspace.client().get_experiment_by_name("ganops-generator")
+    assert len(workspace.client().search_runs([experiment.experiment_id])) == 1
+    texts = receiver.texts()
+    assert len(texts) == 2 and "waits for approval" in texts[0] and " promoted to @champion" in texts[1]
