@@ -95,7 +95,6 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         "rejected": f"⛔ version {version} of `{name}` registered but "
                     f"{'not promoted' if result.get('reason') else 'rejected by the gate'} (champion unchanged)",
         "skipped": f"⏭️ training skipped: {result.get('reason', 'nothing changed')}",
-        "waiting": f"⏸️ version {version} of `{name}` passed the gate and waits for approval",
     }.get(status, f"status: {status}")
     data = result.get("data") or {}
     lines = [
@@ -131,28 +130,48 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
 
 
 def approval_markdown(registry: Registry, result: dict[str, Any]) -> str:
-    """The text above the Prefect UI's approval form: what to decide and how, the run summary (gate checks,
-    candidate vs champion numbers, the candidate's samples), the champion's samples, and links to the MLflow run
-    and version when the MLflow UI is known."""
+    """The text above the Prefect UI's approval form, most telling first (the form shows it in a box of its own
+    height): the question and how to answer, the gate's checks, candidate vs champion numbers, links to the MLflow
+    version and run, both sample grids side by side, then the data and evaluation context."""
     from flows.registry.descriptions import version_url
 
     cfg, version = registry.cfg, str(result.get("version"))
-    champion = (result.get("gate") or {}).get("champion")
+    decision = result.get("gate") or {}
+    champion = decision.get("champion")
     over = f"over champion v{champion}" if champion else "as the first champion"
-    lines = [f"# Approve version {version} of `{cfg.registry.model_name}` {over}?", "",
+    lines = [f"### Approve version {version} of `{cfg.registry.model_name}` {over}?", "",
              f"Switch **Approve** on to move `@{cfg.registry.champion_alias}` to it, or leave it off to reject it; "
              "the reason is recorded on the model version. From a terminal: "
              f"`ganops approve {version} --reason TEXT` or `ganops reject {version} --reason TEXT`. "
-             f"No answer within {cfg.registry.approval_timeout:g} s rejects it.", ""]
+             f"No answer within {cfg.registry.approval_timeout:g} s rejects it.", "",
+             f"**Gate: {'passed' if decision.get('passed') else 'failed'}**", ""]
+    lines += [f"- {_mark(c)} {c['reason']}" for c in decision.get("checks", [])]
+    metrics = result.get("metrics") or {}
+    if metrics:
+        comparison = decision.get("champion_comparison") or {}
+        champion_metrics = decision.get("champion_metrics") or {}
+        label = f"champion v{champion}" + (" (re-measured)" if comparison.get("remeasured") else "")
+        lines += ["", metrics_table_markdown(cfg, metrics, champion_metrics, label)]
     url = version_url(registry, version)
-    if url:
-        lines.append(f"MLflow model version: [{cfg.registry.model_name} v{version}]({url})")
-    summary = summary_markdown(cfg, {**result, "status": "waiting"}).removeprefix("# GAN retrain\n")
-    lines.append(summary.replace("## Samples", "## Candidate's samples"))
-    if champion:
-        grid = champion_grid_markdown(registry, champion)
-        if grid:
-            lines += ["## Champion's samples", "", grid]
+    links = [f"model version [{cfg.registry.model_name} v{version}]({url})" if url
+             else f"model version `{cfg.registry.version_uri(version)}`"]
+    if result.get("run_id"):
+        links.append(f"run {mlflow_run_markdown(cfg, result)}")
+    lines += ["", "MLflow: " + ", ".join(links)]
+    candidate_grid = sample_grid_markdown(cfg)
+    champion_grid = champion_grid_markdown(registry, champion) if champion else ""
+    if candidate_grid or champion_grid:
+        if champion:
+            lines += ["", f"| candidate v{version} | champion v{champion} |", "| --- | --- |",
+                      f"| {candidate_grid or '—'} | {champion_grid or '—'} |"]
+        else:
+            lines += ["", f"Samples of v{version}:", "", candidate_grid]
+    data = result.get("data") or {}
+    if result.get("data_version"):
+        lines += ["", f"Data version `{result['data_version']}` ({data.get('data_source', cfg.data.source)}, "
+                  f"{data.get('count', '?')} images)."]
+    context = context_lines(cfg, result.get("eval_context"), decision.get("champion_comparison"))
+    lines += ["**Evaluation context**" if line == "## Evaluation context" else line for line in context]
     return redact("\n".join(lines) + "\n")
 
 

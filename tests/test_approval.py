@@ -169,8 +169,8 @@ def test_an_approved_candidate_waits_in_a_named_state_with_the_form_then_takes_t
         # The form's description, as the UI shows it above the form: what to decide, with the gate's checks.
         form = client.read_flow_run_input(run_id, f"{AWAITING.lower()}-{pause_key(version)}-description")
     assert state.type.value == "PAUSED" and state.name == AWAITING
-    assert f"# Approve version {version} of `ganops-generator` as the first champion?" in form
-    assert "## Gate: passed" in form and "fid_lenet (primary)" in form and "data:image/png;base64," in form
+    assert form.startswith(f"### Approve version {version} of `ganops-generator` as the first champion?")
+    assert "**Gate: passed**" in form and "fid_lenet (primary)" in form and "data:image/png;base64," in form
     assert champion(workspace) is None  # nothing moved while it waits
     assert version_tags(workspace, version)["approval.champion"] == "none"
     assert len(receiver.messages) == 1 and "waits for approval" in receiver.texts()[0]

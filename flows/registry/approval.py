@@ -13,7 +13,7 @@ re-checks, under the lock, that the champion is still the one the candidate was 
 
 Tags (few; the version's description says the rest, flows.registry.descriptions):
     approval.status = waiting | approved | rejected | timed_out, approval.flow_run_id (the waiting Prefect run),
-    approval.champion (the champion at the gate, or "none"), approval.requested_at, approval.answered_at,
+    approval.champion (the champion at the gate, or "none"), approval.at (when it started waiting, then when answered),
     approval.reason (the person's words, or the timeout)
 """
 
@@ -42,7 +42,7 @@ def gate_for_approval(registry: Registry, version: str, flow_run_id: str) -> dic
         set_tags(registry, version, {"promotion.decision": "rejected", "promotion.at": now()})
         return {**result, "promoted": False, "decision": "rejected"}
     set_tags(registry, version, {STATUS_TAG: "waiting", FLOW_RUN_TAG: flow_run_id,
-                                 CHAMPION_TAG: result["champion"] or NO_CHAMPION, "approval.requested_at": now()})
+                                 CHAMPION_TAG: result["champion"] or NO_CHAMPION, "approval.at": now()})
     return {**result, "promoted": False, "decision": "waiting"}
 
 
@@ -55,7 +55,7 @@ def answer(registry: Registry, version: str, approve: bool, reason: str) -> dict
     at_gate = mv.tags.get(CHAMPION_TAG)
     expected = None if at_gate in (None, NO_CHAMPION) else at_gate
     reason = reason.strip()
-    set_tags(registry, version, {STATUS_TAG: "approved" if approve else "rejected", "approval.answered_at": now(),
+    set_tags(registry, version, {STATUS_TAG: "approved" if approve else "rejected", "approval.at": now(),
                                  "approval.reason": reason or "(no reason given)"})
     if approve:
         return promote(registry, version, expect_champion=expected)
@@ -67,7 +67,7 @@ def answer(registry: Registry, version: str, approve: bool, reason: str) -> dict
 def time_out(registry: Registry, version: str, timeout_s: float) -> dict[str, Any]:
     """Nobody answered within `timeout_s`: the version is rejected with that reason, and nothing moves."""
     why = f"no answer within {timeout_s:g} s (registry.approval_timeout)"
-    set_tags(registry, version, {STATUS_TAG: "timed_out", "approval.answered_at": now(), "approval.reason": why})
+    set_tags(registry, version, {STATUS_TAG: "timed_out", "approval.at": now(), "approval.reason": why})
     reject(registry, version, why)
     return {"version": str(version), "promoted": False, "decision": "rejected", "reject_reason": why}
 

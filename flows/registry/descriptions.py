@@ -150,8 +150,7 @@ def version_description(tags: Mapping[str, str], run_tags: Mapping[str, str] | N
             lines.append(f"- {tags['promotion.reject_reason']}")
     approval = tags.get("approval.status")
     if approval:
-        when = tags.get("approval.answered_at") or tags.get("approval.requested_at", "?")
-        lines += ["", f"**Approval: {approval.replace('_', ' ')}** ({when})"]
+        lines += ["", f"**Approval: {approval.replace('_', ' ')}** ({tags.get('approval.at', '?')})"]
         if tags.get("approval.reason"):
             lines.append(f"- reason: {tags['approval.reason']}")
         champion = tags.get("approval.champion")
