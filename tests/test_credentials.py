@@ -79,7 +79,9 @@ def test_a_password_in_the_tracking_uri_is_written_nowhere(
         return exit_.value.code
 
     assert ganops("retrain") == 0
-    assert ganops("sweep", "--space", "space.yaml", "--storage", f"sqlite:///{ws.root / 'optuna.db'}") == 0
+    # The sweep's best trial may tie the champion the retrain just made (exit 3, rejected) or beat it (0): either
+    # way it ran to a gate decision through the gateway (2 would be a refused store, 1 a crash).
+    assert ganops("sweep", "--space", "space.yaml", "--storage", f"sqlite:///{ws.root / 'optuna.db'}") in (0, 3)
     assert ganops("models") == 0
     assert ganops("monitor") == 0
     assert ganops("models", "--recipe", "conditional") == 2  # no such model: the error names the store
