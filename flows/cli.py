@@ -467,7 +467,7 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
             *[f"{v['metrics'][k]:.4g}{dagger}" if k in v["metrics"] else "-" for k in keys],
             short(v["context_hash"]) if v["context_hash"] else "-",
             tags.get("gate.decision", "-"),
-            tags.get("promotion.decision", "-"),
+            tags.get("promotion.decision") or ("waiting" if tags.get("approval.status") == "waiting" else "-"),
             ", ".join(f"@{a}" for a in v["aliases"]) or "-",
             *([v["stage"] or "None"] if stages else []),
             tags.get("data_version", "-")[:12],

@@ -153,12 +153,13 @@ def champion(ws: Any) -> str | None:
 # ----------------------------------------------------------------------------- approval
 @pytest.mark.slow
 def test_an_approved_candidate_waits_in_a_named_state_with_the_form_then_takes_the_alias(
-    workspace: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    workspace: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
     from flows.approval import AWAITING, pause_key
+    from flows.cli import main
 
     monkeypatch.setenv(HOOK_ENV, receiver.url)
     thread, box = start_retrain(workspace, MANUAL)
@@ -167,11 +168,15 @@ def test_an_approved_candidate_waits_in_a_named_state_with_the_form_then_takes_t
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(run_id).state
         # The form's description, as the UI shows it above the form: what to decide, with the gate's checks.
-        form = client.read_flow_run_input(run_id, f"{AWAITING.lower()}-{pause_key(version)}-description")
+        form = json.loads(client.read_flow_run_input(run_id, f"{AWAITING.lower()}-{pause_key(version)}-description"))
     assert state.type.value == "PAUSED" and state.name == AWAITING
     assert form.startswith(f"### Approve version {version} of `ganops-generator` as the first champion?")
     assert "**Gate: passed**" in form and "fid_lenet (primary)" in form and "data:image/png;base64," in form
     assert champion(workspace) is None  # nothing moved while it waits
+    with pytest.raises(SystemExit):
+        main(["models", "--params", str(workspace.params)])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"│ {version} "))
+    assert "│ passed │ waiting " in row
     assert version_tags(workspace, version)["approval.champion"] == "none"
     assert len(receiver.messages) == 1 and "waits for approval" in receiver.texts()[0]
     assert f"ganops approve {version}" in receiver.texts()[0]
