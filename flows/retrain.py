@@ -195,20 +195,7 @@ def retrain(
             version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
                                result["eval_context"])
         result["version"] = version["version"]
-        if cfg.registry.approval == "manual":
-            with named_step("gate"):
-                # The gate under the promotion lock, @champion untouched: a passing candidate waits for a person,
-                # without the lock (flows.registry.approval).
-                outcome = gate_for_approval(registry, version["version"], str(prefect_run_id()))
-            result["gate"] = gate_summary(outcome)
-            if outcome["decision"] == "waiting":
-                outcome = ask_a_person(registry, result)
-        else:
-            with named_step("promote"):
-                # The gate, applied once under the promotion lock against the champion of that moment: a passing
-                # candidate takes the alias in the same step, so a faster rival cannot slip in between.
-                outcome = promote(registry, version["version"])
-            result["gate"] = gate_summary(outcome)
+        outcome = gate_then_promote(registry, result)
         return finish(registry, result, outcome)
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
@@ -216,6 +203,29 @@ def retrain(
         if cfg is not None:
             tell(cfg, "failed", {**result, "error": str(failure)}, prefect_flow_run_url(prefect_run_id()))
         raise
+
+
+def gate_then_promote(registry: Registry, result: dict[str, Any]) -> dict[str, Any]:
+    """The last steps of a retrain or a sweep, for the registered result["version"]: the gate and the promotion
+    under one lock (registry.approval: none), or the gate, then a person's answer, then the promotion (manual; a
+    resumed suspended run goes straight to the answer). Sets result["gate"]; returns promote()'s result or the
+    answer's."""
+    version = str(result["version"])
+    if registry.cfg.registry.approval != "manual":
+        with named_step("promote"):
+            # The gate, applied once under the promotion lock against the champion of that moment: a passing
+            # candidate takes the alias in the same step, so a faster rival cannot slip in between.
+            outcome = promote(registry, version)
+        result["gate"] = gate_summary(outcome)
+        return outcome
+    with named_step("gate"):
+        if waits_in_this_run({"tags": registry.version(version).tags}):  # a sweep that resumed registers again
+            return ask_a_person(registry, result, resumed=True)
+        # The gate under the promotion lock, @champion untouched: a passing candidate waits for a person,
+        # without the lock (flows.registry.approval).
+        outcome = gate_for_approval(registry, version, str(prefect_run_id()))
+    result["gate"] = gate_summary(outcome)
+    return ask_a_person(registry, result) if outcome["decision"] == "waiting" else outcome
 
 
 def gate_summary(outcome: dict[str, Any]) -> dict[str, Any]:

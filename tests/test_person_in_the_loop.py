@@ -4,6 +4,10 @@ Prefect server on loopback, real MLflow stores and a webhook receiver on loopbac
 A retrain waiting for approval is answered through Prefect's API — resume_flow_run with the form's input, the call
 the Prefect UI makes — or through `ganops reject`. Every retrain here trains the tiny digits config in a fresh
 workspace (no champion yet, so the gate passes); the waiting run runs in a thread while the test answers it.
+
+The file's name sorts after test_credentials.py on purpose: that test reads Prefect's console log through capfd,
+which only works when Prefect's logging is first set up inside it (a handler keeps the stderr of the test that
+created it); a flow run in an earlier file breaks it, on main as well.
 """
 
 from __future__ import annotations
@@ -293,6 +297,33 @@ def test_a_late_approval_never_overwrites_a_champion_promoted_meanwhile(
     assert "waits for approval" in texts[0]
     assert texts[1].startswith(f"ganops-generator v{other['version']} promoted to @champion")
     assert texts[2].startswith(f"ganops-generator v{waiting} rejected, @champion unchanged: champion changed")
+
+
+@pytest.mark.slow
+def test_a_sweep_with_approval_on_waits_for_a_person_too(
+    workspace: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep's best trial takes the same road as a retrain's candidate: gate, wait, answer."""
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.sweep import sweep
+
+    monkeypatch.setenv(HOOK_ENV, receiver.url)
+    space = {"trials": 2, "pruning": {"enabled": False}, "params": {"train.batch_size": {"choices": [8, 16]}}}
+    (workspace.root / "space.yaml").write_text(yaml.safe_dump(space))
+    thread, box = in_thread(lambda: sweep(space="space.yaml", params=str(workspace.params), overrides=MANUAL,
+                                          storage=f"sqlite:///{workspace.root / 'optuna.db'}", return_state=True))
+    version, run_id = waiting_version(workspace, thread)
+    assert champion(workspace) is None
+
+    resume_flow_run(run_id, run_input={"approve": False, "reason": "not from a sweep"})
+    final = finished(thread, box)
+
+    assert final.name == "Rejected"
+    assert final.result()["reason"] == "rejected by a person: not from a sweep"
+    assert champion(workspace) is None
+    texts = receiver.texts()
+    assert len(texts) == 2 and "waits for approval" in texts[0] and "not from a sweep" in texts[1]
 
 
 def test_approval_needs_a_prefect_server_a_person_can_reach(
