@@ -497,6 +497,10 @@ def test_a_deployed_run_is_suspended_freeing_its_process_and_resumes_without_tra
                     time.sleep(2)
             suspended = state_of(run.id, lambda s: s.is_paused(), "suspended")
             assert suspended.name == "Suspended"
+            # The runner serves one run at a time (limit 1): a second run can start, so the suspended one holds
+            # no slot. Same data and settings: it skips training, the candidate waiting being the newest version.
+            second = run_deployment("retrain/approval-test", timeout=0)
+            assert state_of(second.id, lambda s: s.is_final(), "finished").name == "Skipped"
             versions = workspace.client().search_model_versions("name = 'ganops-generator'")
             assert [v.tags.get("approval.status") for v in versions] == ["waiting"]
             assert champion(workspace) is None
