@@ -40,6 +40,13 @@ version, extractor weights, sample count, seed, ...) on its run and version; the
 with the champion's only in that context, re-evaluating the champion in it when its own was another (new data
 retrains the lenet extractor), and reports both numbers (flows.registry, flows.report).
 
+A person in the loop. With registry.approval: manual the gate does not move @champion: a passing candidate waits
+for an answer — the Prefect UI's form or `ganops approve/reject N` — and only an approval promotes it, over the
+champion it was gated against (flows.approval for the wait, flows.registry.approval for the tags). A run of a
+deployment is suspended while it waits and starts again from the top when answered: find_unchanged finds its
+candidate waiting for this very run, and the wait returns the answer. Each outcome — promoted, rejected, waiting,
+failed — is one message to the notify targets (flows.notify).
+
 Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step.
 """
 
