@@ -79,9 +79,10 @@ def wait_for_answer(registry: Registry, version: str, form: str) -> ApprovalInpu
         raise RuntimeError("wait_for_answer runs inside the retrain flow")
     timeout = max(1, math.ceil(registry.cfg.registry.approval_timeout))
     wanted = ApprovalInput.with_initial_data(description=form)
-    if context.flow_run.deployment_id is not None:
+    run = context.flow_run
+    if run.deployment_id is not None and run.parent_task_run_id is None:  # Prefect suspends no subflow
         return suspend_flow_run(wait_for_input=wanted, timeout=timeout, key=pause_key(version))
-    return _pause(context.flow_run.id, wanted, pause_key(version), timeout)
+    return _pause(run.id, wanted, pause_key(version), timeout)
 
 
 def _pause(flow_run_id: UUID, wanted: type[ApprovalInput], key: str, timeout: int) -> ApprovalInput | None:
