@@ -94,8 +94,10 @@ def test_a_password_in_the_tracking_uri_is_written_nowhere(
     out, err = capfd.readouterr()
     printed = out + err
     assert proxy.refused == [], "every request carried the credentials"  # the secret was in use all along
-    # Printed: the outcome, ganops's own run link (cleaned), the store, the errors; MLflow's own links are off.
-    assert "status: promoted (version 1)" in printed and f"(http://{host}/#/experiments/" in printed
+    # Printed: the outcome, the store, the errors; MLflow's own links are off. ganops's own run link goes to the
+    # flow-run log (checked in Prefect's database below): Prefect's console handler keeps the stream it was made
+    # with, in a whole suite an earlier test's capture, so capfd cannot be relied on to see it.
+    assert "status: promoted (version 1)" in printed
     assert f"store http://{host};" in printed and f"no registered model 'ganops-conditional' in http://{host}" in err
     assert "MLflow tracking server http://127.0.0.1:" in err and "🏃 View run" not in printed
     assert PASSWORD not in printed and AWS_SECRET not in printed

@@ -147,7 +147,8 @@ def test_models_serve_in_mlflows_own_virtualenv_needs_only_the_model(generator_p
 
     port = free_port()
     env = {**os.environ, "GANOPS_DEVICE": "cpu",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "MLFLOW_LOGGING_LEVEL": "INFO"}  # MLflow names the environment at INFO (a CLI test set WARNING here)
     env.pop("PYTHONPATH", None)  # nothing of the repo's: the server's gan_core can only be the model's copy
     log_path = tmp_path / "server.log"
     log = log_path.open("wb")
