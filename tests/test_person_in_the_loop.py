@@ -4,10 +4,6 @@ Prefect server on loopback, real MLflow stores and a webhook receiver on loopbac
 A retrain waiting for approval is answered through Prefect's API — resume_flow_run with the form's input, the call
 the Prefect UI makes — or through `ganops reject`. Every retrain here trains the tiny digits config in a fresh
 workspace (no champion yet, so the gate passes); the waiting run runs in a thread while the test answers it.
-
-The file's name sorts after test_credentials.py on purpose: that test reads Prefect's console log through capfd,
-which only works when Prefect's logging is first set up inside it (a handler keeps the stderr of the test that
-created it); a flow run in an earlier file breaks it, on main as well.
 """
 
 from __future__ import annotations
