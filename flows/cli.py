@@ -4,6 +4,8 @@ ganops demo                           # the main job on defaults (make demo)
 ganops retrain train.steps=200        # the retrain flow, dotted overrides
 ganops models                         # versions: metrics, gate, aliases
 ganops promote 3                      # gated; --force needs --reason
+ganops approve 3 --reason "grids ok"  # answer a retrain waiting for approval
+ganops reject 3 --reason "blurry"     # (registry.approval: manual)
 ganops rollback                       # champion back to the previous one
 ganops generate -n 64                 # sample the champion into outputs/grid.png
 ganops schedule --cron "0 3 * * *"    # serve the retrain flow on a cron
@@ -131,6 +133,7 @@ def _fail(what: str, error: RetrainFailed) -> Exception:
 def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> None:
     """What would fail the flow's first step, checked before Prefect starts (its ephemeral API takes ~20 s):
     the params file and overrides, the tracking server, a Prefect server named by PREFECT_API_URL."""
+    from flows.approval import check_approval_possible
     from flows.failures import RetrainFailed
     from flows.schedule import check_prefect_api
     from gan_core.tracking.store import check_tracking
@@ -139,6 +142,7 @@ def _check_before_flow(what: str, params: Path, overrides: list[str] | None) -> 
         cfg = load_config(params, overrides)
         check_tracking(cfg.registry, "config", write=True)
         check_prefect_api("config")
+        check_approval_possible(cfg)
     except UserError as e:
         raise _fail(what, RetrainFailed("config", e)) from None
 
@@ -463,7 +467,7 @@ def models_command(params: RegistryParams = None, recipe: RegistryRecipe = None)
             *[f"{v['metrics'][k]:.4g}{dagger}" if k in v["metrics"] else "-" for k in keys],
             short(v["context_hash"]) if v["context_hash"] else "-",
             tags.get("gate.decision", "-"),
-            tags.get("promotion.decision", "-"),
+            tags.get("promotion.decision") or ("waiting" if tags.get("approval.status") == "waiting" else "-"),
             ", ".join(f"@{a}" for a in v["aliases"]) or "-",
             *([v["stage"] or "None"] if stages else []),
             tags.get("data_version", "-")[:12],
@@ -507,6 +511,50 @@ def promote_command(
     _echo_gate(result["checks"])
     if result["decision"] == "rejected":
         raise typer.Exit(REJECTED)
+
+
+def _answer(version: str, approve: bool, reason: str | None, params: Path | None, recipe: str | None) -> None:
+    """Resume the flow run waiting for VERSION with the answer, as the Prefect UI's approval form does."""
+    from flows.approval import send_answer
+    from flows.registry.handle import check_version_number
+    from flows.schedule import api_url, check_prefect_api
+
+    command = "approve" if approve else "reject"
+    check_version_number(version)
+    if api_url() is None:
+        raise UserError(f"`ganops {command}` answers a run on a Prefect server: export PREFECT_API_URL (e.g. "
+                        "http://127.0.0.1:4200/api), the server the retrain runs on")
+    registry = _registry(params, command, recipe)
+    check_prefect_api(command)
+    sent = send_answer(registry, version, approve, reason or "")
+    verb = "approved" if approve else "rejected"
+    typer.echo(f"{verb}: v{version} of {registry.name}; flow run {sent['flow_run_id']} was {sent['state']} and "
+               f"now carries it out (`ganops models` shows the outcome)")
+
+
+@app.command("approve")
+def approve_command(
+    version: Annotated[str, typer.Argument(help="model version waiting for approval (see `ganops models`)")],
+    reason: Annotated[str | None, typer.Option("--reason", help="why; recorded on the model version")] = None,
+    params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
+) -> None:
+    """Approve VERSION, which a retrain holds for approval (registry.approval: manual): it takes @champion unless
+    another version became champion while it waited."""
+    _answer(version, True, reason, params, recipe)
+
+
+@app.command("reject")
+def reject_command(
+    version: Annotated[str, typer.Argument(help="model version waiting for approval (see `ganops models`)")],
+    reason: Annotated[str, typer.Option("--reason", help="why; recorded on the model version")],
+    params: RegistryParams = None,
+    recipe: RegistryRecipe = None,
+) -> None:
+    """Reject VERSION, which a retrain holds for approval (registry.approval: manual): no alias moves."""
+    if not reason.strip():
+        raise UserError("--reason must say why the version is rejected (it is recorded on the version)")
+    _answer(version, False, reason, params, recipe)
 
 
 @app.command("rollback")

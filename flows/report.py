@@ -92,7 +92,8 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
     version = result.get("version")
     headline = {
         "promoted": f"✅ version {version} of `{name}` promoted to `@{cfg.registry.champion_alias}`",
-        "rejected": f"⛔ version {version} of `{name}` registered but rejected by the gate (champion unchanged)",
+        "rejected": f"⛔ version {version} of `{name}` registered but "
+                    f"{'not promoted' if result.get('reason') else 'rejected by the gate'} (champion unchanged)",
         "skipped": f"⏭️ training skipped: {result.get('reason', 'nothing changed')}",
     }.get(status, f"status: {status}")
     data = result.get("data") or {}
@@ -119,11 +120,79 @@ def summary_markdown(cfg: Config, result: dict[str, Any]) -> str:
         comparison = decision.get("champion_comparison") or {}
         label = "champion (re-measured)" if comparison.get("remeasured") and champion_metrics else "champion"
         lines += ["", "## Metrics", "", metrics_table_markdown(cfg, metrics, champion_metrics, label)]
+    if result.get("reason") and status == "rejected":
+        lines += ["", f"Rejected: {result['reason']}"]
     if status != "skipped":
         grid = sample_grid_markdown(cfg)
         if grid:
             lines += ["", "## Samples", "", grid]
     return redact("\n".join(lines) + "\n")  # a URL in a reason or cause: no credentials in Prefect
+
+
+def approval_markdown(registry: Registry, result: dict[str, Any]) -> str:
+    """The text above the Prefect UI's approval form, most telling first (the form shows it in a box of its own
+    height): the question and how to answer, the gate's checks, candidate vs champion numbers, links to the MLflow
+    version and run, both sample grids side by side, then the data and evaluation context."""
+    from flows.registry.descriptions import version_url
+
+    cfg, version = registry.cfg, str(result.get("version"))
+    decision = result.get("gate") or {}
+    champion = decision.get("champion")
+    over = f"over champion v{champion}" if champion else "as the first champion"
+    lines = [f"### Approve version {version} of `{cfg.registry.model_name}` {over}?", "",
+             f"Switch **Approve** on to move `@{cfg.registry.champion_alias}` to it, or leave it off to reject it; "
+             "the reason is recorded on the model version. From a terminal: "
+             f"`ganops approve {version} --reason TEXT` or `ganops reject {version} --reason TEXT`. "
+             f"No answer within {cfg.registry.approval_timeout:g} s rejects it.", "",
+             f"**Gate: {'passed' if decision.get('passed') else 'failed'}**", ""]
+    lines += [f"- {_mark(c)} {c['reason']}" for c in decision.get("checks", [])]
+    metrics = result.get("metrics") or {}
+    if metrics:
+        comparison = decision.get("champion_comparison") or {}
+        champion_metrics = decision.get("champion_metrics") or {}
+        label = f"champion v{champion}" + (" (re-measured)" if comparison.get("remeasured") else "")
+        lines += ["", metrics_table_markdown(cfg, metrics, champion_metrics, label)]
+    url = version_url(registry, version)
+    links = [f"model version [{cfg.registry.model_name} v{version}]({url})" if url
+             else f"model version `{cfg.registry.version_uri(version)}`"]
+    if result.get("run_id"):
+        links.append(f"run {mlflow_run_markdown(cfg, result)}")
+    lines += ["", "MLflow: " + ", ".join(links)]
+    candidate_grid = sample_grid_markdown(cfg)
+    champion_grid = champion_grid_markdown(registry, champion) if champion else ""
+    if candidate_grid or champion_grid:
+        if champion:
+            lines += ["", f"| candidate v{version} | champion v{champion} |", "| --- | --- |",
+                      f"| {candidate_grid or '—'} | {champion_grid or '—'} |"]
+        else:
+            lines += ["", f"Samples of v{version}:", "", candidate_grid]
+    data = result.get("data") or {}
+    if result.get("data_version"):
+        lines += ["", f"Data version `{result['data_version']}` ({data.get('data_source', cfg.data.source)}, "
+                  f"{data.get('count', '?')} images)."]
+    context = context_lines(cfg, result.get("eval_context"), decision.get("champion_comparison"))
+    lines += ["**Evaluation context**" if line == "## Evaluation context" else line for line in context]
+    return redact("\n".join(lines) + "\n")
+
+
+def champion_grid_markdown(registry: Registry, version: str) -> str:
+    """The champion's evaluation sample grid (its run's eval/samples.png), inlined when small; "" when its run
+    has none (an older or deleted run)."""
+    import tempfile
+
+    from flows.registry.handle import run_id_of
+
+    run_id = run_id_of(registry.client().get_model_version(registry.name, version))
+    if not run_id:
+        return ""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(registry.client().download_artifacts(run_id, "eval/samples.png", tmp))
+        except Exception:  # no grid logged, or the run is gone: the form says what it can without it
+            return ""
+        if path.stat().st_size > MAX_INLINE_IMAGE_BYTES:
+            return f"Sample grid: `eval/samples.png` of MLflow run {run_id}"
+        return f"![champion samples](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')})"
 
 
 def _mark(check: dict[str, Any]) -> str:

@@ -40,6 +40,13 @@ version, extractor weights, sample count, seed, ...) on its run and version; the
 with the champion's only in that context, re-evaluating the champion in it when its own was another (new data
 retrains the lenet extractor), and reports both numbers (flows.registry, flows.report).
 
+A person in the loop. With registry.approval: manual the gate does not move @champion: a passing candidate waits
+for an answer — the Prefect UI's form or `ganops approve/reject N` — and only an approval promotes it, over the
+champion it was gated against (flows.approval for the wait, flows.registry.approval for the tags). A run of a
+deployment is suspended while it waits and starts again from the top when answered: find_unchanged finds its
+candidate waiting for this very run, and the wait returns the answer. Each outcome — promoted, rejected, waiting,
+failed — is one message to the notify targets (flows.notify).
+
 Services. The tracking server is probed in the `config` step, so a dead one fails in seconds, naming the step.
 """
 
@@ -50,6 +57,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.approval import check_approval_possible
 from flows.candidate import RunInputs, run_inputs, train_candidate
 from flows.dvc_pipeline import dvc_pipeline_applies, dvc_stage_applies, has_default_remote
 from flows.failures import RetrainFailed, named_step
@@ -58,7 +66,9 @@ from flows.run_log import send_library_logs_to_runs
 from flows.states import final_state
 from flows.tasks import (
     RETRAIN_STEPS,
+    carry_out_answer,
     find_unchanged,
+    gate_for_approval,
     promote,
     push_data,
     push_outputs,
@@ -153,6 +163,7 @@ def retrain(
             # The one registry handle of this run: every step below reads and writes the store through it.
             registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))
             registry.point_fluent_api()
+            check_approval_possible(cfg)
         result["model_name"] = cfg.registry.model_name
         with named_step("version_data"):
             use_dvc = dvc_stage_applies(cfg, params, parsed)
@@ -169,6 +180,12 @@ def retrain(
         with named_step("find_unchanged"):
             key = training_key(cfg, data["data_version"])
             previous = find_unchanged(registry, key)
+        if previous is not None and waits_in_this_run(previous):
+            # A suspended run that was answered starts again from the top (flows.approval): its candidate is
+            # registered and gated already, and the wait below now returns the answer.
+            result.update(version=previous["version"], run_id=previous.get("run_id"),
+                          metrics=previous.get("metrics", {}), gate={"passed": True, "checks": [], "reasons": []})
+            return finish(registry, result, ask_a_person(registry, result, resumed=True))
         if previous is not None:
             result.update(skipped(cfg, previous, key))
             _publish(publish_report, registry, result)
@@ -185,24 +202,112 @@ def retrain(
             version = register(registry, model_uri, result["run_id"], result["metrics"], {**lineage, **key},
                                result["eval_context"])
         result["version"] = version["version"]
-        with named_step("promote"):
-            # The gate, applied once under the promotion lock against the champion of that moment: a passing
-            # candidate takes the alias in the same step, so a faster rival cannot slip in between.
-            outcome = promote(registry, version["version"])
-        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics", "context_hash",
-                                                  "champion_comparison")}
-        promoted = outcome["promoted"]
-        result["status"] = "promoted" if promoted else "rejected"
-        if promoted:
-            logger.info("version %s promoted to @%s", version["version"], cfg.registry.champion_alias)
-        else:
-            logger.info("version %s rejected: %s", version["version"], "; ".join(result["gate"]["reasons"]))
-        _publish(publish_report, registry, result)
-        return final_state(result)  # named "Rejected" when the gate rejected it
+        outcome = gate_then_promote(registry, result)
+        return finish(registry, result, outcome)
     except RetrainFailed as failure:
         logger.error("retrain %s", failure)
         _publish(publish_failure, cfg, result, failure, registry)
+        if cfg is not None:
+            tell(cfg, "failed", {**result, "error": str(failure)}, prefect_flow_run_url(prefect_run_id()))
         raise
+
+
+def gate_then_promote(registry: Registry, result: dict[str, Any]) -> dict[str, Any]:
+    """The last steps of a retrain or a sweep, for the registered result["version"]: the gate and the promotion
+    under one lock (registry.approval: none), or the gate, then a person's answer, then the promotion (manual; a
+    resumed suspended run goes straight to the answer). Sets result["gate"]; returns promote()'s result or the
+    answer's."""
+    version = str(result["version"])
+    if registry.cfg.registry.approval != "manual":
+        with named_step("promote"):
+            # The gate, applied once under the promotion lock against the champion of that moment: a passing
+            # candidate takes the alias in the same step, so a faster rival cannot slip in between.
+            outcome = promote(registry, version)
+        result["gate"] = gate_summary(outcome)
+        return outcome
+    with named_step("gate"):
+        if waits_in_this_run({"tags": registry.version(version).tags}):  # a sweep that resumed registers again
+            return ask_a_person(registry, result, resumed=True)
+        # The gate under the promotion lock, @champion untouched: a passing candidate waits for a person,
+        # without the lock (flows.registry.approval).
+        outcome = gate_for_approval(registry, version, str(prefect_run_id()))
+    result["gate"] = gate_summary(outcome)
+    return ask_a_person(registry, result) if outcome["decision"] == "waiting" else outcome
+
+
+def gate_summary(outcome: dict[str, Any]) -> dict[str, Any]:
+    """What the result and the report keep of the gate's decision."""
+    keys = ("passed", "reasons", "checks", "champion_metrics", "context_hash", "champion_comparison", "champion")
+    return {k: outcome.get(k) for k in keys}
+
+
+def finish(registry: Registry, result: dict[str, Any], outcome: dict[str, Any]) -> Any:
+    """The end of a run that gated a candidate: its status, the log line, the report, the message, the named
+    final state."""
+    from flows.registry.descriptions import version_url
+    from flows.report import publish_report
+
+    cfg, logger = registry.cfg, get_run_logger()
+    version = result["version"]
+    promoted = outcome["promoted"]
+    result["status"] = "promoted" if promoted else "rejected"
+    if outcome.get("reject_reason"):
+        result["reason"] = outcome["reject_reason"]
+    if promoted:
+        logger.info("version %s promoted to @%s", version, cfg.registry.champion_alias)
+    else:
+        logger.info("version %s rejected: %s", version, result.get("reason") or "; ".join(result["gate"]["reasons"]))
+    _publish(publish_report, registry, result)
+    message = {**result, "primary_metric": cfg.gate.primary_metric,
+               "previous_champion": outcome.get("previous_champion")}
+    tell(cfg, result["status"], message, version_url(registry, version) or prefect_flow_run_url(prefect_run_id()))
+    return final_state(result)  # named "Rejected" when the candidate was not promoted
+
+
+def ask_a_person(registry: Registry, result: dict[str, Any], resumed: bool = False) -> dict[str, Any]:
+    """registry.approval: manual, after the gate passed: say so, wait for the answer (the Prefect UI's form or
+    `ganops approve/reject`; flows.approval) and carry it out. A deployment's run is suspended here (its process
+    exits) and reaches this point again, `resumed`, when answered: the wait then returns the answer at once."""
+    from flows.approval import wait_for_answer
+    from flows.report import approval_markdown
+
+    version = str(result["version"])
+    form = ""
+    if not resumed:
+        get_run_logger().info("version %s passed the gate and waits for approval: answer the form of this flow run, "
+                              "or `ganops approve %s` / `ganops reject %s --reason TEXT`", version, version, version)
+        with named_step("approval"):
+            form = approval_markdown(registry, result)
+        tell(registry.cfg, "waiting", result, prefect_flow_run_url(prefect_run_id()))
+    answer = wait_for_answer(registry, version, form)  # a suspension is Prefect's signal, not a failed step
+    with named_step("promote"):
+        return carry_out_answer(registry, version, answer.approve if answer else None, answer.reason if answer else "")
+
+
+def waits_in_this_run(previous: dict[str, Any]) -> bool:
+    """Whether the registered version `previous` waits for an answer to be carried out by this very flow run (a
+    suspended run that was answered and started again)."""
+    tags = previous.get("tags") or {}
+    return tags.get("approval.status") == "waiting" and tags.get("approval.flow_run_id") == str(prefect_run_id())
+
+
+def prefect_run_id() -> Any:
+    from prefect.runtime import flow_run
+
+    return flow_run.id
+
+
+def tell(cfg: Config, outcome: str, result: dict[str, Any], link: str | None) -> None:
+    """One message about the outcome to every notify target (flows.notify): a target that fails is a warning."""
+    from flows.notify import notify, outcome_message
+
+    if not (cfg.notify.webhook_env or cfg.notify.blocks):
+        return
+    text = outcome_message(outcome, result, cfg.registry.model_name, cfg.registry.champion_alias, link)
+    try:
+        notify(cfg.notify, outcome, text)
+    except Exception as e:  # a message is a courtesy: it never fails the retrain
+        get_run_logger().warning("notify: could not send the %s message: %s: %s", outcome, type(e).__name__, e)
 
 
 def skipped(cfg: Config, previous: dict[str, Any], key: dict[str, str]) -> dict[str, Any]:

@@ -150,3 +150,23 @@ def promote(registry: Registry, version: str) -> dict[str, Any]:
     from flows.registry import promote as gate_and_promote
 
     return gate_and_promote(registry, version)
+
+
+@task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def gate_for_approval(registry: Registry, version: str, flow_run_id: str) -> dict[str, Any]:
+    """registry.approval: manual — apply the gate under the promotion lock without moving @champion; a passing
+    version is recorded as waiting for approval by this flow run."""
+    from flows.registry.approval import gate_for_approval as gate_and_wait
+
+    return gate_and_wait(registry, version, flow_run_id)
+
+
+@task(name="answer", cache_policy=NO_CACHE)
+def carry_out_answer(registry: Registry, version: str, approve: bool | None, reason: str) -> dict[str, Any]:
+    """A person's answer (approve None: nobody answered in time): promote over the champion the version was gated
+    against, or reject it; the answer is recorded on the version. Not retried: an approval is carried out once."""
+    from flows.registry.approval import answer, time_out
+
+    if approve is None:
+        return time_out(registry, version, registry.cfg.registry.approval_timeout)
+    return answer(registry, version, approve, reason)

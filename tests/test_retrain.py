@@ -137,10 +137,14 @@ def test_the_flow_run_ends_in_a_state_named_after_its_outcome_and_logs_the_train
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     state = first_run["state"]
     assert state.is_completed() and state.name == "Completed"
     assert state.message == f"promoted: version 1 of {workspace.config().registry.model_name}"
+    # Prefect ships log records in batches from a background worker: wait for those still queued in this process
+    # (an earlier flow run in the session can leave it behind when the run ends).
+    APILogHandler().flush()
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first_run["flow_run_id"]])))
     # gan_core's progress lines reach the flow-run log (Prefect's UI), not only the terminal.

@@ -24,7 +24,7 @@ from flows.registry.descriptions import model_description, version_description
 from flows.registry.handle import METRIC_PREFIX, METRICS_TAG, VERSIONS_EXPERIMENT_SUFFIX, Registry, version_metrics
 from flows.registry.lock import LOCK_LEASE_S, LOCK_TIMEOUT_S, promotion_lock, shared_promotion_lock
 from flows.registry.measure import champion_in_context, evaluate_version, measure_version
-from flows.registry.promotion import HISTORY_TAG, check_promotion_args, gate, promote, rollback
+from flows.registry.promotion import HISTORY_TAG, check_promotion_args, gate, promote, reject, rollback
 from flows.registry.versions import (
     CHAMPIONS_RUN_TAG,
     VERSION_TAGS,
@@ -59,6 +59,7 @@ __all__ = [
     "promote",
     "promotion_lock",
     "register_candidate",
+    "reject",
     "rollback",
     "shared_promotion_lock",
     "version_description",

@@ -84,15 +84,30 @@ def outcome(tags: Mapping[str, str], champion_alias: str = "champion", markdown:
     replaced = tags.get("promotion.previous_champion")
     over = f" (replaced v{replaced})" if replaced and replaced != "none" else ""
     restored = " (restored by a rollback)" if restored_at else ""
+    approval = tags.get("approval.status")
     if promotion == "forced":
         return f"forced to {alias} past the gate{over}{restored}"
     if promotion == "promoted":
-        return f"promoted to {alias}{over}{restored}"
-    if gate == "failed" or promotion == "rejected":
+        approved = " after a person approved it" if approval == "approved" else ""
+        return f"promoted to {alias}{over}{approved}{restored}"
+    if gate == "failed":
         return "rejected by the gate"
+    if promotion == "rejected":
+        return APPROVAL_OUTCOMES.get(approval or "", "rejected by the gate") if tags.get(
+            "promotion.reject_reason") else "rejected by the gate"
+    if approval == "waiting":
+        return "passed the gate; waiting for approval"
     if gate == "passed":
         return "passed the gate"
     return "registered; the gate has not been applied yet"
+
+
+APPROVAL_OUTCOMES = {
+    "rejected": "rejected by a person",
+    "timed_out": "rejected: nobody answered in time",
+    "approved": "rejected: the champion changed while it waited for approval",
+}
+"""A version that passed the gate and was rejected after all, by what became of its approval (approval.status)."""
 
 
 def _round(value: float) -> str:
@@ -131,6 +146,16 @@ def version_description(tags: Mapping[str, str], run_tags: Mapping[str, str] | N
             lines.append(f"- replaced champion v{previous}")
         if tags.get("promotion.force_reason"):
             lines.append(f"- forced past the gate: {tags['promotion.force_reason']}")
+        if tags.get("promotion.reject_reason"):
+            lines.append(f"- {tags['promotion.reject_reason']}")
+    approval = tags.get("approval.status")
+    if approval:
+        lines += ["", f"**Approval: {approval.replace('_', ' ')}** ({tags.get('approval.at', '?')})"]
+        if tags.get("approval.reason"):
+            lines.append(f"- reason: {tags['approval.reason']}")
+        champion = tags.get("approval.champion")
+        if champion:
+            lines.append(f"- gated against {'champion v' + champion if champion != 'none' else 'no champion'}")
     if tags.get("rollback.demoted_at"):
         lines += ["", f"**Rolled back** ({tags['rollback.demoted_at']}): v{tags.get('rollback.replaced_by')} "
                   "is champion again"]

@@ -5,13 +5,16 @@ live here together, so no path moves an alias without them.
     decision = gate(registry, v)       # thresholds + beat the champion; tags the version; passing → @challenger
     promote(registry, v)               # under the promotion lock: re-check against the current champion, move @champion
     promote(registry, v, force=True, reason="hotfix: ...")   # skips the gate, records why
+    promote(registry, v, expect_champion="2")   # an approved candidate: only over the champion it was gated against
+    reject(registry, v, "not this one: ...")    # a person (or a timeout) said no; nothing moves
     rollback(registry)                 # @champion back to the version it replaced
 
 The tags they leave on a version (few: the versions table shows every tag in every row; the descriptions say the
 rest, flows.registry.descriptions):
     gate.decision = passed | failed, gate.reasons = one line per check (thresholds named), gate.checked_at  the gate
     promotion.decision = promoted | forced | rejected, promotion.at, promotion.previous_champion (when one
-    was replaced), promotion.force_reason (forced)                                                        promotion
+    was replaced), promotion.force_reason (forced), promotion.reject_reason (rejected other than by the gate:
+    a person, a timeout, a champion that changed while it waited)                                        promotion
     rollback.demoted_at / replaced_by, rollback.restored_at / restored_over                               rollback
 The registered model's `champion_history` tag (JSON list, oldest first) holds the champions that were replaced,
 so `rollback` can restore them in turn. A promoted version's metrics are charted on the model's champions run
@@ -43,6 +46,8 @@ from gan_core.evaluation.context import context_hash, recorded_context
 
 HISTORY_TAG = "champion_history"
 HISTORY_LIMIT = 100
+ANY_CHAMPION = object()
+"""promote()'s default `expect_champion`: promote over whichever version is champion when the lock is taken."""
 
 
 def check_promotion_args(version: str | int, force: bool = False, reason: str | None = None) -> None:
@@ -74,13 +79,17 @@ def gate(registry: Registry | Config, version: str | int) -> dict[str, Any]:
 
 
 def promote(
-    registry: Registry | Config, version: str | int, force: bool = False, reason: str | None = None
+    registry: Registry | Config, version: str | int, force: bool = False, reason: str | None = None,
+    expect_champion: str | None | object = ANY_CHAMPION,
 ) -> dict[str, Any]:
     """Move the champion alias to `version` when it passes the gate against the current champion.
 
     The check is redone under the promotion lock, so of two promotions racing, the better model ends as champion.
     `force=True` skips the gate (never a failed run's) and needs `reason`; both are recorded as tags.
-    Returns {"version", "promoted", "decision", "reasons", "champion", "previous_champion"}.
+    `expect_champion` (a version, or None for no champion): the champion a person approved the candidate over;
+    when another holds the alias by now, nothing moves and the version is rejected with that reason.
+    Returns {"version", "promoted", "decision", "reasons", "champion", "previous_champion"}; a rejection other
+    than the gate's adds "reject_reason".
     """
     check_promotion_args(version, force, reason)
     registry = Registry.of(registry)
@@ -98,6 +107,12 @@ def promote(
             raise UserError(f"version {v} comes from run {run_id}, which failed; a failed run is never promoted")
         if champion == v:
             return _result(v, False, "unchanged", decision, champion, None)
+        if expect_champion is not ANY_CHAMPION and champion != expect_champion:
+            why = (f"champion changed while waiting for approval (was {_named(expect_champion)}, now "
+                   f"{_named(champion)}); approve a new candidate instead")
+            set_tags(registry, v, {"promotion.decision": "rejected", "promotion.at": now(),
+                                   "promotion.reject_reason": why})
+            return {**_result(v, False, "rejected", decision, champion, None), "reject_reason": why}
         if not (passed or force):
             set_tags(registry, v, {"promotion.decision": "rejected", "promotion.at": now()})
             return _result(v, False, "rejected", decision, champion, None)
@@ -118,6 +133,18 @@ def promote(
     # Outside the lock, which charting takes itself (to create the champions run once).
     log_champion_metrics(registry, v, version_metrics(mv))
     return _result(v, True, outcome, decision, v, champion)
+
+
+def reject(registry: Registry | Config, version: str | int, reason: str) -> None:
+    """Record that `version` is not promoted for `reason` (a person said no, nobody answered in time); no alias
+    moves, and the gate's own decision stays as it was recorded."""
+    registry = Registry.of(registry)
+    v = str(registry.version(version).version)
+    set_tags(registry, v, {"promotion.decision": "rejected", "promotion.at": now(), "promotion.reject_reason": reason})
+
+
+def _named(version: object) -> str:
+    return f"v{version}" if version is not None else "no champion"
 
 
 def _result(

@@ -23,7 +23,7 @@ from flows.sweep.results import best_trial, log_results, markdown_table, summary
 from flows.sweep.space import SearchSpace, direction, load_space
 from flows.sweep.study import SWEEP_ROOT, SweepPlan, open_study, parent_run, rdb_storage, shown_url, study_storage
 from flows.sweep.trials import trial_config, trials_task
-from gan_core.config import DEFAULT_PARAMS, load_config, parse_overrides
+from gan_core.config import DEFAULT_PARAMS, Config, load_config, parse_overrides
 from gan_core.errors import UserError
 from gan_core.redact import redact
 
@@ -57,20 +57,31 @@ def sweep(
     """Search the space (trials in MLflow child runs, hopeless ones pruned), then register the study's best trial
     and apply the gate. Returns {"status": "promoted" | "rejected" | "unchanged", "version", "metrics", "gate",
     "sweep": {...}}. Raises RetrainFailed naming the step that failed."""
+    from flows.approval import check_approval_possible
     from flows.dvc_pipeline import dvc_stage_applies
     from flows.registry import Registry
-    from flows.retrain import prefect_markdown, prefect_run_tags
-    from flows.tasks import promote, train_extractors, version_data
+    from flows.registry.descriptions import version_url
+    from flows.retrain import (
+        gate_then_promote,
+        prefect_flow_run_url,
+        prefect_markdown,
+        prefect_run_id,
+        prefect_run_tags,
+        tell,
+    )
+    from flows.tasks import train_extractors, version_data
     from gan_core.tracking.runs import run_note
     from gan_core.tracking.store import NOTE_TAG, check_tracking
 
     logger = get_run_logger()
     send_library_logs_to_runs()  # training progress in the flow-run log
     result: dict[str, Any] = {"params": str(params)}
+    cfg: Config | None = None
     try:
         with named_step("config"):
             parsed = parse_overrides(overrides)
             cfg = load_config(params, parsed)
+            check_approval_possible(cfg)
             check_sweep_args(trials, timeout_s, workers)
             registry = Registry(cfg, check_tracking(cfg.registry, "config", write=True))  # this run's one handle
             registry.point_fluent_api()
@@ -129,18 +140,25 @@ def sweep(
             version = register_best(inputs, plan, best)
         result.update(version=version["version"], run_id=best.user_attrs["mlflow_run_id"],
                       metrics=best.user_attrs.get("metrics", {}), data_version=data["data_version"])
-        with named_step("promote"):
-            outcome = promote(registry, version["version"])
-        result["gate"] = {k: outcome[k] for k in ("passed", "reasons", "checks", "champion_metrics")}
+        # The gate and the promotion as a retrain's (registry.approval: manual waits for a person here).
+        outcome = gate_then_promote(registry, result)
         result["status"] = ("promoted" if outcome["promoted"] else
                             "unchanged" if outcome["decision"] == "unchanged" else "rejected")
+        if outcome.get("reject_reason"):
+            result["reason"] = outcome["reject_reason"]
         client.set_terminated(parent, "FINISHED")
         logger.info("best trial %d (%s = %.4g) is version %s: %s", best.number, objective_name, best.value,
                     version["version"], result["status"])
         _publish(registry, result, logged, searched, objective_name)
+        if result["status"] != "unchanged":
+            tell(cfg, result["status"], {**result, "primary_metric": cfg.gate.primary_metric,
+                                         "previous_champion": outcome.get("previous_champion")},
+                 version_url(registry, version["version"]) or prefect_flow_run_url(prefect_run_id()))
         return final_state(result)  # named "Rejected" in Prefect when the gate rejected the best trial
     except RetrainFailed as failure:
         logger.error("sweep %s", failure)
+        if cfg is not None:
+            tell(cfg, "failed", {**result, "error": f"sweep: {failure}"}, prefect_flow_run_url(prefect_run_id()))
         raise
 
 

@@ -1,11 +1,13 @@
-"""The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry), each
-field documented where it is declared. Every section forbids unknown keys, so a typo fails at load time with its
-key path instead of being silently ignored. gan_core.config.loading builds a Config from files and overrides."""
+"""The config tree: one pydantic section per params.yaml concern (data, model, train, eval, gate, registry,
+notify), each field documented where it is declared. Every section forbids unknown keys, so a typo fails at load
+time with its key path instead of being silently ignored. gan_core.config.loading builds a Config from files and
+overrides."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -383,6 +385,30 @@ class GateConfig(Section):
         return v
 
 
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+class NotifyConfig(Section):
+    webhook_env: list[str] = []
+    """Environment variables that each hold a webhook URL (Slack, Teams, a chat bot, ...): every retrain outcome
+    (promoted, rejected, waiting for approval, failed) is POSTed to each as JSON {"text": ...}. Names, not URLs: a
+    webhook URL is a secret and never belongs in params.yaml."""
+    blocks: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+/[^/]+$")]] = []
+    """Prefect notification blocks, as `<block-type-slug>/<name>` (e.g. `slack-webhook/ganops-alerts`), that get
+    the same messages through the block's own notify(); the secret lives in the block."""
+    timeout: float = Field(5.0, gt=0, le=60)
+    """Seconds a target is given to accept a message; a slow or unreachable one costs a warning, never the run."""
+
+    @field_validator("webhook_env")
+    @classmethod
+    def _variable_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(ENV_NAME, name):
+                raise ValueError("expected names of environment variables that hold webhook URLs, e.g. "
+                                 "[GANOPS_WEBHOOK_URL]: a URL is a secret and stays out of params.yaml")
+        return v
+
+
 def _require_metric(name: str) -> None:
     """A gate setting naming a metric nobody computes would fail every candidate (or sort the wrong way)."""
     from gan_core.config.metrics import METRICS
@@ -414,6 +440,11 @@ class RegistryConfig(Section):
     """Opt-in, for teams still on MLflow's (deprecated) stages: e.g. {champion: Production, challenger: Staging}
     also moves the version's stage with each alias, archiving the previous holder, so models:/<name>/Production
     and @champion name the same version. Empty (the default): no stage ever changes."""
+    approval: Literal["none", "manual"] = "none"
+    """manual: a candidate that passes the gate waits for a person (the Prefect UI's form, or `ganops approve N` /
+    `ganops reject N --reason TEXT`) before it takes the champion alias; none: the gate alone decides."""
+    approval_timeout: float = Field(86400.0, gt=0)
+    """Seconds a candidate waits for that answer (approval: manual); none by then rejects it, with that reason."""
 
     @property
     def experiment_name(self) -> str:
@@ -454,6 +485,7 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")
     def _task_consistent(self) -> Config:
