@@ -30,6 +30,6 @@ from gan_core.errors import ConfigError
 __all__ = [
     "DEFAULT_PARAMS", "MAX_PROBLEMS", "RECIPE_REGISTRY_KEYS", "RECIPE_SECTIONS", "ClassifierConfig", "Config",
     "ConfigError", "DataConfig", "EncoderConfig", "EvalConfig", "GateConfig", "ModelConfig", "NotifyConfig",
-    "OptimizerConfig", "RegistryConfig", "Seed", "Threshold", "TrainConfig", "load_config", "parse_overrides", "read_recipe",
-    "recipe_names", "recipes_dir",
+    "OptimizerConfig", "RegistryConfig", "Seed", "Threshold", "TrainConfig", "load_config", "parse_overrides",
+    "read_recipe", "recipe_names", "recipes_dir",
 ]
