@@ -25,6 +25,8 @@ _short = reprlib.Repr()  # error messages quote the bad value, bounded: it may b
 _short.maxstring = _short.maxother = 80
 _short.maxlevel = 1
 MAX_PROBLEMS = 5
+SECRET_KEYS = ("notify.webhook_env",)
+"""Keys whose bad value is not quoted back: a user who wrote a webhook URL there wrote a secret."""
 """A config error lists at most this many problems (then how many more), so the line stays readable."""
 
 
@@ -35,6 +37,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if not path:  # a check across sections (Config._task_consistent): its message names the keys
         return msg
+    if path.startswith(SECRET_KEYS):  # what was written there may be the secret itself (a webhook URL's path)
+        return f"{path}: {msg}"
     return f"{path}: {msg} (got {_short.repr(err.get('input'))})"
 
 
