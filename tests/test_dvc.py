@@ -337,7 +337,8 @@ def test_what_ganops_and_the_readme_commands_write_is_git_ignored(tmp_path: Path
     readme = (REPO / "README.md").read_text()
     commands = readme + "\n".join(kind.command_example for kind in TASKS.values())
     written = [str(inspect.signature(generate_command).parameters["out"].default)]
-    written += re.findall(r"--out ([^\s`,)]+)", commands) + re.findall(r"\.save\('([^']+)'\)", readme)
+    # --out paths and saved files (a Prefect block's .save('name') writes no file)
+    written += re.findall(r"--out ([^\s`,)]+)", commands) + re.findall(r"\.save\('([^']+\.\w+)'\)", readme)
     for params in [REPO / "params.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
         cfg = load_config(params)
         written += [cfg.data.prepared_dir, cfg.data.raw_dir, cfg.train.out_dir, cfg.eval.out_dir]
