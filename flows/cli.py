@@ -65,6 +65,9 @@ def _before_any_command(version: Version = False) -> None:
     # network. The environment reaches the ephemeral server's subprocess too; PREFECT_SERVER_ANALYTICS_ENABLED=true
     # opts back in.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # MLflow's artifact download bar (the champion's grid, the logged model's check) is one garbled line among the
+    # flow's log lines; a user's own value wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def show_progress() -> None:
