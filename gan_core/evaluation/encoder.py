@@ -32,31 +32,28 @@ import contextlib
 import hashlib
 import json
 import math
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 
-from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import Config, EncoderConfig
 from gan_core.data import load_prepared
 from gan_core.data.prepared import PreparedDataset
 from gan_core.data.version import data_version as read_data_version
 from gan_core.device import deterministic, pick_device
 from gan_core.errors import UserError
+from gan_core.packaging.network import WEIGHTS_FILE as WEIGHTS_FILE  # tests and readers name it here
+from gan_core.packaging.network import NetworkFiles
 from gan_core.preflight import ensure_writable_dir
 
 FORMAT = "ganops-encoder/1"
 ARCH = "simclr"
 MODEL_DIR = "model"
-WEIGHTS_FILE = "weights.safetensors"
 SPEC_FILE = "encoder.json"
 SPREAD = 100.0
 """Total variance of the real features once normalised: FID in units of 1 % of the real data's spread."""
@@ -128,6 +125,10 @@ class Encoder(nn.Module):
         return torch.cdist(features.float(), self.centroids.float().cpu()).argmin(1)
 
 
+ENCODER = NetworkFiles("encoder", SPEC_FILE, FORMAT, Encoder, finite=True)
+"""Its model directory: saved whole, loaded without unpickling, reused when whole (gan_core.packaging.network)."""
+
+
 def cluster_coverage(clusters: torch.Tensor, real_shares: torch.Tensor, min_share: float) -> float:
     """The share of the real features' clusters that samples reach: cluster c counts when its share of the samples
     (`clusters`: each sample's nearest cluster, (n,)) is at least `min_share` times its share of the real images
@@ -156,7 +157,7 @@ def stored_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str,
     through here and never trains one: that is the encoder's own step (DVC stage, flow task)."""
     out = model_dir(cfg)
     version = data_version or read_data_version(cfg.data.prepared_dir)
-    existing = _reusable_spec(out, training_key(cfg.eval.encoder, version))
+    existing = ENCODER.reusable_spec(out, training_key(cfg.eval.encoder, version))
     if existing is None:
         raise UserError(f"no domain encoder for this data and eval.encoder settings in {str(out)!r}; train it "
                         "first: `python -m gan_core encoder` (the DVC stage `encoder`)")
@@ -174,7 +175,7 @@ def train_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str, 
     version = data_version or read_data_version(cfg.data.prepared_dir)
     key = training_key(ecfg, version)
     out = model_dir(cfg)
-    existing = _reusable_spec(out, key)
+    existing = ENCODER.reusable_spec(out, key)
     if existing is not None:
         return {**existing, "model_dir": str(out), "trained": False}
 
@@ -199,39 +200,15 @@ def train_encoder(cfg: Config, *, data_version: str | None = None) -> dict[str, 
         "trained_on": str(device),
         "torch_version": torch.__version__,
     }
-    _save_model(net, spec, out)
+    ENCODER.save(net, spec, out)
     return {**spec, "model_dir": str(out), "trained": True}
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encoder:
     """An eval-mode Encoder from a model directory written by train_encoder; `.info` holds encoder.json.
 
-    Nothing is unpickled (JSON + safetensors); a missing or damaged file is a UserError naming it."""
-    path = Path(path)
-    spec = _read_spec(path)
-    if spec is None:
-        raise UserError(f"no domain encoder at {str(path)!r} (no {SPEC_FILE}); run `python -m gan_core encoder` "
-                        "first")
-    weights = path / WEIGHTS_FILE
-    redo = f"delete {path} and run `python -m gan_core encoder` to retrain it"
-    try:
-        net = Encoder(**spec["kwargs"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path / SPEC_FILE}: bad encoder kwargs ({type(e).__name__}: {_why(e)}); {redo}") from None
-    try:
-        state = load_file(weights)
-    except FileNotFoundError:
-        raise UserError(f"{weights}: missing; {redo}") from None
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{weights}: not a readable safetensors file ({_why(e)}); {redo}") from None
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:  # missing/unexpected keys or shapes: weights and encoder.json disagree
-        raise UserError(f"{weights}: does not match {SPEC_FILE} ({_why(e)}); {redo}") from None
-    if not all(bool(t.isfinite().all()) for t in state.values() if t.is_floating_point()):
-        raise UserError(f"{weights}: holds NaN or infinite values; {redo}")
-    net.info = spec  # type: ignore[attr-defined]
-    return net.to(device).eval()
+    Nothing is unpickled (JSON + safetensors); a missing or damaged file (or NaN weights) is a UserError naming it."""
+    return ENCODER.load(path, device)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- training
@@ -369,49 +346,3 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_devices), deterministic(device.type == "cuda"):
         torch.manual_seed(seed)
         yield
-
-
-# ----------------------------------------------------------------------------- files
-def _read_spec(path: Path) -> dict[str, Any] | None:
-    """encoder.json in `path`, or None when there is none; UserError when it is damaged or of another format."""
-    file = path / SPEC_FILE
-    if not file.is_file():
-        return None
-    redo = f"delete {path} and retrain the encoder (`python -m gan_core encoder`)"
-    try:
-        spec = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{file}: not readable JSON ({_why(e)}); {redo}") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{file}: a JSON {type(spec).__name__}, not the object train_encoder writes; {redo}")
-    if spec.get("format") != FORMAT:
-        raise UserError(f"{file}: unknown format {spec.get('format')!r}; expected {FORMAT!r}")
-    return spec
-
-
-def _reusable_spec(out: Path, key: str) -> dict[str, Any] | None:
-    """The stored model's encoder.json when it was trained with `key` and loads whole; else None (retrain).
-
-    The stored model is a cache of a deterministic training: a damaged one is rebuilt, not reported."""
-    try:
-        spec = _read_spec(out)
-        if spec is None or spec.get("training_key") != key:
-            return None
-        load_encoder(out)  # a few hundred kB: proves the weights are whole and fit the spec
-        return spec
-    except (UserError, KeyError, TypeError, ValueError) as e:
-        warnings.warn(f"retraining the domain encoder: the stored one is damaged ({e})", stacklevel=3)
-        return None
-
-
-def _why(e: BaseException, limit: int = 200) -> str:
-    """A library's message on one line (torch's state-dict errors put the useful part on their second line)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _save_model(net: Encoder, spec: dict[str, Any], out: Path) -> None:
-    """Build the model directory beside `out`, then swap it in (never half-written)."""
-    with atomic_dir(out) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS_FILE)
-        write_json(tmp / SPEC_FILE, spec)

@@ -18,31 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from gan_core.atomic import atomic_dir, write_json
 from gan_core.config import Config
 from gan_core.data.version import data_version
 from gan_core.errors import UserError
 from gan_core.models.lenet import LeNet
+from gan_core.packaging.network import WEIGHTS_FILE as WEIGHTS_FILE  # tests and readers name it here
+from gan_core.packaging.network import NetworkFiles
 
 FORMAT = "ganops-classifier/1"
 MODEL_DIR = "model"
 JUDGE_DIR = "judge"
 JUDGE_SEED_OFFSET = 1
 """A judge is trained with eval.classifier.seed + this: another initialisation and order than evaluation's."""
-WEIGHTS_FILE = "weights.safetensors"
 SPEC_FILE = "classifier.json"
 TRAINING_FIELDS = ("epochs", "batch_size", "lr", "holdout_fraction", "seed", "resolution")
 """eval.classifier settings that change the trained weights; min_accuracy and out_dir do not, so they are not in
 its training key."""
+CLASSIFIER = NetworkFiles("classifier", SPEC_FILE, FORMAT, LeNet)
+"""Its model directory: saved whole, loaded without unpickling, reused when whole (gan_core.packaging.network)."""
 
 
 def training_key(settings: Mapping[str, Any], domain_version: str) -> str:
@@ -119,74 +118,19 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> LeN
     """An eval-mode LeNet from a model directory written by train_classifier; `.info` holds classifier.json.
 
     Nothing is unpickled (JSON + safetensors); a missing or damaged file is a UserError naming it."""
-    path = Path(path)
-    spec = read_spec(path)
-    if spec is None:
-        raise UserError(
-            f"no domain classifier at {str(path)!r} (no {SPEC_FILE}); run `python -m gan_core classifier` first"
-        )
-    weights = path / WEIGHTS_FILE
-    redo = f"delete {path} and run `python -m gan_core classifier` to retrain it"
-    try:
-        net = LeNet(**spec["kwargs"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path / SPEC_FILE}: bad classifier kwargs ({type(e).__name__}: {why(e)}); {redo}") from None
-    try:
-        state = load_file(weights)
-    except FileNotFoundError:
-        raise UserError(f"{weights}: missing; {redo}") from None
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{weights}: not a readable safetensors file ({why(e)}); {redo}") from None
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:  # missing/unexpected keys or shapes: weights and classifier.json disagree
-        raise UserError(f"{weights}: does not match {SPEC_FILE} ({why(e)}); {redo}") from None
-    net.info = spec  # type: ignore[attr-defined]
-    return net.to(device).eval()
-
-
-def read_spec(path: Path) -> dict[str, Any] | None:
-    """classifier.json in `path`, or None when there is none; UserError when it is damaged or of another format."""
-    file = path / SPEC_FILE
-    if not file.is_file():
-        return None
-    try:
-        spec = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{file}: not readable JSON ({why(e)}); delete {path} and retrain the classifier "
-                        "(`python -m gan_core classifier`)") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{file}: a JSON {type(spec).__name__}, not the object train_classifier writes; delete {path} "
-                        "and retrain the classifier (`python -m gan_core classifier`)")
-    if spec.get("format") != FORMAT:
-        raise UserError(f"{file}: unknown format {spec.get('format')!r}; expected {FORMAT!r}")
-    return spec
+    return CLASSIFIER.load(path, device)  # type: ignore[return-value]
 
 
 def reusable_spec(out: Path, key: str) -> dict[str, Any] | None:
-    """The stored model's classifier.json when it was trained with `key` and loads whole; else None (retrain).
-
-    The stored model is a cache of a deterministic training: a damaged one is rebuilt, not reported."""
-    try:
-        spec = read_spec(out)
-        if spec is None or spec.get("training_key") != key:
-            return None
-        load_classifier(out)  # a few hundred kB: proves the weights are whole and fit the spec
-        float(spec["holdout_accuracy"]), int(spec["holdout_count"])
-        return spec
-    except (UserError, KeyError, TypeError, ValueError) as e:
-        warnings.warn(f"retraining the domain classifier: the stored one is damaged ({e})", stacklevel=3)
-        return None
+    """The stored model's classifier.json when it was trained with `key`, loads whole and records its held-out
+    accuracy; else None (retrain)."""
+    return CLASSIFIER.reusable_spec(out, key, check=_holdout_recorded, stacklevel=3)
 
 
 def save_classifier(net: LeNet, spec: dict[str, Any], out: Path) -> None:
     """Build the model directory beside `out`, then swap it in (never half-written)."""
-    with atomic_dir(out) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS_FILE)
-        write_json(tmp / SPEC_FILE, spec)
+    CLASSIFIER.save(net, spec, out)
 
 
-def why(e: BaseException, limit: int = 200) -> str:
-    """A library's message on one line (torch's state-dict errors put the useful part on their second line)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _holdout_recorded(spec: dict[str, Any]) -> None:
+    float(spec["holdout_accuracy"]), int(spec["holdout_count"])
