@@ -17,9 +17,7 @@ Its package (safetensors + JSON, nothing unpickled) is gan_core.packaging.classi
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from gan_core.atomic import write_json
 from gan_core.config import ClassifierConfig, Config
 from gan_core.data import PreparedDataset, load_domains, load_prepared, read_meta
 from gan_core.data.version import data_version as read_data_version
-from gan_core.device import deterministic, pick_device
+from gan_core.device import pick_device, seeded
 from gan_core.errors import UserError
 from gan_core.models.lenet import LeNet
 from gan_core.packaging.classifier import (
@@ -158,7 +156,7 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
         raise UserError(f"{n} labelled images are too few to hold out {ccfg.holdout_fraction:.0%} and still train")
     holdout, train = order[:n_holdout], order[n_holdout:]
 
-    with _deterministic(ccfg.seed, device):
+    with seeded(ccfg.seed, device):
         net = LeNet(prepared.shape[0], num_classes, ccfg.resolution).to(device)
         # Batches are read as they are needed (prepared.take: from memory for small sets, else from the shards).
         def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, C, R, R) floats on device
@@ -182,19 +180,6 @@ def _fit(prepared: PreparedDataset, ccfg: ClassifierConfig, device: torch.device
         with torch.no_grad():
             correct = sum(int((net(inputs(b)).argmax(1) == y[b.to(device)]).sum()) for b in holdout.split(1024))
     return net.cpu(), correct / len(holdout), {"holdout": len(holdout), "train": len(train)}
-
-
-@contextlib.contextmanager
-def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
-    """Seeded RNG and, on CUDA, deterministic kernels for the duration; the caller's settings are restored.
-
-    CPU kernels already give the same result run to run; forcing deterministic algorithms there only made this
-    training 2x slower (measured), so the switch is CUDA-only, where atomics in backward passes vary.
-    """
-    cuda_devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices), deterministic(device.type == "cuda"):
-        torch.manual_seed(seed)
-        yield
 
 
 # ----------------------------------------------------------------------------- files

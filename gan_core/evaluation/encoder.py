@@ -28,11 +28,9 @@ safetensors + JSON; nothing is unpickled.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from gan_core.config import Config, EncoderConfig
 from gan_core.data import load_prepared
 from gan_core.data.prepared import PreparedDataset
 from gan_core.data.version import data_version as read_data_version
-from gan_core.device import deterministic, pick_device
+from gan_core.device import pick_device, seeded
 from gan_core.errors import UserError
 from gan_core.packaging.network import WEIGHTS_FILE as WEIGHTS_FILE  # tests and readers name it here
 from gan_core.packaging.network import NetworkFiles
@@ -222,7 +220,7 @@ def _fit(prepared: PreparedDataset, ecfg: EncoderConfig, device: torch.device) -
     n = len(prepared)
     batch = min(ecfg.batch_size, n)
     steps_per_epoch = n // batch  # full batches only: every view has the same number of negatives
-    with _seeded(ecfg.seed, device):
+    with seeded(ecfg.seed, device):
         net = Encoder(prepared.shape[0], ecfg.resolution, ecfg.width, ecfg.feature_dim, ecfg.clusters).to(device)
         head = nn.Sequential(nn.ReLU(), nn.Linear(ecfg.feature_dim, ecfg.feature_dim), nn.ReLU(),
                              nn.Linear(ecfg.feature_dim, PROJECTION_DIM)).to(device)
@@ -336,13 +334,3 @@ def real_halves_fid(features: torch.Tensor, seed: int) -> float:
     value = fid_statistics_to_metric(fid_featuresdict_to_statistics(a, "f"), fid_featuresdict_to_statistics(b, "f"),
                                      False)["frechet_inception_distance"]
     return float(value)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seeded RNG and, on CUDA, deterministic kernels for the duration; the caller's settings are restored (as the
-    classifier's training does)."""
-    cuda_devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices), deterministic(device.type == "cuda"):
-        torch.manual_seed(seed)
-        yield
