@@ -169,21 +169,38 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
-    """The domain classifier as a torch-fidelity extractor: uint8 (B, 3, H, W) → penultimate (B, 128), logits (B, K).
+class OwnNetworkExtractor(torch_fidelity.FeatureExtractorBase):
+    """A network ganops trains for itself, as a torch-fidelity extractor: `feature_extractor_weights_path` is its
+    model directory (gan_core.packaging.network: JSON + safetensors), not a pickle; frozen, its weights' digest kept.
+    A subclass names its loader, the message for a missing directory, and its features."""
 
-    `feature_extractor_weights_path` is the classifier's model directory (gan_core.packaging.classifier), not a pickle.
-    """
+    load: Callable[[str], torch.nn.Module]
+    missing_path: str
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
                  **kwargs: Any):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
-            raise UserError("the lenet extractor needs the classifier's model directory "
-                            "(gan_core.packaging.classifier)")
-        self.net = load_classifier(feature_extractor_weights_path)
+            raise UserError(self.missing_path)
+        self.net = type(self).load(feature_extractor_weights_path)
         self.requires_grad_(False)
         self.weights_sha256 = state_digest(self.net.state_dict())
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False  # kFLOPs (lenet) to MFLOPs (simclr) per image: compiling costs more than it saves
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+
+class LeNetFeatureExtractor(OwnNetworkExtractor):
+    """The domain classifier (gan_core.packaging.classifier): uint8 (B, 3, H, W) → penultimate (B, 128), logits
+    (B, K)."""
+
+    load = staticmethod(load_classifier)
+    missing_path = "the lenet extractor needs the classifier's model directory (gan_core.packaging.classifier)"
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:
@@ -193,33 +210,16 @@ class LeNetFeatureExtractor(torch_fidelity.FeatureExtractorBase):
     def get_default_feature_layer_for_metric(metric: str) -> str:
         return {"isc": "logits", "fid": "penultimate", "kid": "penultimate", "prc": "penultimate"}[metric]
 
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False  # a few kFLOPs per image: compiling costs more than it saves
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = dict(zip(("penultimate", "logits"), self.net.features(self.net.prepare_input(x)), strict=True))
         return tuple(features[name].float() for name in self.features_list)
 
 
-class EncoderFeatureExtractor(torch_fidelity.FeatureExtractorBase):
-    """The label-free domain encoder as a torch-fidelity extractor: uint8 (B, 3, H, W) → features (B, D).
+class EncoderFeatureExtractor(OwnNetworkExtractor):
+    """The label-free domain encoder (gan_core.evaluation.encoder): uint8 (B, 3, H, W) → features (B, D)."""
 
-    `feature_extractor_weights_path` is the encoder's model directory (gan_core.evaluation.encoder), not a pickle.
-    """
-
-    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
-                 **kwargs: Any):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None:
-            raise UserError("the simclr extractor needs the encoder's model directory (gan_core.evaluation.encoder)")
-        self.net = load_encoder(feature_extractor_weights_path)
-        self.requires_grad_(False)
-        self.weights_sha256 = state_digest(self.net.state_dict())
+    load = staticmethod(load_encoder)
+    missing_path = "the simclr extractor needs the encoder's model directory (gan_core.evaluation.encoder)"
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:
@@ -228,14 +228,6 @@ class EncoderFeatureExtractor(torch_fidelity.FeatureExtractorBase):
     @staticmethod
     def get_default_feature_layer_for_metric(metric: str) -> str:
         return {"fid": "features", "kid": "features", "prc": "features"}[metric]
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False  # a few MFLOPs per image: compiling costs more than it saves
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.net(self.net.prepare_input(x)).float(),)
