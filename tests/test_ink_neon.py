@@ -9,9 +9,6 @@ import base64
 import hashlib
 import importlib.util
 import io
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from PIL import Image
-from processes import free_port, stop_process_group, wait_until_ready
+from processes import serve_model, stop_process_group
 from pyfunc import save_pyfunc
 from test_serve import _post
 
@@ -188,19 +185,8 @@ def test_mlflow_models_serve_translates_a_posted_colour_png(tiny_run: TinyRun, i
     import mlflow
 
     client.set_registered_model_alias(name, "champion", mlflow.register_model(logged.model_uri, name).version)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server, base = serve_model(f"models:/{name}@champion", mlflow_store.uri, tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_ready(server, f"{base}/ping")
         image = next((ink_neon / "neon" / "5").glob("*.png")).read_bytes()
         status, body = _post(f"{base}/invocations", {"dataframe_records": [
             {"image": base64.b64encode(image).decode(), "direction": "b2a"}]})
@@ -213,5 +199,4 @@ def test_mlflow_models_serve_translates_a_posted_colour_png(tiny_run: TinyRun, i
         assert Image.open(io.BytesIO(base64.b64decode(row["png_base64"]))).mode == "RGB"
     finally:
         stop_process_group(server)
-        log.close()
     assert "Traceback" not in (tmp_path / "server.log").read_text()

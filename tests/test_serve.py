@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
-from processes import free_port, stop_process_group, wait_until_ready
+from processes import free_port, serve_model, stop_process_group, wait_until_ready
 
 from gan_core.config import RegistryConfig
 from gan_core.packaging.generator import load_generator, sample_images
@@ -46,22 +46,8 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
     client.set_terminated(run.info.run_id)
     client.set_registered_model_alias(NAME, "champion", mlflow.register_model(info.model_uri, NAME).version)
 
-    port = free_port()
-    # As in an activated venv: MLflow execs `uvicorn` from PATH, and gan_core must be importable by the server
-    # (installed with `pip install -e .`, or here on PYTHONPATH).
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server, base = serve_model(f"models:/{NAME}@champion", mlflow_store.uri, tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_ready(server, f"{base}/ping")
-
         request = {"dataframe_records": [{"n": 4, "seed": 0, "labels": [3, 1, 4, 1]}]}
         status, body = _post(f"{base}/invocations", request)
         assert status == 200, body
@@ -116,7 +102,6 @@ def test_models_serve_answers_with_base64_pngs(mlflow_store, generator_package: 
         assert status == 200 and len(body["predictions"]) == 2
     finally:
         stop_process_group(server)
-        log.close()
     # User errors are answered, not logged as server failures.
     assert "Traceback" not in (tmp_path / "server.log").read_text()
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -20,7 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
-from processes import free_port, stop_process_group, wait_until_ready
+from processes import serve_model, stop_process_group
 from pyfunc import save_pyfunc
 from test_serve import _post
 
@@ -276,19 +273,8 @@ def test_ganops_translate_the_registered_champion(
 @pytest.mark.timeout(240)
 def test_models_serve_translates_a_posted_png(champion_uri: str, mlflow_store, translator_package: Path,
                                               tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.uri, "GANOPS_DEVICE": "cpu",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", champion_uri,
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server, base = serve_model(champion_uri, mlflow_store.uri, tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_ready(server, f"{base}/ping")
         image = _digit(5)
         status, body = _post(f"{base}/invocations",
                              {"dataframe_records": [{"image": _b64(image), "direction": "b2a"}]})
@@ -304,5 +290,4 @@ def test_models_serve_translates_a_posted_png(champion_uri: str, mlflow_store, t
         assert body["message"].startswith("request 1: image: ") and "\n" not in body["message"]
     finally:
         stop_process_group(server)
-        log.close()
     assert "Traceback" not in (tmp_path / "server.log").read_text()
